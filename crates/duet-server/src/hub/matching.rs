@@ -1,0 +1,291 @@
+//! Queue, pairing, rooms by code, next/leave/report/block.
+
+use std::cmp::Reverse;
+
+use duet_proto::{ErrorCode, PeerInfo, PeerLeftReason, ServerMessage};
+use tracing::info;
+
+use super::session::{Prefs, State};
+use super::{ConnId, Hub, Now, Room, Timer};
+
+/// How many queue entries one matching attempt looks at (oldest first).
+const MAX_SCAN: usize = 1024;
+
+impl Hub {
+    pub(super) fn join_queue(&mut self, now: Now, conn: ConnId, key: u64, id: Option<u64>, prefs: Prefs) {
+        match self.state(key) {
+            State::InRoom(_) => {
+                self.fail(conn, Some(key), id, ErrorCode::Busy, "in a call or room: send next or leave first")
+            }
+            State::Queued { .. } => {
+                // Already waiting: take the new preferences, keep the place in the queue.
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.prefs = prefs;
+                }
+                self.reply_queued(key, id);
+                self.try_match(now, key);
+            }
+            State::Idle => {
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.prefs = prefs;
+                }
+                self.enqueue(now, key, id);
+            }
+        }
+    }
+
+    /// Puts an idle session into the queue with its current preferences and tries to match it.
+    pub(super) fn enqueue(&mut self, now: Now, key: u64, id: Option<u64>) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let Some(s) = self.sessions.get_mut(&key) else { return };
+        s.state = State::Queued { ticket, since: now.mono };
+        let picky = s.prefs.is_picky();
+        self.queue.insert(ticket, key);
+        if picky {
+            self.timers.push(Reverse((now.mono + self.cfg.interest_wait, Timer::Rematch(key, ticket))));
+        }
+        self.reply_queued(key, id);
+        self.try_match(now, key);
+    }
+
+    fn reply_queued(&mut self, key: u64, id: Option<u64>) {
+        let Some(s) = self.sessions.get(&key) else { return };
+        let msg = ServerMessage::Queued { interests: s.prefs.interests.clone(), language: s.prefs.language.clone() };
+        self.reply(key, id, msg);
+    }
+
+    pub(super) fn dequeue(&mut self, key: u64) {
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if let State::Queued { ticket, .. } = s.state {
+                self.queue.remove(&ticket);
+                s.state = State::Idle;
+            }
+        }
+    }
+
+    /// True if `key` accepts a partner who shares nothing with it.
+    fn open_to_anyone(&self, key: u64, now: Now) -> bool {
+        let Some(s) = self.sessions.get(&key) else { return false };
+        match s.state {
+            State::Queued { since, .. } => !s.prefs.is_picky() || now.mono >= since + self.cfg.interest_wait,
+            _ => false,
+        }
+    }
+
+    fn blocked(&self, a: u64, b: u64) -> bool {
+        let has = |x: u64, y: u64| self.sessions.get(&x).is_some_and(|s| s.blocked.contains(&y));
+        has(a, b) || has(b, a)
+    }
+
+    /// Looks for a partner for queued session `key`: the longest-waiting session that shares
+    /// an interest or language; failing that, the longest-waiting one, if both sides accept
+    /// anyone. Never a blocked pair, nor a pair that just parted with `next`.
+    pub(super) fn try_match(&mut self, now: Now, key: u64) {
+        let Some(me) = self.sessions.get(&key) else { return };
+        let State::Queued { ticket: my_ticket, .. } = me.state else { return };
+        if me.conn.is_none() {
+            return;
+        }
+        let me_open = self.open_to_anyone(key, now);
+        let mut shared = None;
+        let mut any = None;
+        let mut retry_at = None;
+        for (&ticket, &other) in self.queue.iter().take(MAX_SCAN) {
+            if other == key {
+                continue;
+            }
+            let Some(o) = self.sessions.get(&other) else { continue };
+            if o.conn.is_none() || self.blocked(key, other) {
+                continue;
+            }
+            let cooldown = me.cooldown_until(other, now.mono).or_else(|| o.cooldown_until(key, now.mono));
+            if let Some(until) = cooldown {
+                retry_at = Some(retry_at.map_or(until, |r: std::time::Instant| r.min(until)));
+                continue;
+            }
+            if me.prefs.shares(&o.prefs) {
+                shared = Some((ticket, other));
+                break;
+            }
+            if any.is_none() && me_open && self.open_to_anyone(other, now) {
+                any = Some((ticket, other));
+            }
+        }
+        match shared.or(any) {
+            Some((their_ticket, other)) => {
+                // The one who waited longer makes the offer (impolite); the newcomer is polite.
+                let (first, second) = if their_ticket < my_ticket { (other, key) } else { (key, other) };
+                self.dequeue(first);
+                self.dequeue(second);
+                let room = self.next_room;
+                self.next_room += 1;
+                let name = format!("r-{}", self.random_hex(6));
+                self.rooms.insert(room, Room { name, code: None, members: vec![first, second] });
+                self.announce_match(now, room);
+            }
+            None => {
+                if let Some(at) = retry_at {
+                    self.timers.push(Reverse((at, Timer::Rematch(key, my_ticket))));
+                }
+            }
+        }
+    }
+
+    /// Both members of a full room learn of each other; members[0] is impolite.
+    fn announce_match(&mut self, now: Now, room: u64) {
+        let Some(r) = self.rooms.get(&room) else { return };
+        let (name, members) = (r.name.clone(), r.members.clone());
+        let [first, second] = members[..] else { return };
+        for key in [first, second] {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.state = State::InRoom(room);
+            }
+        }
+        self.stats.matches_total += 1;
+        let (Some(a), Some(b)) = (self.sessions.get(&first), self.sessions.get(&second)) else { return };
+        let common = a.prefs.common(&b.prefs);
+        info!(room = %name, a = %a.public_id, b = %b.public_id, common = common.len(), "matched");
+        let msgs = [(first, b, false), (second, a, true)].map(|(to, peer, polite)| {
+            let msg = ServerMessage::Matched {
+                room: name.clone(),
+                peer: PeerInfo {
+                    session_id: peer.public_id.clone(),
+                    client: peer.client.clone(),
+                    language: peer.prefs.language.clone(),
+                },
+                polite,
+                ice_servers: self.cfg.ice.servers_for(&self.sessions[&to].public_id, now.unix_secs),
+                common_interests: common.clone(),
+            };
+            (to, msg)
+        });
+        for (to, msg) in msgs {
+            self.send(to, None, msg);
+        }
+    }
+
+    pub(super) fn next(&mut self, now: Now, key: u64, id: Option<u64>) {
+        match self.state(key) {
+            State::InRoom(_) => {
+                if let Some(partner) = self.leave_room(now, key, PeerLeftReason::Next, true) {
+                    let until = now.mono + self.cfg.rematch_cooldown;
+                    for (a, b) in [(key, partner), (partner, key)] {
+                        if let Some(s) = self.sessions.get_mut(&a) {
+                            s.remember_partner(b, until, now.mono);
+                        }
+                    }
+                }
+                self.enqueue(now, key, id);
+            }
+            State::Queued { .. } => self.reply_queued(key, id),
+            State::Idle => self.enqueue(now, key, id),
+        }
+    }
+
+    pub(super) fn join_room(&mut self, now: Now, conn: ConnId, key: u64, id: Option<u64>, code: String) {
+        if let State::InRoom(_) = self.state(key) {
+            self.fail(conn, Some(key), id, ErrorCode::Busy, "in a call or room: send leave first");
+            return;
+        }
+        match self.codes.get(&code).copied() {
+            Some(room) => {
+                let members = self.rooms.get(&room).map(|r| r.members.clone()).unwrap_or_default();
+                let refused = members.len() >= 2 || members.iter().any(|m| self.blocked(*m, key));
+                if refused {
+                    self.fail(conn, Some(key), id, ErrorCode::RoomFull, format!("room {code} is full"));
+                    return;
+                }
+                self.dequeue(key);
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.members.push(key);
+                }
+                self.reply(key, id, ServerMessage::RoomJoined { code });
+                self.announce_match(now, room);
+            }
+            None => {
+                self.dequeue(key);
+                let room = self.next_room;
+                self.next_room += 1;
+                self.rooms.insert(room, Room { name: code.clone(), code: Some(code.clone()), members: vec![key] });
+                self.codes.insert(code.clone(), room);
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.state = State::InRoom(room);
+                }
+                info!(session = %self.public_id(key), room = %code, "waiting in room");
+                self.reply(key, id, ServerMessage::RoomJoined { code });
+            }
+        }
+    }
+
+    /// Takes `key` out of its room; the partner (if any) gets `peer_left {reason}`.
+    /// A random pair's room dissolves: the partner is re-queued if `requeue_partner`, else
+    /// idle. In a room by code the partner stays and waits for someone else.
+    /// Returns the partner.
+    pub(super) fn leave_room(&mut self, now: Now, key: u64, reason: PeerLeftReason, requeue_partner: bool) -> Option<u64> {
+        let State::InRoom(room) = self.state(key) else { return None };
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.state = State::Idle;
+        }
+        let r = self.rooms.get_mut(&room)?;
+        r.members.retain(|m| *m != key);
+        let partner = r.members.first().copied();
+        let by_code = r.code.is_some();
+        let name = r.name.clone();
+        if !by_code || r.members.is_empty() {
+            if let Some(r) = self.rooms.remove(&room) {
+                if let Some(code) = r.code {
+                    self.codes.remove(&code);
+                }
+            }
+        }
+        info!(room = %name, session = %self.public_id(key), reason = ?reason, "left room");
+        if let Some(p) = partner {
+            self.send(p, None, ServerMessage::PeerLeft { reason });
+            if !by_code {
+                if let Some(s) = self.sessions.get_mut(&p) {
+                    s.state = State::Idle;
+                }
+                if requeue_partner {
+                    self.enqueue(now, p, None);
+                }
+            }
+        }
+        partner
+    }
+
+    /// `report` and `block`: end the call, and never match this pair again.
+    pub(super) fn end_with(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        key: u64,
+        id: Option<u64>,
+        reason: PeerLeftReason,
+        report: Option<String>,
+    ) {
+        let Some(partner) = self.partner(key) else {
+            self.fail(conn, Some(key), id, ErrorCode::NotInCall, "no partner to report or block");
+            return;
+        };
+        for (a, b) in [(key, partner), (partner, key)] {
+            if let Some(s) = self.sessions.get_mut(&a) {
+                if !s.blocked.contains(&b) {
+                    s.blocked.push(b);
+                }
+            }
+        }
+        match &report {
+            Some(text) => {
+                self.stats.reports_total += 1;
+                info!(reporter = %self.public_id(key), reported = %self.public_id(partner), reason = %text, "report");
+            }
+            None => {
+                self.stats.blocks_total += 1;
+                info!(blocker = %self.public_id(key), blocked = %self.public_id(partner), "block");
+            }
+        }
+        self.leave_room(now, key, reason, false);
+        self.reply(key, id, ServerMessage::Ok);
+    }
+}

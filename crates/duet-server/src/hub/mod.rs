@@ -1,0 +1,671 @@
+//! The matching and session state machine, free of I/O.
+//!
+//! [`Hub`] takes [`Input`]s together with the current time ([`Now`]) and produces
+//! [`Output`]s (text to send to a connection, connections to close) and a next deadline
+//! ([`Hub::poll_timeout`]). It never reads a clock or touches a socket, so every behaviour
+//! is unit-tested on simulated time (see `tests.rs`). The WebSocket driver in `crate::ws`
+//! feeds it.
+
+mod matching;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duet_proto::{
+    ClientFrame, ClientInfo, ClientMessage, ErrorCode, PROTOCOL_VERSION, PeerLeftReason, ProtoError, ServerFrame,
+    ServerInfo, ServerMessage,
+};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::turn::IceConfig;
+use session::{Prefs, Session, State};
+
+/// WebSocket close code sent to a socket that another socket of the same session replaced.
+pub const CLOSE_REPLACED: u16 = 4000;
+/// WebSocket close code sent when a connection was silent longer than the idle timeout.
+pub const CLOSE_IDLE: u16 = 4001;
+/// WebSocket close code ("going away") sent on server shutdown.
+pub const CLOSE_SHUTDOWN: u16 = 1001;
+
+/// Identifies one WebSocket connection; assigned by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// The current time, as the driver (or a test) tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time, for every timeout.
+    pub mono: Instant,
+    /// Wall-clock seconds since the Unix epoch, for TURN credential expiry.
+    pub unix_secs: u64,
+}
+
+/// Tunables of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Clients send `ping` at least this often.
+    pub heartbeat: Duration,
+    /// A connection silent for this long is closed (and its session starts its grace period).
+    pub idle_timeout: Duration,
+    /// How long a session survives without a socket.
+    pub resume_grace: Duration,
+    /// How long a queued client with interests/language waits for a partner who shares
+    /// them before anyone will do.
+    pub interest_wait: Duration,
+    /// After `next`, the same pair is not matched again for this long.
+    pub rematch_cooldown: Duration,
+    /// Most unacknowledged messages kept per session for replay.
+    pub max_unacked: usize,
+    /// ICE servers handed out.
+    pub ice: IceConfig,
+    /// Seed for session ids and tokens; `None` uses the operating system's randomness.
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(12),
+            resume_grace: Duration::from_secs(15),
+            interest_wait: Duration::from_secs(3),
+            rematch_cooldown: Duration::from_secs(30),
+            max_unacked: 512,
+            ice: IceConfig::default(),
+            rng_seed: None,
+        }
+    }
+}
+
+/// Something that happened on a connection.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A WebSocket connection was accepted.
+    Opened(ConnId),
+    /// A valid frame arrived.
+    Frame(ConnId, ClientFrame),
+    /// A frame arrived that the driver refused (parse failure, limit, rate); the hub answers
+    /// with an `error` and counts it.
+    Refused(ConnId, ProtoError),
+    /// The connection is gone.
+    Closed(ConnId),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this text frame on the connection.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The JSON text.
+        text: Arc<str>,
+    },
+    /// Close the connection with this close frame.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// WebSocket close code.
+        code: u16,
+        /// Close reason.
+        reason: &'static str,
+    },
+}
+
+/// Counters for `/api/webrtc/stats` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Stats {
+    /// Live sessions (with or without a socket).
+    pub sessions: usize,
+    /// Sessions currently without a socket (in their grace period).
+    pub sessions_detached: usize,
+    /// Open WebSocket connections.
+    pub connections: usize,
+    /// Clients waiting in the matching queue.
+    pub queue_length: usize,
+    /// Rooms with at least one member.
+    pub rooms: usize,
+    /// Pairs matched since start.
+    pub matches_total: u64,
+    /// Sessions resumed with a token since start.
+    pub resumes_total: u64,
+    /// Sessions that ended because their grace period ran out.
+    pub sessions_expired_total: u64,
+    /// Connections closed for silence.
+    pub idle_timeouts_total: u64,
+    /// Signals relayed between peers.
+    pub signals_relayed_total: u64,
+    /// Reports received.
+    pub reports_total: u64,
+    /// Blocks received.
+    pub blocks_total: u64,
+    /// Frames received.
+    pub frames_in_total: u64,
+    /// Frames sent (including replays).
+    pub frames_out_total: u64,
+    /// `error` replies by code.
+    pub errors_total: BTreeMap<ErrorCode, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Check a connection for silence.
+    Idle(ConnId),
+    /// A detached session's grace period ends (if still detached in this epoch).
+    Grace(u64, u64),
+    /// Re-run matching for a queued session (interest wait over, or cooldown over).
+    Rematch(u64, u64),
+}
+
+struct Conn {
+    session: Option<u64>,
+    last_seen: Instant,
+}
+
+/// A room: a random pair, or a room by code (which may wait with one member).
+struct Room {
+    name: String,
+    code: Option<String>,
+    members: Vec<u64>,
+}
+
+/// The matching/session state machine. See the module docs.
+pub struct Hub {
+    cfg: HubConfig,
+    server_version: String,
+    rng: StdRng,
+    conns: HashMap<ConnId, Conn>,
+    sessions: HashMap<u64, Session>,
+    tokens: HashMap<String, u64>,
+    rooms: HashMap<u64, Room>,
+    codes: HashMap<String, u64>,
+    /// Waiting sessions by ticket (ascending ticket = longest waiting first).
+    queue: BTreeMap<u64, u64>,
+    next_key: u64,
+    next_ticket: u64,
+    next_room: u64,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    out: VecDeque<Output>,
+    stats: Stats,
+    shutting_down: bool,
+}
+
+impl Hub {
+    /// A hub with this configuration; `server_version` goes into `welcome`.
+    pub fn new(cfg: HubConfig, server_version: impl Into<String>) -> Self {
+        let rng = match cfg.rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        Self {
+            cfg,
+            server_version: server_version.into(),
+            rng,
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            tokens: HashMap::new(),
+            rooms: HashMap::new(),
+            codes: HashMap::new(),
+            queue: BTreeMap::new(),
+            next_key: 1,
+            next_ticket: 1,
+            next_room: 1,
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            stats: Stats::default(),
+            shutting_down: false,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &HubConfig {
+        &self.cfg
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, now: Now, input: Input) {
+        match input {
+            Input::Opened(conn) => {
+                if self.shutting_down {
+                    self.out.push_back(Output::Close { conn, code: CLOSE_SHUTDOWN, reason: "server shutting down" });
+                    return;
+                }
+                self.conns.insert(conn, Conn { session: None, last_seen: now.mono });
+                self.timers.push(Reverse((now.mono + self.cfg.idle_timeout, Timer::Idle(conn))));
+            }
+            Input::Frame(conn, frame) => self.on_frame(now, conn, frame),
+            Input::Refused(conn, err) => {
+                self.stats.frames_in_total += 1;
+                let key = self.touch(now, conn);
+                self.fail(conn, key, err.reply_to, err.code, err.message);
+            }
+            Input::Closed(conn) => self.on_closed(now, conn),
+            Input::Shutdown => self.shutdown(),
+        }
+    }
+
+    /// The next output, if any. Call until `None` after every input or timeout.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Hub::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now.mono {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else { break };
+            match timer {
+                Timer::Idle(conn) => self.check_idle(now, conn),
+                Timer::Grace(key, epoch) => {
+                    let expired = self.sessions.get(&key).is_some_and(|s| s.conn.is_none() && s.detach_epoch == epoch);
+                    if expired {
+                        self.expire(now, key);
+                    }
+                }
+                Timer::Rematch(key, ticket) => {
+                    let still = self
+                        .sessions
+                        .get(&key)
+                        .is_some_and(|s| matches!(s.state, State::Queued { ticket: t, .. } if t == ticket));
+                    if still {
+                        self.try_match(now, key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            sessions: self.sessions.len(),
+            sessions_detached: self.sessions.values().filter(|s| s.conn.is_none()).count(),
+            connections: self.conns.len(),
+            queue_length: self.queue.len(),
+            rooms: self.rooms.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// True once [`Input::Shutdown`] was handled.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    // ----- connection events -------------------------------------------------------------
+
+    /// Marks the connection alive; returns its session.
+    fn touch(&mut self, now: Now, conn: ConnId) -> Option<u64> {
+        let c = self.conns.get_mut(&conn)?;
+        c.last_seen = now.mono;
+        c.session
+    }
+
+    fn on_frame(&mut self, now: Now, conn: ConnId, frame: ClientFrame) {
+        if !self.conns.contains_key(&conn) || self.shutting_down {
+            return;
+        }
+        self.stats.frames_in_total += 1;
+        let key = self.touch(now, conn);
+        let ClientFrame { id, ack, msg } = frame;
+        let Some(key) = key else {
+            match msg {
+                ClientMessage::Hello { version, resume_token, client } => {
+                    self.hello(now, conn, id, version, resume_token, client);
+                }
+                ClientMessage::Ping { ts } => self.send_conn(conn, id, ServerMessage::Pong { ts }),
+                other => self.fail(
+                    conn,
+                    None,
+                    id,
+                    ErrorCode::HelloRequired,
+                    format!("send hello before {}", other.kind()),
+                ),
+            }
+            return;
+        };
+        if let Some(ack) = ack {
+            self.apply_ack(key, ack);
+        }
+        if let ClientMessage::Ack { seq } = msg {
+            self.apply_ack(key, seq);
+            return;
+        }
+        if let Some(id) = id {
+            if let Some(cached) = self.sessions.get(&key).and_then(|s| s.cached_reply(id)) {
+                debug!(session = %self.public_id(key), id, "duplicate message id answered again");
+                self.send(key, Some(id), cached);
+                return;
+            }
+        }
+        self.on_message(now, conn, key, id, msg);
+    }
+
+    fn on_message(&mut self, now: Now, conn: ConnId, key: u64, id: Option<u64>, msg: ClientMessage) {
+        match msg {
+            ClientMessage::Hello { .. } => {
+                self.fail(conn, Some(key), id, ErrorCode::AlreadyWelcomed, "this connection already said hello")
+            }
+            ClientMessage::Ping { ts } => self.reply(key, id, ServerMessage::Pong { ts }),
+            ClientMessage::Ack { .. } => {}
+            ClientMessage::JoinQueue { interests, language } => {
+                let prefs = Prefs::new(&interests, language.as_deref());
+                self.join_queue(now, conn, key, id, prefs);
+            }
+            ClientMessage::LeaveQueue => match self.state(key) {
+                State::Queued { .. } => {
+                    self.dequeue(key);
+                    self.reply(key, id, ServerMessage::Ok);
+                }
+                State::Idle => self.reply(key, id, ServerMessage::Ok),
+                State::InRoom(_) => self.fail(conn, Some(key), id, ErrorCode::Busy, "in a call or room: use leave"),
+            },
+            ClientMessage::Next => self.next(now, key, id),
+            ClientMessage::JoinRoom { code } => self.join_room(now, conn, key, id, code),
+            ClientMessage::Leave => {
+                match self.state(key) {
+                    State::Queued { .. } => self.dequeue(key),
+                    State::InRoom(_) => {
+                        self.leave_room(now, key, PeerLeftReason::Left, false);
+                    }
+                    State::Idle => {}
+                }
+                self.reply(key, id, ServerMessage::Ok);
+            }
+            ClientMessage::Signal { payload } => match self.partner(key) {
+                Some(partner) => {
+                    self.stats.signals_relayed_total += 1;
+                    self.send(partner, None, ServerMessage::Signal { payload });
+                    if id.is_some() {
+                        self.reply(key, id, ServerMessage::Ok);
+                    }
+                }
+                None => self.fail(conn, Some(key), id, ErrorCode::NotInCall, "no partner to signal"),
+            },
+            ClientMessage::Report { reason } => {
+                self.end_with(now, conn, key, id, PeerLeftReason::Reported, Some(reason));
+            }
+            ClientMessage::Block => self.end_with(now, conn, key, id, PeerLeftReason::Blocked, None),
+        }
+    }
+
+    fn on_closed(&mut self, now: Now, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else { return };
+        if let Some(key) = c.session {
+            if self.sessions.get(&key).is_some_and(|s| s.conn == Some(conn)) {
+                self.detach(now, key);
+            }
+        }
+    }
+
+    fn check_idle(&mut self, now: Now, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        let deadline = c.last_seen + self.cfg.idle_timeout;
+        if deadline <= now.mono {
+            self.stats.idle_timeouts_total += 1;
+            info!(conn = conn.0, "connection silent past the idle timeout; closing");
+            self.out.push_back(Output::Close { conn, code: CLOSE_IDLE, reason: "heartbeat timeout" });
+            self.on_closed(now, conn);
+        } else {
+            self.timers.push(Reverse((deadline, Timer::Idle(conn))));
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        let keys: Vec<u64> = self.sessions.keys().copied().collect();
+        for key in keys {
+            if self.partner(key).is_some() {
+                self.send(key, None, ServerMessage::PeerLeft { reason: PeerLeftReason::ServerShutdown });
+            }
+        }
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.out.push_back(Output::Close { conn, code: CLOSE_SHUTDOWN, reason: "server shutting down" });
+        }
+        info!(sessions = self.sessions.len(), "shutdown: partners told, connections closing");
+    }
+
+    // ----- sessions ------------------------------------------------------------------------
+
+    fn hello(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        id: Option<u64>,
+        version: u32,
+        token: Option<String>,
+        client: Option<ClientInfo>,
+    ) {
+        if version != PROTOCOL_VERSION {
+            self.fail(
+                conn,
+                None,
+                id,
+                ErrorCode::VersionMismatch,
+                format!(
+                    "this server speaks Duet protocol v{PROTOCOL_VERSION}, the client sent v{version}; update the client"
+                ),
+            );
+            return;
+        }
+        match token.as_deref().and_then(|t| self.tokens.get(t).copied()) {
+            Some(key) => self.resume(now, conn, key, id, client),
+            None => {
+                if token.is_some() {
+                    info!(conn = conn.0, "resume token unknown or expired; starting a new session");
+                }
+                self.new_session(now, conn, id, client);
+            }
+        }
+    }
+
+    fn new_session(&mut self, now: Now, conn: ConnId, id: Option<u64>, client: Option<ClientInfo>) {
+        let key = self.next_key;
+        self.next_key += 1;
+        let public_id = self.random_hex(16);
+        let token = self.random_token();
+        self.tokens.insert(token.clone(), key);
+        info!(session = %public_id, client = client.as_ref().map(|c| c.name.as_str()).unwrap_or("-"), "session started");
+        self.sessions.insert(key, Session::new(public_id, token, conn, client));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(key);
+        }
+        self.welcome(now, key, id, false, 0);
+    }
+
+    fn resume(&mut self, now: Now, conn: ConnId, key: u64, id: Option<u64>, client: Option<ClientInfo>) {
+        let Some(s) = self.sessions.get_mut(&key) else { return };
+        let old = s.conn.replace(conn);
+        let was_detached = s.detached_at.take().is_some();
+        s.detach_epoch += 1;
+        if client.is_some() {
+            s.client = client;
+        }
+        let replay: Vec<Arc<str>> = s.outbox.iter().map(|(_, t)| t.clone()).collect();
+        let public_id = s.public_id.clone();
+        if let Some(old) = old {
+            // The old socket may be half-open: replace it, never refuse the new one.
+            self.conns.remove(&old);
+            self.out.push_back(Output::Close { conn: old, code: CLOSE_REPLACED, reason: "replaced by a new connection" });
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(key);
+        }
+        let replayed = replay.len();
+        self.stats.frames_out_total += replayed as u64;
+        for text in replay {
+            self.out.push_back(Output::Send { conn, text });
+        }
+        self.stats.resumes_total += 1;
+        info!(session = %public_id, replayed, replaced_socket = old.is_some(), "session resumed");
+        self.welcome(now, key, id, true, replayed as u32);
+        if was_detached {
+            match self.state(key) {
+                State::InRoom(_) => {
+                    if let Some(partner) = self.partner(key) {
+                        self.send(partner, None, ServerMessage::PeerResumed);
+                    }
+                }
+                State::Queued { .. } => self.try_match(now, key),
+                State::Idle => {}
+            }
+        }
+    }
+
+    fn welcome(&mut self, now: Now, key: u64, id: Option<u64>, resumed: bool, replayed: u32) {
+        let Some(s) = self.sessions.get(&key) else { return };
+        let msg = ServerMessage::Welcome {
+            session_id: s.public_id.clone(),
+            resume_token: s.token.clone(),
+            heartbeat_ms: self.cfg.heartbeat.as_millis() as u64,
+            resume_grace_ms: self.cfg.resume_grace.as_millis() as u64,
+            ice_servers: self.cfg.ice.servers_for(&s.public_id, now.unix_secs),
+            resumed,
+            replayed,
+            server: ServerInfo {
+                version: self.server_version.clone(),
+                protocol: PROTOCOL_VERSION,
+                max_frame_bytes: duet_proto::MAX_FRAME_BYTES,
+            },
+        };
+        self.send(key, id, msg);
+    }
+
+    fn detach(&mut self, now: Now, key: u64) {
+        let grace = self.cfg.resume_grace;
+        let Some(s) = self.sessions.get_mut(&key) else { return };
+        s.conn = None;
+        s.detached_at = Some(now.mono);
+        s.detach_epoch += 1;
+        let epoch = s.detach_epoch;
+        info!(session = %s.public_id, grace_ms = grace.as_millis() as u64, "session lost its socket; grace period started");
+        self.timers.push(Reverse((now.mono + grace, Timer::Grace(key, epoch))));
+        if let Some(partner) = self.partner(key) {
+            self.send(partner, None, ServerMessage::PeerReconnecting { grace_ms: grace.as_millis() as u64 });
+        }
+    }
+
+    fn expire(&mut self, now: Now, key: u64) {
+        self.stats.sessions_expired_total += 1;
+        match self.state(key) {
+            State::Queued { .. } => self.dequeue(key),
+            State::InRoom(_) => {
+                self.leave_room(now, key, PeerLeftReason::Timeout, false);
+            }
+            State::Idle => {}
+        }
+        if let Some(s) = self.sessions.remove(&key) {
+            self.tokens.remove(&s.token);
+            info!(session = %s.public_id, "session ended: grace period over");
+        }
+    }
+
+    fn apply_ack(&mut self, key: u64, ack: u64) {
+        if let Some(s) = self.sessions.get_mut(&key) {
+            while s.outbox.front().is_some_and(|(seq, _)| *seq <= ack) {
+                s.outbox.pop_front();
+            }
+        }
+    }
+
+    // ----- sending -------------------------------------------------------------------------
+
+    /// Sends a sequenced message to a session (stored for replay unless it is a `welcome`,
+    /// `pong` or `error`); delivered now if the session has a socket.
+    fn send(&mut self, key: u64, reply_to: Option<u64>, msg: ServerMessage) {
+        let max_unacked = self.cfg.max_unacked;
+        let Some(s) = self.sessions.get_mut(&key) else { return };
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let stored = !matches!(msg, ServerMessage::Welcome { .. } | ServerMessage::Pong { .. } | ServerMessage::Error { .. });
+        let text: Arc<str> = ServerFrame { seq, reply_to, msg }.to_json().into();
+        if stored {
+            s.outbox.push_back((seq, text.clone()));
+            if s.outbox.len() > max_unacked {
+                s.outbox.pop_front();
+                warn!(session = %s.public_id, max_unacked, "client does not ack; oldest unacked message dropped");
+            }
+        }
+        if let Some(conn) = s.conn {
+            self.stats.frames_out_total += 1;
+            self.out.push_back(Output::Send { conn, text });
+        }
+    }
+
+    /// Sends an answer to client message `id`, remembering it so a repeated id is answered
+    /// the same way without acting twice.
+    fn reply(&mut self, key: u64, id: Option<u64>, msg: ServerMessage) {
+        if let (Some(id), Some(s)) = (id, self.sessions.get_mut(&key)) {
+            s.remember_reply(id, msg.clone());
+        }
+        self.send(key, id, msg);
+    }
+
+    /// Sends to a connection that has no session yet (`seq` 0, never stored).
+    fn send_conn(&mut self, conn: ConnId, reply_to: Option<u64>, msg: ServerMessage) {
+        self.stats.frames_out_total += 1;
+        let text = ServerFrame { seq: 0, reply_to, msg }.to_json().into();
+        self.out.push_back(Output::Send { conn, text });
+    }
+
+    fn fail(&mut self, conn: ConnId, key: Option<u64>, id: Option<u64>, code: ErrorCode, message: impl Into<String>) {
+        *self.stats.errors_total.entry(code).or_default() += 1;
+        let message = message.into();
+        debug!(conn = conn.0, code = code.as_str(), %message, "refused client message");
+        let msg = ServerMessage::error(code, message);
+        match key {
+            Some(key) => self.reply(key, id, msg),
+            None => self.send_conn(conn, id, msg),
+        }
+    }
+
+    // ----- helpers -------------------------------------------------------------------------
+
+    fn state(&self, key: u64) -> State {
+        self.sessions.get(&key).map(|s| s.state).unwrap_or(State::Idle)
+    }
+
+    fn public_id(&self, key: u64) -> &str {
+        self.sessions.get(&key).map(|s| s.public_id.as_str()).unwrap_or("-")
+    }
+
+    /// The other member of the session's room, if there is one.
+    fn partner(&self, key: u64) -> Option<u64> {
+        let State::InRoom(room) = self.state(key) else { return None };
+        self.rooms.get(&room)?.members.iter().copied().find(|m| *m != key)
+    }
+
+    fn random_hex(&mut self, bytes: usize) -> String {
+        let mut buf = vec![0u8; bytes];
+        self.rng.fill_bytes(&mut buf);
+        buf.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn random_token(&mut self) -> String {
+        use base64::Engine as _;
+        let mut buf = [0u8; 32];
+        self.rng.fill_bytes(&mut buf);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    }
+}
