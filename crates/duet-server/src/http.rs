@@ -1,0 +1,206 @@
+//! HTTP on the same port as the WebSocket: `/ws` upgrade, health, ICE config, stats, metrics.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use duet_proto::{ErrorCode, PROTOCOL_VERSION};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tracing::debug;
+
+use crate::backend::Backend;
+use crate::guard::GuardConfig;
+use crate::ws::{serve_socket, ws_config};
+
+/// The server version reported by `/health` and `welcome`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// State shared by every HTTP connection.
+pub struct AppState {
+    /// The session backend.
+    pub backend: Arc<dyn Backend>,
+    /// When the server started.
+    pub started: Instant,
+    /// Per-connection limits.
+    pub guard: GuardConfig,
+    /// Set once shutdown began: `/health` answers 503 and upgrades are refused.
+    pub shutting_down: AtomicBool,
+    /// Live WebSocket connections.
+    pub live_sockets: AtomicUsize,
+}
+
+type Body = Full<Bytes>;
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted stream.
+pub async fn serve_http<S>(stream: S, state: Arc<AppState>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(route(req, state)) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    if let Err(err) = conn.await {
+        debug!(error = %err, "http connection ended with an error");
+    }
+}
+
+fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "only GET is supported"}));
+    }
+    match path.as_str() {
+        "/ws" => upgrade(req, state),
+        "/health" => health(&state),
+        "/api/webrtc/config" => webrtc_config(&state),
+        "/api/webrtc/stats" => stats(&state),
+        "/metrics" => metrics(&state),
+        "/" => text_response(StatusCode::OK, "text/plain; charset=utf-8", "Duet signaling server. WebSocket: /ws\n".into()),
+        _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+    }
+}
+
+fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
+    if state.shutting_down.load(Ordering::Relaxed) {
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "server shutting down"}));
+    }
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let (Some(key), true, true, true) =
+        (key, has_token(header::CONNECTION, "upgrade"), has_token(header::UPGRADE, "websocket"), version_ok)
+    else {
+        return json_response(
+            StatusCode::UPGRADE_REQUIRED,
+            json!({"error": "/ws is a WebSocket endpoint (protocol v1); connect with a WebSocket client"}),
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                state.live_sockets.fetch_add(1, Ordering::Relaxed);
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
+                serve_socket(ws, state.backend.clone(), state.guard).await;
+                state.live_sockets.fetch_sub(1, Ordering::Relaxed);
+            }
+            Err(err) => debug!(error = %err, "websocket upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+fn health(state: &AppState) -> Response<Body> {
+    let stats = state.backend.stats();
+    let shutting_down = state.shutting_down.load(Ordering::Relaxed);
+    let status = if shutting_down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    json_response(
+        status,
+        json!({
+            "status": if shutting_down { "shutting_down" } else { "ok" },
+            "version": VERSION,
+            "protocol": PROTOCOL_VERSION,
+            "uptime_s": state.started.elapsed().as_secs(),
+            "sessions": stats.sessions,
+            "connections": stats.connections,
+        }),
+    )
+}
+
+fn webrtc_config(state: &AppState) -> Response<Body> {
+    let cfg = state.backend.hub_config();
+    let user = format!("web-{:016x}", rand::random::<u64>());
+    json_response(
+        StatusCode::OK,
+        json!({
+            "ice_servers": state.backend.ice_servers(&user),
+            "heartbeat_ms": cfg.heartbeat.as_millis() as u64,
+            "resume_grace_ms": cfg.resume_grace.as_millis() as u64,
+            "protocol": PROTOCOL_VERSION,
+        }),
+    )
+}
+
+fn stats(state: &AppState) -> Response<Body> {
+    let stats = state.backend.stats();
+    let mut value = serde_json::to_value(&stats).unwrap_or_else(|_| json!({}));
+    value["uptime_s"] = state.started.elapsed().as_secs().into();
+    value["live_sockets"] = state.live_sockets.load(Ordering::Relaxed).into();
+    json_response(StatusCode::OK, value)
+}
+
+/// Prometheus text exposition of the stats.
+fn metrics(state: &AppState) -> Response<Body> {
+    let s = state.backend.stats();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP duet_{name} {help}\n# TYPE duet_{name} {kind}\nduet_{name} {value}");
+    };
+    metric("uptime_seconds", "gauge", "Seconds since the server started.", state.started.elapsed().as_secs());
+    metric("sessions", "gauge", "Live sessions, with or without a socket.", s.sessions as u64);
+    metric("sessions_detached", "gauge", "Sessions in their resume grace period.", s.sessions_detached as u64);
+    metric("connections", "gauge", "Open WebSocket connections.", s.connections as u64);
+    metric("queue_length", "gauge", "Clients waiting to be matched.", s.queue_length as u64);
+    metric("rooms", "gauge", "Rooms with at least one member.", s.rooms as u64);
+    metric("matches_total", "counter", "Pairs matched.", s.matches_total);
+    metric("resumes_total", "counter", "Sessions resumed with a token.", s.resumes_total);
+    metric("sessions_expired_total", "counter", "Sessions ended by grace expiry.", s.sessions_expired_total);
+    metric("idle_timeouts_total", "counter", "Connections closed for silence.", s.idle_timeouts_total);
+    metric("signals_relayed_total", "counter", "Signals relayed between peers.", s.signals_relayed_total);
+    metric("reports_total", "counter", "Reports received.", s.reports_total);
+    metric("blocks_total", "counter", "Blocks received.", s.blocks_total);
+    metric("frames_in_total", "counter", "Frames received.", s.frames_in_total);
+    metric("frames_out_total", "counter", "Frames sent.", s.frames_out_total);
+    let _ = writeln!(out, "# HELP duet_errors_total Error replies by code.\n# TYPE duet_errors_total counter");
+    for code in ErrorCode::ALL {
+        let n = s.errors_total.get(&code).copied().unwrap_or(0);
+        let _ = writeln!(out, "duet_errors_total{{code=\"{}\"}} {n}", code.as_str());
+    }
+    text_response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", out)
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    text_response(status, "application/json", value.to_string())
+}
+
+fn text_response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}

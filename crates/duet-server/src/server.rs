@@ -1,0 +1,151 @@
+//! Binding, accepting (plain or TLS), and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::backend::{Backend, InMemoryBackend, run_timers};
+use crate::config::{ServerConfig, TlsFiles};
+use crate::guard::GuardConfig;
+use crate::http::{AppState, VERSION, serve_http};
+use crate::hub::Input;
+
+/// How long shutdown waits for sockets to take their close frames.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The listen address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key is unusable.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Binds the listen address and loads TLS files; nothing is served until `run`.
+    pub async fn bind(cfg: ServerConfig) -> Result<Self, ServerError> {
+        let tls = cfg.tls.as_ref().map(load_tls).transpose()?;
+        let listener =
+            TcpListener::bind(cfg.listen).await.map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+        let backend: Arc<dyn Backend> = Arc::new(InMemoryBackend::new(cfg.hub, VERSION));
+        let state = Arc::new(AppState {
+            backend,
+            started: Instant::now(),
+            guard: GuardConfig::default(),
+            shutting_down: AtomicBool::new(false),
+            live_sockets: AtomicUsize::new(0),
+        });
+        Ok(Self { listener, tls, state })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The WebSocket URL clients connect to.
+    pub fn ws_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.local_addr())
+    }
+
+    /// Serves until `shutdown` completes, then tells every client (`peer_left
+    /// {reason: server_shutdown}` and a close frame) and waits briefly for them to go.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let timers = tokio::spawn(run_timers(self.state.backend.clone(), stop_rx));
+        info!(addr = %self.local_addr(), tls = self.tls.is_some(), version = VERSION, "listening");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let state = self.state.clone();
+                        match self.tls.clone() {
+                            None => { tokio::spawn(serve_http(stream, state)); }
+                            Some(acceptor) => {
+                                tokio::spawn(async move {
+                                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                        Ok(Ok(tls)) => serve_http(tls, state).await,
+                                        Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
+                                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                                    }
+                                });
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        info!("shutting down");
+        self.state.shutting_down.store(true, Ordering::Relaxed);
+        self.state.backend.input(Input::Shutdown);
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self.state.live_sockets.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop_tx.send(true);
+        let _ = timers.await;
+        info!(remaining = self.state.live_sockets.load(Ordering::Relaxed), "stopped");
+    }
+}
+
+fn load_tls(files: &TlsFiles) -> Result<TlsAcceptor, ServerError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| ServerError::Tls(format!("cannot read certificate {}: {e}", show(&files.cert))))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServerError::Tls(format!("invalid certificate {}: {e}", show(&files.cert))))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!("no certificate found in {}", show(&files.cert))));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| ServerError::Tls(format!("cannot read private key {}: {e}", show(&files.key))))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(format!("certificate and key do not work together: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn show(path: &Path) -> String {
+    path.display().to_string()
+}
