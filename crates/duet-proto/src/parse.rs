@@ -61,12 +61,16 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ProtoError> {
 /// `id`, if any, is a non-negative integer. Returns the id.
 fn check_head(text: &str) -> Result<Option<u64>, ProtoError> {
     let not_object = || ProtoError::new(ErrorCode::BadMessage, "a frame must be a JSON object with a string \"type\"");
+    let bad_json = |e: serde_json::Error| ProtoError::new(ErrorCode::BadJson, format!("not valid JSON: {}", short(&e)));
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => not_object(),
+            Err(e) => bad_json(e),
+        });
+    }
     let head = match serde_json::from_str::<Head>(text) {
-        Ok(head) if text.trim_start().starts_with('{') => head,
-        Ok(_) => return Err(not_object()),
-        Err(e) if e.is_syntax() || e.is_eof() => {
-            return Err(ProtoError::new(ErrorCode::BadJson, format!("not valid JSON: {}", short(&e))));
-        }
+        Ok(head) => head,
+        Err(e) if e.is_syntax() || e.is_eof() => return Err(bad_json(e)),
         Err(_) => return Err(not_object()),
     };
     let reply_to = head.id.as_ref().and_then(serde_json::Value::as_u64);

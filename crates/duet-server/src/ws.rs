@@ -94,7 +94,7 @@ where
                         Ok(frame) => Input::Frame(conn, frame),
                         Err(err) => {
                             if guard.on_violation(now) == Verdict::Close {
-                                abuse(&mut ws, conn.0).await;
+                                abuse(&mut ws, &mut rx, conn.0).await;
                                 break;
                             }
                             Input::Refused(conn, err)
@@ -104,7 +104,7 @@ where
                         Input::Refused(conn, ProtoError::new(ErrorCode::RateLimited, "too many messages; slow down"))
                     }
                     Verdict::Close => {
-                        abuse(&mut ws, conn.0).await;
+                        abuse(&mut ws, &mut rx, conn.0).await;
                         break;
                     }
                 };
@@ -112,7 +112,7 @@ where
             }
             Event::In(Some(Ok(Message::Binary(_)))) => {
                 if guard.on_violation(Instant::now()) == Verdict::Close {
-                    abuse(&mut ws, conn.0).await;
+                    abuse(&mut ws, &mut rx, conn.0).await;
                     break;
                 }
                 let err = ProtoError::new(ErrorCode::BinaryFrame, "binary frames are not part of the protocol; send JSON text");
@@ -151,13 +151,29 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
+    // Complete the closing handshake: read (and drop) until the client's close arrives, so
+    // unread input does not turn our close into a TCP reset that loses the last frames.
+    let handshake = async {
+        ws.close(Some(frame)).await?;
+        while let Some(msg) = ws.next().await {
+            msg?;
+        }
+        Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), handshake).await;
 }
 
-async fn abuse<S>(ws: &mut WebSocketStream<S>, conn: u64)
+/// Closes for sustained abuse, after writing the replies already queued (the client sees
+/// its `rate_limited`/`error` answers before the close).
+async fn abuse<S>(ws: &mut WebSocketStream<S>, rx: &mut mpsc::Receiver<Outgoing>, conn: u64)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     warn!(conn, "closing connection after sustained invalid or excessive messages");
+    let mut pending = Vec::new();
+    while let Ok(Outgoing::Text(t)) = rx.try_recv() {
+        pending.push(t);
+    }
+    let _ = write_all(ws, pending).await;
     close(ws, CLOSE_ABUSE, "too many invalid or excessive messages").await;
 }

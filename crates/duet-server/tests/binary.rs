@@ -1,0 +1,142 @@
+//! The real `duet-server` binary as a separate process: address line, graceful shutdown on
+//! SIGTERM, configuration errors, and logs that never contain secrets.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use duet_proto::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_duet-server");
+
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn duet-server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("ws://")).expect("address line").to_string();
+    Proc { child, url }
+}
+
+fn sigterm(p: &Proc) {
+    let status = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(p: &mut Proc, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < within, "process did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_tells_partners_and_exits_cleanly() {
+    let mut p = spawn(&[], &[]);
+    let (mut a, mut b) = matched_pair(&p.url).await;
+    sigterm(&p);
+    for c in [&mut a, &mut b] {
+        let f = c.expect("peer_left").await;
+        assert!(matches!(f.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::ServerShutdown }));
+        let close = c.expect_close().await.expect("close frame");
+        assert_eq!(u16::from(close.code), 1001);
+    }
+    let status = wait_exit(&mut p, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn logs_are_json_lines_without_secrets() {
+    let secret = "SEKRIT-turn-7f3a";
+    let mut p = spawn(
+        &["--turn-url", "turn:127.0.0.1:3478", "--log-format", "json"],
+        &[("DUET_TURN_SECRET", secret), ("RUST_LOG", "debug")],
+    );
+    let (mut a, mut b) = matched_pair(&p.url).await;
+    let token = a.token.clone();
+    a.send(ClientMessage::Signal { payload: offer("v=0") }).await;
+    b.expect("signal").await;
+    a.send_text("{broken").await;
+    a.expect("error").await;
+    sigterm(&p);
+    wait_exit(&mut p, Duration::from_secs(5));
+    let mut logs = String::new();
+    p.child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    assert!(logs.lines().count() > 5, "{logs}");
+    for line in logs.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string());
+    }
+    assert!(!logs.contains(secret), "TURN secret leaked into logs");
+    assert!(!logs.contains(&token), "resume token leaked into logs");
+    assert!(logs.contains("matched"));
+}
+
+#[test]
+fn a_bad_configuration_exits_non_zero_with_a_message() {
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--turn-url", "http://nope"])
+        .env("DUET_TURN_SECRET", "SEKRIT-x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("turn_urls"), "{err}");
+    assert!(!err.contains("SEKRIT-x"));
+
+    let out = Command::new(BIN).args(["--listen", "not-an-address"]).output().unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_busy_port_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN).args(["--listen", &addr]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on") && err.contains(&addr), "{err}");
+}
+
+#[test]
+fn config_file_and_environment_are_read() {
+    let dir = std::env::temp_dir().join(format!("duet-bin-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("duet.toml");
+    std::fs::write(&file, "resume_grace_ms = 4321\n[[ice_servers]]\nurls = [\"stun:127.0.0.1:3478\"]\n").unwrap();
+    let p = spawn(&["--config", file.to_str().unwrap()], &[("DUET_HEARTBEAT_MS", "1234")]);
+    let addr = p.url.trim_start_matches("ws://").trim_end_matches("/ws").to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let body = rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        http_get(stream, &addr, "/api/webrtc/config").await.1
+    });
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["resume_grace_ms"], 4321);
+    assert_eq!(v["heartbeat_ms"], 1234);
+    assert_eq!(v["ice_servers"][0]["urls"][0], "stun:127.0.0.1:3478");
+    let _ = std::fs::remove_dir_all(dir);
+}

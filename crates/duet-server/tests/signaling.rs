@@ -1,0 +1,129 @@
+//! Real WebSocket clients against the server on 127.0.0.1:0: matching, relay, rooms,
+//! duplicate ids, HTTP endpoints.
+
+mod common;
+
+use common::*;
+use duet_proto::*;
+
+#[tokio::test]
+async fn two_clients_are_matched_and_relay_a_full_negotiation() {
+    let server = TestServer::start().await;
+    let (mut a, mut b) = matched_pair(&server.url).await;
+
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n";
+    let id = a.send(ClientMessage::Signal { payload: offer(sdp) }).await;
+    assert_eq!(a.expect("ok").await.reply_to, Some(id));
+    let got = b.expect("signal").await;
+    assert!(matches!(&got.msg, ServerMessage::Signal { payload } if *payload == offer(sdp)));
+
+    let answer = SignalPayload::Description {
+        description: SessionDescription { sdp_type: SdpType::Answer, sdp: "v=0\r\n".into() },
+    };
+    b.send(ClientMessage::Signal { payload: answer.clone() }).await;
+    let cand = SignalPayload::Candidate {
+        candidate: IceCandidate {
+            candidate: "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: Some("abcd".into()),
+        },
+    };
+    b.send(ClientMessage::Signal { payload: cand.clone() }).await;
+    b.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates }).await;
+    for expected in [answer, cand, SignalPayload::EndOfCandidates] {
+        let f = a.expect("signal").await;
+        assert!(matches!(f.msg, ServerMessage::Signal { payload } if payload == expected));
+    }
+    let stats = server.get("/api/webrtc/stats").await.1;
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(v["signals_relayed_total"], 4);
+    assert_eq!(v["matches_total"], 1);
+}
+
+#[tokio::test]
+async fn a_repeated_id_is_answered_but_relayed_once() {
+    let server = TestServer::start().await;
+    let (mut a, mut b) = matched_pair(&server.url).await;
+    let frame = ClientFrame::with_id(900, ClientMessage::Signal { payload: SignalPayload::Restart });
+    a.send_frame(frame.clone()).await;
+    a.send_frame(frame).await;
+    assert_eq!(a.expect("ok").await.reply_to, Some(900));
+    assert_eq!(a.expect("ok").await.reply_to, Some(900));
+    b.expect("signal").await;
+    b.expect_silence(std::time::Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn rooms_by_code_pair_friends_and_refuse_a_third() {
+    let server = TestServer::start().await;
+    let mut x = Client::connect(&server.url).await;
+    let mut y = Client::connect(&server.url).await;
+    let mut z = Client::connect(&server.url).await;
+    x.send(ClientMessage::JoinRoom { code: "our-room".into() }).await;
+    x.expect("room_joined").await;
+    y.send(ClientMessage::JoinRoom { code: "our-room".into() }).await;
+    let m = y.expect("matched").await;
+    assert!(matches!(&m.msg, ServerMessage::Matched { room, peer, polite: true, .. } if room == "our-room" && peer.session_id == x.session_id));
+    x.expect("matched").await;
+    let id = z.send(ClientMessage::JoinRoom { code: "our-room".into() }).await;
+    assert_eq!(z.expect_error(Some(id)).await, ErrorCode::RoomFull);
+}
+
+#[tokio::test]
+async fn next_rematches_with_a_third_client() {
+    let server = TestServer::start().await;
+    let (mut a, mut b) = matched_pair(&server.url).await;
+    a.send(ClientMessage::Next).await;
+    a.expect("queued").await;
+    let left = b.expect("peer_left").await;
+    assert!(matches!(left.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::Next }));
+    b.expect("queued").await;
+    let mut c = Client::connect(&server.url).await;
+    c.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
+    let m = c.expect("matched").await;
+    let ServerMessage::Matched { peer, .. } = m.msg else { unreachable!() };
+    assert_eq!(peer.session_id, b.session_id, "b was re-queued first");
+    b.expect("matched").await;
+}
+
+#[tokio::test]
+async fn block_means_never_again() {
+    let server = TestServer::start().await;
+    let (mut a, mut b) = matched_pair(&server.url).await;
+    a.send(ClientMessage::Block).await;
+    a.expect("ok").await;
+    assert!(matches!(b.expect("peer_left").await.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::Blocked }));
+    for c in [&mut a, &mut b] {
+        c.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
+        c.expect("queued").await;
+    }
+    a.expect_silence(std::time::Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn http_endpoints_answer() {
+    let server = TestServer::start().await;
+    let _c = Client::connect(&server.url).await;
+    let (status, body) = server.get("/health").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["protocol"], 1);
+    assert!(v["uptime_s"].is_u64() && v["version"].is_string());
+    assert_eq!(v["sessions"], 1);
+
+    let (status, body) = server.get("/api/webrtc/config").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["ice_servers"].is_array());
+    assert_eq!(v["resume_grace_ms"], 15000);
+
+    let (status, body) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("duet_sessions 1"), "{body}");
+    assert!(body.contains("duet_errors_total{code=\"bad_json\"} 0"));
+
+    assert_eq!(server.get("/nope").await.0, 404);
+    assert_eq!(server.get("/ws").await.0, 426, "plain GET on /ws explains itself");
+}
