@@ -1,1 +1,552 @@
-fn main(){}
+//! Load benchmark of `duet-server`: real WebSocket sessions from one process.
+//!
+//! Runs the release `duet-server` binary as a child process and, against it:
+//! 1. **hold**: opens N sessions (hello/welcome) from several loopback source addresses and
+//!    reads the server's RSS: max concurrent sessions, RSS per session;
+//! 2. **pair**: 2P held sessions send `join_queue` at once: pairings per second;
+//! 3. **relay**: K pairs (rooms by code) relay `signal`s at R per second for D seconds:
+//!    relay latency p50/p99 (send to receive, same clock).
+//!
+//! The anchor, measured in the same run: the same hold and relay phases against a bare
+//! WebSocket relay (this binary with `--anchor-server`: tokio-tungstenite with the same
+//! buffer settings, pairs by connection order, no JSON, no sessions) — the floor that the
+//! transport alone costs.
+//!
+//! `cargo bench -p duet-server --bench load -- --sessions 50000 --pairs 10000 --rate 10000`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use duet_proto::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Barrier, Semaphore, mpsc};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// Sessions to hold at once.
+    #[arg(long, default_value_t = 50_000)]
+    sessions: usize,
+    /// Pairs to match in the pairing burst.
+    #[arg(long, default_value_t = 10_000)]
+    pairs: usize,
+    /// Pairs relaying signals in the latency phase.
+    #[arg(long, default_value_t = 1_000)]
+    relay_pairs: usize,
+    /// Signals per second in total during the latency phase.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds of relaying.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Connections opened concurrently.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Skip the anchor run.
+    #[arg(long)]
+    no_anchor: bool,
+    /// Internal: run as the bare WebSocket relay anchor on this address.
+    #[arg(long)]
+    anchor_server: Option<SocketAddr>,
+    /// Ignored (cargo bench passes it).
+    #[arg(long)]
+    bench: bool,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+fn main() {
+    let args = Args::parse();
+    raise_fd_limit(400_000);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if let Some(addr) = args.anchor_server {
+        rt.block_on(anchor_server(addr));
+        return;
+    }
+    let duet = rt.block_on(run_against(Target::Duet, &args));
+    let anchor = (!args.no_anchor).then(|| rt.block_on(run_against(Target::Anchor, &args)));
+    print_table(&args, &duet, anchor.as_ref());
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Duet,
+    Anchor,
+}
+
+#[derive(Default, Debug)]
+struct Results {
+    held: usize,
+    hold_secs: f64,
+    rss_base_kib: u64,
+    rss_held_kib: u64,
+    pairings_per_sec: Option<f64>,
+    relay_sent: u64,
+    relay_received: usize,
+    relay_secs: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    server_cpu_relay: f64,
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(target: Target) -> Server {
+    let mut cmd = match target {
+        Target::Duet => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_duet-server"));
+            // Idle sessions are held without pings for the whole run.
+            c.args(["--listen", "127.0.0.1:0", "--heartbeat-ms", "600000", "--idle-timeout-ms", "1200000"]);
+            c.env("RUST_LOG", "warn");
+            c
+        }
+        Target::Anchor => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut c = Command::new(std::env::current_exe().unwrap());
+            c.args(["--anchor-server", &format!("127.0.0.1:{port}")]);
+            c
+        }
+    };
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let addr = line
+        .split(|c: char| c.is_whitespace() || c == '/')
+        .find_map(|w| w.parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    Server { child, addr }
+}
+
+async fn run_against(target: Target, args: &Args) -> Results {
+    let server = start(target);
+    let pid = server.child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut r = Results { rss_base_kib: rss_kib(pid), ..Results::default() };
+    let name = if target == Target::Duet { "duet-server" } else { "anchor" };
+
+    // 1. hold
+    let t0 = Instant::now();
+    let mut conns = open_sessions(server.addr, args.sessions, args.concurrency, target).await;
+    r.hold_secs = t0.elapsed().as_secs_f64();
+    r.held = conns.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.rss_held_kib = rss_kib(pid);
+    eprintln!("[{name}] holding {} sessions after {:.1} s, RSS {} MiB", r.held, r.hold_secs, r.rss_held_kib / 1024);
+
+    // 2. pairings (the anchor has no matching)
+    if target == Target::Duet {
+        let n = (2 * args.pairs).min(conns.len().saturating_sub(2 * args.relay_pairs)) & !1;
+        let batch: Vec<Ws> = conns.drain(..n).collect();
+        r.pairings_per_sec = Some(pairing_burst(batch).await);
+        eprintln!("[{name}] pairings/s: {:.0}", r.pairings_per_sec.unwrap_or(0.0));
+    }
+
+    // 3. relay latency
+    let k = args.relay_pairs.min(conns.len() / 2);
+    let relay: Vec<Ws> = conns.drain(..2 * k).collect();
+    let cpu0 = cpu_secs(pid);
+    let t = Instant::now();
+    let (sent, lat) = relay_phase(relay, target, args.rate, Duration::from_secs(args.duration)).await;
+    r.relay_secs = t.elapsed().as_secs_f64();
+    r.server_cpu_relay = (cpu_secs(pid) - cpu0) / r.relay_secs;
+    r.relay_sent = sent;
+    r.relay_received = lat.len();
+    let mut lat = lat;
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    (r.p50_us, r.p99_us, r.max_us) = (pct(0.50), pct(0.99), lat.last().copied().unwrap_or(0));
+    eprintln!("[{name}] relay: sent {sent}, received {}, p50 {} us, p99 {} us", r.relay_received, r.p50_us, r.p99_us);
+    drop(conns);
+    r
+}
+
+/// Opens `n` sessions from 127.0.0.2, 127.0.0.3, ... (20,000 per source address).
+async fn open_sessions(server: SocketAddr, n: usize, concurrency: usize, target: Target) -> Vec<Ws> {
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let sem = sem.clone();
+        let failures = failures.clone();
+        let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i / 20_000) as u8));
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.unwrap();
+            for _attempt in 0..3 {
+                match open_one(server, src, target).await {
+                    Ok(ws) => return Some(ws),
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            None
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        if let Some(ws) = t.await.unwrap() {
+            out.push(ws);
+        }
+    }
+    let f = failures.load(Ordering::Relaxed);
+    if f > 0 {
+        eprintln!("  ({f} connection attempts failed and were retried)");
+    }
+    out
+}
+
+async fn open_one(server: SocketAddr, src: IpAddr, target: Target) -> Result<Ws, String> {
+    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    sock.bind(SocketAddr::new(src, 0)).map_err(|e| e.to_string())?;
+    let stream = sock.connect(server).await.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).ok();
+    let url = format!("ws://{server}/ws");
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+        .await
+        .map_err(|e| e.to_string())?;
+    if target == Target::Duet {
+        let hello = ClientFrame::with_id(1, ClientMessage::Hello { version: 1, resume_token: None, client: None });
+        ws.send(Message::text(hello.to_json())).await.map_err(|e| e.to_string())?;
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => {}
+            other => return Err(format!("no welcome: {other:?}")),
+        }
+    }
+    Ok(ws)
+}
+
+/// All sessions join the queue at once; returns pairings per second.
+async fn pairing_burst(conns: Vec<Ws>) -> f64 {
+    let n = conns.len();
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let mut tasks = Vec::with_capacity(n);
+    for mut ws in conns {
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let join = ClientFrame::with_id(2, ClientMessage::JoinQueue { interests: vec![], language: None });
+            ws.send(Message::text(join.to_json())).await.unwrap();
+            let mut last_seq = 0;
+            loop {
+                let msg = ws.next().await.expect("open").expect("read");
+                let f = parse_server_frame(msg.to_text().unwrap()).unwrap();
+                last_seq = last_seq.max(f.seq);
+                if f.msg.kind() == "matched" {
+                    let at = Instant::now();
+                    let leave = ClientFrame { id: Some(3), ack: Some(last_seq), msg: ClientMessage::Leave };
+                    let _ = ws.send(Message::text(leave.to_json())).await;
+                    return (at, ws);
+                }
+            }
+        }));
+    }
+    barrier.wait().await;
+    let start = Instant::now();
+    let mut last = start;
+    let mut keep = Vec::with_capacity(n);
+    for t in tasks {
+        let (at, ws) = t.await.unwrap();
+        last = last.max(at);
+        keep.push(ws);
+    }
+    (n / 2) as f64 / last.duration_since(start).as_secs_f64()
+}
+
+/// K pairs: even index sends signals at `rate / K` per second, odd index receives.
+/// Returns (signals sent, latencies in microseconds).
+async fn relay_phase(conns: Vec<Ws>, target: Target, rate: u64, duration: Duration) -> (u64, Vec<u64>) {
+    let k = conns.len() / 2;
+    let epoch = Instant::now();
+    let mut conns = conns.into_iter();
+    let mut pairs = Vec::with_capacity(k);
+    // Pair up: rooms by code for duet, connection order for the anchor.
+    for i in 0..k {
+        let (mut a, mut b) = (conns.next().unwrap(), conns.next().unwrap());
+        if target == Target::Duet {
+            for ws in [&mut a, &mut b] {
+                let join = ClientFrame::with_id(10, ClientMessage::JoinRoom { code: format!("bench-{i}") });
+                ws.send(Message::text(join.to_json())).await.unwrap();
+            }
+            for ws in [&mut a, &mut b] {
+                loop {
+                    let msg = ws.next().await.unwrap().unwrap();
+                    if msg.to_text().unwrap().contains("\"matched\"") {
+                        break;
+                    }
+                }
+            }
+        }
+        pairs.push((a, b));
+    }
+    let interval = Duration::from_secs_f64(k as f64 / rate as f64);
+    let stop_at = Instant::now() + duration;
+    let (lat_tx, mut lat_rx) = mpsc::unbounded_channel::<Vec<u64>>();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for (i, (a, b)) in pairs.into_iter().enumerate() {
+        let sent = sent.clone();
+        // Spread the senders' phases over one interval.
+        let offset = interval.mul_f64(i as f64 / k as f64);
+        handles.push(tokio::spawn(sender(a, target, interval, offset, stop_at, epoch, sent)));
+        let lat_tx = lat_tx.clone();
+        handles.push(tokio::spawn(async move {
+            let lat = receiver(b, target, stop_at + Duration::from_secs(2), epoch).await;
+            let _ = lat_tx.send(lat);
+        }));
+    }
+    drop(lat_tx);
+    for h in handles {
+        h.await.unwrap();
+    }
+    let mut all = Vec::new();
+    while let Some(mut v) = lat_rx.recv().await {
+        all.append(&mut v);
+    }
+    (sent.load(Ordering::Relaxed), all)
+}
+
+async fn sender(
+    mut ws: Ws,
+    target: Target,
+    interval: Duration,
+    offset: Duration,
+    stop_at: Instant,
+    epoch: Instant,
+    sent: Arc<AtomicU64>,
+) {
+    let mut tick = tokio::time::interval_at((Instant::now() + offset).into(), interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut id = 100;
+    let mut last_seq = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if Instant::now() >= stop_at {
+                    break;
+                }
+                id += 1;
+                let nanos = epoch.elapsed().as_nanos();
+                let text = match target {
+                    Target::Duet => {
+                        let payload = SignalPayload::Candidate { candidate: IceCandidate {
+                            candidate: format!("candidate:{nanos} 1 udp 2130706431 127.0.0.1 9 typ host"),
+                            sdp_mid: Some("0".into()), sdp_m_line_index: Some(0), username_fragment: None,
+                        }};
+                        ClientFrame { id: Some(id), ack: (last_seq > 0).then_some(last_seq), msg: ClientMessage::Signal { payload } }.to_json()
+                    }
+                    Target::Anchor => format!("{{\"candidate\":\"candidate:{nanos} 1 udp 2130706431 127.0.0.1 9 typ host\"}}"),
+                };
+                if ws.send(Message::text(text)).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if let Some(seq) = seq_of(t.as_str()) { last_seq = last_seq.max(seq); }
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+        }
+    }
+    // Keep the socket open until the receivers are done.
+    tokio::time::sleep_until((stop_at + Duration::from_secs(2)).into()).await;
+}
+
+async fn receiver(mut ws: Ws, target: Target, until: Instant, epoch: Instant) -> Vec<u64> {
+    let mut lat = Vec::new();
+    let mut last_seq = 0;
+    let mut unacked = 0;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until.into(), ws.next()).await {
+        let now = epoch.elapsed().as_nanos();
+        let Message::Text(t) = msg else { continue };
+        let t = t.as_str();
+        if let Some(rest) = t.split("candidate:").nth(1) {
+            if let Some(sent) = rest.split(' ').next().and_then(|s| s.parse::<u128>().ok()) {
+                lat.push(((now.saturating_sub(sent)) / 1000) as u64);
+            }
+        }
+        if target == Target::Duet {
+            if let Some(seq) = seq_of(t) {
+                last_seq = last_seq.max(seq);
+            }
+            unacked += 1;
+            if unacked >= 32 {
+                unacked = 0;
+                let ack = ClientFrame::new(ClientMessage::Ack { seq: last_seq });
+                let _ = ws.send(Message::text(ack.to_json())).await;
+            }
+        }
+    }
+    lat
+}
+
+fn seq_of(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix("{\"seq\":")?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The anchor: a bare WebSocket relay. Connection 2k and 2k+1 are a pair; text frames go
+/// to the partner unchanged.
+async fn anchor_server(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    println!("anchor listening on ws://{addr}/ws");
+    let mut waiting: Option<(mpsc::Sender<Message>, tokio::sync::oneshot::Sender<mpsc::Sender<Message>>)> = None;
+    loop {
+        let (stream, _) = listener.accept().await.unwrap();
+        stream.set_nodelay(true).ok();
+        let (tx, rx) = mpsc::channel::<Message>(1024);
+        let (partner_tx, partner_rx) = tokio::sync::oneshot::channel();
+        let partner_rx = match waiting.take() {
+            None => {
+                waiting = Some((tx.clone(), partner_tx));
+                Some(partner_rx)
+            }
+            Some((other_tx, other_partner)) => {
+                let _ = other_partner.send(tx.clone());
+                let (t, r) = tokio::sync::oneshot::channel();
+                let _ = t.send(other_tx);
+                drop(partner_tx);
+                Some(r)
+            }
+        };
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await else { return };
+            let mut rx = rx;
+            let mut partner: Option<mpsc::Sender<Message>> = None;
+            let mut partner_rx = partner_rx;
+            loop {
+                tokio::select! {
+                    p = async { partner_rx.as_mut().unwrap().await }, if partner_rx.is_some() => {
+                        partner = p.ok();
+                        partner_rx = None;
+                    }
+                    out = rx.recv() => match out {
+                        Some(m) => { if ws.send(m).await.is_err() { break; } }
+                        None => break,
+                    },
+                    msg = ws.next() => match msg {
+                        Some(Ok(m @ Message::Text(_))) => {
+                            if let Some(p) = &partner { let _ = p.try_send(m); }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
+            }
+        });
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User+system CPU seconds of a process.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after the command: state is index 0, utime 11, stime 12; 100 ticks per second.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn print_table(args: &Args, d: &Results, a: Option<&Results>) {
+    let anchor = |f: &dyn Fn(&Results) -> String| a.map(f).unwrap_or_else(|| "-".into());
+    let per = |r: &Results| (r.rss_held_kib.saturating_sub(r.rss_base_kib)) as f64 / r.held.max(1) as f64;
+    println!();
+    println!("duet-server load benchmark ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("| metric | duet-server | anchor: bare WebSocket relay | target |");
+    println!("|---|---|---|---|");
+    println!("| concurrent sessions held | {} | {} | {} |", d.held, anchor(&|r| r.held.to_string()), args.sessions);
+    println!("| time to open them | {:.1} s | {} | |", d.hold_secs, anchor(&|r| format!("{:.1} s", r.hold_secs)));
+    println!(
+        "| server RSS holding them | {:.0} MiB | {} | < 1024 MiB |",
+        d.rss_held_kib as f64 / 1024.0,
+        anchor(&|r| format!("{:.0} MiB", r.rss_held_kib as f64 / 1024.0))
+    );
+    println!("| server RSS per session | {:.1} KiB | {} | < 20.9 KiB |", per(d), anchor(&|r| format!("{:.1} KiB", per(r))));
+    println!(
+        "| pairings per second ({} pairs at once) | {:.0} | n/a | 10,000 |",
+        args.pairs,
+        d.pairings_per_sec.unwrap_or(0.0)
+    );
+    let rate = |r: &Results| r.relay_sent as f64 / r.relay_secs.max(0.001);
+    println!(
+        "| relay: signals sent / received | {} / {} | {} | none lost |",
+        d.relay_sent,
+        d.relay_received,
+        anchor(&|r| format!("{} / {}", r.relay_sent, r.relay_received))
+    );
+    println!("| relay: offered rate | {:.0}/s | {} | {}/s |", rate(d), anchor(&|r| format!("{:.0}/s", rate(r))), args.rate);
+    println!(
+        "| relay latency p50 | {:.2} ms | {} | |",
+        d.p50_us as f64 / 1000.0,
+        anchor(&|r| format!("{:.2} ms", r.p50_us as f64 / 1000.0))
+    );
+    println!(
+        "| relay latency p99 | {:.2} ms | {} | < 5 ms |",
+        d.p99_us as f64 / 1000.0,
+        anchor(&|r| format!("{:.2} ms", r.p99_us as f64 / 1000.0))
+    );
+    println!(
+        "| relay latency max | {:.2} ms | {} | |",
+        d.max_us as f64 / 1000.0,
+        anchor(&|r| format!("{:.2} ms", r.max_us as f64 / 1000.0))
+    );
+    println!(
+        "| server CPU while relaying | {:.0}% of a core | {} | |",
+        d.server_cpu_relay * 100.0,
+        anchor(&|r| format!("{:.0}% of a core", r.server_cpu_relay * 100.0))
+    );
+}
+
+#[allow(unsafe_code)]
+fn raise_fd_limit(want: u64) {
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let target = want.max(lim.rlim_max);
+            let raised = libc::rlimit { rlim_cur: target, rlim_max: target };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                // Not root: use what the hard limit allows.
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    }
+}

@@ -67,7 +67,7 @@ where
 fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "only GET is supported"}));
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "only GET and HEAD are supported"}));
     }
     match path.as_str() {
         "/ws" => upgrade(req, state),

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tracing::{debug, warn};
@@ -19,6 +19,8 @@ use crate::hub::Input;
 
 /// Close code for sustained abuse (policy violation).
 pub const CLOSE_ABUSE: u16 = 1008;
+/// Close code for a frame over [`HARD_FRAME_LIMIT`].
+pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code when the client does not read its frames fast enough.
 pub const CLOSE_TOO_SLOW: u16 = 4002;
 /// Frames larger than this close the connection outright (1009); frames between
@@ -120,6 +122,11 @@ where
             }
             Event::In(Some(Ok(Message::Close(_)))) | Event::In(None) => break,
             Event::In(Some(Ok(_))) => {}
+            Event::In(Some(Err(WsError::Capacity(err)))) => {
+                warn!(conn = conn.0, error = %err, "frame over the hard limit; closing");
+                close(&mut ws, CLOSE_TOO_BIG, "message too big").await;
+                break;
+            }
             Event::In(Some(Err(err))) => {
                 debug!(conn = conn.0, error = %err, "websocket read failed");
                 break;

@@ -1,6 +1,8 @@
 //! The real `duet-server` binary as a separate process: address line, graceful shutdown on
 //! SIGTERM, configuration errors, and logs that never contain secrets.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read};

@@ -1,6 +1,8 @@
 //! Session resume over real sockets: a killed socket, replay of unacked messages, a
 //! half-open socket replaced by a new one, heartbeat timeout, grace expiry.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

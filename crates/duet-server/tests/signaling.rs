@@ -1,6 +1,8 @@
 //! Real WebSocket clients against the server on 127.0.0.1:0: matching, relay, rooms,
 //! duplicate ids, HTTP endpoints.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

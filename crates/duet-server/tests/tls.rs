@@ -1,5 +1,7 @@
 //! The server speaks `wss://` and `https://` itself when given a certificate and key.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -17,8 +17,12 @@ impl Hub {
             State::InRoom(_) => {
                 self.fail(conn, Some(key), id, ErrorCode::Busy, "in a call or room: send next or leave first")
             }
-            State::Queued { .. } => {
+            State::Queued { ticket, since } => {
                 // Already waiting: take the new preferences, keep the place in the queue.
+                if prefs.is_picky() {
+                    let at = (since + self.cfg.interest_wait).max(now.mono);
+                    self.timers.push(Reverse((at, Timer::Rematch(key, ticket))));
+                }
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.prefs = prefs;
                 }
@@ -187,6 +191,10 @@ impl Hub {
         if let State::InRoom(_) = self.state(key) {
             self.fail(conn, Some(key), id, ErrorCode::Busy, "in a call or room: send leave first");
             return;
+        }
+        // Queue preferences do not apply to a room with a friend.
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.prefs = Prefs::default();
         }
         match self.codes.get(&code).copied() {
             Some(room) => {

@@ -328,7 +328,7 @@ impl Hub {
         let Some(key) = key else {
             match msg {
                 ClientMessage::Hello { version, resume_token, client } => {
-                    self.hello(now, conn, id, version, resume_token, client);
+                    self.hello(now, conn, id, ack, version, resume_token, client);
                 }
                 ClientMessage::Ping { ts } => self.send_conn(conn, id, ServerMessage::Pong { ts }),
                 other => self.fail(
@@ -453,6 +453,7 @@ impl Hub {
         now: Now,
         conn: ConnId,
         id: Option<u64>,
+        ack: Option<u64>,
         version: u32,
         token: Option<String>,
         client: Option<ClientInfo>,
@@ -470,7 +471,14 @@ impl Hub {
             return;
         }
         match token.as_deref().and_then(|t| self.tokens.get(t).copied()) {
-            Some(key) => self.resume(now, conn, key, id, client),
+            Some(key) => {
+                // A resuming client may ack what it processed before the socket died, so the
+                // replay holds only what it really missed.
+                if let Some(ack) = ack {
+                    self.apply_ack(key, ack);
+                }
+                self.resume(now, conn, key, id, client)
+            }
             None => {
                 if token.is_some() {
                     info!(conn = conn.0, "resume token unknown or expired; starting a new session");
@@ -615,8 +623,11 @@ impl Hub {
 
     /// Sends an answer to client message `id`, remembering it so a repeated id is answered
     /// the same way without acting twice.
+    /// Errors are not remembered: a refused message was not acted on, so a retry with the
+    /// same id is processed afresh.
     fn reply(&mut self, key: u64, id: Option<u64>, msg: ServerMessage) {
-        if let (Some(id), Some(s)) = (id, self.sessions.get_mut(&key)) {
+        let is_error = matches!(msg, ServerMessage::Error { .. });
+        if let (Some(id), Some(s), false) = (id, self.sessions.get_mut(&key), is_error) {
             s.remember_reply(id, msg.clone());
         }
         self.send(key, id, msg);

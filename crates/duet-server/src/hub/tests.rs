@@ -482,7 +482,7 @@ fn silent_connections_time_out_and_pings_keep_them_alive() {
         sim.advance(Duration::from_secs(5));
         sim.msg(b, ClientMessage::Ping { ts: None });
     }
-    assert!(sim.closed.get(&b).is_none(), "pinging client stays");
+    assert!(!sim.closed.contains_key(&b), "pinging client stays");
     assert_eq!(sim.closed.get(&a), Some(&CLOSE_IDLE), "silent client closed");
     assert!(sim.take(b).iter().any(|f| matches!(f.msg, ServerMessage::PeerReconnecting { .. })));
     assert_eq!(sim.hub.stats().idle_timeouts_total, 1);
@@ -587,4 +587,64 @@ fn a_queued_client_that_drops_is_not_matched_until_it_resumes() {
     let a2 = sim.open();
     sim.msg(a2, ClientMessage::Hello { version: 1, resume_token: Some(token), client: None });
     assert_eq!(sim.matched(b).map(|m| m.0), Some(a_id));
+}
+
+#[test]
+fn an_ack_in_the_resuming_hello_trims_the_replay() {
+    let mut sim = Sim::patient();
+    let ((a, token, _), (b, ..)) = sim.pair();
+    sim.msg(b, ClientMessage::Signal { payload: offer() });
+    let seen = sim.take(a).last().map(|f| f.seq).unwrap();
+    sim.msg(b, ClientMessage::Signal { payload: SignalPayload::Restart });
+    sim.input(Input::Closed(a));
+    let a2 = sim.open();
+    let hello = ClientMessage::Hello { version: 1, resume_token: Some(token), client: None };
+    sim.send(a2, ClientFrame { id: None, ack: Some(seen), msg: hello });
+    let got = sim.take(a2);
+    assert!(matches!(&got[0].msg, ServerMessage::Signal { payload: SignalPayload::Restart }), "{got:?}");
+    assert!(matches!(got[1].msg, ServerMessage::Welcome { replayed: 1, .. }));
+}
+
+#[test]
+fn a_refused_message_can_be_retried_with_the_same_id() {
+    let mut sim = Sim::new();
+    let (a, ..) = sim.client();
+    sim.send(a, ClientFrame::with_id(3, ClientMessage::Signal { payload: offer() }));
+    assert!(matches!(sim.take(a)[0].msg, ServerMessage::Error { code: ErrorCode::NotInCall, .. }));
+    sim.send(a, ClientFrame::with_id(3, ClientMessage::JoinQueue { interests: vec![], language: None }));
+    assert_eq!(sim.kinds(a), ["queued"], "an error is not remembered as the answer to id 3");
+}
+
+#[test]
+fn becoming_picky_while_queued_still_falls_back() {
+    let mut sim = Sim::new();
+    let (a, ..) = sim.client();
+    let (c, ..) = sim.client();
+    sim.queue(a, &[], None);
+    sim.queue(a, &["origami"], None);
+    sim.advance(Duration::from_secs(1));
+    // c takes anyone, but a is picky for 3 s; c sets no timer of its own.
+    sim.queue(c, &[], None);
+    assert!(sim.matched(a).is_none());
+    sim.advance(Duration::from_millis(2100));
+    assert!(sim.matched(a).is_some(), "a's interest wait ran out and it took c");
+}
+
+#[test]
+fn rooms_by_code_ignore_old_queue_preferences() {
+    let mut sim = Sim::new();
+    let (a, ..) = sim.client();
+    let (b, ..) = sim.client();
+    sim.queue(a, &["chess"], Some("de"));
+    sim.msg(a, ClientMessage::LeaveQueue);
+    sim.queue(b, &["chess"], None);
+    sim.msg(b, ClientMessage::LeaveQueue);
+    sim.take(a);
+    sim.take(b);
+    sim.msg(a, ClientMessage::JoinRoom { code: "fam".into() });
+    sim.msg(b, ClientMessage::JoinRoom { code: "fam".into() });
+    let got = sim.take(b);
+    let m = got.iter().find(|f| f.msg.kind() == "matched").unwrap();
+    let ServerMessage::Matched { common_interests, peer, .. } = &m.msg else { unreachable!() };
+    assert!(common_interests.is_empty() && peer.language.is_none());
 }

@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: an in-process server on 127.0.0.1:0 and a
 //! real WebSocket client speaking protocol v1.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
