@@ -287,17 +287,20 @@ async fn relay_phase(conns: Vec<Ws>, target: Target, rate: u64, duration: Durati
     // Pair up: rooms by code for duet, connection order for the anchor.
     for i in 0..k {
         let (mut a, mut b) = (conns.next().unwrap(), conns.next().unwrap());
-        if target == Target::Duet {
-            for ws in [&mut a, &mut b] {
-                let join = ClientFrame::with_id(10, ClientMessage::JoinRoom { code: format!("bench-{i}") });
-                ws.send(Message::text(join.to_json())).await.unwrap();
+        let (join, ready) = match target {
+            Target::Duet => {
+                (ClientFrame::with_id(10, ClientMessage::JoinRoom { code: format!("bench-{i}") }).to_json(), "\"matched\"")
             }
-            for ws in [&mut a, &mut b] {
-                loop {
-                    let msg = ws.next().await.unwrap().unwrap();
-                    if msg.to_text().unwrap().contains("\"matched\"") {
-                        break;
-                    }
+            Target::Anchor => (format!("pair:bench-{i}"), "paired"),
+        };
+        for ws in [&mut a, &mut b] {
+            ws.send(Message::text(join.clone())).await.unwrap();
+        }
+        for ws in [&mut a, &mut b] {
+            loop {
+                let msg = ws.next().await.unwrap().unwrap();
+                if msg.to_text().unwrap().contains(ready) {
+                    break;
                 }
             }
         }
@@ -412,35 +415,22 @@ fn seq_of(text: &str) -> Option<u64> {
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// The anchor: a bare WebSocket relay. Connection 2k and 2k+1 are a pair; text frames go
-/// to the partner unchanged.
+/// The anchor: a bare WebSocket relay. A connection's first text frame `pair:<code>` puts it
+/// in a pair (like a room by code); after that, text frames go to the partner unchanged.
 async fn anchor_server(addr: SocketAddr) {
+    type Slot = (mpsc::Sender<Message>, tokio::sync::oneshot::Sender<mpsc::Sender<Message>>);
     let listener = TcpListener::bind(addr).await.unwrap();
     println!("anchor listening on ws://{addr}/ws");
-    let mut waiting: Option<(mpsc::Sender<Message>, tokio::sync::oneshot::Sender<mpsc::Sender<Message>>)> = None;
+    let rooms: Arc<std::sync::Mutex<std::collections::HashMap<String, Slot>>> = Arc::default();
     loop {
         let (stream, _) = listener.accept().await.unwrap();
         stream.set_nodelay(true).ok();
-        let (tx, rx) = mpsc::channel::<Message>(1024);
-        let (partner_tx, partner_rx) = tokio::sync::oneshot::channel();
-        let partner_rx = match waiting.take() {
-            None => {
-                waiting = Some((tx.clone(), partner_tx));
-                Some(partner_rx)
-            }
-            Some((other_tx, other_partner)) => {
-                let _ = other_partner.send(tx.clone());
-                let (t, r) = tokio::sync::oneshot::channel();
-                let _ = t.send(other_tx);
-                drop(partner_tx);
-                Some(r)
-            }
-        };
+        let rooms = rooms.clone();
         tokio::spawn(async move {
             let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await else { return };
-            let mut rx = rx;
+            let (tx, mut rx) = mpsc::channel::<Message>(1024);
             let mut partner: Option<mpsc::Sender<Message>> = None;
-            let mut partner_rx = partner_rx;
+            let mut partner_rx: Option<tokio::sync::oneshot::Receiver<mpsc::Sender<Message>>> = None;
             loop {
                 tokio::select! {
                     p = async { partner_rx.as_mut().unwrap().await }, if partner_rx.is_some() => {
@@ -452,8 +442,24 @@ async fn anchor_server(addr: SocketAddr) {
                         None => break,
                     },
                     msg = ws.next() => match msg {
-                        Some(Ok(m @ Message::Text(_))) => {
-                            if let Some(p) = &partner { let _ = p.try_send(m); }
+                        Some(Ok(Message::Text(t))) => {
+                            if let Some(code) = t.as_str().strip_prefix("pair:") {
+                                let waiting = rooms.lock().unwrap().remove(code);
+                                match waiting {
+                                    Some((other_tx, other_partner)) => {
+                                        let _ = other_partner.send(tx.clone());
+                                        partner = Some(other_tx);
+                                    }
+                                    None => {
+                                        let (ptx, prx) = tokio::sync::oneshot::channel();
+                                        rooms.lock().unwrap().insert(code.to_string(), (tx.clone(), ptx));
+                                        partner_rx = Some(prx);
+                                    }
+                                }
+                                let _ = ws.send(Message::text("paired")).await;
+                            } else if let Some(p) = &partner {
+                                let _ = p.try_send(Message::Text(t));
+                            }
                         }
                         Some(Ok(_)) => {}
                         _ => break,
@@ -504,7 +510,7 @@ fn print_table(args: &Args, d: &Results, a: Option<&Results>) {
         args.pairs,
         d.pairings_per_sec.unwrap_or(0.0)
     );
-    let rate = |r: &Results| r.relay_sent as f64 / r.relay_secs.max(0.001);
+    let rate = |r: &Results| r.relay_sent as f64 / args.duration as f64;
     println!(
         "| relay: signals sent / received | {} / {} | {} | none lost |",
         d.relay_sent,
