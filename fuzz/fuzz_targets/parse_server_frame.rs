@@ -34,7 +34,13 @@ fn check(text: &str) {
                     preview(&json)
                 ),
             };
-            assert_eq!(again, frame, "round trip changed the frame\n  input:   {}\n  encoded: {}", preview(text), preview(&json));
+            assert_eq!(
+                again,
+                frame,
+                "round trip changed the frame\n  input:   {}\n  encoded: {}",
+                preview(text),
+                preview(&json)
+            );
             assert_eq!(again.to_json(), json, "encoding is not stable\n  input: {}", preview(text));
             // The message kind is total.
             let _ = frame.msg.kind();

@@ -117,19 +117,8 @@ impl ClientMessage {
 }
 
 /// Every client message type name, for classifying unknown types.
-pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
-    "hello",
-    "join_queue",
-    "leave_queue",
-    "next",
-    "join_room",
-    "leave",
-    "signal",
-    "report",
-    "block",
-    "ping",
-    "ack",
-];
+pub const CLIENT_MESSAGE_TYPES: &[&str] =
+    &["hello", "join_queue", "leave_queue", "next", "join_room", "leave", "signal", "report", "block", "ping", "ack"];
 
 /// Self-description of a client, sent in `hello`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -224,9 +213,8 @@ pub struct ServerFrame {
 impl ServerFrame {
     /// Serializes the frame to its JSON text.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| {
-            String::from(r#"{"seq":0,"type":"error","code":"internal","message":"encode failed"}"#)
-        })
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| String::from(r#"{"seq":0,"type":"error","code":"internal","message":"encode failed"}"#))
     }
 }
 

@@ -51,8 +51,11 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ProtoError> {
         ));
     }
     let reply_to = check_head(text)?;
-    let frame = serde_json::from_str::<ClientFrame>(text)
-        .map_err(|e| ProtoError { code: ErrorCode::InvalidField, message: short(&e), reply_to })?;
+    let frame = serde_json::from_str::<ClientFrame>(text).map_err(|e| ProtoError {
+        code: ErrorCode::InvalidField,
+        message: short(&e),
+        reply_to,
+    })?;
     validate_client_frame(&frame).map_err(|e| ProtoError { reply_to, ..e })?;
     Ok(frame)
 }
@@ -119,9 +122,11 @@ pub fn validate_client_frame(frame: &ClientFrame) -> Result<(), ProtoError> {
                 }
             }
             if let Some(c) = client {
-                for (name, value) in
-                    [("client.name", Some(&c.name)), ("client.version", c.version.as_ref()), ("client.platform", c.platform.as_ref())]
-                {
+                for (name, value) in [
+                    ("client.name", Some(&c.name)),
+                    ("client.version", c.version.as_ref()),
+                    ("client.platform", c.platform.as_ref()),
+                ] {
                     if value.is_some_and(|v| v.chars().count() > MAX_CLIENT_FIELD_CHARS) {
                         return Err(invalid(format!("{name} is longer than {MAX_CLIENT_FIELD_CHARS} characters")));
                     }
@@ -221,7 +226,10 @@ pub fn normalize_language(lang: &str) -> String {
 /// Parses one server text frame (for clients).
 pub fn parse_server_frame(text: &str) -> Result<ServerFrame, ProtoError> {
     if text.len() > MAX_FRAME_BYTES {
-        return Err(ProtoError::new(ErrorCode::FrameTooLarge, format!("server frame of {} bytes is too large", text.len())));
+        return Err(ProtoError::new(
+            ErrorCode::FrameTooLarge,
+            format!("server frame of {} bytes is too large", text.len()),
+        ));
     }
     serde_json::from_str(text).map_err(|e| {
         let code = if e.is_syntax() || e.is_eof() { ErrorCode::BadJson } else { ErrorCode::BadMessage };
@@ -257,7 +265,10 @@ mod tests {
         let ClientMessage::Signal { payload: SignalPayload::Candidate { candidate } } = f.msg else { panic!() };
         assert_eq!(candidate.sdp_mid.as_deref(), Some("0"));
         assert_eq!(candidate.sdp_m_line_index, Some(0));
-        let f = parse_client_frame(r#"{"type":"signal","payload":{"kind":"description","description":{"type":"offer","sdp":"v=0"}}}"#).unwrap();
+        let f = parse_client_frame(
+            r#"{"type":"signal","payload":{"kind":"description","description":{"type":"offer","sdp":"v=0"}}}"#,
+        )
+        .unwrap();
         assert!(matches!(f.msg, ClientMessage::Signal { payload: SignalPayload::Description { .. } }));
     }
 
@@ -292,13 +303,18 @@ mod tests {
     #[test]
     fn enforces_field_limits() {
         let many: Vec<String> = (0..=MAX_INTERESTS).map(|i| format!("\"i{i}\"")).collect();
-        assert_eq!(code_of(&format!(r#"{{"type":"join_queue","interests":[{}]}}"#, many.join(","))), ErrorCode::InvalidField);
+        assert_eq!(
+            code_of(&format!(r#"{{"type":"join_queue","interests":[{}]}}"#, many.join(","))),
+            ErrorCode::InvalidField
+        );
         let long = "x".repeat(MAX_INTEREST_CHARS + 1);
         assert_eq!(code_of(&format!(r#"{{"type":"join_queue","interests":["{long}"]}}"#)), ErrorCode::InvalidField);
         assert_eq!(code_of(r#"{"type":"join_queue","interests":["  "]}"#), ErrorCode::InvalidField);
         assert_eq!(code_of(r#"{"type":"join_queue","language":"e n"}"#), ErrorCode::InvalidField);
         let sdp = "a".repeat(MAX_SDP_BYTES + 1);
-        let frame = format!(r#"{{"type":"signal","payload":{{"kind":"description","description":{{"type":"offer","sdp":"{sdp}"}}}}}}"#);
+        let frame = format!(
+            r#"{{"type":"signal","payload":{{"kind":"description","description":{{"type":"offer","sdp":"{sdp}"}}}}}}"#
+        );
         assert!(frame.len() <= MAX_FRAME_BYTES);
         assert_eq!(code_of(&frame), ErrorCode::InvalidField);
         assert!(parse_client_frame(r#"{"type":"join_queue","interests":["Music"],"language":"pt-BR"}"#).is_ok());
@@ -331,7 +347,8 @@ mod tests {
 
     #[test]
     fn ice_server_debug_redacts_the_credential() {
-        let s = IceServer { urls: vec!["turn:x".into()], username: Some("u".into()), credential: Some("hunter2".into()) };
+        let s =
+            IceServer { urls: vec!["turn:x".into()], username: Some("u".into()), credential: Some("hunter2".into()) };
         assert!(!format!("{s:?}").contains("hunter2"));
     }
 

@@ -57,6 +57,9 @@ struct Args {
     /// Internal: run as the bare WebSocket relay anchor on this address.
     #[arg(long)]
     anchor_server: Option<SocketAddr>,
+    /// Sessions asked for, when the descriptor limit forced fewer (set internally).
+    #[arg(skip)]
+    requested_sessions: usize,
     /// Ignored (cargo bench passes it).
     #[arg(long)]
     bench: bool,
@@ -69,8 +72,19 @@ fn ws_config() -> WebSocketConfig {
 }
 
 fn main() {
-    let args = Args::parse();
-    raise_fd_limit(400_000);
+    let mut args = Args::parse();
+    let fd_limit = raise_fd_limit(400_000);
+    // Each session is one socket in the server and one here; keep a margin for everything else.
+    let budget = (fd_limit as usize).saturating_sub(500);
+    if args.anchor_server.is_none() && args.sessions > budget {
+        eprintln!(
+            "note: RLIMIT_NOFILE is {fd_limit} and cannot be raised here (raising the hard limit needs \
+             CAP_SYS_RESOURCE): holding {budget} sessions instead of {}",
+            args.sessions
+        );
+        args.requested_sessions = args.sessions;
+        args.sessions = budget;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     if let Some(addr) = args.anchor_server {
         rt.block_on(anchor_server(addr));
@@ -177,7 +191,8 @@ async fn run_against(target: Target, args: &Args) -> Results {
     r.relay_received = lat.len();
     let mut lat = lat;
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct =
+        |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
     (r.p50_us, r.p99_us, r.max_us) = (pct(0.50), pct(0.99), lat.last().copied().unwrap_or(0));
     eprintln!("[{name}] relay: sent {sent}, received {}, p50 {} us, p99 {} us", r.relay_received, r.p50_us, r.p99_us);
     drop(conns);
@@ -226,9 +241,8 @@ async fn open_one(server: SocketAddr, src: IpAddr, target: Target) -> Result<Ws,
     let stream = sock.connect(server).await.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).ok();
     let url = format!("ws://{server}/ws");
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await.map_err(|e| e.to_string())?;
     if target == Target::Duet {
         let hello = ClientFrame::with_id(1, ClientMessage::Hello { version: 1, resume_token: None, client: None });
         ws.send(Message::text(hello.to_json())).await.map_err(|e| e.to_string())?;
@@ -288,9 +302,10 @@ async fn relay_phase(conns: Vec<Ws>, target: Target, rate: u64, duration: Durati
     for i in 0..k {
         let (mut a, mut b) = (conns.next().unwrap(), conns.next().unwrap());
         let (join, ready) = match target {
-            Target::Duet => {
-                (ClientFrame::with_id(10, ClientMessage::JoinRoom { code: format!("bench-{i}") }).to_json(), "\"matched\"")
-            }
+            Target::Duet => (
+                ClientFrame::with_id(10, ClientMessage::JoinRoom { code: format!("bench-{i}") }).to_json(),
+                "\"matched\"",
+            ),
             Target::Anchor => (format!("pair:bench-{i}"), "paired"),
         };
         for ws in [&mut a, &mut b] {
@@ -427,7 +442,9 @@ async fn anchor_server(addr: SocketAddr) {
         stream.set_nodelay(true).ok();
         let rooms = rooms.clone();
         tokio::spawn(async move {
-            let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await else { return };
+            let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await else {
+                return;
+            };
             let (tx, mut rx) = mpsc::channel::<Message>(1024);
             let mut partner: Option<mpsc::Sender<Message>> = None;
             let mut partner_rx: Option<tokio::sync::oneshot::Receiver<mpsc::Sender<Message>>> = None;
@@ -494,7 +511,10 @@ fn print_table(args: &Args, d: &Results, a: Option<&Results>) {
     let anchor = |f: &dyn Fn(&Results) -> String| a.map(f).unwrap_or_else(|| "-".into());
     let per = |r: &Results| (r.rss_held_kib.saturating_sub(r.rss_base_kib)) as f64 / r.held.max(1) as f64;
     println!();
-    println!("duet-server load benchmark ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "duet-server load benchmark ({} cores)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
     println!("| metric | duet-server | anchor: bare WebSocket relay | target |");
     println!("|---|---|---|---|");
     println!("| concurrent sessions held | {} | {} | {} |", d.held, anchor(&|r| r.held.to_string()), args.sessions);
@@ -504,7 +524,20 @@ fn print_table(args: &Args, d: &Results, a: Option<&Results>) {
         d.rss_held_kib as f64 / 1024.0,
         anchor(&|r| format!("{:.0} MiB", r.rss_held_kib as f64 / 1024.0))
     );
-    println!("| server RSS per session | {:.1} KiB | {} | < 20.9 KiB |", per(d), anchor(&|r| format!("{:.1} KiB", per(r))));
+    println!(
+        "| server RSS per session | {:.1} KiB | {} | < 20.9 KiB |",
+        per(d),
+        anchor(&|r| format!("{:.1} KiB", per(r)))
+    );
+    if args.requested_sessions > args.sessions {
+        let at = |r: &Results| (r.rss_base_kib as f64 + per(r) * args.requested_sessions as f64) / 1024.0;
+        println!(
+            "| server RSS at {} sessions (extrapolated: base + per-session x N) | {:.0} MiB | {} | < 1024 MiB |",
+            args.requested_sessions,
+            at(d),
+            anchor(&|r| format!("{:.0} MiB", at(r)))
+        );
+    }
     println!(
         "| pairings per second ({} pairs at once) | {:.0} | n/a | 10,000 |",
         args.pairs,
@@ -517,7 +550,12 @@ fn print_table(args: &Args, d: &Results, a: Option<&Results>) {
         d.relay_received,
         anchor(&|r| format!("{} / {}", r.relay_sent, r.relay_received))
     );
-    println!("| relay: offered rate | {:.0}/s | {} | {}/s |", rate(d), anchor(&|r| format!("{:.0}/s", rate(r))), args.rate);
+    println!(
+        "| relay: offered rate | {:.0}/s | {} | {}/s |",
+        rate(d),
+        anchor(&|r| format!("{:.0}/s", rate(r))),
+        args.rate
+    );
     println!(
         "| relay latency p50 | {:.2} ms | {} | |",
         d.p50_us as f64 / 1000.0,
@@ -540,8 +578,9 @@ fn print_table(args: &Args, d: &Results, a: Option<&Results>) {
     );
 }
 
+/// Raises RLIMIT_NOFILE towards `want` (as far as allowed); returns the soft limit in force.
 #[allow(unsafe_code)]
-fn raise_fd_limit(want: u64) {
+fn raise_fd_limit(want: u64) -> u64 {
     // SAFETY: getrlimit/setrlimit only read/write the struct passed.
     unsafe {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -554,5 +593,8 @@ fn raise_fd_limit(want: u64) {
                 libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
             }
         }
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut now);
+        now.rlim_cur
     }
 }

@@ -201,7 +201,8 @@ impl ServerConfig {
             });
         }
         let resume_grace = ms(cli.resume_grace_ms, file.resume_grace_ms, defaults.resume_grace, "resume_grace_ms")?;
-        let interest_wait = ms(cli.interest_wait_ms, file.interest_wait_ms, defaults.interest_wait, "interest_wait_ms")?;
+        let interest_wait =
+            ms(cli.interest_wait_ms, file.interest_wait_ms, defaults.interest_wait, "interest_wait_ms")?;
         let rematch_cooldown =
             ms(cli.rematch_cooldown_ms, file.rematch_cooldown_ms, defaults.rematch_cooldown, "rematch_cooldown_ms")?;
 
@@ -242,7 +243,8 @@ impl ServerConfig {
             (false, None) => {
                 return Err(ConfigError::Invalid {
                     setting: "turn_urls",
-                    message: "TURN URLs need a turn secret (--turn-secret, DUET_TURN_SECRET or --turn-secret-file)".into(),
+                    message: "TURN URLs need a turn secret (--turn-secret, DUET_TURN_SECRET or --turn-secret-file)"
+                        .into(),
                 });
             }
             (true, Some(_)) => {
@@ -341,8 +343,11 @@ mod tests {
         }
         pub fn write(text: &str) -> TempPath {
             static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir()
-                .join(format!("duet-config-test-{}-{}.toml", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+            let p = std::env::temp_dir().join(format!(
+                "duet-config-test-{}-{}.toml",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
             std::fs::write(&p, text).expect("write temp file");
             TempPath(p)
         }
@@ -392,11 +397,8 @@ credential = "p"
         assert!(err(Cli { turn_urls: vec!["turn:x:1".into()], ..Cli::default() }).contains("turn secret"));
         let e = err(Cli { turn_secret: Some("hush-hush".into()), ..Cli::default() });
         assert!(e.contains("--turn-url") && !e.contains("hush-hush"), "{e}");
-        let e = err(Cli {
-            turn_secret: Some("hush-hush".into()),
-            turn_urls: vec!["http://x".into()],
-            ..Cli::default()
-        });
+        let e =
+            err(Cli { turn_secret: Some("hush-hush".into()), turn_urls: vec!["http://x".into()], ..Cli::default() });
         assert!(e.contains("turn_urls") && !e.contains("hush-hush"), "{e}");
         assert!(err(Cli { ice_servers: vec!["ftp://x".into()], ..Cli::default() }).contains("ice_servers"));
         assert!(err(Cli { tls_cert: Some("c.pem".into()), ..Cli::default() }).contains("tls"));

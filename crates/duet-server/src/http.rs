@@ -75,7 +75,9 @@ fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
         "/api/webrtc/config" => webrtc_config(&state),
         "/api/webrtc/stats" => stats(&state),
         "/metrics" => metrics(&state),
-        "/" => text_response(StatusCode::OK, "text/plain; charset=utf-8", "Duet signaling server. WebSocket: /ws\n".into()),
+        "/" => {
+            text_response(StatusCode::OK, "text/plain; charset=utf-8", "Duet signaling server. WebSocket: /ws\n".into())
+        }
         _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
     }
 }
@@ -86,9 +88,10 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
     }
     let headers = req.headers();
     let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
     };
     let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
     let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
@@ -106,7 +109,8 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
         match on_upgrade.await {
             Ok(upgraded) => {
                 state.live_sockets.fetch_add(1, Ordering::Relaxed);
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
                 serve_socket(ws, state.backend.clone(), state.guard).await;
                 state.live_sockets.fetch_sub(1, Ordering::Relaxed);
             }

@@ -8,9 +8,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, warn};
 
 use crate::backend::{Backend, OUTGOING_QUEUE, Outgoing};
@@ -117,7 +117,10 @@ where
                     abuse(&mut ws, &mut rx, conn.0).await;
                     break;
                 }
-                let err = ProtoError::new(ErrorCode::BinaryFrame, "binary frames are not part of the protocol; send JSON text");
+                let err = ProtoError::new(
+                    ErrorCode::BinaryFrame,
+                    "binary frames are not part of the protocol; send JSON text",
+                );
                 backend.input(Input::Refused(conn, err));
             }
             Event::In(Some(Ok(Message::Close(_)))) | Event::In(None) => break,

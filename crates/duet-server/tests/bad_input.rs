@@ -34,12 +34,18 @@ fn corpus() -> Vec<(String, ErrorCode, Option<u64>)> {
             ErrorCode::InvalidField,
             Some(12),
         ),
-        (format!(r#"{{"type":"join_queue","interests":["{}"],"id":13}}"#, "i".repeat(33)), ErrorCode::InvalidField, Some(13)),
+        (
+            format!(r#"{{"type":"join_queue","interests":["{}"],"id":13}}"#, "i".repeat(33)),
+            ErrorCode::InvalidField,
+            Some(13),
+        ),
         (r#"{"type":"join_queue","language":"klingon language","id":14}"#.into(), ErrorCode::InvalidField, Some(14)),
         (r#"{"type":"signal","payload":{"kind":"teleport"},"id":15}"#.into(), ErrorCode::InvalidField, Some(15)),
         (r#"{"type":"signal","payload":"offer","id":16}"#.into(), ErrorCode::InvalidField, Some(16)),
         (
-            format!(r#"{{"type":"signal","payload":{{"kind":"description","description":{{"type":"offer","sdp":"{big_sdp}"}}}},"id":17}}"#),
+            format!(
+                r#"{{"type":"signal","payload":{{"kind":"description","description":{{"type":"offer","sdp":"{big_sdp}"}}}},"id":17}}"#
+            ),
             ErrorCode::InvalidField,
             Some(17),
         ),

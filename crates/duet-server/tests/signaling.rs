@@ -66,7 +66,9 @@ async fn rooms_by_code_pair_friends_and_refuse_a_third() {
     x.expect("room_joined").await;
     y.send(ClientMessage::JoinRoom { code: "our-room".into() }).await;
     let m = y.expect("matched").await;
-    assert!(matches!(&m.msg, ServerMessage::Matched { room, peer, polite: true, .. } if room == "our-room" && peer.session_id == x.session_id));
+    assert!(
+        matches!(&m.msg, ServerMessage::Matched { room, peer, polite: true, .. } if room == "our-room" && peer.session_id == x.session_id)
+    );
     x.expect("matched").await;
     let id = z.send(ClientMessage::JoinRoom { code: "our-room".into() }).await;
     assert_eq!(z.expect_error(Some(id)).await, ErrorCode::RoomFull);

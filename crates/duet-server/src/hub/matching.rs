@@ -230,7 +230,13 @@ impl Hub {
     /// A random pair's room dissolves: the partner is re-queued if `requeue_partner`, else
     /// idle. In a room by code the partner stays and waits for someone else.
     /// Returns the partner.
-    pub(super) fn leave_room(&mut self, now: Now, key: u64, reason: PeerLeftReason, requeue_partner: bool) -> Option<u64> {
+    pub(super) fn leave_room(
+        &mut self,
+        now: Now,
+        key: u64,
+        reason: PeerLeftReason,
+        requeue_partner: bool,
+    ) -> Option<u64> {
         let State::InRoom(room) = self.state(key) else { return None };
         if let Some(s) = self.sessions.get_mut(&key) {
             s.state = State::Idle;

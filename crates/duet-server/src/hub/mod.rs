@@ -331,13 +331,9 @@ impl Hub {
                     self.hello(now, conn, id, ack, version, resume_token, client);
                 }
                 ClientMessage::Ping { ts } => self.send_conn(conn, id, ServerMessage::Pong { ts }),
-                other => self.fail(
-                    conn,
-                    None,
-                    id,
-                    ErrorCode::HelloRequired,
-                    format!("send hello before {}", other.kind()),
-                ),
+                other => {
+                    self.fail(conn, None, id, ErrorCode::HelloRequired, format!("send hello before {}", other.kind()))
+                }
             }
             return;
         };
@@ -515,7 +511,11 @@ impl Hub {
         if let Some(old) = old {
             // The old socket may be half-open: replace it, never refuse the new one.
             self.conns.remove(&old);
-            self.out.push_back(Output::Close { conn: old, code: CLOSE_REPLACED, reason: "replaced by a new connection" });
+            self.out.push_back(Output::Close {
+                conn: old,
+                code: CLOSE_REPLACED,
+                reason: "replaced by a new connection",
+            });
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(key);
@@ -606,7 +606,8 @@ impl Hub {
         let Some(s) = self.sessions.get_mut(&key) else { return };
         let seq = s.next_seq;
         s.next_seq += 1;
-        let stored = !matches!(msg, ServerMessage::Welcome { .. } | ServerMessage::Pong { .. } | ServerMessage::Error { .. });
+        let stored =
+            !matches!(msg, ServerMessage::Welcome { .. } | ServerMessage::Pong { .. } | ServerMessage::Error { .. });
         let text: Arc<str> = ServerFrame { seq, reply_to, msg }.to_json().into();
         if stored {
             s.outbox.push_back((seq, text.clone()));

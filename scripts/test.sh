@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the whole Duet test suite: formatting, lints, unit, integration and end-to-end tests,
+# and a short fuzzing pass over the protocol parser. Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+duet_setup
+
+started=$SECONDS
+log "rustfmt"
+cargo fmt --all --check
+log "clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+log "tests"
+cargo test --locked --workspace --all-targets
+log "doc tests"
+cargo test --locked --workspace --doc
+if [ "${DUET_SKIP_FUZZ:-0}" != 1 ]; then
+  log "fuzzing the protocol parser briefly"
+  bash scripts/fuzz.sh "${DUET_FUZZ_SECONDS:-20}"
+fi
+log "all tests passed in $((SECONDS - started)) s"
