@@ -167,6 +167,15 @@ enum Timer {
     Rematch(u64, u64),
 }
 
+/// A `hello` as received, with its frame's id and ack.
+struct Hello {
+    id: Option<u64>,
+    ack: Option<u64>,
+    version: u32,
+    token: Option<String>,
+    client: Option<ClientInfo>,
+}
+
 struct Conn {
     session: Option<u64>,
     last_seen: Instant,
@@ -328,7 +337,7 @@ impl Hub {
         let Some(key) = key else {
             match msg {
                 ClientMessage::Hello { version, resume_token, client } => {
-                    self.hello(now, conn, id, ack, version, resume_token, client);
+                    self.hello(now, conn, Hello { id, ack, version, token: resume_token, client });
                 }
                 ClientMessage::Ping { ts } => self.send_conn(conn, id, ServerMessage::Pong { ts }),
                 other => {
@@ -444,16 +453,8 @@ impl Hub {
 
     // ----- sessions ------------------------------------------------------------------------
 
-    fn hello(
-        &mut self,
-        now: Now,
-        conn: ConnId,
-        id: Option<u64>,
-        ack: Option<u64>,
-        version: u32,
-        token: Option<String>,
-        client: Option<ClientInfo>,
-    ) {
+    fn hello(&mut self, now: Now, conn: ConnId, hello: Hello) {
+        let Hello { id, ack, version, token, client } = hello;
         if version != PROTOCOL_VERSION {
             self.fail(
                 conn,
