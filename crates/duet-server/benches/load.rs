@@ -513,75 +513,40 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn print_table(args: &Args, d: &Results, a: Option<&Results>) {
-    let anchor = |f: &dyn Fn(&Results) -> String| a.map(f).unwrap_or_else(|| "-".into());
+    let an = |f: &dyn Fn(&Results) -> String| a.map(f).unwrap_or_else(|| "-".into());
+    let row = |label: &str, duet: String, anchor: String, target: &str| {
+        println!("| {label} | {duet} | {anchor} | {target} |");
+    };
     let per = |r: &Results| (r.rss_held_kib.saturating_sub(r.rss_base_kib)) as f64 / r.held.max(1) as f64;
+    let mib = |kib: f64| format!("{:.0} MiB", kib / 1024.0);
+    let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
+    let rate = |r: &Results| format!("{:.0}/s", r.relay_sent as f64 / args.duration as f64);
     println!();
-    println!(
-        "duet-server load benchmark ({} cores)",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    );
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    println!("duet-server load benchmark ({cores} cores)");
     println!("| metric | duet-server | anchor: bare WebSocket relay | target |");
     println!("|---|---|---|---|");
-    let wanted = args.requested_sessions.max(args.sessions);
-    println!("| concurrent sessions held | {} | {} | {} |", d.held, anchor(&|r| r.held.to_string()), wanted);
-    println!("| time to open them | {:.1} s | {} | |", d.hold_secs, anchor(&|r| format!("{:.1} s", r.hold_secs)));
-    println!(
-        "| server RSS holding them | {:.0} MiB | {} | < 1024 MiB |",
-        d.rss_held_kib as f64 / 1024.0,
-        anchor(&|r| format!("{:.0} MiB", r.rss_held_kib as f64 / 1024.0))
-    );
-    println!(
-        "| server RSS per session | {:.1} KiB | {} | < 20.9 KiB |",
-        per(d),
-        anchor(&|r| format!("{:.1} KiB", per(r)))
-    );
+    let wanted = args.requested_sessions.max(args.sessions).to_string();
+    row("concurrent sessions held", d.held.to_string(), an(&|r| r.held.to_string()), &wanted);
+    row("time to open them", format!("{:.1} s", d.hold_secs), an(&|r| format!("{:.1} s", r.hold_secs)), "");
+    row("server RSS holding them", mib(d.rss_held_kib as f64), an(&|r| mib(r.rss_held_kib as f64)), "< 1024 MiB");
+    row("server RSS per session", format!("{:.1} KiB", per(d)), an(&|r| format!("{:.1} KiB", per(r))), "< 20.9 KiB");
     if args.requested_sessions > args.sessions {
-        let at = |r: &Results| (r.rss_base_kib as f64 + per(r) * args.requested_sessions as f64) / 1024.0;
-        println!(
-            "| server RSS at {} sessions (extrapolated: base + per-session x N) | {:.0} MiB | {} | < 1024 MiB |",
-            args.requested_sessions,
-            at(d),
-            anchor(&|r| format!("{:.0} MiB", at(r)))
-        );
+        let at = |r: &Results| mib(r.rss_base_kib as f64 + per(r) * args.requested_sessions as f64);
+        let label =
+            format!("server RSS at {} sessions (extrapolated: base + per-session x N)", args.requested_sessions);
+        row(&label, at(d), an(&at), "< 1024 MiB");
     }
-    println!(
-        "| pairings per second ({} pairs queued at once) | {:.0} | n/a | 10,000 |",
-        d.pairs_matched,
-        d.pairings_per_sec.unwrap_or(0.0)
-    );
-    let rate = |r: &Results| r.relay_sent as f64 / args.duration as f64;
-    println!(
-        "| relay: signals sent / received | {} / {} | {} | none lost |",
-        d.relay_sent,
-        d.relay_received,
-        anchor(&|r| format!("{} / {}", r.relay_sent, r.relay_received))
-    );
-    println!(
-        "| relay: offered rate | {:.0}/s | {} | {}/s |",
-        rate(d),
-        anchor(&|r| format!("{:.0}/s", rate(r))),
-        args.rate
-    );
-    println!(
-        "| relay latency p50 | {:.2} ms | {} | |",
-        d.p50_us as f64 / 1000.0,
-        anchor(&|r| format!("{:.2} ms", r.p50_us as f64 / 1000.0))
-    );
-    println!(
-        "| relay latency p99 | {:.2} ms | {} | < 5 ms |",
-        d.p99_us as f64 / 1000.0,
-        anchor(&|r| format!("{:.2} ms", r.p99_us as f64 / 1000.0))
-    );
-    println!(
-        "| relay latency max | {:.2} ms | {} | |",
-        d.max_us as f64 / 1000.0,
-        anchor(&|r| format!("{:.2} ms", r.max_us as f64 / 1000.0))
-    );
-    println!(
-        "| server CPU while relaying | {:.0}% of a core | {} | |",
-        d.server_cpu_relay * 100.0,
-        anchor(&|r| format!("{:.0}% of a core", r.server_cpu_relay * 100.0))
-    );
+    let label = format!("pairings per second ({} pairs queued at once)", d.pairs_matched);
+    row(&label, format!("{:.0}", d.pairings_per_sec.unwrap_or(0.0)), "n/a".into(), "10,000");
+    let counts = |r: &Results| format!("{} / {}", r.relay_sent, r.relay_received);
+    row("relay: signals sent / received", counts(d), an(&counts), "none lost");
+    row("relay: offered rate", rate(d), an(&rate), &format!("{}/s", args.rate));
+    row("relay latency p50", ms(d.p50_us), an(&|r| ms(r.p50_us)), "");
+    row("relay latency p99", ms(d.p99_us), an(&|r| ms(r.p99_us)), "< 5 ms");
+    row("relay latency max", ms(d.max_us), an(&|r| ms(r.max_us)), "");
+    let cpu = |r: &Results| format!("{:.0}% of a core", r.server_cpu_relay * 100.0);
+    row("server CPU while relaying", cpu(d), an(&cpu), "");
 }
 
 /// Raises RLIMIT_NOFILE towards `want` (as far as allowed); returns the soft limit in force.
