@@ -4,7 +4,8 @@
 # Sourced, not executed.
 
 # Debian packages the build and the tests need (more arrive with the media and desktop crates).
-DUET_APT_PACKAGES=(ca-certificates curl git build-essential pkg-config)
+DUET_APT_PACKAGES=(ca-certificates curl git build-essential pkg-config
+  libvpx-dev libopus-dev libasound2-dev libclang-dev nasm)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
