@@ -2,8 +2,11 @@
 //!
 //! - [`signaling`]: the protocol v1 client: session, acks, resend after resume, heartbeat,
 //!   reconnection with exponential backoff and jitter.
+//! - [`call`]: the call lifecycle (matching, connecting, reconnecting, ICE restart and peer
+//!   replacement, ending) as a sans-IO machine.
 //! - [`negotiation`]: perfect negotiation (glare, duplicate/stale descriptions, early
 //!   candidates) as a sans-IO machine.
 
+pub mod call;
 pub mod negotiation;
 pub mod signaling;

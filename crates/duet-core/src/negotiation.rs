@@ -117,6 +117,11 @@ impl Negotiator {
         }
     }
 
+    /// The perfect-negotiation role.
+    pub fn is_polite(&self) -> bool {
+        self.polite
+    }
+
     /// The tracked signaling state.
     pub fn state(&self) -> SignalingState {
         self.state
