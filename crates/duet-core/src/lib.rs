@@ -4,9 +4,13 @@
 //!   reconnection with exponential backoff and jitter.
 //! - [`call`]: the call lifecycle (matching, connecting, reconnecting, ICE restart and peer
 //!   replacement, ending) as a sans-IO machine.
+//! - [`chat`]: text chat with ids and acks over the data channel (survives reconnects).
+//! - [`summary`]: the end-of-call numbers (first frame, loss, latency, counters).
 //! - [`negotiation`]: perfect negotiation (glare, duplicate/stale descriptions, early
 //!   candidates) as a sans-IO machine.
 
 pub mod call;
+pub mod chat;
 pub mod negotiation;
 pub mod signaling;
+pub mod summary;

@@ -1,0 +1,179 @@
+//! The end-of-call summary (`duet call --json` prints it as `{"event":"summary", ...}`).
+//!
+//! Pure bookkeeping: the driver reports what happened with timestamps; frame loss and
+//! latency come from the frame numbers and capture times embedded in synthetic video.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+/// The summary of one call side. Field names are a public contract.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CallSummary {
+    /// The media path came up at least once.
+    pub connected: bool,
+    /// From `matched` to the first decoded remote video frame, in ms.
+    pub time_to_first_frame_ms: Option<u64>,
+    /// Remote video frames decoded.
+    pub video_frames_decoded: u64,
+    /// Remote frames missing between the first and last received frame number.
+    pub video_frames_lost: u64,
+    /// Capture-to-decoded latency, median, in ms (from embedded timestamps).
+    pub latency_ms_p50: Option<f64>,
+    /// Capture-to-decoded latency, 95th percentile, in ms.
+    pub latency_ms_p95: Option<f64>,
+    /// Remote audio frames decoded.
+    pub audio_frames_decoded: u64,
+    /// Chat messages sent.
+    pub chat_sent: u64,
+    /// Chat messages received.
+    pub chat_received: u64,
+    /// Bytes sent on the media transport.
+    pub bytes_sent: u64,
+    /// Bytes received on the media transport.
+    pub bytes_received: u64,
+    /// Width of the last decoded remote frame.
+    pub video_width: Option<u32>,
+    /// Height of the last decoded remote frame.
+    pub video_height: Option<u32>,
+}
+
+/// Accumulates a [`CallSummary`]. Times are microseconds on the caller's clock.
+#[derive(Debug, Default)]
+pub struct SummaryBuilder {
+    summary: CallSummary,
+    matched_at_us: Option<u64>,
+    frame_numbers: BTreeSet<u64>,
+    latencies_us: Vec<u64>,
+}
+
+impl SummaryBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The server matched us with a partner at `now_us` (the first match counts).
+    pub fn matched(&mut self, now_us: u64) {
+        self.matched_at_us.get_or_insert(now_us);
+    }
+
+    /// The media path came up.
+    pub fn connected(&mut self) {
+        self.summary.connected = true;
+    }
+
+    /// A remote video frame was decoded at `now_us`; `marker` is its embedded
+    /// (frame number, capture time in µs), if it carried one.
+    pub fn video_frame(&mut self, now_us: u64, width: u32, height: u32, marker: Option<(u64, u64)>) {
+        self.summary.video_frames_decoded += 1;
+        self.summary.video_width = Some(width);
+        self.summary.video_height = Some(height);
+        if self.summary.time_to_first_frame_ms.is_none() {
+            if let Some(m) = self.matched_at_us {
+                self.summary.time_to_first_frame_ms = Some(now_us.saturating_sub(m) / 1000);
+            }
+        }
+        if let Some((number, captured_us)) = marker {
+            self.frame_numbers.insert(number);
+            self.latencies_us.push(now_us.saturating_sub(captured_us));
+        }
+    }
+
+    /// A remote audio frame was decoded.
+    pub fn audio_frame(&mut self) {
+        self.summary.audio_frames_decoded += 1;
+    }
+
+    /// A chat message was sent.
+    pub fn chat_sent(&mut self) {
+        self.summary.chat_sent += 1;
+    }
+
+    /// A chat message was received.
+    pub fn chat_received(&mut self) {
+        self.summary.chat_received += 1;
+    }
+
+    /// Transport byte counters (latest totals).
+    pub fn bytes(&mut self, sent: u64, received: u64) {
+        self.summary.bytes_sent = sent;
+        self.summary.bytes_received = received;
+    }
+
+    /// The summary so far.
+    pub fn summary(&self) -> CallSummary {
+        let mut s = self.summary.clone();
+        if let (Some(first), Some(last)) = (self.frame_numbers.first(), self.frame_numbers.last()) {
+            let span = last - first + 1;
+            s.video_frames_lost = span - self.frame_numbers.len() as u64;
+        }
+        let mut lat = self.latencies_us.clone();
+        lat.sort_unstable();
+        s.latency_ms_p50 = percentile_ms(&lat, 0.50);
+        s.latency_ms_p95 = percentile_ms(&lat, 0.95);
+        s
+    }
+}
+
+/// Nearest-rank percentile of sorted microsecond values, in milliseconds.
+fn percentile_ms(sorted_us: &[u64], p: f64) -> Option<f64> {
+    if sorted_us.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
+    Some(sorted_us[rank - 1] as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_frame_loss_and_latency() {
+        let mut b = SummaryBuilder::new();
+        b.matched(1_000_000);
+        b.connected();
+        // Frames 10..=19 with 13 and 17 missing, one duplicate; latency 20..=27 ms.
+        let mut t = 1_150_000;
+        for (i, n) in [10, 11, 12, 14, 15, 16, 18, 19, 19].into_iter().enumerate() {
+            b.video_frame(t, 640, 360, Some((n, t - 20_000 - i as u64 * 1000)));
+            t += 33_000;
+        }
+        b.audio_frame();
+        let s = b.summary();
+        assert_eq!(s.time_to_first_frame_ms, Some(150));
+        assert_eq!(s.video_frames_decoded, 9);
+        assert_eq!(s.video_frames_lost, 2);
+        assert_eq!(s.latency_ms_p50, Some(24.0));
+        assert_eq!(s.latency_ms_p95, Some(28.0));
+        assert_eq!((s.video_width, s.video_height), (Some(640), Some(360)));
+        assert!(s.connected);
+    }
+
+    #[test]
+    fn field_names_are_the_public_contract() {
+        let v = serde_json::to_value(SummaryBuilder::new().summary()).unwrap();
+        for key in [
+            "connected",
+            "time_to_first_frame_ms",
+            "video_frames_decoded",
+            "video_frames_lost",
+            "latency_ms_p50",
+            "latency_ms_p95",
+            "audio_frames_decoded",
+            "chat_sent",
+            "chat_received",
+            "bytes_sent",
+            "bytes_received",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+    }
+
+    #[test]
+    fn no_frames_means_no_numbers_not_zeroes() {
+        let s = SummaryBuilder::new().summary();
+        assert_eq!((s.time_to_first_frame_ms, s.latency_ms_p50, s.video_frames_lost), (None, None, 0));
+    }
+}
