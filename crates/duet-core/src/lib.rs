@@ -6,11 +6,14 @@
 //!   replacement, ending) as a sans-IO machine.
 //! - [`chat`]: text chat with ids and acks over the data channel (survives reconnects).
 //! - [`summary`]: the end-of-call numbers (first frame, loss, latency, counters).
+//! - [`peer`]: one webrtc peer connection (VP8 + Opus each way, data channels, trickle
+//!   ICE, congestion control estimate, keyframe requests, stats).
 //! - [`negotiation`]: perfect negotiation (glare, duplicate/stale descriptions, early
 //!   candidates) as a sans-IO machine.
 
 pub mod call;
 pub mod chat;
 pub mod negotiation;
+pub mod peer;
 pub mod signaling;
 pub mod summary;

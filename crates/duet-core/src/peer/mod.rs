@@ -1,0 +1,578 @@
+//! One WebRTC peer connection (webrtc 0.21): a VP8 and an Opus track each way, the `chat`
+//! and `control` data channels, trickle ICE, congestion control with a readable estimate,
+//! keyframe requests both ways, and stats.
+//!
+//! The peer moves *encoded* media: the media pipeline encodes/decodes on its own threads.
+//! Everything the connection reports arrives as [`PeerEvent`]s on one channel; negotiation
+//! decisions are taken by [`crate::negotiation::Negotiator`], this type only performs them.
+
+mod interceptors;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use duet_proto::{IceCandidate, IceServer, SdpType, SessionDescription, SignalPayload};
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::{Gcc, Slot};
+use rtc::media::Sample;
+use rtc::media::io::sample_builder::SampleBuilder;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    CongestionFeedback, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder,
+    configure_congestion_control, register_default_interceptors,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+pub use stats::{PeerStats, TrackStats};
+
+use crate::call::PeerState;
+use crate::negotiation::Action;
+use interceptors::{KeyframeRequestForwarder, ReportingEstimator};
+
+const VIDEO_SSRC_BASE: u32 = 0x4455_0000;
+const AUDIO_SSRC_BASE: u32 = 0x4455_8000;
+const VIDEO_PT: u8 = 96;
+const OPUS_PT: u8 = 111;
+
+/// How a peer connection is set up.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// STUN/TURN servers.
+    pub ice_servers: Vec<IceServer>,
+    /// Local UDP address for host candidates: `0.0.0.0:0` for every interface, a concrete
+    /// address to use only that one (tests use `127.0.0.1:0`).
+    pub bind: SocketAddr,
+    /// Only relay (TURN) candidates: the partner never learns our address.
+    pub relay_only: bool,
+    /// Congestion control start / min / max, in bit/s.
+    pub bitrate_bps: (f64, f64, f64),
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            ice_servers: Vec::new(),
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            relay_only: false,
+            bitrate_bps: (600_000.0, 80_000.0, 3_000_000.0),
+        }
+    }
+}
+
+/// Which data channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Reliable, ordered text chat.
+    Chat,
+    /// Reliable, ordered control messages (keepalive, video paused, ...).
+    Control,
+}
+
+/// What the peer connection reports.
+#[derive(Debug, Clone)]
+pub enum PeerEvent {
+    /// A local ICE candidate to signal to the partner.
+    Candidate(IceCandidate),
+    /// The connection state changed.
+    State(PeerState),
+    /// Tracks changed: a negotiation is needed.
+    NegotiationNeeded,
+    /// One whole encoded VP8 frame from the partner.
+    VideoFrame {
+        /// The frame.
+        data: Bytes,
+        /// True for a keyframe.
+        keyframe: bool,
+    },
+    /// One Opus packet from the partner.
+    AudioPacket(Bytes),
+    /// The partner asked for a keyframe (PLI/FIR).
+    KeyframeRequested,
+    /// A data channel opened.
+    ChannelOpen(Channel),
+    /// A text message on a data channel.
+    ChannelMessage(Channel, String),
+    /// A data channel closed (the partner closed its connection, or ours is closing).
+    ChannelClosed(Channel),
+}
+
+/// A peer connection failure, worded for logs and users.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct PeerError {
+    context: &'static str,
+    #[source]
+    source: webrtc::error::Error,
+}
+
+fn ctx(context: &'static str) -> impl FnOnce(webrtc::error::Error) -> PeerError {
+    move |source| PeerError { context, source }
+}
+
+/// The partner's video track and its SSRC (for keyframe requests).
+type RemoteVideo = Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>;
+
+struct Handler {
+    events: mpsc::UnboundedSender<PeerEvent>,
+    local_ufrag: Arc<Mutex<String>>,
+    remote_video: RemoteVideo,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_negotiation_needed(&self) {
+        let _ = self.events.send(PeerEvent::NegotiationNeeded);
+    }
+
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let ufrag = self.local_ufrag.lock().map(|u| u.clone()).unwrap_or_default();
+                let candidate = IceCandidate {
+                    candidate: init.candidate,
+                    // to_json() leaves the mid empty; everything is bundled on the first m-line.
+                    sdp_mid: Some(init.sdp_mid.filter(|m| !m.is_empty()).unwrap_or_else(|| "0".into())),
+                    sdp_m_line_index: Some(init.sdp_mline_index.unwrap_or(0)),
+                    username_fragment: (!ufrag.is_empty()).then_some(ufrag),
+                };
+                let _ = self.events.send(PeerEvent::Candidate(candidate));
+            }
+            Err(e) => warn!(error = %e, "local candidate could not be serialised"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        debug!(%state, "peer connection state");
+        let mapped = match state {
+            RTCPeerConnectionState::Connected => PeerState::Connected,
+            RTCPeerConnectionState::Disconnected => PeerState::Disconnected,
+            RTCPeerConnectionState::Failed => PeerState::Failed,
+            _ => PeerState::Connecting,
+        };
+        let _ = self.events.send(PeerEvent::State(mapped));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        tokio::spawn(receive_track(track, self.events.clone(), self.remote_video.clone()));
+    }
+}
+
+/// A live peer connection. Dropping it does not close it: call [`Peer::close`].
+pub struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    video: Arc<TrackLocalStaticSample>,
+    audio: Arc<TrackLocalStaticSample>,
+    video_sender: Arc<dyn RtpSender>,
+    audio_sender: Arc<dyn RtpSender>,
+    video_ssrc: u32,
+    audio_ssrc: u32,
+    video_pt: Mutex<Option<u8>>,
+    audio_pt: Mutex<Option<u8>>,
+    chat: Arc<dyn DataChannel>,
+    control: Arc<dyn DataChannel>,
+    local_ufrag: Arc<Mutex<String>>,
+    target_bps: Arc<AtomicU64>,
+    remote_video: RemoteVideo,
+    closed: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Peer {
+    /// Builds the connection with both tracks and both data channels; events arrive on the
+    /// returned receiver.
+    pub async fn new(cfg: PeerConfig) -> Result<(Self, mpsc::UnboundedReceiver<PeerEvent>), PeerError> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let vp8 = RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: VIDEO_PT,
+        };
+        let opus = RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: OPUS_PT,
+        };
+        let mut me = MediaEngine::default();
+        // Codecs first: the interceptor helpers add NACK/TWCC feedback to registered codecs only.
+        me.register_codec(vp8.clone(), RtpCodecKind::Video).map_err(ctx("registering VP8"))?;
+        me.register_codec(opus.clone(), RtpCodecKind::Audio).map_err(ctx("registering Opus"))?;
+
+        let (start, min, max) = cfg.bitrate_bps;
+        let target_bps = Arc::new(AtomicU64::new(start.to_bits()));
+        let estimator = ReportingEstimator::new(Gcc::new(start, min, max), target_bps.clone());
+        let registry = configure_congestion_control(Registry::new(), estimator, CongestionFeedback::Twcc, &mut me)
+            .map_err(ctx("congestion control"))?;
+        let registry = register_default_interceptors(registry, &mut me).map_err(ctx("interceptors"))?;
+        let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
+
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .with_network_types(vec![NetworkType::Udp4])
+            // A 50 ms check interval (28 tries = the default 1.4 s budget) connects in ~55 ms
+            // instead of waiting for the default 200 ms timer.
+            .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28))
+            .build();
+        let ice_servers = cfg
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect();
+        let policy = if cfg.relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All };
+        let config =
+            RTCConfigurationBuilder::new().with_ice_servers(ice_servers).with_ice_transport_policy(policy).build();
+        let local_ufrag = Arc::new(Mutex::new(String::new()));
+        let remote_video: RemoteVideo = Arc::default();
+        let handler = Arc::new(Handler {
+            events: events_tx.clone(),
+            local_ufrag: local_ufrag.clone(),
+            remote_video: remote_video.clone(),
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(vec![cfg.bind])
+            .build()
+            .await
+            .map_err(ctx("creating the peer connection"))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let salt = rand::random::<u16>() as u32 & 0x7fff;
+        let (video_ssrc, audio_ssrc) = (VIDEO_SSRC_BASE | salt, AUDIO_SSRC_BASE | salt);
+        // Track ids must differ from the partner's: webrtc 0.21 routes inbound RTCP by track
+        // id and checks remote tracks first, so equal ids would send PLIs for our video to
+        // our copy of theirs.
+        let track = |kind, ssrc, codec: RTCRtpCodec, id: &str| {
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    format!("duet-{salt:04x}"),
+                    format!("{id}-{salt:04x}"),
+                    id.to_owned(),
+                    kind,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                        codec,
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map(Arc::new)
+            .map_err(ctx("creating a track"))
+        };
+        let video = track(RtpCodecKind::Video, video_ssrc, vp8.rtp_codec.clone(), "video")?;
+        let audio = track(RtpCodecKind::Audio, audio_ssrc, opus.rtp_codec.clone(), "audio")?;
+        let video_sender =
+            pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.map_err(ctx("adding the video track"))?;
+        let audio_sender =
+            pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await.map_err(ctx("adding the audio track"))?;
+
+        // Negotiated channels with fixed ids: both sides create the same two, so neither waits
+        // for the other to announce them and glare cannot duplicate them.
+        let init = |id| Some(RTCDataChannelInit { negotiated: Some(id), ..Default::default() });
+        let chat = pc.create_data_channel("chat", init(0)).await.map_err(ctx("creating the chat channel"))?;
+        let control = pc.create_data_channel("control", init(1)).await.map_err(ctx("creating the control channel"))?;
+
+        let closed = Arc::new(AtomicBool::new(false));
+        let tasks = vec![
+            tokio::spawn(channel_loop(chat.clone(), Channel::Chat, events_tx.clone())),
+            tokio::spawn(channel_loop(control.clone(), Channel::Control, events_tx.clone())),
+            tokio::spawn(keyframe_requests(video.clone(), events_tx.clone(), closed.clone())),
+        ];
+        info!(bind = %cfg.bind, relay_only = cfg.relay_only, "peer connection created");
+        Ok((
+            Self {
+                pc,
+                video,
+                audio,
+                video_sender,
+                audio_sender,
+                video_ssrc,
+                audio_ssrc,
+                video_pt: Mutex::new(None),
+                audio_pt: Mutex::new(None),
+                chat,
+                control,
+                local_ufrag,
+                target_bps,
+                remote_video,
+                closed,
+                tasks,
+            },
+            events,
+        ))
+    }
+
+    /// Creates an offer (with new ICE credentials if `ice_restart`), applies it locally and
+    /// returns it for signaling.
+    pub async fn make_offer(&self, ice_restart: bool) -> Result<SessionDescription, PeerError> {
+        if ice_restart {
+            self.pc.restart_ice().await.map_err(ctx("restarting ICE"))?;
+        }
+        let offer = self.pc.create_offer(None).await.map_err(ctx("creating an offer"))?;
+        self.set_local(offer).await
+    }
+
+    /// Creates an answer to the applied remote offer, applies it and returns it.
+    pub async fn make_answer(&self) -> Result<SessionDescription, PeerError> {
+        let answer = self.pc.create_answer(None).await.map_err(ctx("creating an answer"))?;
+        self.set_local(answer).await
+    }
+
+    async fn set_local(&self, desc: RTCSessionDescription) -> Result<SessionDescription, PeerError> {
+        if let Some(ufrag) = desc.sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")) {
+            if let Ok(mut u) = self.local_ufrag.lock() {
+                *u = ufrag.trim().to_string();
+            }
+        }
+        let out = to_proto(&desc);
+        self.pc.set_local_description(desc).await.map_err(ctx("applying the local description"))?;
+        Ok(out)
+    }
+
+    /// Rolls back a pending local offer.
+    pub async fn rollback(&self) -> Result<(), PeerError> {
+        let mut rollback = RTCSessionDescription::default();
+        rollback.sdp_type = RTCSdpType::Rollback;
+        self.pc.set_local_description(rollback).await.map_err(ctx("rolling back"))
+    }
+
+    /// Applies a description from the partner.
+    pub async fn apply_remote(&self, desc: &SessionDescription) -> Result<(), PeerError> {
+        let mut d = RTCSessionDescription::default();
+        d.sdp_type = match desc.sdp_type {
+            SdpType::Offer => RTCSdpType::Offer,
+            SdpType::Answer => RTCSdpType::Answer,
+            SdpType::Pranswer => RTCSdpType::Pranswer,
+            SdpType::Rollback => RTCSdpType::Rollback,
+        };
+        d.sdp = desc.sdp.clone();
+        self.pc.set_remote_description(d).await.map_err(ctx("applying the remote description"))
+    }
+
+    /// Adds a candidate from the partner. An empty candidate (end of candidates) is a no-op.
+    pub async fn add_candidate(&self, c: &IceCandidate) -> Result<(), PeerError> {
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate.clone(),
+            sdp_mid: c.sdp_mid.clone(),
+            sdp_mline_index: c.sdp_m_line_index,
+            username_fragment: c.username_fragment.clone(),
+            ..Default::default()
+        };
+        self.pc.add_ice_candidate(init).await.map_err(ctx("adding a remote candidate"))
+    }
+
+    /// Performs one negotiation step; returns the signal to send to the partner, if any.
+    pub async fn perform(&self, action: &Action) -> Result<Option<SignalPayload>, PeerError> {
+        match action {
+            Action::MakeOffer { ice_restart } => {
+                let description = self.make_offer(*ice_restart).await?;
+                Ok(Some(SignalPayload::Description { description }))
+            }
+            Action::MakeAnswer => {
+                let description = self.make_answer().await?;
+                Ok(Some(SignalPayload::Description { description }))
+            }
+            Action::RollbackLocal => self.rollback().await.map(|_| None),
+            Action::ApplyRemote(desc) => self.apply_remote(desc).await.map(|_| None),
+            Action::AddCandidate(c) => {
+                // A stale candidate (e.g. from before an ICE restart) is not worth failing for.
+                if let Err(e) = self.add_candidate(c).await {
+                    debug!(error = %e, "remote candidate not added");
+                }
+                Ok(None)
+            }
+            Action::GiveUp(_) => Ok(None),
+        }
+    }
+
+    /// Sends one encoded VP8 frame lasting `duration`. Before negotiation completes the frame
+    /// is dropped (returns `false`).
+    pub async fn send_video(&self, data: Bytes, captured: Instant, duration: Duration) -> bool {
+        let Some(pt) = self.payload_type(&self.video_sender, &self.video_pt).await else { return false };
+        let sample = Sample { data, duration, ..Sample::new(captured) };
+        self.video.sample_writer(self.video_ssrc, pt).write_sample(&sample).await.is_ok()
+    }
+
+    /// Sends one Opus packet lasting `duration`.
+    pub async fn send_audio(&self, data: Bytes, captured: Instant, duration: Duration) -> bool {
+        let Some(pt) = self.payload_type(&self.audio_sender, &self.audio_pt).await else { return false };
+        let sample = Sample { data, duration, ..Sample::new(captured) };
+        self.audio.sample_writer(self.audio_ssrc, pt).write_sample(&sample).await.is_ok()
+    }
+
+    async fn payload_type(&self, sender: &Arc<dyn RtpSender>, cache: &Mutex<Option<u8>>) -> Option<u8> {
+        if let Some(pt) = cache.lock().ok().and_then(|c| *c) {
+            return Some(pt);
+        }
+        let params = sender.get_parameters().await.ok()?;
+        let pt = params.rtp_parameters.codecs.first()?.payload_type;
+        if let Ok(mut c) = cache.lock() {
+            *c = Some(pt);
+        }
+        Some(pt)
+    }
+
+    /// Sends text on a data channel (dropped if it is not open).
+    pub async fn send_text(&self, channel: Channel, text: &str) -> bool {
+        let dc = match channel {
+            Channel::Chat => &self.chat,
+            Channel::Control => &self.control,
+        };
+        dc.send_text(text).await.is_ok()
+    }
+
+    /// Asks the partner for a keyframe (after a decode error or loss we cannot repair).
+    pub async fn request_keyframe(&self) {
+        let remote = self.remote_video.lock().ok().and_then(|r| r.clone());
+        if let Some((track, media_ssrc)) = remote {
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+            if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+                debug!(error = %e, "PLI not sent");
+            }
+        }
+    }
+
+    /// The congestion controller's current target, in bit/s.
+    pub fn target_bitrate_bps(&self) -> f64 {
+        f64::from_bits(self.target_bps.load(Ordering::Relaxed))
+    }
+
+    /// A snapshot of the connection's statistics.
+    pub async fn stats(&self) -> PeerStats {
+        let report = self.pc.get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None).await;
+        stats::from_report(&report, self.target_bitrate_bps())
+    }
+
+    /// Closes the connection and ends its tasks.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        if let Err(e) = self.pc.close().await {
+            debug!(error = %e, "close reported an error");
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn to_proto(desc: &RTCSessionDescription) -> SessionDescription {
+    let sdp_type = match desc.sdp_type {
+        RTCSdpType::Offer => SdpType::Offer,
+        RTCSdpType::Pranswer => SdpType::Pranswer,
+        RTCSdpType::Rollback => SdpType::Rollback,
+        _ => SdpType::Answer,
+    };
+    SessionDescription { sdp_type, sdp: desc.sdp.clone() }
+}
+
+async fn channel_loop(dc: Arc<dyn DataChannel>, channel: Channel, events: mpsc::UnboundedSender<PeerEvent>) {
+    while let Some(ev) = dc.poll().await {
+        let out = match ev {
+            DataChannelEvent::OnOpen => PeerEvent::ChannelOpen(channel),
+            DataChannelEvent::OnMessage(m) => match String::from_utf8(m.data.to_vec()) {
+                Ok(text) => PeerEvent::ChannelMessage(channel, text),
+                Err(_) => continue,
+            },
+            DataChannelEvent::OnClose => PeerEvent::ChannelClosed(channel),
+            _ => continue,
+        };
+        if events.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Watches the video sender for PLI/FIR from the partner.
+async fn keyframe_requests(
+    video: Arc<TrackLocalStaticSample>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    closed: Arc<AtomicBool>,
+) {
+    while !closed.load(Ordering::Relaxed) {
+        match video.poll().await {
+            Some(TrackLocalEvent::OnRtcpPacket(_)) => {
+                if events.send(PeerEvent::KeyframeRequested).is_err() {
+                    return;
+                }
+            }
+            Some(_) => {}
+            // Not bound yet (before negotiation) or closed: do not spin.
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Reassembles the partner's RTP into whole frames/packets.
+async fn receive_track(
+    track: Arc<dyn TrackRemote>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    remote_video: RemoteVideo,
+) {
+    let kind = track.kind().await;
+    let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
+    info!(?kind, ssrc, "remote track");
+    if kind == RtpCodecKind::Video {
+        if let Ok(mut r) = remote_video.lock() {
+            *r = Some((track.clone(), ssrc));
+        }
+        let mut builder =
+            SampleBuilder::new(128, Vp8Packet::default(), 90_000).with_max_time_delay(Duration::from_millis(500));
+        while let Some(ev) = track.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(pkt) = ev {
+                builder.push(Instant::now(), pkt);
+                while let Some(sample) = builder.pop(Instant::now()) {
+                    // VP8 payload header: the P bit (bit 0 of the first byte) is 0 on keyframes.
+                    let keyframe = sample.data.first().is_some_and(|b| b & 0x01 == 0);
+                    if events.send(PeerEvent::VideoFrame { data: sample.data, keyframe }).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    } else {
+        while let Some(ev) = track.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(pkt) = ev {
+                if !pkt.payload.is_empty() && events.send(PeerEvent::AudioPacket(pkt.payload.clone())).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
