@@ -4,6 +4,7 @@
 //!   reconnection with exponential backoff and jitter.
 //! - [`call`]: the call lifecycle (matching, connecting, reconnecting, ICE restart and peer
 //!   replacement, ending) as a sans-IO machine.
+//! - [`media`]: capture/encode and decode/render threads around the peer connection.
 //! - [`chat`]: text chat with ids and acks over the data channel (survives reconnects).
 //! - [`summary`]: the end-of-call numbers (first frame, loss, latency, counters).
 //! - [`peer`]: one webrtc peer connection (VP8 + Opus each way, data channels, trickle
@@ -13,6 +14,7 @@
 
 pub mod call;
 pub mod chat;
+pub mod media;
 pub mod negotiation;
 pub mod peer;
 pub mod signaling;

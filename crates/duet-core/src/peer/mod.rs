@@ -30,7 +30,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit, RTCDataChannelState};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -502,15 +502,42 @@ fn to_proto(desc: &RTCSessionDescription) -> SessionDescription {
     SessionDescription { sdp_type, sdp: desc.sdp.clone() }
 }
 
+/// Reports a data channel's events. Negotiated channels do not always deliver `OnOpen` on
+/// the side whose SCTP association opened first (webrtc 0.21), so the ready state is also
+/// polled until the channel is seen open.
 async fn channel_loop(dc: Arc<dyn DataChannel>, channel: Channel, events: mpsc::UnboundedSender<PeerEvent>) {
-    while let Some(ev) = dc.poll().await {
+    let mut open = false;
+    let mut check = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        let ev = tokio::select! {
+            ev = dc.poll() => match ev {
+                Some(ev) => ev,
+                None => return,
+            },
+            _ = check.tick(), if !open => {
+                if matches!(dc.ready_state().await, Ok(RTCDataChannelState::Open)) {
+                    open = true;
+                    if events.send(PeerEvent::ChannelOpen(channel)).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
         let out = match ev {
-            DataChannelEvent::OnOpen => PeerEvent::ChannelOpen(channel),
+            DataChannelEvent::OnOpen if open => continue,
+            DataChannelEvent::OnOpen => {
+                open = true;
+                PeerEvent::ChannelOpen(channel)
+            }
             DataChannelEvent::OnMessage(m) => match String::from_utf8(m.data.to_vec()) {
                 Ok(text) => PeerEvent::ChannelMessage(channel, text),
                 Err(_) => continue,
             },
-            DataChannelEvent::OnClose => PeerEvent::ChannelClosed(channel),
+            DataChannelEvent::OnClose => {
+                open = false;
+                PeerEvent::ChannelClosed(channel)
+            }
             _ => continue,
         };
         if events.send(out).is_err() {

@@ -1,0 +1,295 @@
+//! `duet`: the headless Duet client.
+//!
+//! - `duet call`: join a server, hold a call with synthetic, file or device media, print one
+//!   line per event (`--json`: JSON lines) and a final summary.
+//! - `duet bot`: serve partners one after another (echo their media back, or send synthetic).
+//! - `duet devices`: list cameras, microphones and speakers.
+
+mod media;
+mod output;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use duet_core::call::{Call, CallCommand, CallConfig, CallEvent, CallState, Command, Quality};
+use tracing_subscriber::EnvFilter;
+
+use media::{AudioSpec, VideoSpec};
+use output::Printer;
+
+#[derive(Parser)]
+#[command(name = "duet", version, about = "Headless Duet client")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Join a server and hold a call.
+    Call(CallArgs),
+    /// Serve partners one after another (a "test call" partner).
+    Bot(BotArgs),
+    /// List cameras, microphones and speakers.
+    Devices,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Server WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8787/ws")]
+    server: String,
+    /// Join this room (friend code) instead of the random queue.
+    #[arg(long)]
+    room: Option<String>,
+    /// Interest to share with a partner (repeatable).
+    #[arg(long = "interest")]
+    interests: Vec<String>,
+    /// Preferred language, e.g. en or pt-BR.
+    #[arg(long)]
+    language: Option<String>,
+    /// Video to send: synthetic[:WxH[@FPS]], camera, file:PATH.y4m or none.
+    #[arg(long, default_value = "synthetic")]
+    video: VideoSpec,
+    /// Audio to send: tone, mic, file:PATH.wav or none.
+    #[arg(long, default_value = "tone")]
+    audio: AudioSpec,
+    /// Quality: auto, high, medium, low, audio-only.
+    #[arg(long, default_value = "auto", value_parser = parse_quality)]
+    quality: Quality,
+    /// Local UDP address for media (127.0.0.1:0 keeps a test on loopback).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: SocketAddr,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CallArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Seconds to hold the call once connected.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Give up if no call is connected within this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// Chat message to send once connected (repeatable).
+    #[arg(long = "chat")]
+    chat: Vec<String>,
+    /// Press Next this many seconds after connecting (then hold the next call).
+    #[arg(long)]
+    next_after: Option<f64>,
+}
+
+#[derive(Args)]
+struct BotArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Send synthetic media instead of echoing the partner's.
+    #[arg(long)]
+    synthetic: bool,
+    /// Stop after this many seconds (default: run until interrupted).
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+fn parse_quality(s: &str) -> Result<Quality, String> {
+    match s {
+        "auto" => Ok(Quality::Auto),
+        "high" => Ok(Quality::High),
+        "medium" => Ok(Quality::Medium),
+        "low" => Ok(Quality::Low),
+        "audio-only" | "audio_only" => Ok(Quality::AudioOnly),
+        other => Err(format!("unknown quality {other:?} (auto, high, medium, low, audio-only)")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("duet: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Cmd::Devices => devices(),
+        Cmd::Call(args) => runtime.block_on(call(args)),
+        Cmd::Bot(args) => runtime.block_on(bot(args)),
+    }
+}
+
+fn devices() -> ExitCode {
+    let d = duet_media::list_devices();
+    let section = |title: &str, items: Vec<String>| {
+        println!("{title}:");
+        if items.is_empty() {
+            println!("  (none found)");
+        }
+        for i in items {
+            println!("  {i}");
+        }
+    };
+    section("cameras", d.cameras.iter().map(|c| format!("{} ({})", c.name, c.id)).collect());
+    section("microphones", d.microphones.iter().map(|c| format!("{} ({})", c.name, c.id)).collect());
+    section("speakers", d.speakers.iter().map(|c| format!("{} ({})", c.name, c.id)).collect());
+    ExitCode::SUCCESS
+}
+
+fn config(common: &Common, echo: bool) -> CallConfig {
+    let mut cfg = CallConfig::new(common.server.clone());
+    cfg.client.name = if echo { "duet-bot".into() } else { "duet-cli".into() };
+    cfg.client.platform = Some(std::env::consts::OS.into());
+    cfg.bind = common.bind;
+    cfg.quality = common.quality;
+    cfg.echo = echo;
+    cfg
+}
+
+fn start_command(common: &Common) -> Command {
+    match &common.room {
+        Some(code) => Command::JoinRoom { code: code.clone() },
+        None => Command::Start { interests: common.interests.clone(), language: common.language.clone() },
+    }
+}
+
+async fn call(args: CallArgs) -> ExitCode {
+    let mut out = Printer::new(args.common.json);
+    let media = match media::open(&args.common.video, &args.common.audio, false, &mut out) {
+        Ok(m) => m,
+        Err(e) => {
+            out.error(&e);
+            return ExitCode::from(1);
+        }
+    };
+    let (call, mut events) = Call::start(config(&args.common, false), media);
+    call.send(CallCommand::Call(start_command(&args.common)));
+    let started = Instant::now();
+    let connect_deadline = started + Duration::from_secs_f64(args.connect_timeout);
+    let mut connected_at: Option<Instant> = None;
+    let mut nexted = false;
+    let mut chats_sent = false;
+    let mut fatal: Option<String> = None;
+    let mut shutdown_sent = false;
+    loop {
+        let deadline = match connected_at {
+            Some(t) => t + Duration::from_secs_f64(args.duration),
+            None => connect_deadline,
+        };
+        let next_at = connected_at.zip(args.next_after).map(|(t, s)| t + Duration::from_secs_f64(s));
+        let wake = match next_at {
+            Some(n) if !nexted => n.min(deadline),
+            _ => deadline,
+        };
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = tokio::time::sleep_until(wake.into()) => {
+                if !nexted && next_at.is_some_and(|n| Instant::now() >= n) {
+                    nexted = true;
+                    out.line("command", serde_json::json!({"command": "next"}));
+                    call.send(CallCommand::Call(Command::Next));
+                    connected_at = None;
+                    continue;
+                }
+                if connected_at.is_none() && fatal.is_none() {
+                    fatal = Some(format!("no call connected within {} s", args.connect_timeout));
+                }
+                if !shutdown_sent {
+                    shutdown_sent = true;
+                    call.send(CallCommand::Shutdown);
+                }
+                continue;
+            }
+        };
+        let Some(ev) = ev else { break };
+        match &ev {
+            CallEvent::State(CallState::Connected) => {
+                if connected_at.is_none() {
+                    connected_at = Some(Instant::now());
+                }
+                if !chats_sent {
+                    chats_sent = true;
+                    for text in &args.chat {
+                        call.send(CallCommand::SendChat(text.clone()));
+                    }
+                }
+            }
+            CallEvent::State(CallState::Ended { reason }) if connected_at.is_none() && !nexted => {
+                fatal = Some(reason.clone());
+                if !shutdown_sent {
+                    shutdown_sent = true;
+                    call.send(CallCommand::Shutdown);
+                }
+            }
+            _ => {}
+        }
+        if let CallEvent::Finished(summary) = ev {
+            out.summary(&summary);
+            if let Some(reason) = fatal {
+                out.error(&reason);
+                return ExitCode::from(if summary.connected { 0 } else { 2 });
+            }
+            return ExitCode::SUCCESS;
+        }
+        out.event(&ev, started);
+    }
+    ExitCode::from(1)
+}
+
+async fn bot(args: BotArgs) -> ExitCode {
+    let mut out = Printer::new(args.common.json);
+    let (video, audio) = if args.synthetic {
+        (args.common.video.clone(), args.common.audio.clone())
+    } else {
+        (VideoSpec::None, AudioSpec::None)
+    };
+    let media = match media::open(&video, &audio, false, &mut out) {
+        Ok(m) => m,
+        Err(e) => {
+            out.error(&e);
+            return ExitCode::from(1);
+        }
+    };
+    let (call, mut events) = Call::start(config(&args.common, !args.synthetic), media);
+    call.send(CallCommand::Call(start_command(&args.common)));
+    let started = Instant::now();
+    let stop_at = args.duration.map(|s| started + Duration::from_secs_f64(s));
+    loop {
+        let ev = match stop_at {
+            Some(t) => tokio::select! {
+                ev = events.recv() => ev,
+                _ = tokio::time::sleep_until(t.into()) => {
+                    call.send(CallCommand::Shutdown);
+                    events.recv().await
+                }
+            },
+            None => events.recv().await,
+        };
+        let Some(ev) = ev else { return ExitCode::from(1) };
+        match &ev {
+            // The partner is gone: wait for the next one.
+            CallEvent::State(CallState::Ended { reason }) if !reason.contains("reach") => {
+                call.send(CallCommand::Call(start_command(&args.common)));
+            }
+            CallEvent::State(CallState::Idle) if args.common.room.is_none() => {
+                call.send(CallCommand::Call(start_command(&args.common)));
+            }
+            CallEvent::Finished(summary) => {
+                out.summary(summary);
+                return if summary.connected || stop_at.is_some() { ExitCode::SUCCESS } else { ExitCode::from(2) };
+            }
+            _ => {}
+        }
+        out.event(&ev, started);
+    }
+}

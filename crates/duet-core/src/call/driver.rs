@@ -1,0 +1,625 @@
+//! The call driver: one tokio task that wires signaling, the call machine, the peer
+//! connection, chat and the media threads together. The application talks to it through
+//! [`Call`] (commands) and a stream of [`CallEvent`]s.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use duet_media::{AudioSink, AudioSource, MediaClock, VideoSink, VideoSource};
+use duet_proto::{ClientInfo, ClientMessage, IceServer, SignalPayload};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::machine::{CallMachine, CallState, Command, Output, PeerState};
+use crate::chat::{Chat, ChatOutput};
+use crate::media::{
+    AudioReceiver, AudioSender, OutgoingAudio, OutgoingVideo, Received, VideoLimits, VideoReceiver, VideoSender,
+};
+use crate::negotiation::Action;
+use crate::peer::{Channel, Peer, PeerConfig, PeerEvent, PeerStats};
+use crate::signaling::{SignalingClient, SignalingConfig, SignalingEvent};
+use crate::summary::{CallSummary, SummaryBuilder};
+
+/// The user's quality choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// Follow the network, up to 720p.
+    Auto,
+    /// Up to 1280x720, 2.5 Mb/s.
+    High,
+    /// Up to 640x360, 800 kb/s.
+    Medium,
+    /// Up to 320x180, 250 kb/s.
+    Low,
+    /// No video at all.
+    AudioOnly,
+}
+
+impl Quality {
+    fn limits(self) -> Option<VideoLimits> {
+        let l = |max_width, max_height, max_kbps| Some(VideoLimits { max_width, max_height, max_kbps });
+        match self {
+            Quality::Auto | Quality::High => l(1280, 720, 2500),
+            Quality::Medium => l(640, 360, 800),
+            Quality::Low => l(320, 180, 250),
+            Quality::AudioOnly => None,
+        }
+    }
+}
+
+/// Media the call sends: sources are opened by the caller (so their errors surface before
+/// connecting) and handed over.
+pub struct CallMedia {
+    /// Video to send (`None`: receive-only).
+    pub video: Option<(Box<dyn VideoSource>, bool)>,
+    /// Audio to send (`None`: listen-only).
+    pub audio: Option<(Box<dyn AudioSource>, bool)>,
+    /// Where decoded partner video goes.
+    pub video_sink: Box<dyn VideoSink>,
+    /// Where decoded partner audio goes.
+    pub audio_sink: Box<dyn AudioSink>,
+    /// Clock of the sources' timestamps (for latency from embedded markers).
+    pub clock: MediaClock,
+}
+
+/// How to run a call.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// `ws://` or `wss://` URL of the server's `/ws`.
+    pub server_url: String,
+    /// How this client introduces itself.
+    pub client: ClientInfo,
+    /// Local UDP address for media (`0.0.0.0:0`: all interfaces).
+    pub bind: SocketAddr,
+    /// Extra ICE servers (the user's own TURN), added to the server's.
+    pub ice_servers: Vec<IceServer>,
+    /// Relay-only ("hide my IP").
+    pub relay_only: bool,
+    /// Initial quality.
+    pub quality: Quality,
+    /// How often [`CallEvent::Stats`] is emitted.
+    pub stats_interval: Duration,
+    /// Send the partner's own video and audio back to them (the "test call" bot).
+    pub echo: bool,
+}
+
+impl CallConfig {
+    /// Defaults for `server_url`.
+    pub fn new(server_url: impl Into<String>) -> Self {
+        Self {
+            server_url: server_url.into(),
+            client: ClientInfo { name: "duet".into(), version: Some(env!("CARGO_PKG_VERSION").into()), platform: None },
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            ice_servers: Vec::new(),
+            relay_only: false,
+            quality: Quality::Auto,
+            stats_interval: Duration::from_secs(1),
+            echo: false,
+        }
+    }
+}
+
+/// What the application can ask of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallCommand {
+    /// A lifecycle command (start, room, next, stop, report, block).
+    Call(Command),
+    /// Send a chat message.
+    SendChat(String),
+    /// Mute or unmute the microphone.
+    SetMuted(bool),
+    /// Turn the camera on or off.
+    SetCamera(bool),
+    /// Change the quality.
+    SetQuality(Quality),
+    /// End everything (leave, close signaling) and emit the summary.
+    Shutdown,
+}
+
+/// Once-a-second numbers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CallStats {
+    /// Peer connection statistics.
+    #[serde(flatten)]
+    pub peer: PeerStats,
+    /// Video send bitrate over the last interval, kbit/s.
+    pub video_send_kbps: f64,
+    /// Video receive bitrate, kbit/s.
+    pub video_recv_kbps: f64,
+    /// Audio send bitrate, kbit/s.
+    pub audio_send_kbps: f64,
+    /// Audio receive bitrate, kbit/s.
+    pub audio_recv_kbps: f64,
+    /// Frames decoded per second.
+    pub recv_fps: f64,
+    /// Encoder target, kbit/s.
+    pub encoder_kbps: u32,
+    /// Remote video size.
+    pub recv_width: Option<u32>,
+    /// Remote video height.
+    pub recv_height: Option<u32>,
+}
+
+/// What the call reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    /// The call state changed.
+    State(CallState),
+    /// Matched with a partner.
+    Matched {
+        /// The partner's session id.
+        peer: String,
+        /// Room name.
+        room: String,
+    },
+    /// First media of a kind arrived (`"video"` / `"audio"`).
+    MediaStarted(&'static str),
+    /// A chat message from the partner.
+    ChatReceived(String),
+    /// The partner has our chat message `id`.
+    ChatDelivered(u64),
+    /// The partner turned their camera on/off.
+    PeerVideo(bool),
+    /// Numbers.
+    Stats(Box<CallStats>),
+    /// Something the user should read.
+    Notice(String),
+    /// The call ended for good (after [`CallCommand::Shutdown`] or a fatal error).
+    Finished(Box<CallSummary>),
+}
+
+/// Handle to a running call.
+#[derive(Clone)]
+pub struct Call {
+    commands: mpsc::UnboundedSender<CallCommand>,
+}
+
+impl Call {
+    /// Starts the call engine: connects to the server and waits for commands.
+    pub fn start(cfg: CallConfig, media: CallMedia) -> (Call, mpsc::UnboundedReceiver<CallEvent>) {
+        let (commands, cmd_rx) = mpsc::unbounded_channel();
+        let (events, ev_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(cfg, media, cmd_rx, events));
+        (Call { commands }, ev_rx)
+    }
+
+    /// Sends a command.
+    pub fn send(&self, cmd: CallCommand) {
+        let _ = self.commands.send(cmd);
+    }
+}
+
+struct Live {
+    peer: Peer,
+    events: mpsc::UnboundedReceiver<PeerEvent>,
+}
+
+struct Driver {
+    cfg: CallConfig,
+    events: mpsc::UnboundedSender<CallEvent>,
+    signaling: SignalingClient,
+    machine: CallMachine,
+    live: Option<Live>,
+    chat: Chat,
+    summary: SummaryBuilder,
+    clock: MediaClock,
+    video_sender: Option<VideoSender>,
+    audio_sender: Option<AudioSender>,
+    video_receiver: Option<VideoReceiver>,
+    audio_receiver: Option<AudioReceiver>,
+    quality: Quality,
+    camera_on: bool,
+    encoder_kbps: u32,
+    seen_video: bool,
+    seen_audio: bool,
+    last_stats: Option<(Instant, PeerStats, u64)>,
+    frames_decoded: u64,
+    last_size: Option<(u32, u32)>,
+    media_ready: bool,
+}
+
+async fn run(
+    cfg: CallConfig,
+    media: CallMedia,
+    mut commands: mpsc::UnboundedReceiver<CallCommand>,
+    events: mpsc::UnboundedSender<CallEvent>,
+) {
+    let sig_cfg = SignalingConfig { client: cfg.client.clone(), ..SignalingConfig::default() };
+    let (signaling, mut sig_rx) = SignalingClient::start(cfg.server_url.clone(), sig_cfg);
+    let (video_tx, mut video_rx) = mpsc::channel::<OutgoingVideo>(crate::media::VIDEO_OUT_QUEUE);
+    let (audio_tx, mut audio_rx) = mpsc::channel::<OutgoingAudio>(16);
+    let (recv_tx, mut recv_rx) = mpsc::unbounded_channel::<Received>();
+    let limits = cfg.quality.limits();
+    let mut d = Driver {
+        events: events.clone(),
+        signaling,
+        machine: CallMachine::new(),
+        live: None,
+        chat: Chat::new(),
+        summary: SummaryBuilder::new(),
+        clock: media.clock,
+        video_sender: None,
+        audio_sender: None,
+        video_receiver: None,
+        audio_receiver: None,
+        quality: cfg.quality,
+        camera_on: true,
+        encoder_kbps: 0,
+        seen_video: false,
+        seen_audio: false,
+        last_stats: None,
+        frames_decoded: 0,
+        last_size: None,
+        media_ready: false,
+        cfg,
+    };
+    if let Some((source, paced)) = media.video {
+        let l = limits.unwrap_or(VideoLimits { max_width: 1280, max_height: 720, max_kbps: 2500 });
+        match VideoSender::start(source, paced, l, video_tx) {
+            Ok(s) => {
+                s.set_enabled(limits.is_some());
+                d.video_sender = Some(s);
+            }
+            Err(e) => d.notice(format!("Video cannot be sent: {e}")),
+        }
+    }
+    if let Some((source, paced)) = media.audio {
+        match AudioSender::start(source, paced, audio_tx) {
+            Ok(s) => d.audio_sender = Some(s),
+            Err(e) => d.notice(format!("Audio cannot be sent: {e}")),
+        }
+    }
+    match VideoReceiver::start(media.video_sink, d.clock, recv_tx.clone()) {
+        Ok(r) => d.video_receiver = Some(r),
+        Err(e) => d.notice(format!("Video cannot be received: {e}")),
+    }
+    match AudioReceiver::start(media.audio_sink, recv_tx) {
+        Ok(r) => d.audio_receiver = Some(r),
+        Err(e) => d.notice(format!("Audio cannot be received: {e}")),
+    }
+    let mut stats_tick = tokio::time::interval(d.cfg.stats_interval);
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutting_down = false;
+    loop {
+        d.drain().await;
+        if shutting_down {
+            break;
+        }
+        let deadline = d.machine.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            ev = sig_rx.recv() => match ev {
+                Some(ev) => d.on_signaling(ev),
+                None => {
+                    // Signaling gave up (its Failed event was already handled).
+                    shutting_down = true;
+                }
+            },
+            ev = next_peer_event(&mut d.live) => {
+                if let Some(ev) = ev {
+                    d.on_peer(ev).await;
+                }
+            }
+            cmd = commands.recv() => match cmd {
+                Some(CallCommand::Shutdown) | None => {
+                    d.machine.command(Command::Stop);
+                    d.drain().await;
+                    shutting_down = true;
+                }
+                Some(cmd) => d.on_command(cmd).await,
+            },
+            // Media goes out only once the path is up (before that, DTLS has no keys yet).
+            Some(v) = video_rx.recv() => {
+                if let Some(live) = d.live.as_ref().filter(|_| d.media_ready) {
+                    live.peer.send_video(v.data, v.captured, v.duration).await;
+                }
+            }
+            Some(a) = audio_rx.recv() => {
+                if let Some(live) = d.live.as_ref().filter(|_| d.media_ready) {
+                    live.peer.send_audio(a.data, a.captured, a.duration).await;
+                }
+            }
+            Some(r) = recv_rx.recv() => d.on_received(r).await,
+            _ = stats_tick.tick() => d.on_stats().await,
+            _ = tokio::time::sleep_until(deadline.into()) => d.machine.handle_timeout(Instant::now()),
+        }
+    }
+    if let Some(live) = d.live.take() {
+        live.peer.close().await;
+    }
+    // Let the `leave` reach the server before closing the socket.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    d.signaling.close();
+    d.video_sender = None;
+    d.audio_sender = None;
+    let summary = d.summary.summary();
+    let _ = events.send(CallEvent::Finished(Box::new(summary)));
+}
+
+async fn next_peer_event(live: &mut Option<Live>) -> Option<PeerEvent> {
+    match live {
+        Some(l) => l.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn emit(&self, ev: CallEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    fn notice(&self, text: String) {
+        warn!(%text, "notice");
+        self.emit(CallEvent::Notice(text));
+    }
+
+    fn on_signaling(&mut self, ev: SignalingEvent) {
+        if let SignalingEvent::Message(duet_proto::ServerMessage::Matched { peer, room, .. }) = &ev {
+            self.summary.matched(self.clock.now_us());
+            self.emit(CallEvent::Matched { peer: peer.session_id.clone(), room: room.clone() });
+        }
+        if let SignalingEvent::Failed(e) = &ev {
+            self.notice(e.to_string());
+        }
+        self.machine.signaling(ev);
+    }
+
+    async fn on_command(&mut self, cmd: CallCommand) {
+        match cmd {
+            CallCommand::Call(c) => self.machine.command(c),
+            CallCommand::SendChat(text) => match self.chat.send(&text) {
+                Ok(_) => self.summary.chat_sent(),
+                Err(e) => self.notice(format!("Message not sent: {e}")),
+            },
+            CallCommand::SetMuted(m) => {
+                if let Some(a) = &self.audio_sender {
+                    a.set_muted(m);
+                }
+            }
+            CallCommand::SetCamera(on) => {
+                self.camera_on = on;
+                self.apply_video_state();
+                if let Some(live) = &self.live {
+                    live.peer.send_text(Channel::Control, &format!(r#"{{"t":"video","on":{on}}}"#)).await;
+                }
+            }
+            CallCommand::SetQuality(q) => {
+                self.quality = q;
+                if let (Some(v), Some(l)) = (&self.video_sender, q.limits()) {
+                    v.set_limits(l);
+                }
+                self.apply_video_state();
+            }
+            CallCommand::Shutdown => {}
+        }
+        self.flush_chat().await;
+    }
+
+    fn apply_video_state(&self) {
+        if let Some(v) = &self.video_sender {
+            v.set_enabled(self.camera_on && self.quality.limits().is_some());
+        }
+    }
+
+    /// Carries out everything the call machine asked for.
+    async fn drain(&mut self) {
+        while let Some(out) = self.machine.poll_output() {
+            match out {
+                Output::Signal(msg) => self.signaling.send(msg),
+                Output::State(s) => {
+                    if s == CallState::Connected {
+                        self.summary.connected();
+                    }
+                    self.emit(CallEvent::State(s));
+                }
+                Output::Notice(n) => self.notice(n),
+                Output::ClosePeer => {
+                    self.media_ready = false;
+                    if let Some(live) = self.live.take() {
+                        live.peer.close().await;
+                    }
+                    self.chat.closed();
+                }
+                Output::CreatePeer { polite, ice_servers } => {
+                    let mut ice = ice_servers;
+                    ice.extend(self.cfg.ice_servers.iter().cloned());
+                    let cfg = PeerConfig {
+                        ice_servers: ice,
+                        bind: self.cfg.bind,
+                        relay_only: self.cfg.relay_only,
+                        ..PeerConfig::default()
+                    };
+                    match Peer::new(cfg).await {
+                        Ok((peer, events)) => {
+                            info!(polite, "peer connection ready");
+                            self.live = Some(Live { peer, events });
+                            if let Some(v) = &self.video_sender {
+                                v.request_keyframe();
+                            }
+                        }
+                        Err(e) => self.notice(format!("Could not set up the call: {e}")),
+                    }
+                }
+                Output::Negotiate(action) => self.negotiate(action).await,
+            }
+        }
+    }
+
+    async fn negotiate(&mut self, action: Action) {
+        let Some(live) = &self.live else { return };
+        let reports = !matches!(action, Action::AddCandidate(_) | Action::GiveUp(_));
+        let result = live.peer.perform(&action).await;
+        match result {
+            Ok(signal) => {
+                if let Some(payload) = signal {
+                    self.signaling.send(ClientMessage::Signal { payload });
+                }
+                if reports {
+                    self.machine.negotiation_result(Ok(()));
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "negotiation step failed");
+                if reports {
+                    self.machine.negotiation_result(Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    async fn on_peer(&mut self, ev: PeerEvent) {
+        match ev {
+            PeerEvent::Candidate(candidate) => {
+                self.signaling.send(ClientMessage::Signal { payload: SignalPayload::Candidate { candidate } })
+            }
+            PeerEvent::State(s) => {
+                self.machine.peer_state(Instant::now(), s);
+                self.media_ready = s == PeerState::Connected;
+                if s == PeerState::Connected {
+                    if let Some(v) = &self.video_sender {
+                        v.request_keyframe();
+                    }
+                }
+            }
+            // Tracks are fixed for the life of a connection (camera off = stop writing), so
+            // the only negotiations are the first offer and ICE restarts, which the call
+            // machine starts itself.
+            PeerEvent::NegotiationNeeded => {}
+            PeerEvent::VideoFrame { data, .. } => {
+                if self.cfg.echo {
+                    if let Some(live) = &self.live {
+                        live.peer.send_video(data.clone(), Instant::now(), Duration::from_micros(33_333)).await;
+                    }
+                }
+                let queued = self.video_receiver.as_ref().is_some_and(|r| r.push(data));
+                if !queued {
+                    if let Some(live) = &self.live {
+                        live.peer.request_keyframe().await;
+                    }
+                }
+            }
+            PeerEvent::AudioPacket(p) => {
+                if self.cfg.echo {
+                    if let Some(live) = &self.live {
+                        live.peer.send_audio(p.clone(), Instant::now(), Duration::from_millis(20)).await;
+                    }
+                }
+                if let Some(r) = &self.audio_receiver {
+                    r.push(p);
+                }
+            }
+            PeerEvent::KeyframeRequested => {
+                if let Some(v) = &self.video_sender {
+                    v.request_keyframe();
+                }
+                // An echo has no encoder: pass the request on to the partner's.
+                if self.cfg.echo {
+                    if let Some(live) = &self.live {
+                        live.peer.request_keyframe().await;
+                    }
+                }
+            }
+            PeerEvent::ChannelOpen(Channel::Chat) => self.chat.opened(),
+            PeerEvent::ChannelOpen(Channel::Control) => {
+                if let Some(live) = &self.live {
+                    let on = self.camera_on && self.quality.limits().is_some();
+                    live.peer.send_text(Channel::Control, &format!(r#"{{"t":"video","on":{on}}}"#)).await;
+                }
+            }
+            PeerEvent::ChannelMessage(Channel::Chat, text) => self.chat.received(&text),
+            PeerEvent::ChannelMessage(Channel::Control, text) => {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    if v["t"] == "video" {
+                        if let Some(on) = v["on"].as_bool() {
+                            self.emit(CallEvent::PeerVideo(on));
+                        }
+                    }
+                }
+            }
+            PeerEvent::ChannelClosed(Channel::Chat) => self.chat.closed(),
+            PeerEvent::ChannelClosed(Channel::Control) => {}
+        }
+        self.flush_chat().await;
+    }
+
+    async fn flush_chat(&mut self) {
+        for out in self.chat.drain() {
+            match out {
+                ChatOutput::Transmit(text) => {
+                    if let Some(live) = &self.live {
+                        live.peer.send_text(Channel::Chat, &text).await;
+                    }
+                }
+                ChatOutput::Received { text, .. } => {
+                    self.summary.chat_received();
+                    self.emit(CallEvent::ChatReceived(text));
+                }
+                ChatOutput::Delivered { id } => self.emit(CallEvent::ChatDelivered(id)),
+            }
+        }
+    }
+
+    async fn on_received(&mut self, r: Received) {
+        match r {
+            Received::Video { now_us, width, height, marker } => {
+                self.summary.video_frame(now_us, width, height, marker);
+                self.frames_decoded += 1;
+                self.last_size = Some((width, height));
+                if !self.seen_video {
+                    self.seen_video = true;
+                    self.emit(CallEvent::MediaStarted("video"));
+                }
+            }
+            Received::NeedKeyframe => {
+                if let Some(live) = &self.live {
+                    live.peer.request_keyframe().await;
+                }
+            }
+            Received::Audio => {
+                self.summary.audio_frame();
+                if !self.seen_audio {
+                    self.seen_audio = true;
+                    self.emit(CallEvent::MediaStarted("audio"));
+                }
+            }
+        }
+    }
+
+    /// Once a second: stats to the application, and the encoder follows the congestion
+    /// estimate (the pacer sends at exactly the estimate, so overshooting it only queues).
+    async fn on_stats(&mut self) {
+        let Some(live) = &self.live else { return };
+        let stats = live.peer.stats().await;
+        let target_kbps = (stats.target_bitrate_bps * 0.85 / 1000.0) as u32;
+        // Leave room for audio (~40 kb/s with overhead).
+        let video_kbps = target_kbps.saturating_sub(40).max(50);
+        if let Some(v) = &self.video_sender {
+            if self.encoder_kbps == 0 || video_kbps.abs_diff(self.encoder_kbps) * 10 > self.encoder_kbps {
+                debug!(video_kbps, "encoder follows the estimate");
+                v.set_bitrate(video_kbps);
+                self.encoder_kbps = video_kbps;
+            }
+        }
+        self.summary.bytes(stats.bytes_sent, stats.bytes_received);
+        let now = Instant::now();
+        let mut out = CallStats {
+            peer: stats.clone(),
+            encoder_kbps: self.encoder_kbps,
+            recv_width: self.last_size.map(|s| s.0),
+            recv_height: self.last_size.map(|s| s.1),
+            ..CallStats::default()
+        };
+        if let Some((t, prev, frames)) = &self.last_stats {
+            let secs = now.duration_since(*t).as_secs_f64().max(0.001);
+            let kbps = |now: u64, before: u64| now.saturating_sub(before) as f64 * 8.0 / 1000.0 / secs;
+            out.video_send_kbps = kbps(stats.video_out.bytes, prev.video_out.bytes);
+            out.video_recv_kbps = kbps(stats.video_in.bytes, prev.video_in.bytes);
+            out.audio_send_kbps = kbps(stats.audio_out.bytes, prev.audio_out.bytes);
+            out.audio_recv_kbps = kbps(stats.audio_in.bytes, prev.audio_in.bytes);
+            out.recv_fps = (self.frames_decoded - frames) as f64 / secs;
+        }
+        self.last_stats = Some((now, stats, self.frames_decoded));
+        self.emit(CallEvent::Stats(Box::new(out)));
+    }
+}

@@ -1,0 +1,499 @@
+//! The media pipeline around a peer connection: capture + encode threads on the way out,
+//! decode + render/play threads on the way in.
+//!
+//! libvpx contexts are not `Send`, and encoding must never stall the async driver, so each
+//! codec lives on its own OS thread. Threads talk to the driver over channels; every queue
+//! is bounded and drops video (never audio) when full, so a slow machine loses frames
+//! instead of building latency.
+
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use duet_media::{
+    AudioFrame, AudioSink, AudioSource, MediaClock, OpusConfig, OpusDecoder, OpusEncoder, VideoFrame, VideoSink,
+    VideoSource, Vp8Config, Vp8Decoder, Vp8Encoder, read_marker, scale_i420,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Encoded video frames waiting for the network, at most (older ones are dropped).
+pub const VIDEO_OUT_QUEUE: usize = 4;
+/// Encoded frames waiting for the decoder, at most.
+const VIDEO_IN_QUEUE: usize = 8;
+
+/// An encoded VP8 frame on its way to the peer.
+#[derive(Debug)]
+pub struct OutgoingVideo {
+    /// The VP8 bitstream.
+    pub data: Bytes,
+    /// When the raw frame was captured.
+    pub captured: Instant,
+    /// Frame duration (for the RTP timestamp).
+    pub duration: Duration,
+}
+
+/// An Opus packet on its way to the peer.
+#[derive(Debug)]
+pub struct OutgoingAudio {
+    /// The packet.
+    pub data: Bytes,
+    /// When its audio was captured.
+    pub captured: Instant,
+    /// Its duration.
+    pub duration: Duration,
+}
+
+/// What the receive side reports to the driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// A video frame was decoded at `now_us` (media clock); `marker` is its embedded
+    /// (frame number, capture time), if any.
+    Video {
+        /// Decode time on the media clock.
+        now_us: u64,
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// Embedded marker.
+        marker: Option<(u64, u64)>,
+    },
+    /// Decoding cannot continue without a keyframe.
+    NeedKeyframe,
+    /// An audio frame was decoded and played.
+    Audio,
+}
+
+/// Video sending settings that change during a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoLimits {
+    /// Largest width to send (frames are scaled down, keeping the aspect ratio).
+    pub max_width: u32,
+    /// Largest height to send.
+    pub max_height: u32,
+    /// Bitrate cap in kbit/s (the congestion estimate may lower it further).
+    pub max_kbps: u32,
+}
+
+enum VideoControl {
+    Bitrate(u32),
+    Limits(VideoLimits),
+    Keyframe,
+    Enabled(bool),
+}
+
+/// The capture + VP8 encode thread.
+pub struct VideoSender {
+    control: std_mpsc::Sender<VideoControl>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VideoSender {
+    /// Starts capturing from `source` (paced to its frame rate if `paced`; a camera paces
+    /// itself) and encoding; frames arrive on `out`.
+    pub fn start(
+        source: Box<dyn VideoSource>,
+        paced: bool,
+        limits: VideoLimits,
+        out: mpsc::Sender<OutgoingVideo>,
+    ) -> Result<Self, duet_media::MediaError> {
+        let (control, rx) = std_mpsc::channel();
+        let format = source.format();
+        let (w, h) = fit(format.width, format.height, limits);
+        let fps = format.frame_rate.as_f64().round().max(1.0) as u32;
+        let encoder = Vp8Config::new(w, h, fps, limits.max_kbps.min(600));
+        // Validate the settings here, where the error can still be reported.
+        drop(Vp8Encoder::new(encoder.clone())?);
+        let thread = std::thread::Builder::new()
+            .name("duet-video-send".into())
+            .spawn(move || video_send_loop(source, paced, encoder, limits, rx, out))
+            .map_err(|e| duet_media::MediaError::InvalidArgument(format!("cannot start the video thread: {e}")))?;
+        Ok(Self { control, thread: Some(thread) })
+    }
+
+    /// Sets the encoder's target bitrate (kbit/s), within the limits.
+    pub fn set_bitrate(&self, kbps: u32) {
+        let _ = self.control.send(VideoControl::Bitrate(kbps));
+    }
+
+    /// Changes resolution and bitrate caps (quality setting).
+    pub fn set_limits(&self, limits: VideoLimits) {
+        let _ = self.control.send(VideoControl::Limits(limits));
+    }
+
+    /// Makes the next frame a keyframe.
+    pub fn request_keyframe(&self) {
+        let _ = self.control.send(VideoControl::Keyframe);
+    }
+
+    /// Turns sending on or off (camera off, audio-only).
+    pub fn set_enabled(&self, on: bool) {
+        let _ = self.control.send(VideoControl::Enabled(on));
+    }
+}
+
+impl Drop for VideoSender {
+    fn drop(&mut self) {
+        // Dropping the control sender ends the loop.
+        let (dead, _) = std_mpsc::channel();
+        self.control = dead;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The largest size within `limits` with the source's aspect ratio (even dimensions).
+fn fit(width: u32, height: u32, limits: VideoLimits) -> (u32, u32) {
+    let scale = (limits.max_width as f64 / width as f64).min(limits.max_height as f64 / height as f64).min(1.0);
+    let even = |v: f64| ((v.round() as u32) & !1).max(2);
+    (even(width as f64 * scale), even(height as f64 * scale))
+}
+
+fn video_send_loop(
+    mut source: Box<dyn VideoSource>,
+    paced: bool,
+    mut config: Vp8Config,
+    mut limits: VideoLimits,
+    control: std_mpsc::Receiver<VideoControl>,
+    out: mpsc::Sender<OutgoingVideo>,
+) {
+    let mut encoder = match Vp8Encoder::new(config.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(error = %e, "video encoder failed to start");
+            return;
+        }
+    };
+    let format = source.format();
+    let interval = format.frame_rate.frame_interval();
+    let mut next_at = Instant::now();
+    let mut enabled = true;
+    let mut target_kbps = config.bitrate_kbps;
+    let mut dropped = 0u64;
+    loop {
+        loop {
+            match control.try_recv() {
+                Ok(VideoControl::Bitrate(kbps)) => target_kbps = kbps,
+                Ok(VideoControl::Limits(l)) => limits = l,
+                Ok(VideoControl::Keyframe) => encoder.request_keyframe(),
+                Ok(VideoControl::Enabled(on)) => {
+                    if on && !enabled {
+                        encoder.request_keyframe();
+                    }
+                    enabled = on;
+                }
+                Err(std_mpsc::TryRecvError::Empty) => break,
+                Err(std_mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        let kbps = target_kbps.clamp(50, limits.max_kbps.max(50));
+        if kbps != config.bitrate_kbps {
+            config.bitrate_kbps = kbps;
+            if let Err(e) = encoder.set_bitrate(kbps) {
+                warn!(error = %e, "bitrate change refused");
+            }
+        }
+        if paced {
+            let now = Instant::now();
+            if next_at > now {
+                std::thread::sleep(next_at - now);
+            } else if now - next_at > interval * 4 {
+                next_at = now;
+            }
+            next_at += interval;
+        }
+        let frame = match source.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                info!("video source ended");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "video source failed");
+                return;
+            }
+        };
+        if !enabled {
+            continue;
+        }
+        let captured = Instant::now();
+        let (w, h) = fit(frame.width(), frame.height(), limits);
+        let frame = if (w, h) != (frame.width(), frame.height()) {
+            match scale_i420(&frame, w, h) {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(error = %e, "scaling failed");
+                    continue;
+                }
+            }
+        } else {
+            frame
+        };
+        match encoder.encode(&frame) {
+            Ok(Some(encoded)) => {
+                let item = OutgoingVideo { data: Bytes::from(encoded.data), captured, duration: interval };
+                if out.try_send(item).is_err() {
+                    if out.is_closed() {
+                        return;
+                    }
+                    dropped += 1;
+                    // The next frame must be decodable on its own.
+                    encoder.request_keyframe();
+                    debug!(dropped, "network queue full; video frame dropped");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "encode failed"),
+        }
+    }
+}
+
+/// The capture + Opus encode thread.
+pub struct AudioSender {
+    muted: std_mpsc::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AudioSender {
+    /// Starts capturing from `source` (paced if `paced`) and encoding 20 ms Opus packets.
+    pub fn start(
+        source: Box<dyn AudioSource>,
+        paced: bool,
+        out: mpsc::Sender<OutgoingAudio>,
+    ) -> Result<Self, duet_media::MediaError> {
+        let channels = source.format().channels;
+        let encoder = OpusEncoder::new(OpusConfig { channels, ..OpusConfig::default() })?;
+        let (muted, rx) = std_mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("duet-audio-send".into())
+            .spawn(move || audio_send_loop(source, paced, encoder, rx, out))
+            .map_err(|e| duet_media::MediaError::InvalidArgument(format!("cannot start the audio thread: {e}")))?;
+        Ok(Self { muted, thread: Some(thread) })
+    }
+
+    /// Mutes (sends silence) or unmutes.
+    pub fn set_muted(&self, muted: bool) {
+        let _ = self.muted.send(muted);
+    }
+}
+
+impl Drop for AudioSender {
+    fn drop(&mut self) {
+        let (dead, _) = std_mpsc::channel();
+        self.muted = dead;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn audio_send_loop(
+    mut source: Box<dyn AudioSource>,
+    paced: bool,
+    mut encoder: OpusEncoder,
+    control: std_mpsc::Receiver<bool>,
+    out: mpsc::Sender<OutgoingAudio>,
+) {
+    let mut next_at = Instant::now();
+    let mut muted = false;
+    loop {
+        loop {
+            match control.try_recv() {
+                Ok(m) => muted = m,
+                Err(std_mpsc::TryRecvError::Empty) => break,
+                Err(std_mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        let mut frame = match source.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "audio source failed");
+                return;
+            }
+        };
+        if paced {
+            let now = Instant::now();
+            if next_at > now {
+                std::thread::sleep(next_at - now);
+            } else if now - next_at > Duration::from_millis(200) {
+                next_at = now;
+            }
+            next_at += Duration::from_micros(frame.duration_us());
+        }
+        if muted {
+            frame.samples_mut().fill(0);
+        }
+        let captured = Instant::now();
+        match encoder.encode(&frame) {
+            Ok(packets) => {
+                for p in packets {
+                    let duration = Duration::from_millis(u64::from(p.duration.as_millis()));
+                    // Audio is small and never dropped here: block briefly if the driver lags.
+                    if out.blocking_send(OutgoingAudio { data: Bytes::from(p.data), captured, duration }).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "opus encode failed"),
+        }
+    }
+}
+
+/// The VP8 decode thread: frames in, decoded frames to a sink, reports to the driver.
+pub struct VideoReceiver {
+    input: std_mpsc::SyncSender<Bytes>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VideoReceiver {
+    /// Starts decoding into `sink`; `clock` stamps decode times.
+    pub fn start(
+        sink: Box<dyn VideoSink>,
+        clock: MediaClock,
+        reports: mpsc::UnboundedSender<Received>,
+    ) -> Result<Self, duet_media::MediaError> {
+        let decoder = Vp8Decoder::new()?;
+        let (input, rx) = std_mpsc::sync_channel(VIDEO_IN_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("duet-video-recv".into())
+            .spawn(move || video_receive_loop(decoder, sink, clock, rx, reports))
+            .map_err(|e| duet_media::MediaError::InvalidArgument(format!("cannot start the decoder thread: {e}")))?;
+        Ok(Self { input, thread: Some(thread) })
+    }
+
+    /// Queues an encoded frame; returns false if the decoder is behind and it was dropped.
+    pub fn push(&self, frame: Bytes) -> bool {
+        self.input.try_send(frame).is_ok()
+    }
+}
+
+impl Drop for VideoReceiver {
+    fn drop(&mut self) {
+        let (dead, _) = std_mpsc::sync_channel(1);
+        self.input = dead;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn video_receive_loop(
+    mut decoder: Vp8Decoder,
+    mut sink: Box<dyn VideoSink>,
+    clock: MediaClock,
+    input: std_mpsc::Receiver<Bytes>,
+    reports: mpsc::UnboundedSender<Received>,
+) {
+    while let Ok(data) = input.recv() {
+        match decoder.decode(&data, clock.now_us()) {
+            Ok(Some(frame)) => {
+                let now_us = clock.now_us();
+                let marker = read_marker(&frame).map(|m| (m.frame_number, m.timestamp_us));
+                let report = Received::Video { now_us, width: frame.width(), height: frame.height(), marker };
+                if let Err(e) = sink.render(frame) {
+                    debug!(error = %e, "video sink refused a frame");
+                }
+                if reports.send(report).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                debug!(error = %e, "decode failed; asking for a keyframe");
+                if e.needs_keyframe() && reports.send(Received::NeedKeyframe).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The Opus decode thread: packets in, audio to a sink.
+pub struct AudioReceiver {
+    input: std_mpsc::SyncSender<Bytes>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AudioReceiver {
+    /// Starts decoding into `sink`.
+    pub fn start(
+        sink: Box<dyn AudioSink>,
+        reports: mpsc::UnboundedSender<Received>,
+    ) -> Result<Self, duet_media::MediaError> {
+        let decoder = OpusDecoder::new(1)?;
+        let (input, rx) = std_mpsc::sync_channel(64);
+        let thread = std::thread::Builder::new()
+            .name("duet-audio-recv".into())
+            .spawn(move || audio_receive_loop(decoder, sink, rx, reports))
+            .map_err(|e| duet_media::MediaError::InvalidArgument(format!("cannot start the audio thread: {e}")))?;
+        Ok(Self { input, thread: Some(thread) })
+    }
+
+    /// Queues a packet.
+    pub fn push(&self, packet: Bytes) {
+        let _ = self.input.try_send(packet);
+    }
+}
+
+impl Drop for AudioReceiver {
+    fn drop(&mut self) {
+        let (dead, _) = std_mpsc::sync_channel(1);
+        self.input = dead;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn audio_receive_loop(
+    mut decoder: OpusDecoder,
+    mut sink: Box<dyn AudioSink>,
+    input: std_mpsc::Receiver<Bytes>,
+    reports: mpsc::UnboundedSender<Received>,
+) {
+    while let Ok(packet) = input.recv() {
+        match decoder.decode(&packet, 0) {
+            Ok(frame) => {
+                play(&mut sink, &frame);
+                if reports.send(Received::Audio).is_err() {
+                    return;
+                }
+            }
+            Err(e) => debug!(error = %e, "opus packet not decodable"),
+        }
+    }
+}
+
+fn play(sink: &mut Box<dyn AudioSink>, frame: &AudioFrame) {
+    if let Err(e) = sink.play(frame) {
+        debug!(error = %e, "audio sink refused a frame");
+    }
+}
+
+/// A video sink that drops frames (headless clients that only count and measure).
+#[derive(Debug, Default)]
+pub struct DiscardVideoSink;
+
+impl VideoSink for DiscardVideoSink {
+    fn render(&mut self, _frame: VideoFrame) -> Result<(), duet_media::MediaError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fitting_keeps_the_aspect_ratio_and_never_upscales() {
+        let l = |w, h| VideoLimits { max_width: w, max_height: h, max_kbps: 1000 };
+        assert_eq!(fit(1280, 720, l(640, 360)), (640, 360));
+        assert_eq!(fit(1280, 720, l(640, 640)), (640, 360));
+        assert_eq!(fit(640, 360, l(1280, 720)), (640, 360));
+        assert_eq!(fit(641, 361, l(320, 180)), (320, 180));
+    }
+}
