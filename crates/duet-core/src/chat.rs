@@ -105,6 +105,14 @@ impl Chat {
         }
     }
 
+    /// Sends every unacknowledged message again (call periodically: a send can fail while
+    /// a channel is still settling, and the receiver drops duplicates by id).
+    pub fn retransmit(&mut self) {
+        if self.open {
+            self.opened();
+        }
+    }
+
     /// The channel closed.
     pub fn closed(&mut self) {
         self.open = false;
@@ -191,6 +199,24 @@ mod tests {
         a.opened();
         let again = transmitted(&a.drain());
         assert_eq!(again.len(), 2, "both unacked messages are re-sent: {again:?}");
+    }
+
+    #[test]
+    fn unacknowledged_messages_are_retransmitted_until_acked() {
+        let (mut a, mut b) = (Chat::new(), Chat::new());
+        a.opened();
+        b.opened();
+        a.send("lost the first time").unwrap();
+        a.drain();
+        a.retransmit();
+        let again = transmitted(&a.drain());
+        assert_eq!(again.len(), 1);
+        b.received(&again[0]);
+        let ack = transmitted(&b.drain());
+        a.received(&ack[0]);
+        a.drain();
+        a.retransmit();
+        assert!(a.drain().is_empty(), "nothing left to resend");
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct CallSummary {
     pub video_width: Option<u32>,
     /// Height of the last decoded remote frame.
     pub video_height: Option<u32>,
+    /// Our video frames handed to the network.
+    pub video_frames_sent: u64,
+    /// Our audio packets handed to the network.
+    pub audio_frames_sent: u64,
 }
 
 /// Accumulates a [`CallSummary`]. Times are microseconds on the caller's clock.
@@ -78,6 +82,16 @@ impl SummaryBuilder {
             self.frame_numbers.insert(number);
             self.latencies_us.push(now_us.saturating_sub(captured_us));
         }
+    }
+
+    /// One of our video frames went to the network.
+    pub fn video_frame_sent(&mut self) {
+        self.summary.video_frames_sent += 1;
+    }
+
+    /// One of our audio packets went to the network.
+    pub fn audio_frame_sent(&mut self) {
+        self.summary.audio_frames_sent += 1;
     }
 
     /// A remote audio frame was decoded.

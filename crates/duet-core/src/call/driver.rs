@@ -312,16 +312,24 @@ async fn run(
             // Media goes out only once the path is up (before that, DTLS has no keys yet).
             Some(v) = video_rx.recv() => {
                 if let Some(live) = d.live.as_ref().filter(|_| d.media_ready) {
-                    live.peer.send_video(v.data, v.captured, v.duration).await;
+                    if live.peer.send_video(v.data, v.captured, v.duration).await {
+                        d.summary.video_frame_sent();
+                    }
                 }
             }
             Some(a) = audio_rx.recv() => {
                 if let Some(live) = d.live.as_ref().filter(|_| d.media_ready) {
-                    live.peer.send_audio(a.data, a.captured, a.duration).await;
+                    if live.peer.send_audio(a.data, a.captured, a.duration).await {
+                        d.summary.audio_frame_sent();
+                    }
                 }
             }
             Some(r) = recv_rx.recv() => d.on_received(r).await,
-            _ = stats_tick.tick() => d.on_stats().await,
+            _ = stats_tick.tick() => {
+                d.on_stats().await;
+                d.chat.retransmit();
+                d.flush_chat().await;
+            }
             _ = tokio::time::sleep_until(deadline.into()) => d.machine.handle_timeout(Instant::now()),
         }
     }

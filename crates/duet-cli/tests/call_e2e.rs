@@ -1,0 +1,216 @@
+//! End to end: a real `duet-server` on 127.0.0.1 and real `duet` processes holding calls
+//! with synthetic VP8/Opus media, chat, rooms, next, receive-only, the echo bot, and bad
+//! input (missing file, unreachable server, wrong protocol version).
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use duet_server::{Server, ServerConfig};
+use serde_json::Value;
+use tokio::process::Command;
+
+const DUET: &str = env!("CARGO_BIN_EXE_duet");
+
+async fn server() -> SocketAddr {
+    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
+    let server = Server::bind(cfg).await.unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.run(std::future::pending()));
+    addr
+}
+
+/// What one `duet` process printed.
+struct Run {
+    code: i32,
+    events: Vec<Value>,
+    stderr: String,
+}
+
+impl Run {
+    fn summary(&self) -> &Value {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "summary")
+            .unwrap_or_else(|| panic!("no summary: {}", self.stderr))
+    }
+
+    fn count(&self, event: &str) -> usize {
+        self.events.iter().filter(|e| e["event"] == event).count()
+    }
+}
+
+async fn duet(args: Vec<String>) -> Run {
+    let out = Command::new(DUET)
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    Run { code: out.status.code().unwrap_or(-1), events, stderr: String::from_utf8_lossy(&out.stderr).into() }
+}
+
+fn call_args(addr: SocketAddr, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["call", "--server", &format!("ws://{addr}/ws"), "--bind", "127.0.0.1:0", "--json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Each side decodes at least 90 % of what the other sent, at the sent size, with audio.
+fn check_media(receiver: &Run, sender: &Run, width: u64, height: u64) {
+    let (r, s) = (receiver.summary(), sender.summary());
+    assert_eq!(r["connected"], true, "{r}");
+    let sent = u(&s["video_frames_sent"]);
+    let decoded = u(&r["video_frames_decoded"]);
+    assert!(sent > 50, "sender sent {sent} frames");
+    assert!(decoded * 10 >= sent * 9, "decoded {decoded} of {sent} sent");
+    assert_eq!((u(&r["video_width"]), u(&r["video_height"])), (width, height));
+    assert!(u(&r["audio_frames_decoded"]) * 10 >= u(&s["audio_frames_sent"]) * 9, "{r} vs {s}");
+    assert!(r["latency_ms_p50"].as_f64().unwrap() < 1000.0);
+    assert!(r["time_to_first_frame_ms"].is_u64());
+    assert!(u(&r["video_frames_lost"]) * 10 <= sent, "{r}");
+    assert!(u(&r["bytes_received"]) > 0 && u(&r["bytes_sent"]) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_hold_a_call_with_media_and_chat_both_ways() {
+    let addr = server().await;
+    let a = tokio::spawn(duet(call_args(addr, &["--duration", "4", "--chat", "hello from a", "--chat", "second"])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = duet(call_args(addr, &["--duration", "4", "--chat", "hello from b"])).await;
+    let a = a.await.unwrap();
+    assert_eq!((a.code, b.code), (0, 0), "a: {} b: {}", a.stderr, b.stderr);
+    check_media(&a, &b, 640, 360);
+    check_media(&b, &a, 640, 360);
+    assert_eq!(u(&a.summary()["chat_received"]), 1);
+    assert_eq!(u(&b.summary()["chat_received"]), 2);
+    let texts: Vec<&str> =
+        b.events.iter().filter(|e| e["event"] == "chat_received").filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(texts, ["hello from a", "second"]);
+    assert!(a.count("stats") >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn friends_meet_by_room_code() {
+    let addr = server().await;
+    let a = tokio::spawn(duet(call_args(addr, &["--room", "e2e-room", "--duration", "3"])));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = duet(call_args(addr, &["--room", "e2e-room", "--duration", "3", "--video", "synthetic:320x180@30"])).await;
+    let a = a.await.unwrap();
+    assert_eq!((a.code, b.code), (0, 0), "{} {}", a.stderr, b.stderr);
+    assert!(a.events.iter().any(|e| e["event"] == "matched" && e["room"] == "e2e-room"));
+    check_media(&a, &b, 320, 180);
+    check_media(&b, &a, 640, 360);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_only_client_still_gets_video() {
+    let addr = server().await;
+    let a = tokio::spawn(duet(call_args(addr, &["--duration", "3", "--video", "none", "--audio", "none"])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = duet(call_args(addr, &["--duration", "3"])).await;
+    let a = a.await.unwrap();
+    assert_eq!((a.code, b.code), (0, 0));
+    check_media(&a, &b, 640, 360);
+    assert_eq!(u(&b.summary()["video_frames_decoded"]), 0);
+    assert_eq!(u(&a.summary()["video_frames_sent"]), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_moves_on_and_a_third_client_is_matched() {
+    let addr = server().await;
+    // a skips after 2 s; b is re-queued by the server and meets c.
+    let a = tokio::spawn(duet(call_args(addr, &["--duration", "2", "--next-after", "2", "--connect-timeout", "6"])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = tokio::spawn(duet(call_args(addr, &["--duration", "8", "--connect-timeout", "15"])));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let c = duet(call_args(addr, &["--duration", "3"])).await;
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert_eq!(c.summary()["connected"], true);
+    assert_eq!(b.count("matched"), 2, "b met a, then c");
+    assert!(a.events.iter().any(|e| e["event"] == "command" && e["command"] == "next"));
+    assert!(u(&c.summary()["video_frames_decoded"]) > 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_bot_sends_our_own_media_back() {
+    let addr = server().await;
+    let bot = tokio::spawn(duet(vec![
+        "bot".into(),
+        "--server".into(),
+        format!("ws://{addr}/ws"),
+        "--bind".into(),
+        "127.0.0.1:0".into(),
+        "--json".into(),
+        "--duration".into(),
+        "6".into(),
+    ]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let me = duet(call_args(addr, &["--duration", "3"])).await;
+    let bot = bot.await.unwrap();
+    assert_eq!(me.code, 0, "{}", me.stderr);
+    let s = me.summary();
+    // Our own frames come back: their markers carry our own frame numbers and times.
+    assert!(u(&s["video_frames_decoded"]) > 30, "{s}");
+    assert!(u(&s["audio_frames_decoded"]) > 50, "{s}");
+    assert!(s["latency_ms_p50"].as_f64().unwrap() > 0.0);
+    assert_eq!(bot.code, 0, "{}", bot.stderr);
+}
+
+#[tokio::test]
+async fn a_missing_media_file_is_a_prompt_clear_error() {
+    let started = Instant::now();
+    let run = duet(vec!["call".into(), "--video".into(), "file:/nonexistent/clip.y4m".into(), "--json".into()]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("/nonexistent/clip.y4m"), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_prompt_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = Instant::now();
+    let run = duet(call_args(SocketAddr::from(([127, 0, 0, 1], port)), &["--duration", "2"])).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("cannot reach the Duet server"), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_server_of_another_protocol_version_is_a_clear_error() {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let _ = ws.next().await;
+                let reply = r#"{"seq":0,"type":"error","code":"version_mismatch","message":"this server speaks Duet protocol v2, the client sent v1; update the client"}"#;
+                let _ = ws.send(tokio_tungstenite::tungstenite::Message::text(reply)).await;
+                let _ = ws.next().await;
+            });
+        }
+    });
+    let started = Instant::now();
+    let run = duet(call_args(addr, &["--duration", "2"])).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("protocol"), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
