@@ -7,6 +7,7 @@
 
 mod media;
 mod output;
+mod usage;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -181,6 +182,7 @@ async fn call(args: CallArgs) -> ExitCode {
     let mut chats_sent = false;
     let mut fatal: Option<String> = None;
     let mut shutdown_sent = false;
+    let mut cpu_at_connect: Option<(Instant, Option<f64>)> = None;
     loop {
         let deadline = match connected_at {
             Some(t) => t + Duration::from_secs_f64(args.duration),
@@ -216,6 +218,7 @@ async fn call(args: CallArgs) -> ExitCode {
             CallEvent::State(CallState::Connected) => {
                 if connected_at.is_none() {
                     connected_at = Some(Instant::now());
+                    cpu_at_connect.get_or_insert_with(|| (Instant::now(), usage::cpu_seconds()));
                 }
                 if !chats_sent {
                     chats_sent = true;
@@ -234,7 +237,7 @@ async fn call(args: CallArgs) -> ExitCode {
             _ => {}
         }
         if let CallEvent::Finished(summary) = ev {
-            out.summary(&summary);
+            out.summary_with(&summary, usage::since(cpu_at_connect));
             if let Some(reason) = fatal {
                 out.error(&reason);
                 return ExitCode::from(if summary.connected { 0 } else { 2 });

@@ -50,7 +50,18 @@ impl Printer {
 
     /// The final summary line.
     pub fn summary(&mut self, s: &CallSummary) {
-        self.line("summary", serde_json::to_value(s).unwrap_or(Value::Null));
+        self.summary_with(s, None);
+    }
+
+    /// The final summary line with this process's CPU use during the call, if measured.
+    pub fn summary_with(&mut self, s: &CallSummary, cpu: Option<(f64, f64)>) {
+        let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+        if let (Some(o), Some((cpu_s, call_s))) = (v.as_object_mut(), cpu) {
+            o.insert("cpu_s_during_call".into(), json!(cpu_s));
+            o.insert("call_s".into(), json!(call_s));
+            o.insert("cpu_per_call_second".into(), json!(cpu_s / call_s.max(0.001)));
+        }
+        self.line("summary", v);
     }
 
     /// Prints a call event with the time since `started`.

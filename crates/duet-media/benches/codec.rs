@@ -93,7 +93,8 @@ fn per_frame<T>(iterations: usize, mut f: impl FnMut() -> T) -> Duration {
 }
 
 fn main() -> Result<(), MediaError> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    // `cargo test --all-targets` runs benches without `--bench`: then a quick smoke run.
+    let quick = std::env::args().any(|a| a == "--quick") || !std::env::args().any(|a| a == "--bench");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("## duet-media codec benchmark ({cores} cores{})\n", if quick { ", quick" } else { "" });
     println!(

@@ -63,7 +63,7 @@ struct Args {
     /// Sessions asked for, when the descriptor limit forced fewer (set internally).
     #[arg(skip)]
     requested_sessions: usize,
-    /// Ignored (cargo bench passes it).
+    /// Set by `cargo bench`; without it (as under `cargo test`) a small smoke run is made.
     #[arg(long)]
     bench: bool,
 }
@@ -76,6 +76,14 @@ fn ws_config() -> WebSocketConfig {
 
 fn main() {
     let mut args = Args::parse();
+    // `cargo test --all-targets` runs benches without `--bench`: then a small smoke run.
+    if !args.bench && args.anchor_server.is_none() {
+        args.sessions = args.sessions.min(300);
+        args.pairs = args.pairs.min(100);
+        args.relay_pairs = args.relay_pairs.min(20);
+        args.rate = args.rate.min(400);
+        args.duration = args.duration.min(1);
+    }
     let fd_limit = raise_fd_limit(400_000);
     // Each session is one socket in the server and one here; keep a margin for everything else.
     let budget = (fd_limit as usize).saturating_sub(500);
