@@ -69,6 +69,7 @@ fn absorb(s: &mut Side, ev: PeerEvent, other: &mut Side) {
         PeerEvent::State(st) => s.state = st,
         PeerEvent::NegotiationNeeded => {}
         PeerEvent::VideoFrame { data, .. } => s.frames.push(data),
+        PeerEvent::VideoGap => {}
         PeerEvent::AudioPacket(_) => s.audio += 1,
         PeerEvent::KeyframeRequested => s.keyframe_requests += 1,
         PeerEvent::ChannelOpen(_) => s.open += 1,

@@ -507,6 +507,11 @@ impl Driver {
                     }
                 }
             }
+            PeerEvent::VideoGap => {
+                if let Some(live) = &self.live {
+                    live.peer.request_keyframe().await;
+                }
+            }
             PeerEvent::AudioPacket(p) => {
                 if self.cfg.echo {
                     if let Some(live) = &self.live {
