@@ -130,8 +130,7 @@ impl Vp8Assembler {
 
     fn release(&mut self, now: Instant) -> Vec<Assembled> {
         let mut out = Vec::new();
-        loop {
-            let Some((&oldest, partial)) = self.pending.first_key_value() else { break };
+        while let Some((&oldest, partial)) = self.pending.first_key_value() {
             if partial.complete() {
                 if let Some((ts, p)) = self.pending.pop_first() {
                     self.released_ts = Some(ts);
