@@ -183,6 +183,7 @@ async fn call(args: CallArgs) -> ExitCode {
     let mut fatal: Option<String> = None;
     let mut shutdown_sent = false;
     let mut cpu_at_connect: Option<(Instant, Option<f64>)> = None;
+    let mut last_notice: Option<String> = None;
     loop {
         let deadline = match connected_at {
             Some(t) => t + Duration::from_secs_f64(args.duration),
@@ -227,6 +228,13 @@ async fn call(args: CallArgs) -> ExitCode {
                     }
                 }
             }
+            // Refused before any call (e.g. a full room or a bad room code): nothing to wait for.
+            CallEvent::State(CallState::Idle) if connected_at.is_none() && !nexted && !shutdown_sent => {
+                fatal = Some(last_notice.clone().unwrap_or_else(|| "the server refused to start the call".into()));
+                shutdown_sent = true;
+                call.send(CallCommand::Shutdown);
+            }
+            CallEvent::Notice(text) => last_notice = Some(text.clone()),
             CallEvent::State(CallState::Ended { reason }) if connected_at.is_none() && !nexted => {
                 fatal = Some(reason.clone());
                 if !shutdown_sent {

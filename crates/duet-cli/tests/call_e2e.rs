@@ -173,6 +173,16 @@ async fn the_echo_bot_sends_our_own_media_back() {
     assert_eq!(bot.code, 0, "{}", bot.stderr);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_room_is_a_prompt_clear_error() {
+    let addr = server().await;
+    let started = Instant::now();
+    let run = duet(call_args(addr, &["--room", "x!"])).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("room code"), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 #[tokio::test]
 async fn a_missing_media_file_is_a_prompt_clear_error() {
     let started = Instant::now();

@@ -22,6 +22,7 @@ use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Gcc, Slot};
 use rtc::media::Sample;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -242,6 +243,10 @@ impl Peer {
             // The first DTLS flight waits for the next ICE check: a 20 ms interval (70 tries =
             // the default 1.4 s budget) connects in ~25 ms instead of ~205 ms.
             .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(70))
+            // The answerer waits for the offerer's ClientHello (setup:passive). As the client, it
+            // could send its hello before the answer reaches the offerer, which then drops it and
+            // only gets the retransmission a second later (seen as 1.1 s first frames).
+            .with_answering_dtls_role(RTCDtlsRole::Server)
             .build();
         let ice_servers = cfg
             .ice_servers
