@@ -247,6 +247,10 @@ impl Peer {
             // could send its hello before the answer reaches the offerer, which then drops it and
             // only gets the retransmission a second later (seen as 1.1 s first frames).
             .with_answering_dtls_role(RTCDtlsRole::Server)
+            // When the partner's check arrives before its trickled candidate, the pair is
+            // peer-reflexive and would wait 1 s (the default) before being accepted: one call
+            // in three connected a second late on loopback. Accept it at once.
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
             .build();
         let ice_servers = cfg
             .ice_servers
