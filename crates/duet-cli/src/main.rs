@@ -144,6 +144,9 @@ fn devices() -> ExitCode {
     section("cameras", d.cameras.iter().map(|c| format!("{} ({})", c.name, c.id)).collect());
     section("microphones", d.microphones.iter().map(|c| format!("{} ({})", c.name, c.id)).collect());
     section("speakers", d.speakers.iter().map(|c| format!("{} ({})", c.name, c.id)).collect());
+    for note in &d.notes {
+        println!("note: {note}");
+    }
     ExitCode::SUCCESS
 }
 

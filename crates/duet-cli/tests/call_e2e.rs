@@ -224,3 +224,15 @@ async fn a_server_of_another_protocol_version_is_a_clear_error() {
     assert!(run.stderr.contains("protocol"), "{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn devices_are_listed_and_absence_is_said_clearly() {
+    let out = Command::new(DUET).arg("devices").output().await.unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for section in ["cameras:", "microphones:", "speakers:"] {
+        assert!(text.contains(section), "{text}");
+    }
+    // This machine has no camera: the list says so instead of printing nothing.
+    assert!(text.contains("(none found)"), "{text}");
+}

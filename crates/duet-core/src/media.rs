@@ -6,6 +6,8 @@
 //! is bounded and drops video (never audio) when full, so a slow machine loses frames
 //! instead of building latency.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -88,6 +90,16 @@ enum VideoControl {
 pub struct VideoSender {
     control: std_mpsc::Sender<VideoControl>,
     thread: Option<JoinHandle<()>>,
+    counters: Arc<VideoCounters>,
+}
+
+/// What the video thread has done so far.
+#[derive(Debug, Default)]
+pub struct VideoCounters {
+    /// Frames encoded.
+    pub encoded: AtomicU64,
+    /// Encoded frames dropped because the network queue was full.
+    pub dropped: AtomicU64,
 }
 
 impl VideoSender {
@@ -106,11 +118,18 @@ impl VideoSender {
         let encoder = Vp8Config::new(w, h, fps, limits.max_kbps.min(600));
         // Validate the settings here, where the error can still be reported.
         drop(Vp8Encoder::new(encoder.clone())?);
+        let counters = Arc::new(VideoCounters::default());
+        let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("duet-video-send".into())
-            .spawn(move || video_send_loop(source, paced, encoder, limits, rx, out))
+            .spawn(move || video_send_loop(source, paced, encoder, limits, rx, out, &thread_counters))
             .map_err(|e| duet_media::MediaError::InvalidArgument(format!("cannot start the video thread: {e}")))?;
-        Ok(Self { control, thread: Some(thread) })
+        Ok(Self { control, thread: Some(thread), counters })
+    }
+
+    /// Frames encoded and dropped so far.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.counters.encoded.load(Ordering::Relaxed), self.counters.dropped.load(Ordering::Relaxed))
     }
 
     /// Sets the encoder's target bitrate (kbit/s), within the limits.
@@ -159,6 +178,7 @@ fn video_send_loop(
     mut limits: VideoLimits,
     control: std_mpsc::Receiver<VideoControl>,
     out: mpsc::Sender<OutgoingVideo>,
+    counters: &VideoCounters,
 ) {
     let mut encoder = match Vp8Encoder::new(config.clone()) {
         Ok(e) => e,
@@ -172,7 +192,6 @@ fn video_send_loop(
     let mut next_at = Instant::now();
     let mut enabled = true;
     let mut target_kbps = config.bitrate_kbps;
-    let mut dropped = 0u64;
     loop {
         loop {
             match control.try_recv() {
@@ -234,12 +253,13 @@ fn video_send_loop(
         };
         match encoder.encode(&frame) {
             Ok(Some(encoded)) => {
+                counters.encoded.fetch_add(1, Ordering::Relaxed);
                 let item = OutgoingVideo { data: Bytes::from(encoded.data), captured, duration: interval };
                 if out.try_send(item).is_err() {
                     if out.is_closed() {
                         return;
                     }
-                    dropped += 1;
+                    let dropped = counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     // The next frame must be decodable on its own.
                     encoder.request_keyframe();
                     debug!(dropped, "network queue full; video frame dropped");

@@ -136,6 +136,12 @@ pub struct CallStats {
     pub recv_fps: f64,
     /// Encoder target, kbit/s.
     pub encoder_kbps: u32,
+    /// Video frames encoded so far.
+    pub frames_encoded: u64,
+    /// Encoded frames dropped before the network (queue full) so far.
+    pub frames_dropped: u64,
+    /// Partner frames decoded so far.
+    pub frames_decoded: u64,
     /// Remote video size.
     pub recv_width: Option<u32>,
     /// Remote video height.
@@ -616,9 +622,13 @@ impl Driver {
         }
         self.summary.bytes(stats.bytes_sent, stats.bytes_received);
         let now = Instant::now();
+        let (frames_encoded, frames_dropped) = self.video_sender.as_ref().map_or((0, 0), VideoSender::counters);
         let mut out = CallStats {
             peer: stats.clone(),
             encoder_kbps: self.encoder_kbps,
+            frames_encoded,
+            frames_dropped,
+            frames_decoded: self.frames_decoded,
             recv_width: self.last_size.map(|s| s.0),
             recv_height: self.last_size.map(|s| s.1),
             ..CallStats::default()
