@@ -166,6 +166,26 @@ async fn media_and_data_flow_between_two_peers_and_survive_an_ice_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_carry_vp8_with_rtx_opus_and_the_data_channels() {
+    let a = side(false).await;
+    let offer = a.peer.make_offer(false).await.unwrap();
+    let sdp = offer.sdp;
+    for needle in [
+        "VP8/90000",
+        "rtx/90000",
+        "apt=96",
+        "ssrc-group:FID",
+        "opus/48000/2",
+        "nack",
+        "transport-cc",
+        "webrtc-datachannel",
+    ] {
+        assert!(sdp.contains(needle), "offer lacks {needle}:\n{sdp}");
+    }
+    a.peer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crossing_offers_resolve_by_politeness() {
     let (mut a, mut b) = (side(false).await, side(true).await);
     a.neg.handle(Input::NegotiationNeeded { ice_restart: false });

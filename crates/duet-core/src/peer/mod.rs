@@ -21,11 +21,12 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Gcc, Slot};
 use rtc::media::Sample;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8};
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
+    RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -52,6 +53,8 @@ use interceptors::{KeyframeRequestForwarder, ReportingEstimator};
 const VIDEO_SSRC_BASE: u32 = 0x4455_0000;
 const AUDIO_SSRC_BASE: u32 = 0x4455_8000;
 const VIDEO_PT: u8 = 96;
+/// Retransmissions (RFC 4588) of VP8 on their own payload type and SSRC.
+const RTX_PT: u8 = 97;
 const OPUS_PT: u8 = 111;
 
 /// How a peer connection is set up.
@@ -224,9 +227,20 @@ impl Peer {
             },
             payload_type: OPUS_PT,
         };
+        let rtx = RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_RTX.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: format!("apt={VIDEO_PT}"),
+                rtcp_feedback: vec![],
+            },
+            payload_type: RTX_PT,
+        };
         let mut me = MediaEngine::default();
         // Codecs first: the interceptor helpers add NACK/TWCC feedback to registered codecs only.
         me.register_codec(vp8.clone(), RtpCodecKind::Video).map_err(ctx("registering VP8"))?;
+        me.register_codec(rtx, RtpCodecKind::Video).map_err(ctx("registering RTX"))?;
         me.register_codec(opus.clone(), RtpCodecKind::Audio).map_err(ctx("registering Opus"))?;
 
         let (start, min, max) = cfg.bitrate_bps;
@@ -288,7 +302,7 @@ impl Peer {
         // Track ids must differ from the partner's: webrtc 0.21 routes inbound RTCP by track
         // id and checks remote tracks first, so equal ids would send PLIs for our video to
         // our copy of theirs.
-        let track = |kind, ssrc, codec: RTCRtpCodec, id: &str| {
+        let track = |kind, ssrc: u32, codec: RTCRtpCodec, id: &str| {
             TrackLocalStaticSample::new(
                 Instant::now(),
                 MediaStreamTrack::new(
@@ -297,7 +311,12 @@ impl Peer {
                     id.to_owned(),
                     kind,
                     vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            // NACKed video packets are resent as RTX on the next SSRC.
+                            rtx: (kind == RtpCodecKind::Video).then(|| RTCRtpRtxParameters { ssrc: ssrc + 1 }),
+                            ..Default::default()
+                        },
                         codec,
                         ..Default::default()
                     }],
