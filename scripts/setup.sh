@@ -6,6 +6,9 @@
 # Debian packages the build and the tests need (more arrive with the media and desktop crates).
 DUET_APT_PACKAGES=(ca-certificates curl git build-essential pkg-config
   libvpx-dev libopus-dev libasound2-dev libclang-dev nasm)
+# What the browser interoperability tests need: Debian's Chromium (playwright-core drives it; no
+# browser download) and Node.js when the machine has none.
+DUET_TEST_APT_PACKAGES=(chromium)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -31,6 +34,12 @@ ensure_rust() {
     log "installing the Rust toolchain (rustup, stable)"
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
     export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
+
+ensure_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    ensure_apt nodejs npm
   fi
 }
 

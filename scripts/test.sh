@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 duet_setup
+ensure_apt "${DUET_TEST_APT_PACKAGES[@]}"
+ensure_node
+log "npm ci (tests/browser: playwright-core)"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 started=$SECONDS
 log "rustfmt"

@@ -75,9 +75,9 @@ fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
         "/api/webrtc/config" => webrtc_config(&state),
         "/api/webrtc/stats" => stats(&state),
         "/metrics" => metrics(&state),
-        "/" => {
-            text_response(StatusCode::OK, "text/plain; charset=utf-8", "Duet signaling server. WebSocket: /ws\n".into())
-        }
+        "/" | "/index.html" => web("text/html; charset=utf-8", include_str!("../web/index.html")),
+        "/app.js" => web("text/javascript; charset=utf-8", include_str!("../web/app.js")),
+        "/style.css" => web("text/css; charset=utf-8", include_str!("../web/style.css")),
         _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
     }
 }
@@ -195,6 +195,18 @@ fn metrics(state: &AppState) -> Response<Body> {
         let _ = writeln!(out, "duet_errors_total{{code=\"{}\"}} {n}", code.as_str());
     }
     text_response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", out)
+}
+
+/// A file of the browser client (embedded in the binary), with a strict content policy.
+fn web(content_type: &'static str, body: &'static str) -> Response<Body> {
+    let mut resp = text_response(StatusCode::OK, content_type, body.to_string());
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; img-src 'self' data:",
+        ),
+    );
+    resp
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {

@@ -128,6 +128,14 @@ async fn http_endpoints_answer() {
     assert!(body.contains("duet_sessions 1"), "{body}");
     assert!(body.contains("duet_errors_total{code=\"bad_json\"} 0"));
 
+    let (status, body) = server.get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<script type=\"module\" src=\"/app.js\">"), "the browser client is served at /");
+    let (status, body) = server.get("/app.js").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("new RTCPeerConnection"));
+    assert_eq!(server.get("/style.css").await.0, 200);
+
     assert_eq!(server.get("/nope").await.0, 404);
     assert_eq!(server.get("/ws").await.0, 426, "plain GET on /ws explains itself");
 }

@@ -1,0 +1,163 @@
+//! Chromium (Debian's, driven by playwright-core through `tests/browser/peer.mjs`) on the
+//! browser client that `duet-server` serves, against real `duet` processes and against
+//! itself: VP8 and Opus both ways, the chat channel both ways, in both negotiation roles.
+//!
+//! Needs `node` and Chromium (`scripts/test.sh` installs both); without them these tests fail
+//! with a message saying so.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use duet_server::{Server, ServerConfig};
+use serde_json::Value;
+use tokio::process::Command;
+use tokio::sync::Mutex;
+
+const DUET: &str = env!("CARGO_BIN_EXE_duet");
+
+/// Browser tests run one at a time: two Chromiums and a duet process already fill 2 cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+async fn server() -> SocketAddr {
+    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
+    let server = Server::bind(cfg).await.unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.run(std::future::pending()));
+    addr
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/peer.mjs")
+}
+
+/// Runs one Chromium peer on `path` of the server; returns what it reported.
+async fn chromium(addr: SocketAddr, path: &str, seconds: u32, chat: &str) -> Value {
+    let script = script();
+    assert!(
+        script.parent().unwrap().join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run `npm ci` in tests/browser (scripts/test.sh does)"
+    );
+    let out = Command::new("node")
+        .arg(&script)
+        .args(["--url", &format!("http://{addr}{path}"), "--seconds", &seconds.to_string(), "--chat", chat])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node must be installed (scripts/test.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("no result from Chromium: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["ok"], true, "Chromium run failed: {v}\n{}", String::from_utf8_lossy(&out.stderr));
+    v
+}
+
+async fn duet(args: &[String]) -> Value {
+    let out = Command::new(DUET)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary from duet: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn call(addr: SocketAddr, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["call", "--server", &format!("ws://{addr}/ws"), "--bind", "127.0.0.1:0", "--json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn check_chromium_received_duet(c: &Value) {
+    assert!(n(&c["framesDecoded"]) > 60, "{c}");
+    assert_eq!((n(&c["frameWidth"]), n(&c["frameHeight"])), (640, 360), "{c}");
+    assert!(n(&c["audioPacketsReceived"]) > 100, "{c}");
+    assert!(c["codecs"].to_string().contains("video/VP8") && c["codecs"].to_string().contains("audio/opus"));
+}
+
+async fn chromium_and_duet(chromium_first: bool) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let addr = server().await;
+    let room = if chromium_first { "browser-first" } else { "duet-first" };
+    let duet_args = call(addr, &["--room", room, "--duration", "8", "--chat", "hello from duet"]);
+    let page = format!("/?room={room}");
+    let (c, d) = if chromium_first {
+        let c = tokio::spawn(async move { chromium(addr, &page, 6, "hello from chromium").await });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let d = duet(&duet_args).await;
+        (c.await.unwrap(), d)
+    } else {
+        let d = tokio::spawn(async move { duet(&duet_args).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let c = chromium(addr, &page, 6, "hello from chromium").await;
+        (c, d.await.unwrap())
+    };
+    check_chromium_received_duet(&c);
+    assert!(n(&d["video_frames_decoded"]) > 40, "duet decoded Chromium's VP8: {d}");
+    assert!(n(&d["audio_frames_decoded"]) > 100, "duet decoded Chromium's Opus: {d}");
+    assert_eq!(c["chatReceived"], serde_json::json!(["hello from duet"]));
+    assert_eq!(n(&d["chat_received"]), 1, "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_offers_and_duet_answers() {
+    chromium_and_duet(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duet_offers_and_chromium_answers() {
+    chromium_and_duet(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chromiums_call_through_the_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let addr = server().await;
+    let a = tokio::spawn(async move { chromium(addr, "/?auto=start", 5, "from a").await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = chromium(addr, "/?auto=start", 5, "from b").await;
+    let a = a.await.unwrap();
+    for (me, other) in [(&a, "from b"), (&b, "from a")] {
+        assert!(n(&me["framesDecoded"]) > 30, "{me}");
+        assert_eq!(me["chatReceived"], serde_json::json!([other]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_test_call_with_the_echo_bot() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let addr = server().await;
+    let args: Vec<String> =
+        ["bot", "--server", &format!("ws://{addr}/ws"), "--bind", "127.0.0.1:0", "--json", "--duration", "12"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let bot = tokio::spawn(async move { duet(&args).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = chromium(addr, "/?auto=start", 5, "ping").await;
+    // The bot sends Chromium's own VP8 back.
+    assert!(n(&c["framesDecoded"]) > 30, "{c}");
+    assert!(n(&c["audioPacketsReceived"]) > 100, "{c}");
+    let bot = bot.await.unwrap();
+    assert!(n(&bot["video_frames_decoded"]) > 30, "{bot}");
+}

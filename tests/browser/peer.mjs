@@ -1,0 +1,62 @@
+// One Chromium peer on the Duet browser client. Prints one JSON line with what it saw.
+// node peer.mjs --url URL [--seconds N] [--chat TEXT]
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : dflt;
+};
+const url = arg("--url");
+const seconds = Number(arg("--seconds", "6"));
+const chat = arg("--chat", null);
+const executablePath = process.env.CHROMIUM || "/usr/lib/chromium/chromium";
+
+const profile = mkdtempSync(join(tmpdir(), "duet-chromium-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+const result = { ok: false };
+try {
+  const page = context.pages()[0] || (await context.newPage());
+  page.on("console", (m) => process.stderr.write(`[page] ${m.text()}\n`));
+  await page.goto(url);
+  await page.waitForFunction(() => window.duet && window.duet.state === "connected", null, { timeout: 20000 });
+  result.connected = true;
+  if (chat) await page.evaluate((t) => window.duet.sendChat(t), chat);
+  await page.waitForTimeout(seconds * 1000);
+  Object.assign(
+    result,
+    await page.evaluate(async () => {
+      const d = window.duet;
+      const out = { framesDecoded: 0, chatReceived: d.chatReceived, firstFrameMs: d.firstFrameMs, log: d.log };
+      const report = await window.duetStats();
+      return { ...out, ...report };
+    }),
+  );
+  result.ok = true;
+} catch (e) {
+  result.error = String(e);
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);
