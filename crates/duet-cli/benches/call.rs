@@ -66,6 +66,49 @@ async fn calls(addr: SocketAddr, n: u64, video: &str, quality: &str, seconds: u6
     out
 }
 
+/// One Chromium peer on the served browser client (tests/browser/peer.mjs); its report.
+async fn chromium(addr: SocketAddr, path: &str, seconds: u64) -> Value {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/peer.mjs");
+    let out = Command::new("node")
+        .arg(script)
+        .args(["--url", &format!("http://{addr}{path}"), "--seconds", &seconds.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .expect("node (scripts/test.sh installs it)");
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// First-frame times (ms from `matched`) of `n` calls of each pairing: duet<->Chromium
+/// (both sides) and Chromium<->Chromium.
+async fn browser_calls(addr: SocketAddr, n: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut duet_side, mut chromium_vs_duet, mut chromium_pair) = (vec![], vec![], vec![]);
+    for i in 0..n {
+        let room = format!("bench-browser-{i}");
+        let page = format!("/?room={room}");
+        let c = tokio::spawn(async move { chromium(addr, &page, 2).await });
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let d = side(addr, &room, "synthetic:640x360@30", "auto", 3).await;
+        let c = c.await.unwrap();
+        duet_side.extend(d["time_to_first_frame_ms"].as_f64());
+        chromium_vs_duet.extend(c["firstFrameMs"].as_f64());
+        let room = format!("bench-chromium-{i}");
+        let (p1, p2) = (format!("/?room={room}"), format!("/?room={room}"));
+        let a = tokio::spawn(async move { chromium(addr, &p1, 2).await });
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let b = chromium(addr, &p2, 2).await;
+        let a = a.await.unwrap();
+        chromium_pair.extend(a["firstFrameMs"].as_f64());
+        chromium_pair.extend(b["firstFrameMs"].as_f64());
+        eprintln!(
+            "  browser call {i}: duet {} / chromium {} ms; chromium pair {} / {} ms",
+            d["time_to_first_frame_ms"], c["firstFrameMs"], a["firstFrameMs"], b["firstFrameMs"]
+        );
+    }
+    (duet_side, chromium_vs_duet, chromium_pair)
+}
+
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v.retain(|x| x.is_finite());
     v.sort_by(f64::total_cmp);
@@ -121,6 +164,9 @@ fn main() {
         let s360 = calls(addr, n, "synthetic:640x360@30", "auto", seconds).await;
         eprintln!("{big_calls} calls at 1280x720@30 with audio, {seconds} s each");
         let s720 = calls(addr, big_calls, "synthetic:1280x720@30", "high", seconds).await;
+        let browser_n = if smoke { 1 } else { 3 };
+        eprintln!("{browser_n} duet<->Chromium and Chromium<->Chromium calls");
+        let (b_duet, b_chromium, b_pair) = browser_calls(addr, browser_n).await;
         eprintln!("VP8 codec speed at 1280x720");
         let (enc_fps, dec_fps) = codec_fps(if smoke { 20 } else { 300 });
 
@@ -169,5 +215,18 @@ fn main() {
             pct(h720, 0.5)
         );
         println!("| VP8 encode / decode at 1280x720, 1 thread | {enc_fps:.0} / {dec_fps:.0} fps | | |");
+        println!();
+        println!("First frame after `matched`, same run (median / max of {browser_n} calls, ms):");
+        println!("| pairing | duet side | Chromium side |");
+        println!("|---|---|---|");
+        println!("| duet <-> duet | {:.0} / {:.0} | |", pct(field(&s360, "time_to_first_frame_ms"), 0.5), pct(field(&s360, "time_to_first_frame_ms"), 1.0));
+        println!(
+            "| duet <-> Chromium | {:.0} / {:.0} | {:.0} / {:.0} |",
+            pct(b_duet.clone(), 0.5),
+            pct(b_duet, 1.0),
+            pct(b_chromium.clone(), 0.5),
+            pct(b_chromium, 1.0)
+        );
+        println!("| Chromium <-> Chromium | | {:.0} / {:.0} |", pct(b_pair.clone(), 0.5), pct(b_pair, 1.0));
     });
 }
