@@ -12,6 +12,7 @@ const arg = (name, dflt) => {
 const url = arg("--url");
 const seconds = Number(arg("--seconds", "6"));
 const chat = arg("--chat", null);
+const restartAfter = arg("--restart-after", null);
 const executablePath = process.env.CHROMIUM || "/usr/lib/chromium/chromium";
 
 const profile = mkdtempSync(join(tmpdir(), "duet-chromium-"));
@@ -41,7 +42,15 @@ try {
   await page.waitForFunction(() => window.duet && window.duet.state === "connected", null, { timeout: 20000 });
   result.connected = true;
   if (chat) await page.evaluate((t) => window.duet.sendChat(t), chat);
-  await page.waitForTimeout(seconds * 1000);
+  let waited = 0;
+  if (restartAfter !== null) {
+    // Renegotiate mid-call (ICE restart offer from this side) and keep going.
+    waited = Number(restartAfter);
+    await page.waitForTimeout(waited * 1000);
+    result.framesAtRestart = (await page.evaluate(() => window.duetStats())).framesDecoded;
+    await page.evaluate(() => window.duet.restartIce());
+  }
+  await page.waitForTimeout(Math.max(0, seconds - waited) * 1000);
   Object.assign(
     result,
     await page.evaluate(async () => {

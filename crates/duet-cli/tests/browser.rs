@@ -1,6 +1,7 @@
 //! Chromium (Debian's, driven by playwright-core through `tests/browser/peer.mjs`) on the
 //! browser client that `duet-server` serves, against real `duet` processes and against
-//! itself: VP8 and Opus both ways, the chat channel both ways, in both negotiation roles.
+//! itself: VP8 and Opus both ways, the chat channel both ways, in both negotiation roles, and
+//! a mid-call renegotiation (ICE restart offered by Chromium).
 //!
 //! Needs `node` and Chromium (`scripts/test.sh` installs both); without them these tests fail
 //! with a message saying so.
@@ -35,7 +36,7 @@ fn script() -> PathBuf {
 }
 
 /// Runs one Chromium peer on `path` of the server; returns what it reported.
-async fn chromium(addr: SocketAddr, path: &str, seconds: u32, chat: &str) -> Value {
+async fn chromium(addr: SocketAddr, path: &str, seconds: u32, chat: &str, extra: &[&str]) -> Value {
     let script = script();
     assert!(
         script.parent().unwrap().join("node_modules/playwright-core").exists(),
@@ -44,6 +45,7 @@ async fn chromium(addr: SocketAddr, path: &str, seconds: u32, chat: &str) -> Val
     let out = Command::new("node")
         .arg(&script)
         .args(["--url", &format!("http://{addr}{path}"), "--seconds", &seconds.to_string(), "--chat", chat])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -102,14 +104,17 @@ async fn chromium_and_duet(chromium_first: bool) {
     let duet_args = call(addr, &["--room", room, "--duration", "8", "--chat", "hello from duet"]);
     let page = format!("/?room={room}");
     let (c, d) = if chromium_first {
-        let c = tokio::spawn(async move { chromium(addr, &page, 6, "hello from chromium").await });
+        let c = tokio::spawn(async move { chromium(addr, &page, 6, "hello from chromium", &[]).await });
         tokio::time::sleep(Duration::from_secs(2)).await;
         let d = duet(&duet_args).await;
         (c.await.unwrap(), d)
     } else {
         let d = tokio::spawn(async move { duet(&duet_args).await });
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let c = chromium(addr, &page, 6, "hello from chromium").await;
+        // Chromium (polite, answering) renegotiates mid-call with an ICE restart offer.
+        let c = chromium(addr, &page, 6, "hello from chromium", &["--restart-after", "2"]).await;
+        assert!(n(&c["framesDecoded"]) > n(&c["framesAtRestart"]) + 40, "media goes on after the restart: {c}");
+        assert!(!c["log"].to_string().contains("egotiation"), "no negotiation errors: {c}");
         (c, d.await.unwrap())
     };
     check_chromium_received_duet(&c);
@@ -133,9 +138,9 @@ async fn duet_offers_and_chromium_answers() {
 async fn two_chromiums_call_through_the_server() {
     let _one = ONE_AT_A_TIME.lock().await;
     let addr = server().await;
-    let a = tokio::spawn(async move { chromium(addr, "/?auto=start", 5, "from a").await });
+    let a = tokio::spawn(async move { chromium(addr, "/?auto=start", 5, "from a", &[]).await });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let b = chromium(addr, "/?auto=start", 5, "from b").await;
+    let b = chromium(addr, "/?auto=start", 5, "from b", &[]).await;
     let a = a.await.unwrap();
     for (me, other) in [(&a, "from b"), (&b, "from a")] {
         assert!(n(&me["framesDecoded"]) > 30, "{me}");
@@ -154,7 +159,7 @@ async fn chromium_test_call_with_the_echo_bot() {
             .collect();
     let bot = tokio::spawn(async move { duet(&args).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let c = chromium(addr, "/?auto=start", 5, "ping").await;
+    let c = chromium(addr, "/?auto=start", 5, "ping", &[]).await;
     // The bot sends Chromium's own VP8 back.
     assert!(n(&c["framesDecoded"]) > 30, "{c}");
     assert!(n(&c["audioPacketsReceived"]) > 100, "{c}");

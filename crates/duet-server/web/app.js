@@ -321,6 +321,8 @@ function sendChat(text) {
   $("chat").append(li);
 }
 duet.sendChat = sendChat;
+/** Restarts ICE (a renegotiation; also what the page does by itself when the path fails). */
+duet.restartIce = () => pc && pc.restartIce();
 
 function closePeer() {
   if (pc) pc.close();
