@@ -13,23 +13,16 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use duet_server::{Server, ServerConfig};
+mod common;
+
+use common::{call_args as call, duet, server, u as n};
+
 use serde_json::Value;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
-const DUET: &str = env!("CARGO_BIN_EXE_duet");
-
 /// Browser tests run one at a time: two Chromiums and a duet process already fill 2 cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
-
-async fn server() -> SocketAddr {
-    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
-    let server = Server::bind(cfg).await.unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(server.run(std::future::pending()));
-    addr
-}
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/peer.mjs")
@@ -59,35 +52,9 @@ async fn chromium(addr: SocketAddr, path: &str, seconds: u32, chat: &str, extra:
     v
 }
 
-async fn duet(args: &[String]) -> Value {
-    let out = Command::new(DUET)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["event"] == "summary")
-        .unwrap_or_else(|| panic!("no summary from duet: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
-}
-
-fn call(addr: SocketAddr, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["call", "--server", &format!("ws://{addr}/ws"), "--bind", "127.0.0.1:0", "--json"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+/// The summary of a `duet` run.
+async fn duet_summary(args: Vec<String>) -> Value {
+    duet(args).await.summary().clone()
 }
 
 fn check_chromium_received_duet(c: &Value) {
@@ -106,10 +73,10 @@ async fn chromium_and_duet(chromium_first: bool) {
     let (c, d) = if chromium_first {
         let c = tokio::spawn(async move { chromium(addr, &page, 6, "hello from chromium", &[]).await });
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let d = duet(&duet_args).await;
+        let d = duet_summary(duet_args).await;
         (c.await.unwrap(), d)
     } else {
-        let d = tokio::spawn(async move { duet(&duet_args).await });
+        let d = tokio::spawn(async move { duet_summary(duet_args).await });
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Chromium (polite, answering) renegotiates mid-call with an ICE restart offer.
         let c = chromium(addr, &page, 6, "hello from chromium", &["--restart-after", "2"]).await;
@@ -157,7 +124,7 @@ async fn chromium_test_call_with_the_echo_bot() {
             .iter()
             .map(|s| s.to_string())
             .collect();
-    let bot = tokio::spawn(async move { duet(&args).await });
+    let bot = tokio::spawn(async move { duet_summary(args).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c = chromium(addr, "/?auto=start", 5, "ping", &[]).await;
     // The bot sends Chromium's own VP8 back.

@@ -5,71 +5,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use duet_server::{Server, ServerConfig};
-use serde_json::Value;
 use tokio::process::Command;
 
-const DUET: &str = env!("CARGO_BIN_EXE_duet");
+mod common;
 
-async fn server() -> SocketAddr {
-    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
-    let server = Server::bind(cfg).await.unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(server.run(std::future::pending()));
-    addr
-}
-
-/// What one `duet` process printed.
-struct Run {
-    code: i32,
-    events: Vec<Value>,
-    stderr: String,
-}
-
-impl Run {
-    fn summary(&self) -> &Value {
-        self.events
-            .iter()
-            .rev()
-            .find(|e| e["event"] == "summary")
-            .unwrap_or_else(|| panic!("no summary: {}", self.stderr))
-    }
-
-    fn count(&self, event: &str) -> usize {
-        self.events.iter().filter(|e| e["event"] == event).count()
-    }
-}
-
-async fn duet(args: Vec<String>) -> Run {
-    let out = Command::new(DUET)
-        .args(&args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let events = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    Run { code: out.status.code().unwrap_or(-1), events, stderr: String::from_utf8_lossy(&out.stderr).into() }
-}
-
-fn call_args(addr: SocketAddr, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["call", "--server", &format!("ws://{addr}/ws"), "--bind", "127.0.0.1:0", "--json"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
+use common::*;
 
 /// Each side decodes at least 90 % of what the other sent, at the sent size, with audio.
 fn check_media(receiver: &Run, sender: &Run, width: u64, height: u64) {

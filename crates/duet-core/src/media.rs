@@ -68,6 +68,36 @@ pub enum Received {
     Audio,
 }
 
+/// A codec thread and the channel that feeds it. Dropping it closes the channel, which ends
+/// the thread's loop, and joins the thread.
+struct Worker<T> {
+    input: Option<T>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<T> Worker<T> {
+    fn spawn(name: &str, input: T, body: impl FnOnce() + Send + 'static) -> Result<Self, duet_media::MediaError> {
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(body)
+            .map_err(|e| duet_media::MediaError::InvalidArgument(format!("cannot start thread {name}: {e}")))?;
+        Ok(Self { input: Some(input), thread: Some(thread) })
+    }
+
+    fn input(&self) -> Option<&T> {
+        self.input.as_ref()
+    }
+}
+
+impl<T> Drop for Worker<T> {
+    fn drop(&mut self) {
+        self.input = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Video sending settings that change during a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VideoLimits {
@@ -88,8 +118,7 @@ enum VideoControl {
 
 /// The capture + VP8 encode thread.
 pub struct VideoSender {
-    control: std_mpsc::Sender<VideoControl>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker<std_mpsc::Sender<VideoControl>>,
     counters: Arc<VideoCounters>,
 }
 
@@ -120,11 +149,10 @@ impl VideoSender {
         drop(Vp8Encoder::new(encoder.clone())?);
         let counters = Arc::new(VideoCounters::default());
         let thread_counters = counters.clone();
-        let thread = std::thread::Builder::new()
-            .name("duet-video-send".into())
-            .spawn(move || video_send_loop(source, paced, encoder, limits, rx, out, &thread_counters))
-            .map_err(|e| duet_media::MediaError::InvalidArgument(format!("cannot start the video thread: {e}")))?;
-        Ok(Self { control, thread: Some(thread), counters })
+        let worker = Worker::spawn("duet-video-send", control, move || {
+            video_send_loop(source, paced, encoder, limits, rx, out, &thread_counters)
+        })?;
+        Ok(Self { worker, counters })
     }
 
     /// Frames encoded and dropped so far.
@@ -134,32 +162,27 @@ impl VideoSender {
 
     /// Sets the encoder's target bitrate (kbit/s), within the limits.
     pub fn set_bitrate(&self, kbps: u32) {
-        let _ = self.control.send(VideoControl::Bitrate(kbps));
+        self.control(VideoControl::Bitrate(kbps));
     }
 
     /// Changes resolution and bitrate caps (quality setting).
     pub fn set_limits(&self, limits: VideoLimits) {
-        let _ = self.control.send(VideoControl::Limits(limits));
+        self.control(VideoControl::Limits(limits));
     }
 
     /// Makes the next frame a keyframe.
     pub fn request_keyframe(&self) {
-        let _ = self.control.send(VideoControl::Keyframe);
+        self.control(VideoControl::Keyframe);
     }
 
     /// Turns sending on or off (camera off, audio-only).
     pub fn set_enabled(&self, on: bool) {
-        let _ = self.control.send(VideoControl::Enabled(on));
+        self.control(VideoControl::Enabled(on));
     }
-}
 
-impl Drop for VideoSender {
-    fn drop(&mut self) {
-        // Dropping the control sender ends the loop.
-        let (dead, _) = std_mpsc::channel();
-        self.control = dead;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    fn control(&self, c: VideoControl) {
+        if let Some(tx) = self.worker.input() {
+            let _ = tx.send(c);
         }
     }
 }
@@ -273,8 +296,7 @@ fn video_send_loop(
 
 /// The capture + Opus encode thread.
 pub struct AudioSender {
-    muted: std_mpsc::Sender<bool>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker<std_mpsc::Sender<bool>>,
 }
 
 impl AudioSender {
@@ -287,25 +309,14 @@ impl AudioSender {
         let channels = source.format().channels;
         let encoder = OpusEncoder::new(OpusConfig { channels, ..OpusConfig::default() })?;
         let (muted, rx) = std_mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("duet-audio-send".into())
-            .spawn(move || audio_send_loop(source, paced, encoder, rx, out))
-            .map_err(|e| duet_media::MediaError::InvalidArgument(format!("cannot start the audio thread: {e}")))?;
-        Ok(Self { muted, thread: Some(thread) })
+        let worker = Worker::spawn("duet-audio-send", muted, move || audio_send_loop(source, paced, encoder, rx, out))?;
+        Ok(Self { worker })
     }
 
     /// Mutes (sends silence) or unmutes.
     pub fn set_muted(&self, muted: bool) {
-        let _ = self.muted.send(muted);
-    }
-}
-
-impl Drop for AudioSender {
-    fn drop(&mut self) {
-        let (dead, _) = std_mpsc::channel();
-        self.muted = dead;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(tx) = self.worker.input() {
+            let _ = tx.send(muted);
         }
     }
 }
@@ -365,8 +376,7 @@ fn audio_send_loop(
 
 /// The VP8 decode thread: frames in, decoded frames to a sink, reports to the driver.
 pub struct VideoReceiver {
-    input: std_mpsc::SyncSender<Bytes>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker<std_mpsc::SyncSender<Bytes>>,
 }
 
 impl VideoReceiver {
@@ -378,26 +388,14 @@ impl VideoReceiver {
     ) -> Result<Self, duet_media::MediaError> {
         let decoder = Vp8Decoder::new()?;
         let (input, rx) = std_mpsc::sync_channel(VIDEO_IN_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("duet-video-recv".into())
-            .spawn(move || video_receive_loop(decoder, sink, clock, rx, reports))
-            .map_err(|e| duet_media::MediaError::InvalidArgument(format!("cannot start the decoder thread: {e}")))?;
-        Ok(Self { input, thread: Some(thread) })
+        let worker =
+            Worker::spawn("duet-video-recv", input, move || video_receive_loop(decoder, sink, clock, rx, reports))?;
+        Ok(Self { worker })
     }
 
     /// Queues an encoded frame; returns false if the decoder is behind and it was dropped.
     pub fn push(&self, frame: Bytes) -> bool {
-        self.input.try_send(frame).is_ok()
-    }
-}
-
-impl Drop for VideoReceiver {
-    fn drop(&mut self) {
-        let (dead, _) = std_mpsc::sync_channel(1);
-        self.input = dead;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.worker.input().is_some_and(|tx| tx.try_send(frame).is_ok())
     }
 }
 
@@ -434,8 +432,7 @@ fn video_receive_loop(
 
 /// The Opus decode thread: packets in, audio to a sink.
 pub struct AudioReceiver {
-    input: std_mpsc::SyncSender<Bytes>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker<std_mpsc::SyncSender<Bytes>>,
 }
 
 impl AudioReceiver {
@@ -446,25 +443,14 @@ impl AudioReceiver {
     ) -> Result<Self, duet_media::MediaError> {
         let decoder = OpusDecoder::new(1)?;
         let (input, rx) = std_mpsc::sync_channel(64);
-        let thread = std::thread::Builder::new()
-            .name("duet-audio-recv".into())
-            .spawn(move || audio_receive_loop(decoder, sink, rx, reports))
-            .map_err(|e| duet_media::MediaError::InvalidArgument(format!("cannot start the audio thread: {e}")))?;
-        Ok(Self { input, thread: Some(thread) })
+        let worker = Worker::spawn("duet-audio-recv", input, move || audio_receive_loop(decoder, sink, rx, reports))?;
+        Ok(Self { worker })
     }
 
     /// Queues a packet.
     pub fn push(&self, packet: Bytes) {
-        let _ = self.input.try_send(packet);
-    }
-}
-
-impl Drop for AudioReceiver {
-    fn drop(&mut self) {
-        let (dead, _) = std_mpsc::sync_channel(1);
-        self.input = dead;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(tx) = self.worker.input() {
+            let _ = tx.try_send(packet);
         }
     }
 }

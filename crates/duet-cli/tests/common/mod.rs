@@ -1,0 +1,68 @@
+//! Shared by the end-to-end and browser tests: an in-process server and real `duet` runs.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use duet_server::{Server, ServerConfig};
+use serde_json::Value;
+use tokio::process::Command;
+
+pub const DUET: &str = env!("CARGO_BIN_EXE_duet");
+
+pub async fn server() -> SocketAddr {
+    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
+    let server = Server::bind(cfg).await.unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.run(std::future::pending()));
+    addr
+}
+
+/// What one `duet` process printed.
+pub struct Run {
+    pub code: i32,
+    pub events: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn summary(&self) -> &Value {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "summary")
+            .unwrap_or_else(|| panic!("no summary: {}", self.stderr))
+    }
+
+    pub fn count(&self, event: &str) -> usize {
+        self.events.iter().filter(|e| e["event"] == event).count()
+    }
+}
+
+pub async fn duet(args: Vec<String>) -> Run {
+    let out = Command::new(DUET)
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    Run { code: out.status.code().unwrap_or(-1), events, stderr: String::from_utf8_lossy(&out.stderr).into() }
+}
+
+pub fn call_args(addr: SocketAddr, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["call", "--server", &format!("ws://{addr}/ws"), "--bind", "127.0.0.1:0", "--json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
