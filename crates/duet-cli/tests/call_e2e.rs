@@ -178,3 +178,24 @@ async fn devices_are_listed_and_absence_is_said_clearly() {
     // This machine has no camera: the list says so instead of printing nothing.
     assert!(text.contains("(none found)"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_camera_and_microphone_the_call_goes_on_receive_only() {
+    // This machine has neither: each is a notice, and the call still connects and receives.
+    let addr = server().await;
+    let a = tokio::spawn(duet(call_args(addr, &["--duration", "3", "--video", "camera", "--audio", "mic"])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = duet(call_args(addr, &["--duration", "3"])).await;
+    let a = a.await.unwrap();
+    assert_eq!((a.code, b.code), (0, 0), "{}", a.stderr);
+    let notices: Vec<String> = a
+        .events
+        .iter()
+        .filter(|e| e["event"] == "notice")
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect();
+    assert!(notices.iter().any(|n| n.contains("camera") && n.contains("receive-only")), "{notices:?}");
+    assert!(notices.iter().any(|n| n.contains("microphone")), "{notices:?}");
+    check_media(&a, &b, 640, 360);
+    assert_eq!(u(&a.summary()["video_frames_sent"]), 0);
+}
