@@ -199,3 +199,43 @@ async fn without_camera_and_microphone_the_call_goes_on_receive_only() {
     check_media(&a, &b, 640, 360);
     assert_eq!(u(&a.summary()["video_frames_sent"]), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn y4m_and_wav_files_are_sent_as_video_and_audio() {
+    use duet_media::{
+        AudioSink, AudioSource, FrameDuration, FrameRate, MediaClock, SyntheticAudioSource, SyntheticVideoSource,
+        VideoSink, VideoSource, WavWriter, Y4mWriter,
+    };
+    let dir = std::env::temp_dir().join(format!("duet-e2e-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (clip, tone) = (dir.join("clip.y4m"), dir.join("tone.wav"));
+    // Two seconds of the test pattern and of the tone, looped by the sender.
+    let mut video = SyntheticVideoSource::new(320, 180, 30, MediaClock::new()).unwrap();
+    let mut y4m = Y4mWriter::create(&clip, 320, 180, FrameRate::from_fps(30)).unwrap();
+    for _ in 0..60 {
+        y4m.render(video.next_frame().unwrap().unwrap()).unwrap();
+    }
+    y4m.finish().unwrap();
+    let mut audio = SyntheticAudioSource::new(1, FrameDuration::Ms20, MediaClock::new()).unwrap();
+    let mut wav = WavWriter::create(&tone, 48_000, 1).unwrap();
+    for _ in 0..100 {
+        wav.play(&audio.next_frame().unwrap().unwrap()).unwrap();
+    }
+    wav.finish().unwrap();
+
+    let addr = server().await;
+    let files = [format!("file:{}", clip.display()), format!("file:{}", tone.display())];
+    let a = tokio::spawn(duet(call_args(addr, &["--duration", "3", "--video", &files[0], "--audio", &files[1]])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = duet(call_args(addr, &["--duration", "3"])).await;
+    let a = a.await.unwrap();
+    assert_eq!((a.code, b.code), (0, 0), "{}", a.stderr);
+    // The file's frames carry the markers (and old capture times) of when it was written, so
+    // only counts and size are checked here, not latency or loss.
+    let (r, s) = (b.summary(), a.summary());
+    let (sent, decoded) = (u(&s["video_frames_sent"]), u(&r["video_frames_decoded"]));
+    assert!(sent > 50 && decoded * 10 >= sent * 9, "decoded {decoded} of {sent}");
+    assert_eq!((u(&r["video_width"]), u(&r["video_height"])), (320, 180));
+    assert!(u(&r["audio_frames_decoded"]) * 10 >= u(&s["audio_frames_sent"]) * 9, "{r}");
+    let _ = std::fs::remove_dir_all(dir);
+}
