@@ -239,3 +239,53 @@ async fn y4m_and_wav_files_are_sent_as_video_and_audio() {
     assert!(u(&r["audio_frames_decoded"]) * 10 >= u(&s["audio_frames_sent"]) * 9, "{r}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signaling_blip_mid_call_leaves_the_media_alone() {
+    use std::sync::{Arc, Mutex};
+    let addr = server().await;
+    // a reaches the server through a TCP relay whose connections the test cuts mid-call.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let live: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let list = live.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = relay.accept().await {
+            let h = tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(addr).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+            list.lock().unwrap().push(h);
+        }
+    });
+    let a = tokio::spawn(duet(call_args(relay_addr, &["--room", "blip", "--duration", "6"])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = tokio::spawn(duet(call_args(addr, &["--room", "blip", "--duration", "6"])));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for h in live.lock().unwrap().drain(..) {
+        h.abort();
+    }
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!((a.code, b.code), (0, 0), "{}", a.stderr);
+    // The call was never reported as interrupted, and media kept flowing both ways.
+    for run in [&a, &b] {
+        let states: Vec<&str> = run.events.iter().filter_map(|e| e["state"].as_str()).collect();
+        assert!(!states.contains(&"ended") && !states.contains(&"reconnecting"), "{states:?}");
+    }
+    check_media(&a, &b, 640, 360);
+    check_media(&b, &a, 640, 360);
+    assert_eq!(a.count("matched"), 1, "the session resumed, no new match");
+    // The blip really happened: the server saw the session come back on a new socket.
+    let stats = http_get(addr, "/api/webrtc/stats").await;
+    assert!(stats["resumes_total"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    serde_json::from_str(buf.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
