@@ -13,7 +13,16 @@ const url = arg("--url");
 const seconds = Number(arg("--seconds", "6"));
 const chat = arg("--chat", null);
 const restartAfter = arg("--restart-after", null);
-const executablePath = process.env.CHROMIUM || "/usr/lib/chromium/chromium";
+const chatAfter = arg("--chat-after", null);
+import { existsSync } from "node:fs";
+// Debian's Chromium (never a downloaded browser); CHROMIUM overrides.
+const executablePath =
+  process.env.CHROMIUM ||
+  ["/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => existsSync(p));
+if (!executablePath) {
+  console.log(JSON.stringify({ ok: false, error: "Chromium not found: install Debian's chromium package" }));
+  process.exit(1);
+}
 
 const profile = mkdtempSync(join(tmpdir(), "duet-chromium-"));
 const context = await chromium.launchPersistentContext(profile, {
@@ -50,7 +59,16 @@ try {
     result.framesAtRestart = (await page.evaluate(() => window.duetStats())).framesDecoded;
     await page.evaluate(() => window.duet.restartIce());
   }
+  if (chatAfter !== null) {
+    // A second message later in the call (e.g. after a signaling blip).
+    const t = Number(chatAfter);
+    await page.waitForTimeout(Math.max(0, t - waited) * 1000);
+    result.framesAtChatAfter = (await page.evaluate(() => window.duetStats())).framesDecoded;
+    await page.evaluate(() => window.duet.sendChat("after"));
+    waited = Math.max(waited, t);
+  }
   await page.waitForTimeout(Math.max(0, seconds - waited) * 1000);
+  result.state = await page.evaluate(() => window.duet.state);
   Object.assign(
     result,
     await page.evaluate(async () => {

@@ -277,15 +277,6 @@ async fn a_signaling_blip_mid_call_leaves_the_media_alone() {
     check_media(&b, &a, 640, 360);
     assert_eq!(a.count("matched"), 1, "the session resumed, no new match");
     // The blip really happened: the server saw the session come back on a new socket.
-    let stats = http_get(addr, "/api/webrtc/stats").await;
+    let stats = http_get_json(addr, "/api/webrtc/stats").await;
     assert!(stats["resumes_total"].as_u64().unwrap() >= 1, "{stats}");
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    serde_json::from_str(buf.split_once("\r\n\r\n").unwrap().1).unwrap()
 }

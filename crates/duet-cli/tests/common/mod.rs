@@ -66,3 +66,13 @@ pub fn call_args(addr: SocketAddr, extra: &[&str]) -> Vec<String> {
 pub fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
+
+/// GET a JSON endpoint of the server over plain HTTP/1.1.
+pub async fn http_get_json(addr: SocketAddr, path: &str) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    serde_json::from_str(buf.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
