@@ -31,6 +31,7 @@ fn check_media(receiver: &Run, sender: &Run, width: u64, height: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_hold_a_call_with_media_and_chat_both_ways() {
+    let _slot = call_slot().await;
     let addr = server().await;
     let a = tokio::spawn(duet(call_args(addr, &["--duration", "4", "--chat", "hello from a", "--chat", "second"])));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -49,6 +50,7 @@ async fn two_clients_hold_a_call_with_media_and_chat_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn friends_meet_by_room_code() {
+    let _slot = call_slot().await;
     let addr = server().await;
     let a = tokio::spawn(duet(call_args(addr, &["--room", "e2e-room", "--duration", "3"])));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -62,6 +64,7 @@ async fn friends_meet_by_room_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receive_only_client_still_gets_video() {
+    let _slot = call_slot().await;
     let addr = server().await;
     let a = tokio::spawn(duet(call_args(addr, &["--duration", "3", "--video", "none", "--audio", "none"])));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -75,6 +78,7 @@ async fn a_receive_only_client_still_gets_video() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_moves_on_and_a_third_client_is_matched() {
+    let _slot = call_slot().await;
     let addr = server().await;
     // a skips after 2 s; b is re-queued by the server and meets c.
     let a = tokio::spawn(duet(call_args(addr, &["--duration", "2", "--next-after", "2", "--connect-timeout", "6"])));
@@ -92,6 +96,7 @@ async fn next_moves_on_and_a_third_client_is_matched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_echo_bot_sends_our_own_media_back() {
+    let _slot = call_slot().await;
     let addr = server().await;
     let bot = tokio::spawn(duet(vec![
         "bot".into(),
@@ -117,6 +122,7 @@ async fn the_echo_bot_sends_our_own_media_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_room_is_a_prompt_clear_error() {
+    let _slot = call_slot().await;
     let addr = server().await;
     let started = Instant::now();
     let run = duet(call_args(addr, &["--room", "x!"])).await;
@@ -181,6 +187,7 @@ async fn devices_are_listed_and_absence_is_said_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_camera_and_microphone_the_call_goes_on_receive_only() {
+    let _slot = call_slot().await;
     // This machine has neither: each is a notice, and the call still connects and receives.
     let addr = server().await;
     let a = tokio::spawn(duet(call_args(addr, &["--duration", "3", "--video", "camera", "--audio", "mic"])));
@@ -242,6 +249,7 @@ async fn y4m_and_wav_files_are_sent_as_video_and_audio() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signaling_blip_mid_call_leaves_the_media_alone() {
+    let _slot = call_slot().await;
     use std::sync::{Arc, Mutex};
     let addr = server().await;
     // a reaches the server through a TCP relay whose connections the test cuts mid-call.

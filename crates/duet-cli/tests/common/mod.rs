@@ -7,6 +7,16 @@ use std::process::Stdio;
 use duet_server::{Server, ServerConfig};
 use serde_json::Value;
 use tokio::process::Command;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Calls (two media processes each) running at once: more starves a 2-core machine and turns
+/// timing assertions into noise.
+static CALLS: Semaphore = Semaphore::const_new(2);
+
+/// Waits for a call slot; hold it for the whole test.
+pub async fn call_slot() -> SemaphorePermit<'static> {
+    CALLS.acquire().await.unwrap()
+}
 
 pub const DUET: &str = env!("CARGO_BIN_EXE_duet");
 
