@@ -15,7 +15,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{call_args as call, duet, http_get_json, server, u as n};
+use common::{CutRelay, call_args as call, duet, http_get_json, server, u as n};
 
 use serde_json::Value;
 use tokio::process::Command;
@@ -136,33 +136,18 @@ async fn chromium_test_call_with_the_echo_bot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_client_resumes_after_a_signaling_blip() {
-    use std::sync::{Arc, Mutex as StdMutex};
     let _one = ONE_AT_A_TIME.lock().await;
     let addr = server().await;
     // Chromium loads the page and its WebSocket through a TCP relay that the test cuts.
-    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay_addr = relay.local_addr().unwrap();
-    let live: Arc<StdMutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-    let list = live.clone();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = relay.accept().await {
-            let h = tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(addr).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-            list.lock().unwrap().push(h);
-        }
-    });
+    let relay = CutRelay::start(addr).await;
+    let relay_addr = relay.addr;
     let duet_args = call(addr, &["--room", "web-blip", "--duration", "9"]);
     let d = tokio::spawn(async move { duet_summary(duet_args).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c =
         tokio::spawn(async move { chromium(relay_addr, "/?room=web-blip", 7, "before", &["--chat-after", "5"]).await });
     tokio::time::sleep(Duration::from_secs(4)).await;
-    for h in live.lock().unwrap().drain(..) {
-        h.abort();
-    }
+    relay.cut();
     let (c, d) = (c.await.unwrap(), d.await.unwrap());
     assert_eq!(c["state"], "connected", "the page is still in the call: {c}");
     assert!(n(&c["framesDecoded"]) > n(&c["framesAtChatAfter"]) + 30, "media kept flowing: {c}");

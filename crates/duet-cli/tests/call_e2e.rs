@@ -250,30 +250,15 @@ async fn y4m_and_wav_files_are_sent_as_video_and_audio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signaling_blip_mid_call_leaves_the_media_alone() {
     let _slot = call_slot().await;
-    use std::sync::{Arc, Mutex};
     let addr = server().await;
     // a reaches the server through a TCP relay whose connections the test cuts mid-call.
-    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay_addr = relay.local_addr().unwrap();
-    let live: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-    let list = live.clone();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = relay.accept().await {
-            let h = tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(addr).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-            list.lock().unwrap().push(h);
-        }
-    });
+    let relay = CutRelay::start(addr).await;
+    let relay_addr = relay.addr;
     let a = tokio::spawn(duet(call_args(relay_addr, &["--room", "blip", "--duration", "6"])));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let b = tokio::spawn(duet(call_args(addr, &["--room", "blip", "--duration", "6"])));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for h in live.lock().unwrap().drain(..) {
-        h.abort();
-    }
+    relay.cut();
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     assert_eq!((a.code, b.code), (0, 0), "{}", a.stderr);
     // The call was never reported as interrupted (the only end is the partner hanging up at

@@ -86,3 +86,37 @@ pub async fn http_get_json(addr: SocketAddr, path: &str) -> Value {
     s.read_to_string(&mut buf).await.unwrap();
     serde_json::from_str(buf.split_once("\r\n\r\n").unwrap().1).unwrap()
 }
+
+/// A TCP relay in front of the server whose live connections can be cut at once, like a
+/// network blip under the signaling socket (new connections still go through).
+pub struct CutRelay {
+    pub addr: SocketAddr,
+    live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl CutRelay {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+        let list = live.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let h = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                list.lock().unwrap().push(h);
+            }
+        });
+        Self { addr, live }
+    }
+
+    /// Drops every relayed connection.
+    pub fn cut(&self) {
+        for h in self.live.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+}
