@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use duet_core::call::{Call, CallCommand, CallConfig, CallEvent, CallState, Command, Quality};
 use tracing_subscriber::EnvFilter;
 
-use media::{AudioSpec, VideoSpec};
+use duet_core::sources::{AudioSpec, VideoSpec};
 use output::Printer;
 
 #[derive(Parser)]
@@ -51,10 +51,10 @@ struct Common {
     /// Preferred language, e.g. en or pt-BR.
     #[arg(long)]
     language: Option<String>,
-    /// Video to send: synthetic[:WxH[@FPS]], camera, file:PATH.y4m or none.
+    /// Video to send: synthetic[:WxH[@FPS]], camera[:INDEX], file:PATH.y4m or none.
     #[arg(long, default_value = "synthetic")]
     video: VideoSpec,
-    /// Audio to send: tone, mic, file:PATH.wav or none.
+    /// Audio to send: tone, mic[:ID], file:PATH.wav or none.
     #[arg(long, default_value = "tone")]
     audio: AudioSpec,
     /// Quality: auto, high, medium, low, audio-only.
@@ -169,7 +169,7 @@ fn start_command(common: &Common) -> Command {
 
 async fn call(args: CallArgs) -> ExitCode {
     let mut out = Printer::new(args.common.json);
-    let media = match media::open(&args.common.video, &args.common.audio, false, &mut out) {
+    let media = match media::open(&args.common.video, &args.common.audio, &mut out) {
         Ok(m) => m,
         Err(e) => {
             out.error(&e);
@@ -267,7 +267,7 @@ async fn bot(args: BotArgs) -> ExitCode {
     } else {
         (VideoSpec::None, AudioSpec::None)
     };
-    let media = match media::open(&video, &audio, false, &mut out) {
+    let media = match media::open(&video, &audio, &mut out) {
         Ok(m) => m,
         Err(e) => {
             out.error(&e);

@@ -89,6 +89,7 @@ impl Printer {
             CallEvent::Matched { peer, room } => ("matched", json!({ "peer": peer, "room": room })),
             CallEvent::MediaStarted(kind) => ("media_started", json!({ "kind": kind })),
             CallEvent::ChatReceived(text) => ("chat_received", json!({ "text": text })),
+            CallEvent::ChatSent { id, text } => ("chat_sent", json!({ "id": id, "text": text })),
             CallEvent::ChatDelivered(id) => ("chat_delivered", json!({ "id": id })),
             CallEvent::PeerVideo(on) => ("peer_video", json!({ "on": on })),
             CallEvent::Stats(s) => ("stats", serde_json::to_value(s).unwrap_or(Value::Null)),

@@ -9,6 +9,8 @@
 //! - [`summary`]: the end-of-call numbers (first frame, loss, latency, counters).
 //! - [`peer`]: one webrtc peer connection (VP8 + Opus each way, data channels, trickle
 //!   ICE, congestion control estimate, keyframe requests, stats).
+//! - [`sources`]: opening synthetic, file and device media by spec (shared by the CLI and
+//!   the desktop app).
 //! - [`negotiation`]: perfect negotiation (glare, duplicate/stale descriptions, early
 //!   candidates) as a sans-IO machine.
 
@@ -18,4 +20,5 @@ pub mod media;
 pub mod negotiation;
 pub mod peer;
 pub mod signaling;
+pub mod sources;
 pub mod summary;

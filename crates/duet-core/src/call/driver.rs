@@ -164,6 +164,13 @@ pub enum CallEvent {
     MediaStarted(&'static str),
     /// A chat message from the partner.
     ChatReceived(String),
+    /// Our chat message was queued under `id` (delivered later: [`CallEvent::ChatDelivered`]).
+    ChatSent {
+        /// Its id.
+        id: u64,
+        /// The text as sent (trimmed).
+        text: String,
+    },
     /// The partner has our chat message `id`.
     ChatDelivered(u64),
     /// The partner turned their camera on/off.
@@ -383,7 +390,10 @@ impl Driver {
         match cmd {
             CallCommand::Call(c) => self.machine.command(c),
             CallCommand::SendChat(text) => match self.chat.send(&text) {
-                Ok(_) => self.summary.chat_sent(),
+                Ok(id) => {
+                    self.summary.chat_sent();
+                    self.emit(CallEvent::ChatSent { id, text: text.trim().to_string() });
+                }
                 Err(e) => self.notice(format!("Message not sent: {e}")),
             },
             CallCommand::SetMuted(m) => {

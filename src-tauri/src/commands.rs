@@ -1,0 +1,277 @@
+//! The commands the page may invoke. Each validates its input, then forwards to the engine
+//! or the settings store; errors come back to the page as a sentence for the user.
+
+use std::sync::Arc;
+
+use duet_core::chat::MAX_CHAT_CHARS;
+use duet_proto::{MAX_INTEREST_CHARS, MAX_INTERESTS, MAX_REASON_CHARS, valid_language, valid_room_code};
+use serde::Serialize;
+use tauri::State;
+use tauri::ipc::Channel;
+
+use crate::engine::{AppCommand, Snapshot};
+use crate::settings::{QualityChoice, SettingsUpdate, SettingsView};
+use crate::state::AppState;
+use crate::video_bridge::{Stream, StreamCounters};
+
+/// The app state as commands receive it.
+type Shared<'a> = State<'a, AppState<tauri::Wry>>;
+
+/// What the page shows on load.
+#[derive(Debug, Serialize)]
+pub struct AppInfo {
+    /// Status and controls.
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+    /// The server in use (`ws://…/ws`).
+    pub server_url: String,
+    /// It is the built-in one.
+    pub embedded: bool,
+    /// Messages from start-up (e.g. a damaged settings file) not yet shown.
+    pub notices: Vec<String>,
+    /// App version.
+    pub version: &'static str,
+}
+
+/// Status, controls and server.
+#[tauri::command]
+pub fn get_state(state: Shared<'_>) -> AppInfo {
+    let (server_url, embedded) = state.server();
+    AppInfo {
+        snapshot: state.engine.snapshot(),
+        server_url,
+        embedded,
+        notices: state.take_notices(),
+        version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+/// Checks interests and language from the page.
+pub fn check_profile(
+    interests: Vec<String>,
+    language: Option<String>,
+) -> Result<(Vec<String>, Option<String>), String> {
+    let interests: Vec<String> = interests.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if interests.len() > MAX_INTERESTS {
+        return Err(format!("Choose at most {MAX_INTERESTS} interests."));
+    }
+    if interests.iter().any(|i| i.chars().count() > MAX_INTEREST_CHARS) {
+        return Err(format!("Each interest can be at most {MAX_INTEREST_CHARS} characters."));
+    }
+    let language = language.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
+    if language.as_deref().is_some_and(|l| !valid_language(l)) {
+        return Err("Use a language tag such as en or pt-BR.".into());
+    }
+    Ok((interests, language))
+}
+
+/// Checks a room code from the page.
+pub fn check_room_code(code: &str) -> Result<String, String> {
+    let code = code.trim();
+    if valid_room_code(code) {
+        Ok(code.to_string())
+    } else {
+        Err("A room code is 3 to 32 letters, digits, - or _.".into())
+    }
+}
+
+/// Checks a chat message from the page.
+pub fn check_chat(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("The message is empty.".into());
+    }
+    if text.chars().count() > MAX_CHAT_CHARS {
+        return Err(format!("A message can be at most {MAX_CHAT_CHARS} characters."));
+    }
+    Ok(text.to_string())
+}
+
+/// Checks a report reason from the page.
+pub fn check_reason(reason: &str) -> Result<String, String> {
+    let reason = reason.trim();
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(format!("A reason can be at most {MAX_REASON_CHARS} characters."));
+    }
+    Ok(if reason.is_empty() { "unspecified".into() } else { reason.to_string() })
+}
+
+/// Start looking for a random partner. Interests and language default to the settings'.
+#[tauri::command]
+pub fn start(state: Shared<'_>, interests: Option<Vec<String>>, language: Option<String>) -> Result<(), String> {
+    let saved = state.settings();
+    let (interests, language) = check_profile(interests.unwrap_or(saved.interests), language.or(saved.language))?;
+    state.engine.send(AppCommand::Start { interests, language });
+    Ok(())
+}
+
+/// Join a friend's room.
+#[tauri::command]
+pub fn join_room(state: Shared<'_>, code: String) -> Result<(), String> {
+    state.engine.send(AppCommand::JoinRoom(check_room_code(&code)?));
+    Ok(())
+}
+
+/// A call with the echo bot.
+#[tauri::command]
+pub fn test_call(state: Shared<'_>) {
+    state.engine.send(AppCommand::TestCall);
+}
+
+/// Skip to the next partner.
+#[tauri::command]
+pub fn next(state: Shared<'_>) {
+    state.engine.send(AppCommand::Next);
+}
+
+/// End the call or the search.
+#[tauri::command]
+pub fn stop(state: Shared<'_>) {
+    state.engine.send(AppCommand::Stop);
+}
+
+/// Send a chat message.
+#[tauri::command]
+pub fn send_chat(state: Shared<'_>, text: String) -> Result<(), String> {
+    state.engine.send(AppCommand::SendChat(check_chat(&text)?));
+    Ok(())
+}
+
+/// Mute or unmute.
+#[tauri::command]
+pub fn set_muted(state: Shared<'_>, muted: bool) {
+    state.engine.send(AppCommand::SetMuted(muted));
+}
+
+/// Camera on or off.
+#[tauri::command]
+pub fn set_camera(state: Shared<'_>, on: bool) {
+    state.engine.send(AppCommand::SetCamera(on));
+}
+
+/// Choose the quality.
+#[tauri::command]
+pub fn set_quality(state: Shared<'_>, quality: QualityChoice) {
+    state.engine.send(AppCommand::SetQuality(quality));
+}
+
+/// Report the partner.
+#[tauri::command]
+pub fn report(state: Shared<'_>, reason: String) -> Result<(), String> {
+    state.engine.send(AppCommand::Report(check_reason(&reason)?));
+    Ok(())
+}
+
+/// Block the partner.
+#[tauri::command]
+pub fn block(state: Shared<'_>) {
+    state.engine.send(AppCommand::Block);
+}
+
+/// The settings, without secrets.
+#[tauri::command]
+pub fn get_settings(state: Shared<'_>) -> SettingsView {
+    state.settings().view()
+}
+
+/// Validates and saves the settings; on error nothing changes.
+#[tauri::command]
+pub async fn save_settings(state: Shared<'_>, update: SettingsUpdate) -> Result<SettingsView, String> {
+    state.save_settings(update).await.map_err(|e| e.to_string())
+}
+
+/// One device for the settings page.
+#[derive(Debug, Serialize)]
+pub struct DeviceView {
+    /// Id to save.
+    pub id: String,
+    /// Name to show.
+    pub name: String,
+    /// The system default.
+    pub is_default: bool,
+}
+
+/// Devices for the settings page.
+#[derive(Debug, Serialize)]
+pub struct DevicesView {
+    /// Cameras.
+    pub cameras: Vec<DeviceView>,
+    /// Microphones.
+    pub microphones: Vec<DeviceView>,
+    /// Speakers.
+    pub speakers: Vec<DeviceView>,
+    /// Problems found while listing.
+    pub notes: Vec<String>,
+}
+
+/// Lists cameras, microphones and speakers.
+#[tauri::command]
+pub async fn list_devices() -> DevicesView {
+    let d = tauri::async_runtime::spawn_blocking(duet_media::list_devices).await.unwrap_or_default();
+    let view = |list: Vec<duet_media::DeviceInfo>| {
+        list.into_iter().map(|d| DeviceView { id: d.id, name: d.name, is_default: d.is_default }).collect()
+    };
+    DevicesView {
+        cameras: view(d.cameras),
+        microphones: view(d.microphones),
+        speakers: view(d.speakers),
+        notes: d.notes,
+    }
+}
+
+/// The page's channel for a video stream.
+#[tauri::command]
+pub fn video_attach(state: Shared<'_>, stream: Stream, channel: Channel) {
+    state.bridge.attach(stream, Arc::new(channel));
+}
+
+/// The page has drawn the last frame of `stream`.
+#[tauri::command]
+pub fn video_ack(state: Shared<'_>, stream: Stream) {
+    state.bridge.ack(stream);
+}
+
+/// Frame counters of both streams (for the stats overlay and benchmarks).
+#[tauri::command]
+pub fn video_counters(state: Shared<'_>) -> [StreamCounters; 2] {
+    [state.bridge.counters(Stream::Remote), state.bridge.counters(Stream::Local)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_codes() {
+        assert_eq!(check_room_code("  friends-42 "), Ok("friends-42".into()));
+        assert!(check_room_code("ab").is_err());
+        assert!(check_room_code("no spaces").unwrap_err().contains("3 to 32"));
+        assert!(check_room_code(&"x".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn chat_messages() {
+        assert_eq!(check_chat(" hi "), Ok("hi".into()));
+        assert_eq!(check_chat("   "), Err("The message is empty.".into()));
+        assert!(check_chat(&"é".repeat(MAX_CHAT_CHARS)).is_ok());
+        assert!(check_chat(&"é".repeat(MAX_CHAT_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn profiles() {
+        assert_eq!(
+            check_profile(vec![" music ".into(), "".into()], Some(" pt-BR ".into())),
+            Ok((vec!["music".into()], Some("pt-BR".into())))
+        );
+        assert!(check_profile(vec!["x".into(); MAX_INTERESTS + 1], None).is_err());
+        assert!(check_profile(vec!["x".repeat(MAX_INTEREST_CHARS + 1)], None).is_err());
+        assert!(check_profile(vec![], Some("12".into())).unwrap_err().contains("language tag"));
+        assert_eq!(check_profile(vec![], Some(" ".into())), Ok((vec![], None)));
+    }
+
+    #[test]
+    fn report_reasons() {
+        assert_eq!(check_reason(""), Ok("unspecified".into()));
+        assert!(check_reason(&"r".repeat(MAX_REASON_CHARS + 1)).is_err());
+    }
+}

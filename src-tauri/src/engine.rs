@@ -1,0 +1,718 @@
+//! Forwarding between the page and the call engine.
+//!
+//! One task owns the [`duet_core::call::Call`] (created on the first Start and kept across
+//! calls, so the signaling session survives Next/Stop), the "test call" bot, and what the page
+//! should show. Page commands go in as [`AppCommand`]s; the engine's events come out as
+//! [`UiEvent`]s for the page and the tray. Call logic stays in `duet-core`: this module maps
+//! states to what the user sees and turns settings into call configurations.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use duet_core::call::{Call, CallCommand, CallConfig, CallEvent, CallState, CallStats, Command, Side};
+use duet_core::media::DiscardVideoSink;
+use duet_core::sources::{self, AudioSpec, Playback, VideoSpec};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::settings::{QualityChoice, Settings};
+use crate::video_bridge::{PreviewSource, Stream, VideoBridge};
+
+/// What the user sees at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Nothing going on.
+    #[default]
+    Idle,
+    /// Looking for a random partner.
+    Searching,
+    /// In a room, waiting for the friend.
+    Waiting,
+    /// Matched; media is being set up.
+    Connecting,
+    /// In a call with video.
+    Connected,
+    /// In a call, getting back after a network problem.
+    Reconnecting,
+    /// In a call with no video either way.
+    AudioOnly,
+    /// The call ended.
+    Ended,
+}
+
+/// The status line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct StatusView {
+    /// The state.
+    pub status: Status,
+    /// While reconnecting: `"you"` (our network) or `"partner"`.
+    pub side: Option<&'static str>,
+    /// Why the call ended.
+    pub reason: Option<String>,
+    /// The room code while waiting in a room.
+    pub room: Option<String>,
+    /// This is a test call with the echo bot.
+    pub test_call: bool,
+}
+
+/// The call controls' state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlsView {
+    /// Microphone muted.
+    pub muted: bool,
+    /// Camera on.
+    pub camera_on: bool,
+    /// Current quality.
+    pub quality: QualityChoice,
+    /// A camera (or other video source) is open.
+    pub has_camera: bool,
+    /// A microphone (or other audio source) is open.
+    pub has_microphone: bool,
+}
+
+/// Once-a-second numbers for the stats overlay and the quality indicator.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct StatsView {
+    /// Round-trip time, ms.
+    pub rtt_ms: Option<f64>,
+    /// Partner video packets lost over the last interval, percent.
+    pub loss_pct: f64,
+    /// Partner video jitter, ms.
+    pub jitter_ms: f64,
+    /// Everything we send, kbit/s.
+    pub send_kbps: f64,
+    /// Everything we receive, kbit/s.
+    pub recv_kbps: f64,
+    /// Partner video width.
+    pub width: Option<u32>,
+    /// Partner video height.
+    pub height: Option<u32>,
+    /// Partner frames decoded per second.
+    pub fps: f64,
+    /// `direct`, `relayed` or `unknown`.
+    pub path: &'static str,
+    /// `good`, `fair` or `poor`.
+    pub link: &'static str,
+    /// Encoder target, kbit/s.
+    pub encoder_kbps: u32,
+}
+
+/// Everything the page and the tray are told.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UiEvent {
+    /// The status changed.
+    Status(StatusView),
+    /// The controls changed.
+    Controls(ControlsView),
+    /// Matched with a partner in `room`.
+    Matched {
+        /// Room name.
+        room: String,
+    },
+    /// First `video` or `audio` from the partner.
+    MediaStarted {
+        /// `video` or `audio`.
+        media: &'static str,
+    },
+    /// A chat message from the partner.
+    ChatReceived {
+        /// The text.
+        text: String,
+    },
+    /// Our chat message, queued under `id`.
+    ChatSent {
+        /// Its id.
+        id: u64,
+        /// The text.
+        text: String,
+    },
+    /// The partner has our message `id`.
+    ChatDelivered {
+        /// Its id.
+        id: u64,
+    },
+    /// The partner turned their camera on or off.
+    PeerVideo {
+        /// On?
+        on: bool,
+    },
+    /// Numbers.
+    Stats(StatsView),
+    /// Something the user should read.
+    Notice {
+        /// The text.
+        text: String,
+    },
+}
+
+/// Where [`UiEvent`]s go.
+pub trait UiSink: Send + Sync + 'static {
+    /// Delivers one event.
+    fn emit(&self, event: UiEvent);
+}
+
+/// What the page (or the tray) asks for.
+#[derive(Debug)]
+pub enum AppCommand {
+    /// Find a random partner.
+    Start {
+        /// Interests (validated).
+        interests: Vec<String>,
+        /// Language (validated).
+        language: Option<String>,
+    },
+    /// Join a friend's room (code validated).
+    JoinRoom(String),
+    /// A test call with the echo bot.
+    TestCall,
+    /// Skip to the next partner (ends a test call).
+    Next,
+    /// End the call or the search.
+    Stop,
+    /// Send a chat message (validated).
+    SendChat(String),
+    /// Mute or unmute.
+    SetMuted(bool),
+    /// Camera on/off.
+    SetCamera(bool),
+    /// Quality.
+    SetQuality(QualityChoice),
+    /// Report the partner.
+    Report(String),
+    /// Block the partner.
+    Block,
+    /// New settings (and the server they resolve to); applied at the next call if one is on.
+    Reconfigure {
+        /// The settings.
+        settings: Box<Settings>,
+        /// The server URL to use.
+        server_url: String,
+    },
+    /// End everything; answers when done.
+    Quit(oneshot::Sender<()>),
+}
+
+/// Media choices that override the settings (tests and benchmarks: `DUET_VIDEO`, `DUET_AUDIO`).
+#[derive(Debug, Clone, Default)]
+pub struct MediaOverrides {
+    /// Video to send instead of the camera.
+    pub video: Option<VideoSpec>,
+    /// Audio to send instead of the microphone.
+    pub audio: Option<AudioSpec>,
+    /// Play partner audio nowhere.
+    pub mute_playback: bool,
+}
+
+/// How the engine runs.
+pub struct EngineConfig {
+    /// The settings at start.
+    pub settings: Settings,
+    /// The server to use.
+    pub server_url: String,
+    /// Media overrides.
+    pub overrides: MediaOverrides,
+    /// Local UDP address for media.
+    pub bind: SocketAddr,
+    /// Video to the page.
+    pub bridge: VideoBridge,
+}
+
+/// What the page reads when it (re)loads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Status.
+    pub status: StatusView,
+    /// Controls.
+    pub controls: ControlsView,
+}
+
+/// Handle to the engine task.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::UnboundedSender<AppCommand>,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+impl Engine {
+    /// Starts the engine task (inside a tokio runtime).
+    pub fn start(cfg: EngineConfig, ui: Arc<dyn UiSink>) -> Engine {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let controls = ControlsView {
+            muted: false,
+            camera_on: true,
+            quality: cfg.settings.quality,
+            has_camera: false,
+            has_microphone: false,
+        };
+        let snapshot = Arc::new(Mutex::new(Snapshot { status: StatusView::default(), controls }));
+        let task = Task::new(cfg, ui, snapshot.clone());
+        tokio::spawn(task.run(rx));
+        Engine { tx, snapshot }
+    }
+
+    /// Sends a command.
+    pub fn send(&self, cmd: AppCommand) {
+        let _ = self.tx.send(cmd);
+    }
+
+    /// The current status and controls.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Ends calls and waits (at most 2 s) for the engine to finish.
+    pub async fn quit(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(AppCommand::Quit(tx));
+        let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+    }
+}
+
+/// Link quality for the indicator, from the last interval's numbers.
+pub fn link_quality(rtt_ms: Option<f64>, loss_pct: f64, recv_kbps: f64, expects_video: bool) -> &'static str {
+    let rtt = rtt_ms.unwrap_or(0.0);
+    if loss_pct > 5.0 || rtt > 400.0 || (expects_video && recv_kbps < 100.0) {
+        "poor"
+    } else if loss_pct > 1.0 || rtt > 150.0 || (expects_video && recv_kbps < 300.0) {
+        "fair"
+    } else {
+        "good"
+    }
+}
+
+/// `relayed` if either end of the selected pair is a TURN relay.
+pub fn path_kind(local: Option<&str>, remote: Option<&str>) -> &'static str {
+    match (local, remote) {
+        (None, None) => "unknown",
+        (l, r) if l == Some("relay") || r == Some("relay") => "relayed",
+        _ => "direct",
+    }
+}
+
+struct Live {
+    call: Call,
+    events: mpsc::UnboundedReceiver<CallEvent>,
+}
+
+struct Task {
+    cfg: EngineConfig,
+    ui: Arc<dyn UiSink>,
+    snapshot: Arc<Mutex<Snapshot>>,
+    live: Option<Live>,
+    /// The live call was made with settings that changed since.
+    stale: bool,
+    bot: Option<Live>,
+    state: CallState,
+    status: StatusView,
+    controls: ControlsView,
+    peer_video: bool,
+    last_counts: Option<(u64, i64)>,
+}
+
+async fn next_event(live: &mut Option<Live>) -> Option<CallEvent> {
+    match live {
+        Some(l) => l.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Task {
+    fn new(cfg: EngineConfig, ui: Arc<dyn UiSink>, snapshot: Arc<Mutex<Snapshot>>) -> Self {
+        let controls = snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).controls.clone();
+        Self {
+            cfg,
+            ui,
+            snapshot,
+            live: None,
+            stale: false,
+            bot: None,
+            state: CallState::Idle,
+            status: StatusView::default(),
+            controls,
+            peer_video: true,
+            last_counts: None,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<AppCommand>) {
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(AppCommand::Quit(done)) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.command(cmd),
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                ev = next_event(&mut self.live) => match ev {
+                    Some(ev) => self.call_event(ev),
+                    None => self.live = None,
+                },
+                ev = next_event(&mut self.bot) => match ev {
+                    Some(CallEvent::Notice(text)) => warn!(%text, "test-call bot notice"),
+                    Some(_) => {}
+                    None => self.bot = None,
+                },
+            }
+        }
+    }
+
+    fn emit(&self, ev: UiEvent) {
+        self.ui.emit(ev);
+    }
+
+    fn notice(&self, text: impl Into<String>) {
+        self.emit(UiEvent::Notice { text: text.into() });
+    }
+
+    fn publish(&self) {
+        let mut s = self.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.status = self.status.clone();
+        s.controls = self.controls.clone();
+    }
+
+    fn set_status(&mut self, status: StatusView) {
+        if status != self.status {
+            self.status = status;
+            self.publish();
+            self.emit(UiEvent::Status(self.status.clone()));
+        }
+    }
+
+    fn set_controls(&mut self, f: impl FnOnce(&mut ControlsView)) {
+        f(&mut self.controls);
+        self.publish();
+        self.emit(UiEvent::Controls(self.controls.clone()));
+        self.refresh_status();
+    }
+
+    fn sends_video(&self) -> bool {
+        self.controls.has_camera && self.controls.camera_on && self.controls.quality != QualityChoice::AudioOnly
+    }
+
+    /// Recomputes the status from the call state and the media either way.
+    fn refresh_status(&mut self) {
+        let mut view = StatusView { test_call: self.bot.is_some(), ..StatusView::default() };
+        view.status = match &self.state {
+            CallState::Idle => Status::Idle,
+            CallState::Searching => Status::Searching,
+            CallState::WaitingInRoom { code } => {
+                if !view.test_call {
+                    view.room = Some(code.clone());
+                }
+                Status::Waiting
+            }
+            CallState::Connecting => Status::Connecting,
+            CallState::Connected if !self.sends_video() && !self.peer_video => Status::AudioOnly,
+            CallState::Connected => Status::Connected,
+            CallState::Reconnecting { side } => {
+                view.side = Some(match side {
+                    Side::Local => "you",
+                    Side::Peer => "partner",
+                });
+                Status::Reconnecting
+            }
+            CallState::Ended { reason } => {
+                view.reason = Some(reason.clone());
+                Status::Ended
+            }
+        };
+        self.set_status(view);
+    }
+
+    /// The user's call, created on first use (or again after settings changed).
+    fn call(&mut self) -> Option<Call> {
+        if self.stale {
+            if let Some(old) = self.live.take() {
+                old.call.send(CallCommand::Shutdown);
+            }
+            self.stale = false;
+        }
+        if let Some(l) = &self.live {
+            return Some(l.call.clone());
+        }
+        let s = &self.cfg.settings;
+        let video = self
+            .cfg
+            .overrides
+            .video
+            .clone()
+            .unwrap_or_else(|| VideoSpec::Camera(s.camera.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0)));
+        let audio = self.cfg.overrides.audio.clone().unwrap_or_else(|| AudioSpec::Mic(s.microphone.clone()));
+        let playback =
+            if self.cfg.overrides.mute_playback { Playback::Discard } else { Playback::Speaker(s.speaker.clone()) };
+        let opened = match sources::open(&video, &audio, &playback, Box::new(self.cfg.bridge.remote_sink())) {
+            Ok(o) => o,
+            Err(e) => {
+                self.notice(format!("Cannot open your camera or microphone: {e}"));
+                return None;
+            }
+        };
+        let mut media = opened.media;
+        let has_camera = media.video.is_some();
+        let has_microphone = media.audio.is_some();
+        if let Some((src, paced)) = media.video.take() {
+            media.video = Some((Box::new(PreviewSource::new(src, self.cfg.bridge.clone())), paced));
+        }
+        for n in &opened.notices {
+            self.notice(n.clone());
+        }
+        if !has_camera && !has_microphone {
+            self.notice("No camera and no microphone: you can still see and hear your partner and chat.");
+        }
+        let mut cfg = CallConfig::new(self.cfg.server_url.clone());
+        cfg.client.name = "duet-desktop".into();
+        cfg.client.platform = Some(std::env::consts::OS.into());
+        cfg.bind = self.cfg.bind;
+        cfg.ice_servers = s.ice_servers();
+        cfg.relay_only = s.relay_only;
+        cfg.quality = self.controls.quality.into();
+        info!(server = %cfg.server_url, relay_only = cfg.relay_only, turn_servers = cfg.ice_servers.len(), "starting the call engine");
+        let (call, events) = Call::start(cfg, media);
+        if self.controls.muted {
+            call.send(CallCommand::SetMuted(true));
+        }
+        if !self.controls.camera_on {
+            call.send(CallCommand::SetCamera(false));
+        }
+        self.live = Some(Live { call: call.clone(), events });
+        self.set_controls(|c| {
+            c.has_camera = has_camera;
+            c.has_microphone = has_microphone;
+        });
+        Some(call)
+    }
+
+    fn end_test_call(&mut self) {
+        if let Some(bot) = self.bot.take() {
+            bot.call.send(CallCommand::Shutdown);
+            // The bot's remaining events are not ours to show.
+            tokio::spawn(async move {
+                let mut events = bot.events;
+                while events.recv().await.is_some() {}
+            });
+        }
+    }
+
+    fn command(&mut self, cmd: AppCommand) {
+        match cmd {
+            AppCommand::Start { interests, language } => {
+                self.end_test_call();
+                if let Some(call) = self.call() {
+                    call.send(CallCommand::Call(Command::Start { interests, language }));
+                }
+            }
+            AppCommand::JoinRoom(code) => {
+                self.end_test_call();
+                if let Some(call) = self.call() {
+                    call.send(CallCommand::Call(Command::JoinRoom { code }));
+                }
+            }
+            AppCommand::TestCall => self.test_call(),
+            AppCommand::Next if self.bot.is_some() => self.stop(),
+            AppCommand::Next => self.forward(Command::Next),
+            AppCommand::Stop => self.stop(),
+            AppCommand::SendChat(text) => {
+                if let Some(l) = &self.live {
+                    l.call.send(CallCommand::SendChat(text));
+                }
+            }
+            AppCommand::SetMuted(m) => {
+                if let Some(l) = &self.live {
+                    l.call.send(CallCommand::SetMuted(m));
+                }
+                self.set_controls(|c| c.muted = m);
+            }
+            AppCommand::SetCamera(on) => {
+                if let Some(l) = &self.live {
+                    l.call.send(CallCommand::SetCamera(on));
+                }
+                self.set_controls(|c| c.camera_on = on);
+            }
+            AppCommand::SetQuality(q) => {
+                if let Some(l) = &self.live {
+                    l.call.send(CallCommand::SetQuality(q.into()));
+                }
+                self.set_controls(|c| c.quality = q);
+            }
+            AppCommand::Report(reason) if self.bot.is_none() => self.forward(Command::Report { reason }),
+            AppCommand::Block if self.bot.is_none() => self.forward(Command::Block),
+            AppCommand::Report(_) | AppCommand::Block => self.notice("There is no one to report in a test call."),
+            AppCommand::Reconfigure { settings, server_url } => {
+                let server_changed = server_url != self.cfg.server_url;
+                let media_changed = settings.camera != self.cfg.settings.camera
+                    || settings.microphone != self.cfg.settings.microphone
+                    || settings.speaker != self.cfg.settings.speaker
+                    || settings.turn_servers != self.cfg.settings.turn_servers
+                    || settings.relay_only != self.cfg.settings.relay_only;
+                self.cfg.settings = *settings;
+                self.cfg.server_url = server_url;
+                if self.live.is_some() && (server_changed || media_changed) {
+                    self.stale = true;
+                    if matches!(self.state, CallState::Idle | CallState::Ended { .. }) {
+                        // Nothing to interrupt: reconnect with the new settings now.
+                        let _ = self.call();
+                        self.state = CallState::Idle;
+                        self.refresh_status();
+                    } else {
+                        self.notice("The new settings apply from your next call.");
+                    }
+                }
+            }
+            AppCommand::Quit(_) => {}
+        }
+    }
+
+    fn forward(&mut self, c: Command) {
+        if let Some(l) = &self.live {
+            l.call.send(CallCommand::Call(c));
+        }
+    }
+
+    fn stop(&mut self) {
+        self.forward(Command::Stop);
+        self.end_test_call();
+        self.refresh_status();
+    }
+
+    fn test_call(&mut self) {
+        self.end_test_call();
+        let Some(call) = self.call() else { return };
+        call.send(CallCommand::Call(Command::Stop));
+        let code = format!("test-{:016x}", rand::random::<u64>());
+        let opened =
+            match sources::open(&VideoSpec::None, &AudioSpec::None, &Playback::Discard, Box::new(DiscardVideoSink)) {
+                Ok(o) => o,
+                Err(e) => {
+                    self.notice(format!("The test call cannot start: {e}"));
+                    return;
+                }
+            };
+        let mut cfg = CallConfig::new(self.cfg.server_url.clone());
+        cfg.client.name = "duet-bot".into();
+        cfg.bind = self.cfg.bind;
+        cfg.ice_servers = self.cfg.settings.ice_servers();
+        cfg.echo = true;
+        let (bot, events) = Call::start(cfg, opened.media);
+        bot.send(CallCommand::Call(Command::JoinRoom { code: code.clone() }));
+        self.bot = Some(Live { call: bot, events });
+        info!("test call started");
+        call.send(CallCommand::Call(Command::JoinRoom { code }));
+        self.refresh_status();
+    }
+
+    fn call_event(&mut self, ev: CallEvent) {
+        match ev {
+            CallEvent::State(state) => {
+                if matches!(state, CallState::Ended { .. } | CallState::Idle) {
+                    self.cfg.bridge.clear(Stream::Remote);
+                    self.last_counts = None;
+                    if self.bot.is_some() && matches!(self.state, CallState::Connected | CallState::Reconnecting { .. })
+                    {
+                        self.end_test_call();
+                    }
+                }
+                self.state = state;
+                self.refresh_status();
+            }
+            CallEvent::Matched { room, .. } => {
+                self.peer_video = true;
+                self.emit(UiEvent::Matched { room });
+            }
+            CallEvent::MediaStarted(media) => self.emit(UiEvent::MediaStarted { media }),
+            CallEvent::ChatReceived(text) => self.emit(UiEvent::ChatReceived { text }),
+            CallEvent::ChatSent { id, text } => self.emit(UiEvent::ChatSent { id, text }),
+            CallEvent::ChatDelivered(id) => self.emit(UiEvent::ChatDelivered { id }),
+            CallEvent::PeerVideo(on) => {
+                self.peer_video = on;
+                self.emit(UiEvent::PeerVideo { on });
+                self.refresh_status();
+            }
+            CallEvent::Stats(stats) => {
+                let view = self.stats_view(&stats);
+                self.emit(UiEvent::Stats(view));
+            }
+            CallEvent::Notice(text) => self.notice(text),
+            CallEvent::Finished(_) => {
+                // The engine stopped by itself (e.g. the server stayed unreachable).
+                self.live = None;
+                self.end_test_call();
+                if !matches!(self.state, CallState::Ended { .. }) {
+                    self.state = CallState::Idle;
+                }
+                self.refresh_status();
+            }
+        }
+    }
+
+    fn stats_view(&mut self, s: &CallStats) -> StatsView {
+        let received = s.peer.video_in.packets;
+        let lost = s.peer.video_in.packets_lost;
+        let loss_pct = match self.last_counts.replace((received, lost)) {
+            Some((r0, l0)) => {
+                let got = received.saturating_sub(r0) as f64;
+                let missed = (lost - l0).max(0) as f64;
+                if got + missed > 0.0 { 100.0 * missed / (got + missed) } else { 0.0 }
+            }
+            None => 0.0,
+        };
+        let recv_kbps = s.video_recv_kbps + s.audio_recv_kbps;
+        StatsView {
+            rtt_ms: s.peer.rtt_ms,
+            loss_pct,
+            jitter_ms: s.peer.video_in.jitter_ms,
+            send_kbps: s.video_send_kbps + s.audio_send_kbps,
+            recv_kbps,
+            width: s.recv_width,
+            height: s.recv_height,
+            fps: s.recv_fps,
+            path: path_kind(s.peer.local_candidate.as_deref(), s.peer.remote_candidate.as_deref()),
+            link: link_quality(s.peer.rtt_ms, loss_pct, recv_kbps, self.peer_video),
+            encoder_kbps: s.encoder_kbps,
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        self.end_test_call();
+        if let Some(mut l) = self.live.take() {
+            l.call.send(CallCommand::Shutdown);
+            let finished = async { while !matches!(l.events.recv().await, Some(CallEvent::Finished(_)) | None) {} };
+            let _ = tokio::time::timeout(Duration::from_millis(1500), finished).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_quality_grades() {
+        assert_eq!(link_quality(Some(20.0), 0.0, 1500.0, true), "good");
+        assert_eq!(link_quality(Some(200.0), 0.0, 1500.0, true), "fair");
+        assert_eq!(link_quality(Some(20.0), 2.0, 1500.0, true), "fair");
+        assert_eq!(link_quality(Some(20.0), 8.0, 1500.0, true), "poor");
+        assert_eq!(link_quality(Some(500.0), 0.0, 1500.0, true), "poor");
+        assert_eq!(link_quality(Some(20.0), 0.0, 50.0, true), "poor");
+        // Audio only: a low bitrate is expected, not a problem.
+        assert_eq!(link_quality(Some(20.0), 0.0, 40.0, false), "good");
+        assert_eq!(link_quality(None, 0.0, 1500.0, true), "good");
+    }
+
+    #[test]
+    fn path_kinds() {
+        assert_eq!(path_kind(None, None), "unknown");
+        assert_eq!(path_kind(Some("host"), Some("prflx")), "direct");
+        assert_eq!(path_kind(Some("relay"), Some("host")), "relayed");
+        assert_eq!(path_kind(Some("srflx"), Some("relay")), "relayed");
+    }
+}

@@ -1,0 +1,106 @@
+//! What the commands share: the engine handle, the video bridge, the settings store and the
+//! server in use (the embedded one or the user's).
+
+use std::sync::{Mutex, MutexGuard};
+
+use tauri::Runtime;
+
+use crate::embedded::{self, Embedded};
+use crate::engine::{AppCommand, Engine};
+use crate::settings::{Settings, SettingsError, SettingsStore, SettingsUpdate, SettingsView};
+use crate::video_bridge::VideoBridge;
+
+/// The server a call uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInUse {
+    /// `ws://…/ws`.
+    pub url: String,
+    /// The built-in one.
+    pub embedded: bool,
+}
+
+/// Shared app state (Tauri managed state).
+pub struct AppState<R: Runtime> {
+    /// The engine.
+    pub engine: Engine,
+    /// Video to the page.
+    pub bridge: VideoBridge,
+    settings: Mutex<SettingsStore<R>>,
+    embedded: tokio::sync::Mutex<Option<Embedded>>,
+    server: Mutex<ServerInUse>,
+    notices: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Resolves the server for `settings`: theirs, or the embedded one (started if needed).
+pub async fn resolve_server(
+    settings: &Settings,
+    embedded: &mut Option<Embedded>,
+) -> Result<ServerInUse, embedded::EmbeddedError> {
+    if !settings.server_url.is_empty() {
+        return Ok(ServerInUse { url: settings.server_url.clone(), embedded: false });
+    }
+    if embedded.is_none() {
+        *embedded = Some(embedded::start(embedded::configured_addr()?).await?);
+    }
+    let url = embedded.as_ref().map(Embedded::url).unwrap_or_default();
+    Ok(ServerInUse { url, embedded: true })
+}
+
+impl<R: Runtime> AppState<R> {
+    /// Puts the parts together.
+    pub fn new(
+        engine: Engine,
+        bridge: VideoBridge,
+        settings: SettingsStore<R>,
+        embedded: Option<Embedded>,
+        server: ServerInUse,
+        notices: Vec<String>,
+    ) -> Self {
+        Self {
+            engine,
+            bridge,
+            settings: Mutex::new(settings),
+            embedded: tokio::sync::Mutex::new(embedded),
+            server: Mutex::new(server),
+            notices: Mutex::new(notices),
+        }
+    }
+
+    /// A copy of the settings.
+    pub fn settings(&self) -> Settings {
+        lock(&self.settings).get().clone()
+    }
+
+    /// The server in use: URL and whether it is the embedded one.
+    pub fn server(&self) -> (String, bool) {
+        let s = lock(&self.server);
+        (s.url.clone(), s.embedded)
+    }
+
+    /// Start-up notices, once.
+    pub fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.notices))
+    }
+
+    /// Validates and saves an update from the page, then reconfigures the engine. Nothing is
+    /// saved if the update is invalid or its server cannot be used.
+    pub async fn save_settings(&self, update: SettingsUpdate) -> Result<SettingsView, SettingsError> {
+        let next = lock(&self.settings).get().updated(update)?;
+        let server = {
+            let mut embedded = self.embedded.lock().await;
+            resolve_server(&next, &mut embedded)
+                .await
+                .map_err(|e| SettingsError::Invalid { field: "Server URL".into(), message: e.to_string() })?
+        };
+        lock(&self.settings).save(next.clone())?;
+        tracing::info!(server = %server.url, embedded = server.embedded, turn_servers = next.turn_servers.len(), "settings saved");
+        let view = next.view();
+        self.engine.send(AppCommand::Reconfigure { settings: Box::new(next), server_url: server.url.clone() });
+        *lock(&self.server) = server;
+        Ok(view)
+    }
+}

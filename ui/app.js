@@ -1,0 +1,324 @@
+// The Duet window: matching, call controls, chat, status, stats and settings. All logic lives
+// in the Rust engine; this page sends commands and shows events.
+import { VideoView } from './video.js';
+
+const { invoke, Channel } = window.__TAURI__.core;
+const { listen } = window.__TAURI__.event;
+
+const $ = (id) => document.getElementById(id);
+
+const STATUS_TEXT = {
+  idle: 'Ready',
+  searching: 'Looking for someone…',
+  waiting: 'Waiting for your friend…',
+  connecting: 'Connecting…',
+  connected: 'Connected',
+  reconnecting: 'Reconnecting…',
+  audio_only: 'Audio only',
+  ended: 'Call ended',
+};
+
+const state = {
+  status: { status: 'idle' },
+  controls: { muted: false, camera_on: true, quality: 'auto', has_camera: false, has_microphone: false },
+  lastEsc: 0,
+  settings: null,
+};
+
+const remote = new VideoView($('remote-video'), 'remote', invoke, Channel);
+const local = new VideoView($('local-video'), 'local', invoke, Channel);
+
+function notice(text, kind = 'info') {
+  const el = document.createElement('div');
+  el.className = `notice ${kind}`;
+  el.textContent = text;
+  $('notices').append(el);
+  setTimeout(() => el.remove(), 8000);
+}
+
+async function call(cmd, args = {}) {
+  try {
+    return await invoke(cmd, args);
+  } catch (e) {
+    notice(String(e), 'error');
+    throw e;
+  }
+}
+
+function inCall(s) {
+  return ['connecting', 'connected', 'reconnecting', 'audio_only'].includes(s);
+}
+
+function showStatus(view) {
+  state.status = view;
+  const s = view.status;
+  const pill = $('status');
+  pill.dataset.status = s;
+  pill.dataset.testCall = view.test_call ? 'true' : 'false';
+  let text = STATUS_TEXT[s] || s;
+  if (s === 'reconnecting') text = view.side === 'partner' ? 'Your partner is reconnecting…' : 'Reconnecting your connection…';
+  if (s === 'waiting' && view.room) text = `Waiting in room ${view.room}…`;
+  if (view.test_call && s !== 'ended' && s !== 'idle') text = `Test call: ${text}`;
+  pill.textContent = text;
+
+  const overlay = $('overlay');
+  const busy = s !== 'idle';
+  const showVideo = s === 'connected' || s === 'reconnecting';
+  overlay.hidden = showVideo;
+  $('overlay-text').textContent = {
+    idle: 'Press Start to meet someone new, join a friend with a room code, or make a test call.',
+    searching: 'Looking for someone to talk to…',
+    waiting: view.room ? `Waiting for your friend in room ${view.room}…` : 'Waiting for the echo bot…',
+    connecting: 'Connecting…',
+    audio_only: 'Audio only: no video either way.',
+    ended: '',
+  }[s] ?? '';
+  $('ended').hidden = s !== 'ended';
+  $('ended-reason').textContent = view.reason ? `The call ended: ${view.reason}.` : 'The call ended.';
+  $('btn-start').disabled = busy && s !== 'ended';
+  $('btn-next').disabled = !busy || s === 'ended';
+  $('btn-stop').disabled = !busy || s === 'ended';
+  const chatting = inCall(s);
+  $('chat-input').disabled = !chatting;
+  $('btn-send').disabled = !chatting;
+  $('btn-report').disabled = !chatting || view.test_call;
+  $('btn-block').disabled = !chatting || view.test_call;
+  if (!inCall(s)) {
+    remote.clear();
+    $('link').dataset.link = '';
+    $('link').textContent = '';
+  }
+}
+
+function showControls(c) {
+  state.controls = c;
+  const mute = $('btn-mute');
+  mute.setAttribute('aria-pressed', String(c.muted));
+  mute.textContent = c.muted ? 'Unmute' : 'Mute';
+  mute.title = c.has_microphone ? 'Ctrl+D' : 'No microphone: your partner cannot hear you';
+  const cam = $('btn-camera');
+  cam.setAttribute('aria-pressed', String(c.camera_on));
+  cam.textContent = c.camera_on ? 'Camera on' : 'Camera off';
+  $('quality').value = c.quality;
+  $('local-video').hidden = !c.camera_on || c.quality === 'audio_only';
+}
+
+function showStats(s) {
+  const link = $('link');
+  link.dataset.link = s.link;
+  link.textContent = { good: '●●● good', fair: '●●○ fair', poor: '●○○ poor' }[s.link] || '';
+  const fmt = (v, unit, digits = 0) => (v === null || v === undefined ? '–' : `${Number(v).toFixed(digits)} ${unit}`);
+  $('st-path').textContent = s.path;
+  $('st-rtt').textContent = fmt(s.rtt_ms, 'ms', 1);
+  $('st-loss').textContent = fmt(s.loss_pct, '%', 1);
+  $('st-jitter').textContent = fmt(s.jitter_ms, 'ms', 1);
+  $('st-bitrate').textContent = `${Math.round(s.recv_kbps)} / ${Math.round(s.send_kbps)} kb/s`;
+  $('st-res').textContent = s.width ? `${s.width}×${s.height}` : '–';
+  $('st-fps').textContent = fmt(s.fps, 'fps');
+  $('st-page-fps').textContent = `${$('remote-video').dataset.fps} fps`;
+}
+
+function addChat(text, who, id) {
+  const li = document.createElement('li');
+  li.className = who;
+  li.textContent = text;
+  if (id !== undefined) li.dataset.id = String(id);
+  $('chat-log').append(li);
+  li.scrollIntoView({ block: 'end' });
+}
+
+function onEvent(ev) {
+  switch (ev.kind) {
+    case 'status': showStatus(ev); break;
+    case 'controls': showControls(ev); break;
+    case 'matched': $('chat-log').replaceChildren(); addChat(state.status.test_call ? 'Test call: you should see and hear yourself.' : 'You are now talking with a stranger. Say hi!', 'system'); break;
+    case 'chat_received': addChat(ev.text, 'them'); break;
+    case 'chat_sent': addChat(ev.text, 'me pending', ev.id); break;
+    case 'chat_delivered': {
+      const li = document.querySelector(`#chat-log li.me[data-id="${ev.id}"]`);
+      if (li) li.classList.replace('pending', 'delivered');
+      break;
+    }
+    case 'peer_video': if (!ev.on) addChat('Your partner turned their camera off.', 'system'); break;
+    case 'stats': showStats(ev); break;
+    case 'notice': notice(ev.text); break;
+    default: break;
+  }
+}
+
+function profile() {
+  const interests = $('interests').value.split(',').map((s) => s.trim()).filter(Boolean);
+  const language = $('language').value.trim() || null;
+  return { interests, language };
+}
+
+async function start() {
+  await call('start', profile());
+}
+
+function next() {
+  if (state.status.status !== 'idle') call('next');
+}
+
+// ---------- settings ----------
+
+function turnRow(t = { url: '', username: '', has_credential: false }) {
+  const row = $('turn-row').content.firstElementChild.cloneNode(true);
+  row.querySelector('.turn-url').value = t.url;
+  row.querySelector('.turn-user').value = t.username;
+  const cred = row.querySelector('.turn-cred');
+  if (t.has_credential) {
+    cred.placeholder = 'Saved (leave empty to keep)';
+    row.dataset.saved = 'true';
+  }
+  row.querySelector('.turn-remove').addEventListener('click', () => row.remove());
+  $('turn-list').append(row);
+}
+
+function fillSelect(select, devices, chosen, defaultLabel) {
+  select.replaceChildren();
+  const def = document.createElement('option');
+  def.value = '';
+  def.textContent = defaultLabel;
+  select.append(def);
+  for (const d of devices) {
+    const o = document.createElement('option');
+    o.value = d.id;
+    o.textContent = d.name + (d.is_default ? ' (default)' : '');
+    select.append(o);
+  }
+  if (chosen && ![...select.options].some((o) => o.value === chosen)) {
+    const o = document.createElement('option');
+    o.value = chosen;
+    o.textContent = `${chosen} (not connected)`;
+    select.append(o);
+  }
+  select.value = chosen || '';
+}
+
+async function openSettings() {
+  const s = await call('get_settings');
+  state.settings = s;
+  $('set-server').value = s.server_url;
+  $('turn-list').replaceChildren();
+  s.turn_servers.forEach(turnRow);
+  $('set-relay-only').checked = s.relay_only;
+  $('set-quality').value = s.quality;
+  $('set-start-minimised').checked = s.start_minimised;
+  $('set-close-to-tray').checked = s.close_to_tray;
+  $('settings-error').hidden = true;
+  $('settings-ok').hidden = true;
+  const devices = await call('list_devices');
+  fillSelect($('set-camera'), devices.cameras, s.camera, devices.cameras.length ? 'First camera' : 'No camera found');
+  fillSelect($('set-microphone'), devices.microphones, s.microphone, devices.microphones.length ? 'Default microphone' : 'No microphone found');
+  fillSelect($('set-speaker'), devices.speakers, s.speaker, devices.speakers.length ? 'Default speaker' : 'No speaker found');
+  $('device-notes').textContent = devices.notes.join(' ');
+  $('settings').showModal();
+}
+
+async function saveSettings() {
+  const rows = [...document.querySelectorAll('#turn-list .turn-row')];
+  const update = {
+    server_url: $('set-server').value,
+    turn_servers: rows.map((r) => {
+      const cred = r.querySelector('.turn-cred').value;
+      return {
+        url: r.querySelector('.turn-url').value,
+        username: r.querySelector('.turn-user').value,
+        credential: cred === '' && r.dataset.saved === 'true' ? null : cred,
+      };
+    }),
+    relay_only: $('set-relay-only').checked,
+    camera: $('set-camera').value || null,
+    microphone: $('set-microphone').value || null,
+    speaker: $('set-speaker').value || null,
+    start_minimised: $('set-start-minimised').checked,
+    close_to_tray: $('set-close-to-tray').checked,
+    quality: $('set-quality').value,
+    interests: state.settings ? state.settings.interests : [],
+    language: state.settings ? state.settings.language : null,
+  };
+  try {
+    const saved = await invoke('save_settings', { update });
+    state.settings = saved;
+    $('settings-error').hidden = true;
+    $('settings-ok').hidden = false;
+    $('turn-list').replaceChildren();
+    saved.turn_servers.forEach(turnRow);
+    refreshServer();
+  } catch (e) {
+    $('settings-ok').hidden = true;
+    $('settings-error').textContent = String(e);
+    $('settings-error').hidden = false;
+  }
+}
+
+async function refreshServer() {
+  const info = await invoke('get_state');
+  $('server').textContent = info.embedded ? 'built-in server' : info.server_url;
+  return info;
+}
+
+// ---------- wiring ----------
+
+$('btn-start').addEventListener('click', start);
+$('btn-again').addEventListener('click', start);
+$('btn-next').addEventListener('click', next);
+$('btn-stop').addEventListener('click', () => call('stop'));
+$('btn-test').addEventListener('click', () => call('test_call'));
+$('btn-join').addEventListener('click', () => call('join_room', { code: $('room-code').value }));
+$('btn-mute').addEventListener('click', () => call('set_muted', { muted: !state.controls.muted }));
+$('btn-camera').addEventListener('click', () => call('set_camera', { on: !state.controls.camera_on }));
+$('quality').addEventListener('change', (e) => call('set_quality', { quality: e.target.value }));
+$('btn-report').addEventListener('click', () => {
+  const reason = window.prompt('Why are you reporting this person?', '') ?? null;
+  if (reason !== null) call('report', { reason }).then(() => notice('Thank you. The report was sent.'));
+});
+$('btn-block').addEventListener('click', () => call('block').then(() => notice('Blocked. You will not be matched with this person again.')));
+$('chat-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const input = $('chat-input');
+  const text = input.value;
+  if (!text.trim()) return;
+  call('send_chat', { text }).then(() => { input.value = ''; }).catch(() => {});
+});
+$('btn-stats').addEventListener('click', () => {
+  const on = $('stats').hidden;
+  $('stats').hidden = !on;
+  $('btn-stats').setAttribute('aria-pressed', String(on));
+});
+$('btn-settings').addEventListener('click', openSettings);
+$('btn-add-turn').addEventListener('click', () => turnRow());
+$('btn-save-settings').addEventListener('click', saveSettings);
+$('btn-cancel-settings').addEventListener('click', () => $('settings').close());
+
+document.addEventListener('keydown', (e) => {
+  if (e.ctrlKey && (e.key === 'd' || e.key === 'D')) {
+    e.preventDefault();
+    call('set_muted', { muted: !state.controls.muted });
+  } else if (e.ctrlKey && (e.key === 'e' || e.key === 'E')) {
+    e.preventDefault();
+    call('set_camera', { on: !state.controls.camera_on });
+  } else if (e.key === 'Escape' && !$('settings').open) {
+    const now = Date.now();
+    if (now - state.lastEsc < 1000) {
+      state.lastEsc = 0;
+      next();
+    } else {
+      state.lastEsc = now;
+    }
+  }
+});
+
+async function init() {
+  await listen('duet', (e) => onEvent(e.payload));
+  await remote.attach();
+  await local.attach();
+  const info = await refreshServer();
+  showStatus(info.status);
+  showControls(info.controls);
+  info.notices.forEach((n) => notice(n, 'warn'));
+  document.body.dataset.ready = 'true';
+}
+
+init().catch((e) => notice(`Duet could not start its window: ${e}`, 'error'));
