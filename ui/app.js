@@ -74,7 +74,8 @@ function showStatus(view) {
     ended: '',
   }[s] ?? '';
   $('ended').hidden = s !== 'ended';
-  $('ended-reason').textContent = view.reason ? `The call ended: ${view.reason}.` : 'The call ended.';
+  const reason = (view.reason || '').replace(/\.+$/, '');
+  $('ended-reason').textContent = reason ? `The call ended: ${reason}.` : 'The call ended.';
   $('btn-start').disabled = busy && s !== 'ended';
   $('btn-next').disabled = !busy || s === 'ended';
   $('btn-stop').disabled = !busy || s === 'ended';
@@ -99,6 +100,10 @@ function showControls(c) {
   const cam = $('btn-camera');
   cam.setAttribute('aria-pressed', String(c.camera_on));
   cam.textContent = c.camera_on ? 'Camera on' : 'Camera off';
+  // Before the first call no device is open yet; afterwards say what is missing.
+  const opened = c.has_camera || c.has_microphone || state.status.status !== 'idle';
+  if (opened && !c.has_camera) cam.textContent = 'No camera';
+  if (opened && !c.has_microphone) mute.textContent = 'No microphone';
   $('quality').value = c.quality;
   $('local-video').hidden = !c.camera_on || c.quality === 'audio_only';
 }

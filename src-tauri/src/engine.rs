@@ -311,6 +311,17 @@ struct Task {
     controls: ControlsView,
     peer_video: bool,
     last_counts: Option<(u64, i64)>,
+    /// The last Start/Join/Test request, until the call reacts to it. If the call engine
+    /// stops first (its server was unreachable), the request is retried once on a new one.
+    unanswered: Option<Request>,
+}
+
+/// A request that starts something.
+#[derive(Debug, Clone)]
+enum Request {
+    Start { interests: Vec<String>, language: Option<String> },
+    Room(String),
+    Test,
 }
 
 async fn next_event(live: &mut Option<Live>) -> Option<CallEvent> {
@@ -335,6 +346,7 @@ impl Task {
             controls,
             peer_video: true,
             last_counts: None,
+            unanswered: None,
         }
     }
 
@@ -505,19 +517,9 @@ impl Task {
 
     fn command(&mut self, cmd: AppCommand) {
         match cmd {
-            AppCommand::Start { interests, language } => {
-                self.end_test_call();
-                if let Some(call) = self.call() {
-                    call.send(CallCommand::Call(Command::Start { interests, language }));
-                }
-            }
-            AppCommand::JoinRoom(code) => {
-                self.end_test_call();
-                if let Some(call) = self.call() {
-                    call.send(CallCommand::Call(Command::JoinRoom { code }));
-                }
-            }
-            AppCommand::TestCall => self.test_call(),
+            AppCommand::Start { interests, language } => self.request(Request::Start { interests, language }),
+            AppCommand::JoinRoom(code) => self.request(Request::Room(code)),
+            AppCommand::TestCall => self.request(Request::Test),
             AppCommand::Next if self.bot.is_some() => self.stop(),
             AppCommand::Next => self.forward(Command::Next),
             AppCommand::Stop => self.stop(),
@@ -584,6 +586,25 @@ impl Task {
         self.refresh_status();
     }
 
+    fn request(&mut self, request: Request) {
+        self.unanswered = Some(request.clone());
+        match request {
+            Request::Start { interests, language } => {
+                self.end_test_call();
+                if let Some(call) = self.call() {
+                    call.send(CallCommand::Call(Command::Start { interests, language }));
+                }
+            }
+            Request::Room(code) => {
+                self.end_test_call();
+                if let Some(call) = self.call() {
+                    call.send(CallCommand::Call(Command::JoinRoom { code }));
+                }
+            }
+            Request::Test => self.test_call(),
+        }
+    }
+
     fn test_call(&mut self) {
         self.end_test_call();
         let Some(call) = self.call() else { return };
@@ -613,6 +634,9 @@ impl Task {
     fn call_event(&mut self, ev: CallEvent) {
         match ev {
             CallEvent::State(state) => {
+                if !matches!(state, CallState::Idle | CallState::Ended { .. }) {
+                    self.unanswered = None;
+                }
                 if matches!(state, CallState::Ended { .. } | CallState::Idle) {
                     self.cfg.bridge.clear(Stream::Remote);
                     self.last_counts = None;
@@ -641,11 +665,21 @@ impl Task {
                 let view = self.stats_view(&stats);
                 self.emit(UiEvent::Stats(view));
             }
-            CallEvent::Notice(text) => self.notice(text),
+            CallEvent::Notice(text) => {
+                // The call answered the last request, if only with a problem.
+                self.unanswered = None;
+                self.notice(text);
+            }
             CallEvent::Finished(_) => {
                 // The engine stopped by itself (e.g. the server stayed unreachable).
                 self.live = None;
                 self.end_test_call();
+                if let Some(request) = self.unanswered.take() {
+                    // Asked for while the old engine was already stopping: once more, afresh.
+                    self.request(request);
+                    self.unanswered = None;
+                    return;
+                }
                 if !matches!(self.state, CallState::Ended { .. }) {
                     self.state = CallState::Idle;
                 }
@@ -694,6 +728,125 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::video_bridge::{FrameOut, StreamCounters};
+    use std::time::Instant;
+
+    /// Records what the page would be told.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<UiEvent>>);
+
+    impl UiSink for Recorder {
+        fn emit(&self, event: UiEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    impl Recorder {
+        fn has(&self, f: impl Fn(&UiEvent) -> bool) -> bool {
+            self.0.lock().unwrap().iter().any(f)
+        }
+    }
+
+    /// A page that draws every frame at once.
+    struct Page(VideoBridge, Stream);
+
+    impl FrameOut for Page {
+        fn deliver(&self, _packet: Vec<u8>) -> bool {
+            let (bridge, stream) = (self.0.clone(), self.1);
+            std::thread::spawn(move || bridge.ack(stream));
+            true
+        }
+    }
+
+    async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn engine(server_url: String, video: Option<VideoSpec>) -> (Engine, Arc<Recorder>, VideoBridge) {
+        let bridge = VideoBridge::new();
+        bridge.attach(Stream::Remote, Arc::new(Page(bridge.clone(), Stream::Remote)));
+        bridge.attach(Stream::Local, Arc::new(Page(bridge.clone(), Stream::Local)));
+        let ui = Arc::new(Recorder::default());
+        let cfg = EngineConfig {
+            settings: Settings::default(),
+            server_url,
+            overrides: MediaOverrides {
+                video: Some(video.unwrap_or(VideoSpec::Synthetic { width: 320, height: 180, fps: 30 })),
+                audio: Some(AudioSpec::Tone),
+                mute_playback: true,
+            },
+            bind: "127.0.0.1:0".parse().unwrap(),
+            bridge: bridge.clone(),
+        };
+        (Engine::start(cfg, ui.clone()), ui, bridge)
+    }
+
+    fn status(e: &Engine) -> Status {
+        e.snapshot().status.status
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_test_call_echoes_our_video_back_to_the_page() {
+        let server = crate::embedded::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (e, ui, bridge) = engine(server.url(), None);
+        e.send(AppCommand::TestCall);
+        wait_for("connected", 15, || status(&e) == Status::Connected).await;
+        assert!(e.snapshot().status.test_call);
+        wait_for("echoed frames", 10, || bridge.counters(Stream::Remote).sent >= 20).await;
+        assert!(bridge.counters(Stream::Local).sent >= 20, "the preview reaches the page too");
+        wait_for("stats", 5, || ui.has(|ev| matches!(ev, UiEvent::Stats(s) if s.path == "direct"))).await;
+        // Quality Low is wired to the engine: the echo comes back at 320x180 or less.
+        e.send(AppCommand::SetQuality(QualityChoice::AudioOnly));
+        wait_for("audio-only status", 10, || status(&e) == Status::Connected || status(&e) == Status::AudioOnly).await;
+        e.send(AppCommand::SetMuted(true));
+        wait_for("muted control", 5, || e.snapshot().controls.muted).await;
+        e.send(AppCommand::Next);
+        wait_for("the test call to end", 10, || matches!(status(&e), Status::Idle | Status::Ended)).await;
+        assert!(!e.snapshot().status.test_call);
+        e.quit().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_apps_match_and_chat_through_the_embedded_server() {
+        let server = crate::embedded::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (a, ui_a, bridge_a) = engine(server.url(), None);
+        // The second app has no camera: it still gets the call, receive-only, and is told so.
+        let (b, ui_b, _) = engine(server.url(), Some(VideoSpec::Camera(97)));
+        a.send(AppCommand::Start { interests: vec![], language: None });
+        b.send(AppCommand::Start { interests: vec![], language: None });
+        wait_for("both connected", 15, || status(&a) == Status::Connected && status(&b) == Status::Connected).await;
+        assert!(ui_b.has(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("receive-only"))));
+        assert!(!b.snapshot().controls.has_camera);
+        b.send(AppCommand::SendChat("hello from b".into()));
+        wait_for("chat", 10, || ui_a.has(|ev| matches!(ev, UiEvent::ChatReceived { text } if text == "hello from b"))).await;
+        wait_for("delivery", 10, || ui_b.has(|ev| matches!(ev, UiEvent::ChatDelivered { id: 1 }))).await;
+        assert_eq!(bridge_a.counters(Stream::Remote), StreamCounters::default(), "b sends no video");
+        a.send(AppCommand::Stop);
+        wait_for("b sees the end", 10, || status(&b) == Status::Ended).await;
+        a.quit().await;
+        b.quit().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_server_is_reported_and_nothing_hangs() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (e, ui, _) = engine(format!("ws://127.0.0.1:{port}/ws"), None);
+        e.send(AppCommand::Start { interests: vec![], language: None });
+        wait_for("the notice", 10, || ui.has(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("cannot reach")))).await;
+        wait_for("the call to end", 5, || matches!(status(&e), Status::Idle | Status::Ended)).await;
+        assert!(e.snapshot().status.reason.is_none_or(|r| r.contains("reach")));
+        // The app can try again.
+        e.send(AppCommand::Start { interests: vec![], language: None });
+        wait_for("a second notice", 10, || {
+            ui.0.lock().unwrap().iter().filter(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("cannot reach"))).count() >= 2
+        })
+        .await;
+        e.quit().await;
+    }
 
     #[test]
     fn link_quality_grades() {

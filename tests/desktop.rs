@@ -1,0 +1,170 @@
+//! The real desktop window, end to end: Xvfb, `tauri-driver` + WebKitWebDriver driving the
+//! built `duet-app` with synthetic camera and microphone, on its embedded server.
+//!
+//! - A test call with the echo bot shows moving video, switches quality, mutes (button and
+//!   Ctrl+D), turns the camera off (Ctrl+E), ends with Esc Esc; settings save a TURN server
+//!   (owner-only file, credential never shown) and refuse an invalid one without losing
+//!   anything; a damaged settings file is moved aside with a visible notice. A screenshot of
+//!   the call screen is saved in `test-artifacts/`.
+//! - Two app instances match with each other through one embedded server and chat; the one
+//!   without a camera says so and still gets the call.
+
+mod support;
+
+use std::sync::Mutex;
+
+use support::{Display, Driver, Session, artifacts_dir, free_port};
+
+/// One window test at a time: each runs WebKit and media on a 2-core machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn media_env(config: &std::path::Path, embedded_port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("DUET_CONFIG_DIR", config.display().to_string()),
+        ("DUET_EMBEDDED_ADDR", format!("127.0.0.1:{embedded_port}")),
+        ("DUET_BIND", "127.0.0.1:0".into()),
+        ("DUET_NO_PLAYBACK", "1".into()),
+        ("DUET_AUDIO", "tone".into()),
+    ]
+}
+
+fn frames(s: &Session, id: &str) -> u64 {
+    s.data(id, "frames").parse().unwrap_or(0)
+}
+
+#[test]
+fn the_window_makes_a_test_call_and_keeps_settings_safe() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let display = Display::start();
+    let config = tempfile::tempdir().unwrap();
+    let settings_path = config.path().join("settings.json");
+    std::fs::write(&settings_path, b"{\"server_url\": \"wss://half-written").unwrap();
+    let mut env = media_env(config.path(), free_port());
+    env.push(("DUET_VIDEO", "synthetic:640x360@30".into()));
+    let driver = Driver::start(&display, &env);
+    let s = Session::new(&driver);
+
+    // The damaged file was kept aside and the user told.
+    s.wait("the damaged-settings notice", 10, "return document.getElementById('notices').textContent.includes('damaged')");
+    let aside: Vec<_> = std::fs::read_dir(config.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("settings.json.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(std::fs::read(aside[0].path()).unwrap(), b"{\"server_url\": \"wss://half-written");
+    assert_eq!(s.text("#server"), "built-in server");
+
+    // Test call: our own video comes back from the echo bot and keeps moving.
+    s.click("#btn-test");
+    s.wait("the test call to connect", 20, "return document.getElementById('status').dataset.status === 'connected'");
+    assert_eq!(s.data("status", "testCall"), "true");
+    s.wait("echoed video", 10, "return Number(document.getElementById('remote-video').dataset.frames) > 30");
+    let (f1, h1) = (frames(&s, "remote-video"), s.data("remote-video", "hash"));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (f2, h2) = (frames(&s, "remote-video"), s.data("remote-video", "hash"));
+    assert!(f2 >= f1 + 20, "remote video is not updating: {f1} -> {f2} frames in 2 s");
+    assert_ne!(h1, h2, "the remote picture does not change");
+    assert!(frames(&s, "local-video") > 30, "the local preview is not drawn");
+    assert_eq!(s.data("remote-video", "width"), "640");
+
+    // The stats overlay shows a direct path, then a screenshot of the call screen.
+    s.click("#btn-stats");
+    s.wait("stats", 10, "return document.getElementById('st-path').textContent === 'direct'");
+    display.screenshot(&artifacts_dir().join("desktop-call.png"));
+
+    // Quality Low reaches the engine: the echoed video shrinks to 320x180.
+    s.click("#quality option[value=low]");
+    s.wait("low-quality video", 15, "return Number(document.getElementById('remote-video').dataset.width) <= 320");
+
+    // Mute with the button, unmute with Ctrl+D; the state comes back from the engine.
+    s.click("#btn-mute");
+    s.wait("muted", 5, "return document.getElementById('btn-mute').getAttribute('aria-pressed') === 'true'");
+    s.type_text("#chat-input", "\u{E009}d\u{E000}");
+    s.wait("unmuted", 5, "return document.getElementById('btn-mute').getAttribute('aria-pressed') === 'false'");
+    // Ctrl+E turns the camera off: the preview goes away.
+    s.type_text("#chat-input", "\u{E009}e\u{E000}");
+    s.wait("camera off", 5, "return document.getElementById('btn-camera').getAttribute('aria-pressed') === 'false' && document.getElementById('local-video').hidden");
+
+    // Esc twice: next, which ends a test call.
+    s.type_text("#chat-input", "\u{E00C}\u{E00C}");
+    s.wait("the test call to end", 10, "return ['idle', 'ended'].includes(document.getElementById('status').dataset.status)");
+
+    // Settings: save a TURN server.
+    s.click("#btn-settings");
+    s.wait("the settings dialog", 5, "return document.getElementById('settings').open");
+    s.click("#btn-add-turn");
+    s.fill("#turn-list .turn-row:last-child .turn-url", "turn:127.0.0.1:3478?transport=udp");
+    s.fill("#turn-list .turn-row:last-child .turn-user", "alice");
+    s.fill("#turn-list .turn-row:last-child .turn-cred", "s3cret-turn-pass");
+    s.click("#btn-save-settings");
+    s.wait("saved", 10, "return !document.getElementById('settings-ok').hidden");
+    let saved = std::fs::read_to_string(&settings_path).unwrap();
+    assert!(saved.contains("turn:127.0.0.1:3478?transport=udp") && saved.contains("s3cret-turn-pass"), "{saved}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&settings_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "settings.json must be owner-only");
+    }
+    // The page shows that a credential is saved, never the credential.
+    assert_eq!(s.exec("return document.querySelector('#turn-list .turn-row .turn-cred').value"), "");
+    assert!(!s.exec("return document.documentElement.outerHTML").to_string().contains("s3cret"));
+    assert_eq!(
+        s.exec("return document.querySelector('#turn-list .turn-row .turn-cred').placeholder"),
+        "Saved (leave empty to keep)"
+    );
+
+    // An invalid TURN server is refused with a message; nothing on disk changes.
+    s.click("#btn-add-turn");
+    s.fill("#turn-list .turn-row:last-child .turn-url", "http://turn.example.org");
+    s.fill("#turn-list .turn-row:last-child .turn-user", "bob");
+    s.fill("#turn-list .turn-row:last-child .turn-cred", "pw");
+    s.click("#btn-save-settings");
+    s.wait("the error", 10, "return !document.getElementById('settings-error').hidden");
+    let error = s.text("#settings-error");
+    assert!(error.contains("TURN server 2") && error.contains("turn:"), "{error}");
+    assert_eq!(std::fs::read_to_string(&settings_path).unwrap(), saved, "a refused save changed the file");
+    // Saving again without the bad row works and keeps the saved credential.
+    s.click("#turn-list .turn-row:last-child .turn-remove");
+    s.click("#btn-save-settings");
+    s.wait("saved again", 10, "return document.getElementById('settings-error').hidden && !document.getElementById('settings-ok').hidden");
+    assert!(std::fs::read_to_string(&settings_path).unwrap().contains("s3cret-turn-pass"));
+}
+
+#[test]
+fn two_windows_match_each_other_through_the_embedded_server() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let display = Display::start();
+    let port = free_port();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut env_a = media_env(dir_a.path(), port);
+    env_a.push(("DUET_VIDEO", "synthetic:640x360@30".into()));
+    let driver_a = Driver::start(&display, &env_a);
+    let a = Session::new(&driver_a);
+    // B has no camera (none on this machine): it says so and still takes part.
+    let driver_b = Driver::start(&display, &media_env(dir_b.path(), port));
+    let b = Session::new(&driver_b);
+    assert_eq!(a.text("#server"), "built-in server");
+    assert_eq!(b.text("#server"), "built-in server");
+
+    a.click("#btn-start");
+    a.wait("A searching", 10, "return document.getElementById('status').dataset.status === 'searching'");
+    b.click("#btn-start");
+    for (name, s) in [("A", &a), ("B", &b)] {
+        s.wait(&format!("{name} connected"), 20, "return document.getElementById('status').dataset.status === 'connected'");
+    }
+    b.wait("the no-camera notice", 10, "return document.getElementById('notices').textContent.includes('receive-only')");
+    b.wait("A's video at B", 10, "return Number(document.getElementById('remote-video').dataset.frames) > 30");
+    assert_eq!(a.data("status", "testCall"), "false");
+
+    b.fill("#chat-input", "hello from the second window");
+    b.click("#btn-send");
+    a.wait("the chat at A", 10, "return document.getElementById('chat-log').textContent.includes('hello from the second window')");
+    b.wait("delivery at B", 10, "return document.querySelector('#chat-log li.me.delivered') !== null");
+
+    a.click("#btn-stop");
+    b.wait("B sees the end", 10, "return document.getElementById('status').dataset.status === 'ended'");
+    assert!(b.text("#ended-reason").starts_with("The call ended"));
+    display.screenshot(&artifacts_dir().join("desktop-two-windows.png"));
+}
