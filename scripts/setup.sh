@@ -3,12 +3,15 @@
 # Debian/Ubuntu machine (as root) and points cargo at one shared target directory.
 # Sourced, not executed.
 
-# Debian packages the build and the tests need (more arrive with the media and desktop crates).
+# Debian packages the build and the app need: codecs, ALSA, WebKitGTK for the Tauri window, the
+# tray library (loaded at run time), and Xvfb so the app can run on a machine without a display.
 DUET_APT_PACKAGES=(ca-certificates curl git build-essential pkg-config
-  libvpx-dev libopus-dev libasound2-dev libclang-dev nasm)
-# What the browser interoperability tests need: Debian's Chromium (playwright-core drives it; no
-# browser download) and Node.js when the machine has none.
-DUET_TEST_APT_PACKAGES=(chromium)
+  libvpx-dev libopus-dev libasound2-dev libclang-dev nasm
+  libwebkit2gtk-4.1-dev libayatana-appindicator3-1 dbus xvfb xauth)
+# What the tests add: Debian's Chromium (playwright-core drives it; no browser download),
+# WebKitWebDriver (tauri-driver drives the desktop window through it), ImageMagick for
+# screenshots, and Node.js when the machine has none.
+DUET_TEST_APT_PACKAGES=(chromium webkit2gtk-driver imagemagick x11-utils)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -40,6 +43,23 @@ ensure_rust() {
 ensure_node() {
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     ensure_apt nodejs npm
+  fi
+}
+
+# tauri-driver: the WebDriver front for Tauri apps (about 40 s to build, once).
+ensure_tauri_driver() {
+  if ! command -v tauri-driver >/dev/null; then
+    log "installing tauri-driver 2.1.0"
+    cargo install tauri-driver --version 2.1.0 --locked --quiet
+  fi
+}
+
+# tauri-cli (npm, prebuilt) for bundling the .deb/.rpm.
+ensure_tauri_cli() {
+  ensure_node
+  if [ ! -x node_modules/.bin/tauri ]; then
+    log "npm ci (tauri-cli)"
+    npm ci --no-audit --no-fund --loglevel=error
   fi
 }
 

@@ -7,7 +7,7 @@
 //!   anything; a damaged settings file is moved aside with a visible notice. A screenshot of
 //!   the call screen is saved in `test-artifacts/`.
 //! - Two app instances match with each other through one embedded server and chat; the one
-//!   without a camera says so and still gets the call.
+//!   without a camera says so and still gets the call; a report reaches the server and ends the call.
 
 mod support;
 
@@ -45,7 +45,11 @@ fn the_window_makes_a_test_call_and_keeps_settings_safe() {
     let s = Session::new(&driver);
 
     // The damaged file was kept aside and the user told.
-    s.wait("the damaged-settings notice", 10, "return document.getElementById('notices').textContent.includes('damaged')");
+    s.wait(
+        "the damaged-settings notice",
+        10,
+        "return document.getElementById('notices').textContent.includes('damaged')",
+    );
     let aside: Vec<_> = std::fs::read_dir(config.path())
         .unwrap()
         .flatten()
@@ -88,7 +92,11 @@ fn the_window_makes_a_test_call_and_keeps_settings_safe() {
 
     // Esc twice: next, which ends a test call.
     s.type_text("#chat-input", "\u{E00C}\u{E00C}");
-    s.wait("the test call to end", 10, "return ['idle', 'ended'].includes(document.getElementById('status').dataset.status)");
+    s.wait(
+        "the test call to end",
+        10,
+        "return ['idle', 'ended'].includes(document.getElementById('status').dataset.status)",
+    );
 
     // Settings: save a TURN server.
     s.click("#btn-settings");
@@ -128,7 +136,11 @@ fn the_window_makes_a_test_call_and_keeps_settings_safe() {
     // Saving again without the bad row works and keeps the saved credential.
     s.click("#turn-list .turn-row:last-child .turn-remove");
     s.click("#btn-save-settings");
-    s.wait("saved again", 10, "return document.getElementById('settings-error').hidden && !document.getElementById('settings-ok').hidden");
+    s.wait(
+        "saved again",
+        10,
+        "return document.getElementById('settings-error').hidden && !document.getElementById('settings-ok').hidden",
+    );
     assert!(std::fs::read_to_string(&settings_path).unwrap().contains("s3cret-turn-pass"));
 }
 
@@ -152,19 +164,37 @@ fn two_windows_match_each_other_through_the_embedded_server() {
     a.wait("A searching", 10, "return document.getElementById('status').dataset.status === 'searching'");
     b.click("#btn-start");
     for (name, s) in [("A", &a), ("B", &b)] {
-        s.wait(&format!("{name} connected"), 20, "return document.getElementById('status').dataset.status === 'connected'");
+        s.wait(
+            &format!("{name} connected"),
+            20,
+            "return document.getElementById('status').dataset.status === 'connected'",
+        );
     }
-    b.wait("the no-camera notice", 10, "return document.getElementById('notices').textContent.includes('receive-only')");
+    b.wait(
+        "the no-camera notice",
+        10,
+        "return document.getElementById('notices').textContent.includes('receive-only')",
+    );
     b.wait("A's video at B", 10, "return Number(document.getElementById('remote-video').dataset.frames) > 30");
     assert_eq!(a.data("status", "testCall"), "false");
 
     b.fill("#chat-input", "hello from the second window");
     b.click("#btn-send");
-    a.wait("the chat at A", 10, "return document.getElementById('chat-log').textContent.includes('hello from the second window')");
+    a.wait(
+        "the chat at A",
+        10,
+        "return document.getElementById('chat-log').textContent.includes('hello from the second window')",
+    );
     b.wait("delivery at B", 10, "return document.querySelector('#chat-log li.me.delivered') !== null");
 
-    a.click("#btn-stop");
+    // A reports B (which also blocks): the server counts it and B's call ends.
+    a.click("#btn-report");
+    a.wait("the report dialog", 5, "return document.getElementById('report-dialog').open");
+    a.click("#report-reason option[value=spam]");
+    a.click("#btn-report-send");
     b.wait("B sees the end", 10, "return document.getElementById('status').dataset.status === 'ended'");
-    assert!(b.text("#ended-reason").starts_with("The call ended"));
+    assert!(b.text("#ended-reason").starts_with("The call ended"), "{}", b.text("#ended-reason"));
+    let metrics = support::http_get(port, "/metrics");
+    assert!(metrics.contains("duet_reports_total 1"), "{metrics}");
     display.screenshot(&artifacts_dir().join("desktop-two-windows.png"));
 }

@@ -276,8 +276,16 @@ $('btn-mute').addEventListener('click', () => call('set_muted', { muted: !state.
 $('btn-camera').addEventListener('click', () => call('set_camera', { on: !state.controls.camera_on }));
 $('quality').addEventListener('change', (e) => call('set_quality', { quality: e.target.value }));
 $('btn-report').addEventListener('click', () => {
-  const reason = window.prompt('Why are you reporting this person?', '') ?? null;
-  if (reason !== null) call('report', { reason }).then(() => notice('Thank you. The report was sent.'));
+  $('report-details').value = '';
+  $('report-dialog').showModal();
+});
+$('btn-report-cancel').addEventListener('click', () => $('report-dialog').close());
+$('btn-report-send').addEventListener('click', async () => {
+  const details = $('report-details').value.trim();
+  const reason = details ? `${$('report-reason').value}: ${details}` : $('report-reason').value;
+  $('report-dialog').close();
+  await call('report', { reason });
+  notice('Thank you. The report was sent; you will not meet this person again.');
 });
 $('btn-block').addEventListener('click', () => call('block').then(() => notice('Blocked. You will not be matched with this person again.')));
 $('chat-form').addEventListener('submit', (e) => {
@@ -304,7 +312,7 @@ document.addEventListener('keydown', (e) => {
   } else if (e.ctrlKey && (e.key === 'e' || e.key === 'E')) {
     e.preventDefault();
     call('set_camera', { on: !state.controls.camera_on });
-  } else if (e.key === 'Escape' && !$('settings').open) {
+  } else if (e.key === 'Escape' && !$('settings').open && !$('report-dialog').open) {
     const now = Date.now();
     if (now - state.lastEsc < 1000) {
       state.lastEsc = 0;
@@ -324,6 +332,8 @@ async function init() {
   showControls(info.controls);
   info.notices.forEach((n) => notice(n, 'warn'));
   document.body.dataset.ready = 'true';
+  // Two animation frames: the first paint has reached the screen.
+  requestAnimationFrame(() => requestAnimationFrame(() => invoke('window_painted')));
 }
 
 init().catch((e) => notice(`Duet could not start its window: ${e}`, 'error'));

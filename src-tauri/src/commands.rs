@@ -237,6 +237,13 @@ pub fn video_counters(state: Shared<'_>) -> [StreamCounters; 2] {
     [state.bridge.counters(Stream::Remote), state.bridge.counters(Stream::Local)]
 }
 
+/// The page has painted its first frame: logged once, with the time since start.
+#[tauri::command]
+pub fn window_painted() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| tracing::info!(first_paint_ms = crate::uptime_ms(), "window painted"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -310,6 +310,8 @@ struct Task {
     status: StatusView,
     controls: ControlsView,
     peer_video: bool,
+    /// Partner video frames arrived in the last stats interval.
+    recv_video: bool,
     last_counts: Option<(u64, i64)>,
     /// The last Start/Join/Test request, until the call reacts to it. If the call engine
     /// stops first (its server was unreachable), the request is retried once on a new one.
@@ -345,6 +347,7 @@ impl Task {
             status: StatusView::default(),
             controls,
             peer_video: true,
+            recv_video: true,
             last_counts: None,
             unanswered: None,
         }
@@ -411,6 +414,11 @@ impl Task {
         self.controls.has_camera && self.controls.camera_on && self.controls.quality != QualityChoice::AudioOnly
     }
 
+    /// Video flows in at least one direction.
+    fn video_either_way(&self) -> bool {
+        self.sends_video() || (self.peer_video && self.recv_video)
+    }
+
     /// Recomputes the status from the call state and the media either way.
     fn refresh_status(&mut self) {
         let mut view = StatusView { test_call: self.bot.is_some(), ..StatusView::default() };
@@ -424,7 +432,7 @@ impl Task {
                 Status::Waiting
             }
             CallState::Connecting => Status::Connecting,
-            CallState::Connected if !self.sends_video() && !self.peer_video => Status::AudioOnly,
+            CallState::Connected if !self.video_either_way() => Status::AudioOnly,
             CallState::Connected => Status::Connected,
             CallState::Reconnecting { side } => {
                 view.side = Some(match side {
@@ -650,6 +658,7 @@ impl Task {
             }
             CallEvent::Matched { room, .. } => {
                 self.peer_video = true;
+                self.recv_video = true;
                 self.emit(UiEvent::Matched { room });
             }
             CallEvent::MediaStarted(media) => self.emit(UiEvent::MediaStarted { media }),
@@ -664,6 +673,11 @@ impl Task {
             CallEvent::Stats(stats) => {
                 let view = self.stats_view(&stats);
                 self.emit(UiEvent::Stats(view));
+                let receiving = stats.recv_fps > 0.5;
+                if receiving != self.recv_video {
+                    self.recv_video = receiving;
+                    self.refresh_status();
+                }
             }
             CallEvent::Notice(text) => {
                 // The call answered the last request, if only with a problem.
@@ -799,9 +813,11 @@ mod tests {
         wait_for("echoed frames", 10, || bridge.counters(Stream::Remote).sent >= 20).await;
         assert!(bridge.counters(Stream::Local).sent >= 20, "the preview reaches the page too");
         wait_for("stats", 5, || ui.has(|ev| matches!(ev, UiEvent::Stats(s) if s.path == "direct"))).await;
-        // Quality Low is wired to the engine: the echo comes back at 320x180 or less.
         e.send(AppCommand::SetQuality(QualityChoice::AudioOnly));
-        wait_for("audio-only status", 10, || status(&e) == Status::Connected || status(&e) == Status::AudioOnly).await;
+        // No video either way (ours is off, so the echo has none): the call says audio only.
+        wait_for("audio-only status", 10, || status(&e) == Status::AudioOnly).await;
+        e.send(AppCommand::SetQuality(QualityChoice::Medium));
+        wait_for("video again", 10, || status(&e) == Status::Connected).await;
         e.send(AppCommand::SetMuted(true));
         wait_for("muted control", 5, || e.snapshot().controls.muted).await;
         e.send(AppCommand::Next);
@@ -822,7 +838,8 @@ mod tests {
         assert!(ui_b.has(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("receive-only"))));
         assert!(!b.snapshot().controls.has_camera);
         b.send(AppCommand::SendChat("hello from b".into()));
-        wait_for("chat", 10, || ui_a.has(|ev| matches!(ev, UiEvent::ChatReceived { text } if text == "hello from b"))).await;
+        wait_for("chat", 10, || ui_a.has(|ev| matches!(ev, UiEvent::ChatReceived { text } if text == "hello from b")))
+            .await;
         wait_for("delivery", 10, || ui_b.has(|ev| matches!(ev, UiEvent::ChatDelivered { id: 1 }))).await;
         assert_eq!(bridge_a.counters(Stream::Remote), StreamCounters::default(), "b sends no video");
         a.send(AppCommand::Stop);
@@ -836,13 +853,21 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (e, ui, _) = engine(format!("ws://127.0.0.1:{port}/ws"), None);
         e.send(AppCommand::Start { interests: vec![], language: None });
-        wait_for("the notice", 10, || ui.has(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("cannot reach")))).await;
+        wait_for("the notice", 10, || {
+            ui.has(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("cannot reach")))
+        })
+        .await;
         wait_for("the call to end", 5, || matches!(status(&e), Status::Idle | Status::Ended)).await;
         assert!(e.snapshot().status.reason.is_none_or(|r| r.contains("reach")));
         // The app can try again.
         e.send(AppCommand::Start { interests: vec![], language: None });
         wait_for("a second notice", 10, || {
-            ui.0.lock().unwrap().iter().filter(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("cannot reach"))).count() >= 2
+            ui.0.lock()
+                .unwrap()
+                .iter()
+                .filter(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("cannot reach")))
+                .count()
+                >= 2
         })
         .await;
         e.quit().await;

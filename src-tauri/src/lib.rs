@@ -38,6 +38,14 @@ use crate::video_bridge::VideoBridge;
 /// The event name the page listens to.
 pub const EVENT: &str = "duet";
 
+/// When `run` began (for the time to first paint).
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Milliseconds since the app started.
+pub fn uptime_ms() -> u64 {
+    STARTED.get().map_or(0, |t| t.elapsed().as_millis() as u64)
+}
+
 /// Launch options read from the environment.
 #[derive(Debug, Clone)]
 pub struct LaunchOptions {
@@ -172,6 +180,7 @@ fn setup<R: Runtime>(app: &tauri::App<R>, opts: LaunchOptions) -> Result<(), Box
 
 /// Runs the app until the user quits.
 pub fn run() {
+    STARTED.get_or_init(std::time::Instant::now);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -208,6 +217,7 @@ pub fn run() {
             commands::video_attach,
             commands::video_ack,
             commands::video_counters,
+            commands::window_painted,
         ])
         .setup(move |app| setup(app, opts))
         .on_window_event(|window, event| {

@@ -35,6 +35,23 @@ impl Drop for Proc {
     }
 }
 
+/// A child process leading its own process group; the whole group (tauri-driver,
+/// WebKitWebDriver, the app, its D-Bus daemon) is stopped on drop.
+pub struct Group(pub Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let pgid = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &pgid]).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && self.0.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &pgid]).stderr(Stdio::null()).status();
+        let _ = self.0.wait();
+    }
+}
+
 /// A virtual X display.
 pub struct Display {
     _xvfb: Proc,
@@ -76,7 +93,7 @@ fn tauri_driver() -> PathBuf {
 
 /// `tauri-driver` on its own D-Bus session, launching the app with `env`.
 pub struct Driver {
-    _proc: Proc,
+    _proc: Group,
     pub port: u16,
 }
 
@@ -97,7 +114,8 @@ impl Driver {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let proc = Proc(cmd.spawn().expect("dbus-run-session and tauri-driver are installed"));
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let proc = Group(cmd.spawn().expect("dbus-run-session and tauri-driver are installed"));
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "tauri-driver did not start");
@@ -138,8 +156,12 @@ fn http_once(port: u16, method: &str, path: &str, body: Option<&Value>) -> Optio
     }
     let text = String::from_utf8_lossy(&raw);
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let payload = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
-    Some(serde_json::from_str(&payload).unwrap_or_else(|e| panic!("bad WebDriver reply to {method} {path}: {e}: {text}")))
+    let payload =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    Some(
+        serde_json::from_str(&payload)
+            .unwrap_or_else(|e| panic!("bad WebDriver reply to {method} {path}: {e}: {text}")),
+    )
 }
 
 fn dechunk(mut rest: &str) -> String {
@@ -153,6 +175,16 @@ fn dechunk(mut rest: &str) -> String {
         rest = &after[n + 2..];
     }
     out
+}
+
+/// `GET path` on a local HTTP server, the body as text.
+pub fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -193,7 +225,11 @@ impl Session {
             if self.exec(script) == Value::Bool(true) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}; status: {}", self.status());
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}; status: {}",
+                self.status()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -232,7 +268,10 @@ impl Session {
 
     /// A data attribute of an element, as a string.
     pub fn data(&self, id: &str, key: &str) -> String {
-        self.exec(&format!("return document.getElementById('{id}').dataset.{key} || ''")).as_str().unwrap_or_default().to_string()
+        self.exec(&format!("return document.getElementById('{id}').dataset.{key} || ''"))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The text of an element.

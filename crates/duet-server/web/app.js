@@ -184,7 +184,9 @@ const chatSeen = new Set();
 async function localMedia() {
   if (local) return local;
   try {
-    local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360, frameRate: 30 }, audio: true });
+    // ?video=WxH asks the camera for another size (default 640x360).
+    const [width, height] = (params.get("video") || "640x360").split("x").map(Number);
+    local = await navigator.mediaDevices.getUserMedia({ video: { width, height, frameRate: 30 }, audio: true });
   } catch (e) {
     note(`No camera or microphone (${e.name}): receive-only.`);
     local = new MediaStream();
