@@ -34,7 +34,7 @@ use support::{APP, Display, Driver, Session, free_port};
 
 const TICKS_PER_S: f64 = 100.0; // USER_HZ on Linux
 
-/// CPU ticks and memory of every process whose environment holds `tag`.
+/// CPU ticks and memory of a process tree.
 #[derive(Debug, Default, Clone, Copy)]
 struct Usage {
     ticks: u64,
@@ -44,39 +44,63 @@ struct Usage {
     processes: usize,
 }
 
-fn usage(tag: &str, main_comm: &str, exclude: &[&str]) -> Usage {
-    let mut u = Usage::default();
+fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Fields after the command name in /proc/PID/stat (index 0 is the state).
+fn stat_fields(pid: u32) -> Vec<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().map(|v| v.parse().unwrap_or(0)).collect()
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc").unwrap().flatten().filter_map(|e| e.file_name().to_string_lossy().parse().ok()).collect()
+}
+
+/// `root` and all its descendants.
+fn tree(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> =
+        all_pids().into_iter().map(|p| (p, stat_fields(p).get(1).copied().unwrap_or(0) as u32)).collect();
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    out
+}
+
+/// The running `duet-app` whose environment holds `DUET_BENCH_TAG=tag`.
+fn tagged_app(tag: &str) -> Option<u32> {
     let needle = format!("DUET_BENCH_TAG={tag}");
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = entry.file_name().to_string_lossy().to_string();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
+    all_pids().into_iter().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "duet-app")
+            && std::fs::read(format!("/proc/{p}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+    })
+}
+
+/// Usage of the processes in `pids` (`main`'s RSS reported apart).
+fn usage(pids: &[u32], main: u32) -> Usage {
+    let mut u = Usage::default();
+    for &pid in pids {
+        let f = stat_fields(pid);
+        if f.is_empty() {
             continue;
         }
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        if !env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-            continue;
-        }
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
-        if exclude.iter().any(|e| comm.starts_with(e)) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
-        let num = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        u.ticks += num(11) + num(12); // utime, stime (fields 14 and 15 of stat)
-        let kib = |file: &str, key: &str| {
-            std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-                .unwrap_or_default()
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let rss = kib("status", "VmRSS:");
+        u.ticks += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0); // utime, stime
+        let rss = proc_field(pid, "status", "VmRSS:");
         u.rss_kib += rss;
-        u.pss_kib += kib("smaps_rollup", "Pss:");
-        if comm == main_comm {
+        u.pss_kib += proc_field(pid, "smaps_rollup", "Pss:");
+        if pid == main {
             u.main_rss_kib = rss;
         }
         u.processes += 1;
@@ -122,12 +146,13 @@ fn page_run(display: &Display, w: u32, h: u32, warmup: u64, secs: u64) -> PageRu
     std::thread::sleep(Duration::from_secs(warmup));
     let frames = |id: &str| s.data(id, "frames").parse::<u64>().unwrap_or(0);
     let counters = || s.exec("return window.__TAURI__.core.invoke('video_counters')");
-    let exclude = ["tauri-driver", "WebKitWebDriver", "dbus"];
+    // The app and its WebKit processes (web, network).
+    let app = tagged_app(&tag).expect("the app process");
+    let pids = tree(app);
     let (r0, l0, c0, u0, t0) =
-        (frames("remote-video"), frames("local-video"), counters(), usage(&tag, "duet-app", &exclude), Instant::now());
+        (frames("remote-video"), frames("local-video"), counters(), usage(&pids, app), Instant::now());
     std::thread::sleep(Duration::from_secs(secs));
-    let (r1, l1, c1, u1) =
-        (frames("remote-video"), frames("local-video"), counters(), usage(&tag, "duet-app", &exclude));
+    let (r1, l1, c1, u1) = (frames("remote-video"), frames("local-video"), counters(), usage(&pids, app));
     let dt = t0.elapsed().as_secs_f64();
     let n = |v: &serde_json::Value, i: usize, k: &str| v[i][k].as_u64().unwrap_or(0);
     let offered = n(&c1, 0, "offered") - n(&c0, 0, "offered");
@@ -178,12 +203,10 @@ fn chromium_run(rt: &tokio::runtime::Runtime, w: u32, h: u32, warmup: u64, secs:
     let http = server.url().replace("ws://", "http://").replace("/ws", "");
     let url = format!("{http}/?room={room}&video={w}x{h}");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/render-anchor.mjs");
-    let tag = format!("chromium-{}", free_port());
     let mut child = Command::new("node")
         .arg(script)
         .args(["--url", &url, "--y4m", clip.path().to_str().unwrap()])
         .args(["--warmup", &warmup.to_string(), "--seconds", &secs.to_string()])
-        .env("DUET_BENCH_TAG", &tag)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -194,10 +217,14 @@ fn chromium_run(rt: &tokio::runtime::Runtime, w: u32, h: u32, warmup: u64, secs:
         eprintln!("chromium anchor failed: {first}");
         return None;
     }
-    let (u0, t0) = (usage(&tag, "chromium", &["node"]), Instant::now());
-    // Sample memory in the middle of the window, while the call runs.
+    // Every Chromium process (browser, renderer, utility, zygotes), not node itself.
+    let node = child.id();
+    let pids: Vec<u32> = tree(node).into_iter().filter(|p| *p != node).collect();
+    let browser = pids.first().copied().unwrap_or(0);
+    let (u0, t0) = (usage(&pids, browser), Instant::now());
+    // Sample before the window closes, while the call runs.
     std::thread::sleep(Duration::from_secs(secs).saturating_sub(Duration::from_millis(500)));
-    let u1 = usage(&tag, "chromium", &["node"]);
+    let u1 = usage(&pids, browser);
     let dt = t0.elapsed().as_secs_f64();
     let result: serde_json::Value = serde_json::from_str(&lines.next()?.ok()?).ok()?;
     let _ = child.wait();

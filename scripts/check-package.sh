@@ -68,8 +68,8 @@ HOME="$scratch" XDG_CONFIG_HOME="$scratch/config" DUET_EMBEDDED_ADDR="127.0.0.1:
     import -window root test-artifacts/installed-app.png
     kill "$pid"; wait "$pid" || true
   ' _ "$exec_line" "$scratch"
-[ -f "$scratch/config/chat.duet.app/settings.json" ] || fail "the installed app did not create its settings file"
-mode=$(stat -c %a "$scratch/config/chat.duet.app/settings.json")
+[ -f "$scratch/config/chat.duet.desktop/settings.json" ] || fail "the installed app did not create its settings file"
+mode=$(stat -c %a "$scratch/config/chat.duet.desktop/settings.json")
 [ "$mode" = 600 ] || fail "settings.json has mode $mode, not 600"
 
 if [ "${DUET_KEEP_INSTALLED:-0}" != 1 ]; then

@@ -3,7 +3,7 @@
 # built-in server on 127.0.0.1:8787, so a second `bash scripts/run.sh` on the same machine
 # matches with the first one, and "Test call" works at once. On a machine without a display it
 # runs under Xvfb (set DUET_SCREENSHOT=path.png to save what the window shows after 5 s).
-# Settings live in ~/.config/chat.duet.app/settings.json.
+# Settings live in ~/.config/chat.duet.desktop/settings.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh

@@ -164,10 +164,6 @@ export class VideoView {
     const w = view.getUint32(4, true);
     const h = view.getUint32(8, true);
     const bytes = new Uint8Array(buf, HEADER);
-    if (this.canvas.width !== w || this.canvas.height !== h) {
-      this.canvas.width = w;
-      this.canvas.height = h;
-    }
     if (!this.renderer) {
       try {
         this.renderer = new GlRenderer(this.canvas);
@@ -176,6 +172,19 @@ export class VideoView {
         this.renderer = new CanvasRenderer(this.canvas);
         this.canvas.dataset.renderer = '2d';
       }
+    }
+    // WebGL scales on the GPU: draw at the size on screen (fewer pixels to shade), never above
+    // the video's own size. The 2D fallback draws the frame as it is.
+    let [cw, ch] = [w, h];
+    if (this.canvas.dataset.renderer === 'webgl') {
+      const box = this.canvas.getBoundingClientRect();
+      const dpr = window.devicePixelRatio || 1;
+      const scale = Math.min(1, (box.width * dpr) / w || 1, (box.height * dpr) / h || 1);
+      [cw, ch] = [Math.max(2, Math.round(w * scale)), Math.max(2, Math.round(h * scale))];
+    }
+    if (this.canvas.width !== cw || this.canvas.height !== ch) {
+      this.canvas.width = cw;
+      this.canvas.height = ch;
     }
     this.renderer.draw(this.canvas, w, h, bytes);
     this.frames += 1;

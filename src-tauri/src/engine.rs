@@ -354,6 +354,7 @@ impl Task {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<AppCommand>) {
+        self.check_devices().await;
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -378,6 +379,21 @@ impl Task {
                     None => self.bot = None,
                 },
             }
+        }
+    }
+
+    /// Says at start (without opening anything) if there is no camera or microphone to use.
+    async fn check_devices(&mut self) {
+        let (wants_camera, wants_mic) = (self.cfg.overrides.video.is_none(), self.cfg.overrides.audio.is_none());
+        if !wants_camera && !wants_mic {
+            return;
+        }
+        let Ok(devices) = tokio::task::spawn_blocking(duet_media::list_devices).await else { return };
+        if wants_camera && devices.cameras.is_empty() {
+            self.notice("No camera found: your calls will be receive-only until you connect one.");
+        }
+        if wants_mic && devices.microphones.is_empty() {
+            self.notice("No microphone found: your partner will not hear you until you connect one.");
         }
     }
 

@@ -734,7 +734,7 @@ mod tests {
     fn the_file_and_its_directory_are_owner_only() {
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("chat.duet.app");
+        let dir = root.path().join("chat.duet.desktop");
         let path = dir.join(FILE_NAME);
         restrict_permissions(&dir, &path).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);

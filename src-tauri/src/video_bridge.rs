@@ -3,8 +3,8 @@
 //! Each stream (the partner's video, the local preview) keeps only the newest frame. A frame is
 //! sent when the page has acknowledged the previous one ([`VideoBridge::ack`]), so a slow page
 //! gets fewer, fresher frames instead of a growing queue; frames replaced before they were sent
-//! are counted as dropped. The local preview is scaled down to at most 640x360 and is only
-//! produced when the page is ready for it.
+//! are counted as dropped. The local preview (a corner of the window) is scaled down to at most
+//! 480x270 and is only produced when the page is ready for it.
 //!
 //! Wire format (little-endian): `stream u8, 0u8 x3, width u32, height u32, seq u32`, then the Y,
 //! U and V planes.
@@ -18,7 +18,7 @@ use serde::Serialize;
 /// Bytes before the planes.
 pub const HEADER_BYTES: usize = 16;
 /// The preview is scaled to fit this box.
-pub const PREVIEW_MAX: (u32, u32) = (640, 360);
+pub const PREVIEW_MAX: (u32, u32) = (480, 270);
 /// A frame the page has not acknowledged within this time is taken as lost (e.g. a reload).
 const ACK_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -316,12 +316,12 @@ mod tests {
     fn the_preview_fits_the_box_and_keeps_the_aspect() {
         let f = VideoFrame::black(1280, 720, 0).unwrap();
         let p = preview_of(&f).unwrap();
-        assert_eq!((p.width(), p.height()), (640, 360));
+        assert_eq!((p.width(), p.height()), (480, 270));
         let f = VideoFrame::black(320, 240, 0).unwrap();
         assert_eq!(preview_of(&f).unwrap().width(), 320);
         let f = VideoFrame::black(1920, 1440, 0).unwrap();
         let p = preview_of(&f).unwrap();
-        assert_eq!((p.width(), p.height()), (480, 360));
+        assert_eq!((p.width(), p.height()), (360, 270));
     }
 
     #[test]
@@ -338,6 +338,6 @@ mod tests {
         preview.next_frame().unwrap();
         assert_eq!(bridge.counters(Stream::Local), StreamCounters { offered: 1, sent: 1, dropped: 0 });
         let p = &rec.0.lock().unwrap()[0];
-        assert_eq!(u32::from_le_bytes(p[4..8].try_into().unwrap()), 640);
+        assert_eq!(u32::from_le_bytes(p[4..8].try_into().unwrap()), 480);
     }
 }
