@@ -41,6 +41,7 @@ struct Usage {
     rss_kib: u64,
     pss_kib: u64,
     main_rss_kib: u64,
+    main_ticks: u64,
     processes: usize,
 }
 
@@ -96,12 +97,14 @@ fn usage(pids: &[u32], main: u32) -> Usage {
         if f.is_empty() {
             continue;
         }
-        u.ticks += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0); // utime, stime
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0); // utime, stime
+        u.ticks += ticks;
         let rss = proc_field(pid, "status", "VmRSS:");
         u.rss_kib += rss;
         u.pss_kib += proc_field(pid, "smaps_rollup", "Pss:");
         if pid == main {
             u.main_rss_kib = rss;
+            u.main_ticks = ticks;
         }
         u.processes += 1;
     }
@@ -112,12 +115,19 @@ fn cpu_pct(a: Usage, b: Usage, secs: f64) -> f64 {
     100.0 * (b.ticks.saturating_sub(a.ticks)) as f64 / TICKS_PER_S / secs
 }
 
+fn main_cpu_pct(a: Usage, b: Usage, secs: f64) -> f64 {
+    100.0 * (b.main_ticks.saturating_sub(a.main_ticks)) as f64 / TICKS_PER_S / secs
+}
+
 struct PageRun {
+    /// Before the call: main process RSS and total PSS, MiB.
+    idle: (f64, f64),
     size: String,
     remote_fps: f64,
     local_fps: f64,
     dropped_pct: f64,
     cpu_pct: f64,
+    main_cpu_pct: f64,
     rss_mib: f64,
     pss_mib: f64,
     main_rss_mib: f64,
@@ -140,6 +150,9 @@ fn page_run(display: &Display, w: u32, h: u32, warmup: u64, secs: u64) -> PageRu
     ];
     let driver = Driver::start(display, &env);
     let s = Session::new(&driver);
+    std::thread::sleep(Duration::from_secs(1));
+    let app = tagged_app(&tag).expect("the app process");
+    let idle = usage(&tree(app), app);
     s.click("#btn-test");
     s.wait("the test call", 30, "return document.getElementById('status').dataset.status === 'connected'");
     s.wait("video", 20, "return Number(document.getElementById('remote-video').dataset.frames) > 10");
@@ -147,7 +160,6 @@ fn page_run(display: &Display, w: u32, h: u32, warmup: u64, secs: u64) -> PageRu
     let frames = |id: &str| s.data(id, "frames").parse::<u64>().unwrap_or(0);
     let counters = || s.exec("return window.__TAURI__.core.invoke('video_counters')");
     // The app and its WebKit processes (web, network).
-    let app = tagged_app(&tag).expect("the app process");
     let pids = tree(app);
     let (r0, l0, c0, u0, t0) =
         (frames("remote-video"), frames("local-video"), counters(), usage(&pids, app), Instant::now());
@@ -157,12 +169,15 @@ fn page_run(display: &Display, w: u32, h: u32, warmup: u64, secs: u64) -> PageRu
     let n = |v: &serde_json::Value, i: usize, k: &str| v[i][k].as_u64().unwrap_or(0);
     let offered = n(&c1, 0, "offered") - n(&c0, 0, "offered");
     let dropped = n(&c1, 0, "dropped") - n(&c0, 0, "dropped");
+    let idle = (idle.main_rss_kib as f64 / 1024.0, idle.pss_kib as f64 / 1024.0);
     PageRun {
+        idle,
         size: format!("{w}x{h}"),
         remote_fps: (r1 - r0) as f64 / dt,
         local_fps: (l1 - l0) as f64 / dt,
         dropped_pct: if offered > 0 { 100.0 * dropped as f64 / offered as f64 } else { 0.0 },
         cpu_pct: cpu_pct(u0, u1, dt),
+        main_cpu_pct: main_cpu_pct(u0, u1, dt),
         rss_mib: u1.rss_kib as f64 / 1024.0,
         pss_mib: u1.pss_kib as f64 / 1024.0,
         main_rss_mib: u1.main_rss_kib as f64 / 1024.0,
@@ -233,11 +248,13 @@ fn chromium_run(rt: &tokio::runtime::Runtime, w: u32, h: u32, warmup: u64, secs:
         return None;
     }
     Some(PageRun {
+        idle: (f64::NAN, f64::NAN),
         size: format!("{}x{}", result["width"], result["height"]),
         remote_fps: result["presented"].as_f64().unwrap_or(0.0) / secs as f64,
         local_fps: f64::NAN,
         dropped_pct: f64::NAN,
         cpu_pct: cpu_pct(u0, u1, dt),
+        main_cpu_pct: main_cpu_pct(u0, u1, dt),
         rss_mib: u1.rss_kib as f64 / 1024.0,
         pss_mib: u1.pss_kib as f64 / 1024.0,
         main_rss_mib: u1.main_rss_kib as f64 / 1024.0,
@@ -303,9 +320,9 @@ fn main() {
 
     println!("# Video to the page (test call, echo bot, synthetic 30 fps camera), {secs} s after {warmup} s warm-up");
     println!(
-        "| who | size | remote fps on page | preview fps | frames dropped before the page | CPU (all processes, % of one core) | RSS total MiB | PSS total MiB | main process RSS MiB | processes |"
+        "| who | size | remote fps on page | preview fps | frames dropped before the page | CPU, all processes (% of one core) | of which the main process | RSS total MiB | PSS total MiB | main process RSS MiB | processes |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut seen = HashSet::new();
     for &(w, h) in sizes {
         let r = page_run(&display, w, h, warmup, secs);
@@ -325,10 +342,10 @@ fn main() {
         if full || seen.insert((w, h)) {
             match chromium_run(&rt, w, h, warmup, secs) {
                 Some(c) => println!(
-                    "| Chromium (anchor) | {} | {:.1} | – | – | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
-                    c.size, c.remote_fps, c.cpu_pct, c.rss_mib, c.pss_mib, c.main_rss_mib, c.processes
+                    "| Chromium (anchor) | {} | {:.1} | – | – | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+                    c.size, c.remote_fps, c.cpu_pct, c.main_cpu_pct, c.rss_mib, c.pss_mib, c.main_rss_mib, c.processes
                 ),
-                None => println!("| Chromium (anchor) | {w}x{h} | failed to run | | | | | | | |"),
+                None => println!("| Chromium (anchor) | {w}x{h} | failed to run | | | | | | | | |"),
             }
         }
     }

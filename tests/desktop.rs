@@ -8,6 +8,8 @@
 //!   the call screen is saved in `test-artifacts/`.
 //! - Two app instances match with each other through one embedded server and chat; the one
 //!   without a camera says so and still gets the call; a report reaches the server and ends the call.
+//! - The window joins a room by code with a separate `duet bot` process and shows its video; a
+//!   bad room code is refused with a message.
 
 mod support;
 
@@ -197,4 +199,53 @@ fn two_windows_match_each_other_through_the_embedded_server() {
     let metrics = support::http_get(port, "/metrics");
     assert!(metrics.contains("duet_reports_total 1"), "{metrics}");
     display.screenshot(&artifacts_dir().join("desktop-two-windows.png"));
+}
+
+/// The `duet` CLI (built on demand: `cargo test -p duet-app` alone does not build other packages).
+fn duet_cli() -> std::path::PathBuf {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "duet-cli", "--bin", "duet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cannot build the duet CLI");
+    std::path::Path::new(support::APP).with_file_name("duet")
+}
+
+#[test]
+fn the_window_joins_a_room_with_a_duet_bot_process() {
+    let cli = duet_cli();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let display = Display::start();
+    let config = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = media_env(config.path(), port);
+    env.push(("DUET_VIDEO", "synthetic:640x360@30".into()));
+    let driver = Driver::start(&display, &env);
+    let s = Session::new(&driver);
+    // A `duet bot` sending its own synthetic video waits in room friends-42 on the app's server.
+    let _bot = support::Proc(
+        std::process::Command::new(cli)
+            .args(["bot", "--server", &format!("ws://127.0.0.1:{port}/ws"), "--room", "friends-42"])
+            .args(["--synthetic", "--video", "synthetic:320x180@30", "--bind", "127.0.0.1:0", "--duration", "60"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    s.fill("#room-code", "friends-42");
+    s.click("#btn-join");
+    s.wait("the room call", 20, "return document.getElementById('status').dataset.status === 'connected'");
+    s.wait("the bot's video", 10, "return Number(document.getElementById('remote-video').dataset.frames) > 30");
+    assert_eq!(s.data("remote-video", "width"), "320", "the bot's own video, not an echo");
+    let h1 = s.data("remote-video", "hash");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_ne!(s.data("remote-video", "hash"), h1, "the bot's picture does not move");
+    // A bad room code is refused in the window with a message, and the call goes on.
+    s.fill("#room-code", "no spaces allowed");
+    s.click("#btn-join");
+    s.wait("the room-code message", 5, "return document.getElementById('notices').textContent.includes('3 to 32')");
+    assert_eq!(s.data("status", "status"), "connected");
+    s.click("#btn-stop");
+    s.wait("idle", 10, "return ['idle', 'ended'].includes(document.getElementById('status').dataset.status)");
 }
