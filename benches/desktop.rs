@@ -327,17 +327,19 @@ fn main() {
     for &(w, h) in sizes {
         let r = page_run(&display, w, h, warmup, secs);
         println!(
-            "| Duet app | {} | {:.1} | {:.1} | {:.1} % | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+            "| Duet app | {} | {:.1} | {:.1} | {:.1} % | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             r.size,
             r.remote_fps,
             r.local_fps,
             r.dropped_pct,
             r.cpu_pct,
+            r.main_cpu_pct,
             r.rss_mib,
             r.pss_mib,
             r.main_rss_mib,
             r.processes
         );
+        println!("| Duet app before the call | – | – | – | – | – | – | – | {:.0} | {:.0} | – |", r.idle.1, r.idle.0);
         assert!(r.remote_fps > 0.0, "no frames reached the page");
         if full || seen.insert((w, h)) {
             match chromium_run(&rt, w, h, warmup, secs) {
