@@ -58,8 +58,8 @@ ensure_tauri_driver() {
 ensure_tauri_cli() {
   ensure_node
   if [ ! -x node_modules/.bin/tauri ]; then
-    log "npm ci (tauri-cli)"
-    npm ci --no-audit --no-fund --loglevel=error
+    log "npm install (tauri-cli, pinned in package.json)"
+    npm install --no-audit --no-fund --loglevel=error
   fi
 }
 

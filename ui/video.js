@@ -138,6 +138,19 @@ export class VideoView {
       this.canvas.dataset.fps = String(this.windowFrames);
       this.windowFrames = 0;
     }, 1000);
+    // Frames larger than the canvas on screen are scaled down in Rust, before the IPC.
+    this.viewport = '';
+    new ResizeObserver(() => this.reportViewport()).observe(canvas);
+  }
+
+  reportViewport() {
+    const box = this.canvas.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    const [width, height] = [Math.round(box.width * dpr), Math.round(box.height * dpr)];
+    const key = `${width}x${height}`;
+    if (width < 16 || height < 16 || key === this.viewport) return;
+    this.viewport = key;
+    this.invoke('video_viewport', { stream: this.stream, width, height }).catch(() => {});
   }
 
   async attach() {

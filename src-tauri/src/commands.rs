@@ -225,6 +225,12 @@ pub fn video_attach(state: Shared<'_>, stream: Stream, channel: Channel) {
     state.bridge.attach(stream, Arc::new(channel));
 }
 
+/// The canvas of `stream` is `width` x `height` device pixels on screen.
+#[tauri::command]
+pub fn video_viewport(state: Shared<'_>, stream: Stream, width: u32, height: u32) {
+    state.bridge.set_viewport(stream, width, height);
+}
+
 /// The page has drawn the last frame of `stream`.
 #[tauri::command]
 pub fn video_ack(state: Shared<'_>, stream: Stream) {

@@ -216,6 +216,7 @@ pub fn run() {
             commands::list_devices,
             commands::video_attach,
             commands::video_ack,
+            commands::video_viewport,
             commands::video_counters,
             commands::window_painted,
         ])

@@ -3,7 +3,9 @@
 //! Each stream (the partner's video, the local preview) keeps only the newest frame. A frame is
 //! sent when the page has acknowledged the previous one ([`VideoBridge::ack`]), so a slow page
 //! gets fewer, fresher frames instead of a growing queue; frames replaced before they were sent
-//! are counted as dropped. The local preview (a corner of the window) is scaled down to at most
+//! are counted as dropped. The page reports each canvas's size on screen
+//! ([`VideoBridge::set_viewport`]); larger frames are scaled down to it before they cross the
+//! IPC, so a small window costs less. The local preview (a corner of the window) is at most
 //! 480x270 and is only produced when the page is ready for it.
 //!
 //! Wire format (little-endian): `stream u8, 0u8 x3, width u32, height u32, seq u32`, then the Y,
@@ -58,6 +60,7 @@ pub struct StreamCounters {
 #[derive(Default)]
 struct StreamState {
     out: Option<Arc<dyn FrameOut>>,
+    viewport: Option<(u32, u32)>,
     pending: Option<VideoFrame>,
     in_flight_since: Option<Instant>,
     seq: u32,
@@ -117,6 +120,21 @@ impl VideoBridge {
         s.ready(Instant::now()) && s.pending.is_none()
     }
 
+    /// The page shows `stream` in a `width` x `height` box (device pixels): frames larger than
+    /// that are scaled down to fit before they are sent.
+    pub fn set_viewport(&self, stream: Stream, width: u32, height: u32) {
+        let clamp = |v: u32| v.clamp(16, 8192);
+        self.lock(stream).viewport = Some((clamp(width), clamp(height)));
+    }
+
+    /// The box the preview is scaled to: [`PREVIEW_MAX`], or the preview's box if smaller.
+    fn preview_box(&self) -> (u32, u32) {
+        match self.lock(Stream::Local).viewport {
+            Some((w, h)) => (w.min(PREVIEW_MAX.0), h.min(PREVIEW_MAX.1)),
+            None => PREVIEW_MAX,
+        }
+    }
+
     /// Counters of `stream`.
     pub fn counters(&self, stream: Stream) -> StreamCounters {
         self.lock(stream).counters
@@ -136,8 +154,10 @@ impl VideoBridge {
         let seq = s.seq;
         s.in_flight_since = Some(Instant::now());
         s.counters.sent += 1;
+        let viewport = s.viewport;
         drop(s);
-        if !out.deliver(pack(stream, seq, &frame)) {
+        let scaled = viewport.and_then(|v| fit_within(&frame, v));
+        if !out.deliver(pack(stream, seq, scaled.as_ref().unwrap_or(&frame))) {
             let mut s = self.lock(stream);
             s.out = None;
             s.in_flight_since = None;
@@ -187,15 +207,21 @@ impl PreviewSource {
     }
 }
 
-/// `frame` scaled to fit [`PREVIEW_MAX`] (even sizes), or a copy if it already fits.
-pub fn preview_of(frame: &VideoFrame) -> Result<VideoFrame, MediaError> {
+/// `frame` scaled down to fit `max` (aspect kept, even sizes); `None` if it already fits (or
+/// cannot be scaled: then the original is the best there is).
+pub fn fit_within(frame: &VideoFrame, max: (u32, u32)) -> Option<VideoFrame> {
     let (w, h) = (frame.width(), frame.height());
-    let scale = f64::min(PREVIEW_MAX.0 as f64 / w as f64, PREVIEW_MAX.1 as f64 / h as f64);
+    let scale = f64::min(f64::from(max.0) / f64::from(w), f64::from(max.1) / f64::from(h));
     if scale >= 1.0 {
-        return Ok(frame.clone());
+        return None;
     }
     let even = |v: f64| ((v as u32) & !1).max(2);
-    scale_i420(frame, even(w as f64 * scale), even(h as f64 * scale))
+    scale_i420(frame, even(f64::from(w) * scale), even(f64::from(h) * scale)).ok()
+}
+
+/// `frame` as the preview: scaled to fit `max`, or a copy if it already fits.
+pub fn preview_of(frame: &VideoFrame, max: (u32, u32)) -> VideoFrame {
+    fit_within(frame, max).unwrap_or_else(|| frame.clone())
 }
 
 impl VideoSource for PreviewSource {
@@ -207,9 +233,7 @@ impl VideoSource for PreviewSource {
         let frame = self.inner.next_frame()?;
         if let Some(f) = &frame {
             if self.bridge.wants(Stream::Local) {
-                if let Ok(p) = preview_of(f) {
-                    self.bridge.offer(Stream::Local, p);
-                }
+                self.bridge.offer(Stream::Local, preview_of(f, self.bridge.preview_box()));
             }
         }
         Ok(frame)
@@ -315,13 +339,47 @@ mod tests {
     #[test]
     fn the_preview_fits_the_box_and_keeps_the_aspect() {
         let f = VideoFrame::black(1280, 720, 0).unwrap();
-        let p = preview_of(&f).unwrap();
+        let p = preview_of(&f, PREVIEW_MAX);
         assert_eq!((p.width(), p.height()), (480, 270));
         let f = VideoFrame::black(320, 240, 0).unwrap();
-        assert_eq!(preview_of(&f).unwrap().width(), 320);
+        assert_eq!(preview_of(&f, PREVIEW_MAX).width(), 320);
         let f = VideoFrame::black(1920, 1440, 0).unwrap();
-        let p = preview_of(&f).unwrap();
+        let p = preview_of(&f, PREVIEW_MAX);
         assert_eq!((p.width(), p.height()), (360, 270));
+    }
+
+    #[test]
+    fn frames_larger_than_the_canvas_are_scaled_down_before_the_ipc() {
+        let bridge = VideoBridge::new();
+        let rec = Arc::new(Recorder::default());
+        bridge.attach(Stream::Remote, rec.clone());
+        bridge.set_viewport(Stream::Remote, 780, 547);
+        bridge.offer(Stream::Remote, VideoFrame::black(1280, 720, 0).unwrap());
+        bridge.ack(Stream::Remote);
+        // A frame that fits goes as it is.
+        bridge.offer(Stream::Remote, VideoFrame::black(640, 360, 0).unwrap());
+        let sizes: Vec<(u32, u32)> = rec
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let w = u32::from_le_bytes(p[4..8].try_into().unwrap());
+                let h = u32::from_le_bytes(p[8..12].try_into().unwrap());
+                assert_eq!(p.len(), HEADER_BYTES + VideoFrame::buffer_size(w, h).unwrap());
+                (w, h)
+            })
+            .collect();
+        assert_eq!(sizes, vec![(780, 438), (640, 360)]);
+    }
+
+    #[test]
+    fn the_preview_follows_its_box_on_the_page() {
+        let bridge = VideoBridge::new();
+        bridge.set_viewport(Stream::Local, 240, 135);
+        assert_eq!(bridge.preview_box(), (240, 135));
+        bridge.set_viewport(Stream::Local, 4000, 3000);
+        assert_eq!(bridge.preview_box(), PREVIEW_MAX);
     }
 
     #[test]
