@@ -7,7 +7,8 @@
 //!   anything; a damaged settings file is moved aside with a visible notice. A screenshot of
 //!   the call screen is saved in `test-artifacts/`.
 //! - Two app instances match with each other through one embedded server and chat; the one
-//!   without a camera says so and still gets the call; a report reaches the server and ends the call.
+//!   without a camera says so and still gets the call; a report reaches the server and ends the call;
+//!   when the instance that ran the server quits, the other one takes over its address.
 //! - The window joins a room by code with a separate `duet bot` process and shows its video; a
 //!   bad room code is refused with a message.
 
@@ -199,6 +200,22 @@ fn two_windows_match_each_other_through_the_embedded_server() {
     let metrics = support::http_get(port, "/metrics");
     assert!(metrics.contains("duet_reports_total 1"), "{metrics}");
     display.screenshot(&artifacts_dir().join("desktop-two-windows.png"));
+
+    // A quits, taking the shared embedded server with it: B's next Start runs its own.
+    drop(a);
+    drop(driver_a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "A's embedded server is still up");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    b.click("#btn-start");
+    b.wait(
+        "B searching on its own server",
+        15,
+        "return document.getElementById('status').dataset.status === 'searching'",
+    );
+    assert!(support::http_get(port, "/health").contains("\"status\":\"ok\""));
 }
 
 /// The `duet` CLI (built on demand: `cargo test -p duet-app` alone does not build other packages).

@@ -98,24 +98,29 @@ pub fn check_reason(reason: &str) -> Result<String, String> {
 
 /// Start looking for a random partner. Interests and language default to the settings'.
 #[tauri::command]
-pub fn start(state: Shared<'_>, interests: Option<Vec<String>>, language: Option<String>) -> Result<(), String> {
+pub async fn start(state: Shared<'_>, interests: Option<Vec<String>>, language: Option<String>) -> Result<(), String> {
     let saved = state.settings();
     let (interests, language) = check_profile(interests.unwrap_or(saved.interests), language.or(saved.language))?;
+    state.ensure_server().await;
     state.engine.send(AppCommand::Start { interests, language });
     Ok(())
 }
 
 /// Join a friend's room.
 #[tauri::command]
-pub fn join_room(state: Shared<'_>, code: String) -> Result<(), String> {
-    state.engine.send(AppCommand::JoinRoom(check_room_code(&code)?));
+pub async fn join_room(state: Shared<'_>, code: String) -> Result<(), String> {
+    let code = check_room_code(&code)?;
+    state.ensure_server().await;
+    state.engine.send(AppCommand::JoinRoom(code));
     Ok(())
 }
 
 /// A call with the echo bot.
 #[tauri::command]
-pub fn test_call(state: Shared<'_>) {
+pub async fn test_call(state: Shared<'_>) -> Result<(), String> {
+    state.ensure_server().await;
     state.engine.send(AppCommand::TestCall);
+    Ok(())
 }
 
 /// Skip to the next partner.

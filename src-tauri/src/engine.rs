@@ -192,6 +192,9 @@ pub enum AppCommand {
         /// The server URL to use.
         server_url: String,
     },
+    /// The server behind the same URL was replaced (our own embedded server took over the
+    /// address): sessions on the old one are gone, so the next call uses a fresh engine.
+    ServerReplaced,
     /// End everything; answers when done.
     Quit(oneshot::Sender<()>),
 }
@@ -594,6 +597,7 @@ impl Task {
                     }
                 }
             }
+            AppCommand::ServerReplaced => self.stale = self.live.is_some(),
             AppCommand::Quit(_) => {}
         }
     }

@@ -86,6 +86,33 @@ impl<R: Runtime> AppState<R> {
         std::mem::take(&mut *lock(&self.notices))
     }
 
+    /// Before a call on the embedded server: if it was another instance's and that instance has
+    /// quit (or the port was taken at start and is free now), start our own on the same address.
+    /// The URL does not change; the engine starts a fresh session on it.
+    pub async fn ensure_server(&self) {
+        if !self.server().1 {
+            return;
+        }
+        let mut embedded = self.embedded.lock().await;
+        if embedded.as_ref().is_some_and(Embedded::is_owned) {
+            return;
+        }
+        let Ok(addr) = embedded::configured_addr() else { return };
+        let alive = tokio::task::spawn_blocking(move || embedded::is_duet_server(addr)).await.unwrap_or(false);
+        if alive {
+            return;
+        }
+        match embedded::start(addr).await {
+            Ok(e) => {
+                tracing::info!(%addr, "the shared embedded server is gone: now running our own");
+                *embedded = Some(e);
+                // Sessions on the old server are gone with it: the next call starts afresh.
+                self.engine.send(AppCommand::ServerReplaced);
+            }
+            Err(e) => tracing::warn!(error = %e, "embedded server unavailable"),
+        }
+    }
+
     /// Validates and saves an update from the page, then reconfigures the engine. Nothing is
     /// saved if the update is invalid or its server cannot be used.
     pub async fn save_settings(&self, update: SettingsUpdate) -> Result<SettingsView, SettingsError> {
