@@ -162,6 +162,12 @@ fn two_windows_match_each_other_through_the_embedded_server() {
     let b = Session::new(&driver_b);
     assert_eq!(a.text("#server"), "built-in server");
     assert_eq!(b.text("#server"), "built-in server");
+    // Said at start, before any call: there is no camera to use.
+    b.wait(
+        "the no-camera notice at start",
+        10,
+        "return document.getElementById('notices').textContent.includes('No camera found')",
+    );
 
     a.click("#btn-start");
     a.wait("A searching", 10, "return document.getElementById('status').dataset.status === 'searching'");

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use crate::engine::{AppCommand, Engine, EngineConfig, MediaOverrides, Status, UiEvent, UiSink};
 use crate::settings::SettingsStore;
-use crate::state::{AppState, ServerInUse, resolve_server};
+use crate::state::{AppState, EarlyNotices, ServerInUse, resolve_server};
 use crate::tray::Tray;
 use crate::video_bridge::VideoBridge;
 
@@ -77,6 +77,7 @@ impl LaunchOptions {
 /// Sends engine events to the page and the tray.
 struct TauriUi<R: Runtime> {
     app: AppHandle<R>,
+    early: Arc<EarlyNotices>,
 }
 
 impl<R: Runtime> UiSink for TauriUi<R> {
@@ -90,6 +91,11 @@ impl<R: Runtime> UiSink for TauriUi<R> {
         }
         if let UiEvent::Status(s) = &event {
             info!(status = ?s.status, side = s.side, reason = s.reason.as_deref(), test_call = s.test_call, "status");
+        }
+        if let UiEvent::Notice { text } = &event {
+            if self.early.hold(text) {
+                return;
+            }
         }
         let _ = self.app.emit(EVENT, &event);
     }
@@ -131,7 +137,10 @@ fn setup<R: Runtime>(app: &tauri::App<R>, opts: LaunchOptions) -> Result<(), Box
         None => app.path().app_config_dir()?,
     };
     let loaded = SettingsStore::open(&handle, &dir)?;
-    let mut notices: Vec<String> = loaded.notice.into_iter().collect();
+    let early = Arc::new(EarlyNotices::default());
+    if let Some(n) = &loaded.notice {
+        early.hold(n);
+    }
     let settings = loaded.store.get().clone();
     info!(path = %loaded.store.path().display(), "settings loaded");
     let bridge = VideoBridge::new();
@@ -141,7 +150,7 @@ fn setup<R: Runtime>(app: &tauri::App<R>, opts: LaunchOptions) -> Result<(), Box
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "embedded server unavailable");
-                notices.push(e.to_string());
+                early.hold(&e.to_string());
                 let url = embedded::configured_addr().map(|a| format!("ws://{a}/ws")).unwrap_or_default();
                 ServerInUse { url, embedded: true }
             }
@@ -153,7 +162,7 @@ fn setup<R: Runtime>(app: &tauri::App<R>, opts: LaunchOptions) -> Result<(), Box
             bind: opts.bind,
             bridge: bridge.clone(),
         };
-        let engine = Engine::start(cfg, Arc::new(TauriUi { app: handle.clone() }));
+        let engine = Engine::start(cfg, Arc::new(TauriUi { app: handle.clone(), early: early.clone() }));
         (engine, embedded, server)
     });
     info!(server = %server.url, embedded = server.embedded, "server chosen");
@@ -168,7 +177,7 @@ fn setup<R: Runtime>(app: &tauri::App<R>, opts: LaunchOptions) -> Result<(), Box
     if let Some(t) = tray {
         app.manage(t);
     }
-    app.manage(AppState::new(engine, bridge, loaded.store, embedded, server, notices));
+    app.manage(AppState::new(engine, bridge, loaded.store, embedded, server, early));
     if let Some(w) = app.get_webview_window("main") {
         // Without a tray there would be no way back to a hidden window.
         if !(settings.start_minimised && has_tray) {

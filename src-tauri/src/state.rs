@@ -1,7 +1,8 @@
 //! What the commands share: the engine handle, the video bridge, the settings store and the
 //! server in use (the embedded one or the user's).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tauri::Runtime;
 
@@ -28,7 +29,34 @@ pub struct AppState<R: Runtime> {
     settings: Mutex<SettingsStore<R>>,
     embedded: tokio::sync::Mutex<Option<Embedded>>,
     server: Mutex<ServerInUse>,
-    notices: Mutex<Vec<String>>,
+    early: Arc<EarlyNotices>,
+}
+
+/// Notices raised before the page is listening (start-up problems, missing devices): kept
+/// until the page asks for them once, then passed straight through.
+#[derive(Default)]
+pub struct EarlyNotices {
+    page_ready: AtomicBool,
+    held: Mutex<Vec<String>>,
+}
+
+impl EarlyNotices {
+    /// Holds `text` if the page has not asked yet; false if it should be sent now.
+    pub fn hold(&self, text: &str) -> bool {
+        let mut held = lock(&self.held);
+        if self.page_ready.load(Ordering::SeqCst) {
+            return false;
+        }
+        held.push(text.to_string());
+        true
+    }
+
+    /// Everything held; from now on nothing is.
+    pub fn release(&self) -> Vec<String> {
+        let mut held = lock(&self.held);
+        self.page_ready.store(true, Ordering::SeqCst);
+        std::mem::take(&mut *held)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,7 +86,7 @@ impl<R: Runtime> AppState<R> {
         settings: SettingsStore<R>,
         embedded: Option<Embedded>,
         server: ServerInUse,
-        notices: Vec<String>,
+        early: Arc<EarlyNotices>,
     ) -> Self {
         Self {
             engine,
@@ -66,7 +94,7 @@ impl<R: Runtime> AppState<R> {
             settings: Mutex::new(settings),
             embedded: tokio::sync::Mutex::new(embedded),
             server: Mutex::new(server),
-            notices: Mutex::new(notices),
+            early,
         }
     }
 
@@ -81,9 +109,9 @@ impl<R: Runtime> AppState<R> {
         (s.url.clone(), s.embedded)
     }
 
-    /// Start-up notices, once.
+    /// Notices held until the page was ready, once.
     pub fn take_notices(&self) -> Vec<String> {
-        std::mem::take(&mut *lock(&self.notices))
+        self.early.release()
     }
 
     /// Before a call on the embedded server: if it was another instance's and that instance has
@@ -129,5 +157,20 @@ impl<R: Runtime> AppState<R> {
         self.engine.send(AppCommand::Reconfigure { settings: Box::new(next), server_url: server.url.clone() });
         *lock(&self.server) = server;
         Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_are_held_until_the_page_asks_then_passed_through() {
+        let early = EarlyNotices::default();
+        assert!(early.hold("settings damaged"));
+        assert!(early.hold("no camera"));
+        assert_eq!(early.release(), vec!["settings damaged".to_string(), "no camera".to_string()]);
+        assert!(!early.hold("later"));
+        assert!(early.release().is_empty());
     }
 }
