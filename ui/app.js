@@ -84,6 +84,7 @@ function showStatus(view) {
   $('btn-send').disabled = !chatting;
   $('btn-report').disabled = !chatting || view.test_call;
   $('btn-block').disabled = !chatting || view.test_call;
+  if (s === 'idle') local.clear();
   if (!inCall(s)) {
     remote.clear();
     $('link').dataset.link = '';

@@ -329,6 +329,15 @@ enum Request {
     Test,
 }
 
+/// Shuts a call engine down in the background; its remaining events are not shown.
+fn retire(live: Live) {
+    live.call.send(CallCommand::Shutdown);
+    tokio::spawn(async move {
+        let mut events = live.events;
+        while events.recv().await.is_some() {}
+    });
+}
+
 async fn next_event(live: &mut Option<Live>) -> Option<CallEvent> {
     match live {
         Some(l) => l.events.recv().await,
@@ -471,10 +480,7 @@ impl Task {
     /// The user's call, created on first use (or again after settings changed).
     fn call(&mut self) -> Option<Call> {
         if self.stale {
-            if let Some(old) = self.live.take() {
-                old.call.send(CallCommand::Shutdown);
-            }
-            self.stale = false;
+            self.release();
         }
         if let Some(l) = &self.live {
             return Some(l.call.clone());
@@ -533,13 +539,20 @@ impl Task {
 
     fn end_test_call(&mut self) {
         if let Some(bot) = self.bot.take() {
-            bot.call.send(CallCommand::Shutdown);
-            // The bot's remaining events are not ours to show.
-            tokio::spawn(async move {
-                let mut events = bot.events;
-                while events.recv().await.is_some() {}
-            });
+            retire(bot);
         }
+    }
+
+    /// Ends the user's call engine: the session is left and camera and microphone are released.
+    /// The next Start opens them again on a fresh engine.
+    fn release(&mut self) {
+        if let Some(live) = self.live.take() {
+            retire(live);
+        }
+        self.stale = false;
+        self.state = CallState::Idle;
+        self.cfg.bridge.clear(Stream::Remote);
+        self.cfg.bridge.clear(Stream::Local);
     }
 
     fn command(&mut self, cmd: AppCommand) {
@@ -586,13 +599,12 @@ impl Task {
                 self.cfg.settings = *settings;
                 self.cfg.server_url = server_url;
                 if self.live.is_some() && (server_changed || media_changed) {
-                    self.stale = true;
                     if matches!(self.state, CallState::Idle | CallState::Ended { .. }) {
-                        // Nothing to interrupt: reconnect with the new settings now.
-                        let _ = self.call();
-                        self.state = CallState::Idle;
+                        // Nothing to interrupt: the next Start uses the new settings.
+                        self.release();
                         self.refresh_status();
                     } else {
+                        self.stale = true;
                         self.notice("The new settings apply from your next call.");
                     }
                 }
@@ -608,9 +620,10 @@ impl Task {
         }
     }
 
+    /// Stop: leaves the call or the queue and releases camera and microphone.
     fn stop(&mut self) {
-        self.forward(Command::Stop);
         self.end_test_call();
+        self.release();
         self.refresh_status();
     }
 
@@ -843,6 +856,11 @@ mod tests {
         e.send(AppCommand::Next);
         wait_for("the test call to end", 10, || matches!(status(&e), Status::Idle | Status::Ended)).await;
         assert!(!e.snapshot().status.test_call);
+        // Stopped: the camera is released, so the preview stops.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = bridge.counters(Stream::Local).offered;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(bridge.counters(Stream::Local).offered, before, "the camera is still capturing after Stop");
         e.quit().await;
     }
 
