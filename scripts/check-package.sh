@@ -40,12 +40,12 @@ fi
 
 log "apt install ./$deb"
 DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "./$deb" >/dev/null
-entry=$(dpkg -L duet | grep '/usr/share/applications/.*\.desktop$' | head -1)
+entry=$(dpkg -L duet | grep '/usr/share/applications/.*\.desktop$' | head -1 || true)
 [ -n "$entry" ] || fail "no menu entry (.desktop file) installed"
 grep -q '^Name=Duet$' "$entry" || fail "menu entry without Name=Duet: $(cat "$entry")"
 exec_line=$(sed -n 's/^Exec=//p' "$entry" | head -1)
 icon=$(sed -n 's/^Icon=//p' "$entry" | head -1)
-[ -n "$(find /usr/share/icons/hicolor -name "$icon.png" | head -1)" ] || fail "menu icon $icon not installed"
+[ -n "$icon" ] && [ -n "$(find /usr/share/icons/hicolor -name "$icon.png" | head -1)" ] || fail "menu icon ${icon:-?} not installed"
 command -v "${exec_line%% *}" >/dev/null || fail "menu entry runs ${exec_line%% *}, which is not on PATH"
 
 log "launch from the menu entry: $exec_line"

@@ -9,8 +9,8 @@
 //! - Two app instances match with each other through one embedded server and chat; the one
 //!   without a camera says so and still gets the call; a report reaches the server and ends the call;
 //!   when the instance that ran the server quits, the other one takes over its address.
-//! - The window joins a room by code with a separate `duet bot` process and shows its video; a
-//!   bad room code is refused with a message.
+//! - The window refuses a bad room code with a message, then joins a room by code with a
+//!   separate `duet bot` process and shows its video.
 
 mod support;
 
@@ -118,7 +118,12 @@ fn the_window_makes_a_test_call_and_keeps_settings_safe() {
         let mode = std::fs::metadata(&settings_path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "settings.json must be owner-only");
     }
-    // The page shows that a credential is saved, never the credential.
+    // The page is told that a credential is saved, never the credential.
+    let view = s.exec("return window.__TAURI__.core.invoke('get_settings').then((v) => JSON.stringify(v))");
+    assert!(
+        view.as_str().unwrap().contains("\"has_credential\":true") && !view.to_string().contains("s3cret"),
+        "{view}"
+    );
     assert_eq!(s.exec("return document.querySelector('#turn-list .turn-row .turn-cred').value"), "");
     assert!(!s.exec("return document.documentElement.outerHTML").to_string().contains("s3cret"));
     assert_eq!(
@@ -221,16 +226,23 @@ fn two_windows_match_each_other_through_the_embedded_server() {
         15,
         "return document.getElementById('status').dataset.status === 'searching'",
     );
-    assert!(support::http_get(port, "/health").contains("\"status\":\"ok\""));
+    // Really queued there, not only searching in its own eyes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !support::http_get(port, "/metrics").contains("duet_queue_length 1") {
+        assert!(std::time::Instant::now() < deadline, "B is not in the queue of its new server");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(b.data("status", "status"), "searching");
 }
 
 /// The `duet` CLI (built on demand: `cargo test -p duet-app` alone does not build other packages).
 fn duet_cli() -> std::path::PathBuf {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "duet-cli", "--bin", "duet"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo.args(["build", "--quiet", "-p", "duet-cli", "--bin", "duet"]);
+    if !cfg!(debug_assertions) {
+        cargo.arg("--release");
+    }
+    let status = cargo.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo runs");
     assert!(status.success(), "cannot build the duet CLI");
     std::path::Path::new(support::APP).with_file_name("duet")
 }
@@ -256,6 +268,11 @@ fn the_window_joins_a_room_with_a_duet_bot_process() {
             .spawn()
             .unwrap(),
     );
+    // A bad room code is refused in the window with a message.
+    s.fill("#room-code", "no spaces allowed");
+    s.click("#btn-join");
+    s.wait("the room-code message", 5, "return document.getElementById('notices').textContent.includes('3 to 32')");
+    assert_eq!(s.data("status", "status"), "idle");
     s.fill("#room-code", "friends-42");
     s.click("#btn-join");
     s.wait("the room call", 20, "return document.getElementById('status').dataset.status === 'connected'");
@@ -264,11 +281,6 @@ fn the_window_joins_a_room_with_a_duet_bot_process() {
     let h1 = s.data("remote-video", "hash");
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_ne!(s.data("remote-video", "hash"), h1, "the bot's picture does not move");
-    // A bad room code is refused in the window with a message, and the call goes on.
-    s.fill("#room-code", "no spaces allowed");
-    s.click("#btn-join");
-    s.wait("the room-code message", 5, "return document.getElementById('notices').textContent.includes('3 to 32')");
-    assert_eq!(s.data("status", "status"), "connected");
     s.click("#btn-stop");
     s.wait("idle", 10, "return ['idle', 'ended'].includes(document.getElementById('status').dataset.status)");
 }

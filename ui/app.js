@@ -84,7 +84,12 @@ function showStatus(view) {
   $('btn-send').disabled = !chatting;
   $('btn-report').disabled = !chatting || view.test_call;
   $('btn-block').disabled = !chatting || view.test_call;
+  local.active = s !== 'idle';
+  remote.active = inCall(s);
   if (s === 'idle') local.clear();
+  // One call at a time: Stop (or Next) first.
+  $('btn-test').disabled = inCall(s) || s === 'searching' || s === 'waiting';
+  $('btn-join').disabled = inCall(s);
   if (!inCall(s)) {
     remote.clear();
     $('link').dataset.link = '';
@@ -304,6 +309,15 @@ $('btn-stats').addEventListener('click', () => {
 $('btn-settings').addEventListener('click', openSettings);
 $('btn-add-turn').addEventListener('click', () => turnRow());
 $('btn-save-settings').addEventListener('click', saveSettings);
+// Enter in a field submits the form: save or send rather than just closing the dialog.
+$('settings-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  saveSettings();
+});
+$('report-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  $('btn-report-send').click();
+});
 $('btn-cancel-settings').addEventListener('click', () => $('settings').close());
 
 document.addEventListener('keydown', (e) => {

@@ -134,6 +134,8 @@ export class VideoView {
     this.pending = null;
     this.scheduled = false;
     this.renderer = null;
+    // Off (no call): frames still in flight are acknowledged but not drawn.
+    this.active = false;
     setInterval(() => {
       this.canvas.dataset.fps = String(this.windowFrames);
       this.windowFrames = 0;
@@ -173,6 +175,10 @@ export class VideoView {
     const buf = this.pending;
     this.pending = null;
     if (!buf) return;
+    if (!this.active) {
+      this.invoke('video_ack', { stream: this.stream }).catch(() => {});
+      return;
+    }
     const view = new DataView(buf);
     const w = view.getUint32(4, true);
     const h = view.getUint32(8, true);

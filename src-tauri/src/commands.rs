@@ -101,8 +101,7 @@ pub fn check_reason(reason: &str) -> Result<String, String> {
 pub async fn start(state: Shared<'_>, interests: Option<Vec<String>>, language: Option<String>) -> Result<(), String> {
     let saved = state.settings();
     let (interests, language) = check_profile(interests.unwrap_or(saved.interests), language.or(saved.language))?;
-    state.ensure_server().await;
-    state.engine.send(AppCommand::Start { interests, language });
+    state.send_in_order(AppCommand::Start { interests, language }).await;
     Ok(())
 }
 
@@ -110,29 +109,29 @@ pub async fn start(state: Shared<'_>, interests: Option<Vec<String>>, language: 
 #[tauri::command]
 pub async fn join_room(state: Shared<'_>, code: String) -> Result<(), String> {
     let code = check_room_code(&code)?;
-    state.ensure_server().await;
-    state.engine.send(AppCommand::JoinRoom(code));
+    state.send_in_order(AppCommand::JoinRoom(code)).await;
     Ok(())
 }
 
 /// A call with the echo bot.
 #[tauri::command]
 pub async fn test_call(state: Shared<'_>) -> Result<(), String> {
-    state.ensure_server().await;
-    state.engine.send(AppCommand::TestCall);
+    state.send_in_order(AppCommand::TestCall).await;
     Ok(())
 }
 
 /// Skip to the next partner.
 #[tauri::command]
-pub fn next(state: Shared<'_>) {
-    state.engine.send(AppCommand::Next);
+pub async fn next(state: Shared<'_>) -> Result<(), String> {
+    state.send_in_order(AppCommand::Next).await;
+    Ok(())
 }
 
 /// End the call or the search.
 #[tauri::command]
-pub fn stop(state: Shared<'_>) {
-    state.engine.send(AppCommand::Stop);
+pub async fn stop(state: Shared<'_>) -> Result<(), String> {
+    state.send_in_order(AppCommand::Stop).await;
+    Ok(())
 }
 
 /// Send a chat message.

@@ -383,12 +383,12 @@ impl Task {
                 },
                 ev = next_event(&mut self.live) => match ev {
                     Some(ev) => self.call_event(ev),
-                    None => self.live = None,
+                    None => self.engine_stopped(),
                 },
                 ev = next_event(&mut self.bot) => match ev {
                     Some(CallEvent::Notice(text)) => warn!(%text, "test-call bot notice"),
+                    Some(CallEvent::Finished(_)) | None => self.bot_stopped(),
                     Some(_) => {}
-                    None => self.bot = None,
                 },
             }
         }
@@ -502,6 +502,8 @@ impl Task {
                 return None;
             }
         };
+        self.cfg.bridge.open(Stream::Remote);
+        self.cfg.bridge.open(Stream::Local);
         let mut media = opened.media;
         let has_camera = media.video.is_some();
         let has_microphone = media.audio.is_some();
@@ -551,8 +553,9 @@ impl Task {
         }
         self.stale = false;
         self.state = CallState::Idle;
-        self.cfg.bridge.clear(Stream::Remote);
-        self.cfg.bridge.clear(Stream::Local);
+        // Its threads may still hand over a frame or two while they stop.
+        self.cfg.bridge.close(Stream::Remote);
+        self.cfg.bridge.close(Stream::Local);
     }
 
     fn command(&mut self, cmd: AppCommand) {
@@ -596,10 +599,19 @@ impl Task {
                     || settings.speaker != self.cfg.settings.speaker
                     || settings.turn_servers != self.cfg.settings.turn_servers
                     || settings.relay_only != self.cfg.settings.relay_only;
+                let quality = settings.quality;
+                let idle = matches!(self.state, CallState::Idle | CallState::Ended { .. });
                 self.cfg.settings = *settings;
                 self.cfg.server_url = server_url;
+                if idle && quality != self.controls.quality {
+                    // The default quality applies to the next call.
+                    if let Some(l) = &self.live {
+                        l.call.send(CallCommand::SetQuality(quality.into()));
+                    }
+                    self.set_controls(|c| c.quality = quality);
+                }
                 if self.live.is_some() && (server_changed || media_changed) {
-                    if matches!(self.state, CallState::Idle | CallState::Ended { .. }) {
+                    if idle {
                         // Nothing to interrupt: the next Start uses the new settings.
                         self.release();
                         self.refresh_status();
@@ -629,15 +641,19 @@ impl Task {
 
     fn request(&mut self, request: Request) {
         self.unanswered = Some(request.clone());
+        // Leaving a test call, or starting one, begins on a fresh engine: events of the call
+        // being left cannot end the new one.
+        if self.bot.is_some() || matches!(request, Request::Test) {
+            self.end_test_call();
+            self.release();
+        }
         match request {
             Request::Start { interests, language } => {
-                self.end_test_call();
                 if let Some(call) = self.call() {
                     call.send(CallCommand::Call(Command::Start { interests, language }));
                 }
             }
             Request::Room(code) => {
-                self.end_test_call();
                 if let Some(call) = self.call() {
                     call.send(CallCommand::Call(Command::JoinRoom { code }));
                 }
@@ -646,10 +662,37 @@ impl Task {
         }
     }
 
-    fn test_call(&mut self) {
+    /// The user's call engine stopped by itself (e.g. the server stayed unreachable).
+    fn engine_stopped(&mut self) {
+        self.live = None;
         self.end_test_call();
+        if let Some(request) = self.unanswered.take() {
+            // Asked for while the old engine was already stopping: once more, afresh.
+            self.request(request);
+            self.unanswered = None;
+            return;
+        }
+        if !matches!(self.state, CallState::Ended { .. }) {
+            self.state = CallState::Idle;
+        }
+        self.refresh_status();
+    }
+
+    /// The echo bot stopped: before it connected, the test call cannot happen.
+    fn bot_stopped(&mut self) {
+        if self.bot.take().is_none() {
+            return;
+        }
+        if matches!(self.state, CallState::Connected | CallState::Reconnecting { .. }) {
+            self.refresh_status();
+        } else {
+            self.notice("The test call could not start: the echo bot could not reach the server.");
+            self.stop();
+        }
+    }
+
+    fn test_call(&mut self) {
         let Some(call) = self.call() else { return };
-        call.send(CallCommand::Call(Command::Stop));
         let code = format!("test-{:016x}", rand::random::<u64>());
         let opened =
             match sources::open(&VideoSpec::None, &AudioSpec::None, &Playback::Discard, Box::new(DiscardVideoSink)) {
@@ -661,7 +704,8 @@ impl Task {
             };
         let mut cfg = CallConfig::new(self.cfg.server_url.clone());
         cfg.client.name = "duet-bot".into();
-        cfg.bind = self.cfg.bind;
+        // Same interface as the user's call, its own port.
+        cfg.bind = SocketAddr::new(self.cfg.bind.ip(), 0);
         cfg.ice_servers = self.cfg.settings.ice_servers();
         cfg.echo = true;
         let (bot, events) = Call::start(cfg, opened.media);
@@ -717,21 +761,7 @@ impl Task {
                 self.unanswered = None;
                 self.notice(text);
             }
-            CallEvent::Finished(_) => {
-                // The engine stopped by itself (e.g. the server stayed unreachable).
-                self.live = None;
-                self.end_test_call();
-                if let Some(request) = self.unanswered.take() {
-                    // Asked for while the old engine was already stopping: once more, afresh.
-                    self.request(request);
-                    self.unanswered = None;
-                    return;
-                }
-                if !matches!(self.state, CallState::Ended { .. }) {
-                    self.state = CallState::Idle;
-                }
-                self.refresh_status();
-            }
+            CallEvent::Finished(_) => self.engine_stopped(),
         }
     }
 
@@ -880,8 +910,12 @@ mod tests {
             .await;
         wait_for("delivery", 10, || ui_b.has(|ev| matches!(ev, UiEvent::ChatDelivered { id: 1 }))).await;
         assert_eq!(bridge_a.counters(Stream::Remote), StreamCounters::default(), "b sends no video");
-        a.send(AppCommand::Stop);
+        // A test call from inside a call leaves the partner and reaches the echo bot.
+        a.send(AppCommand::TestCall);
         wait_for("b sees the end", 10, || status(&b) == Status::Ended).await;
+        wait_for("a in the test call", 15, || status(&a) == Status::Connected && a.snapshot().status.test_call).await;
+        a.send(AppCommand::Stop);
+        wait_for("a idle", 10, || status(&a) == Status::Idle).await;
         a.quit().await;
         b.quit().await;
     }

@@ -106,13 +106,18 @@ fn on_tray_menu<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
     match event.id().as_ref() {
         tray::ids::SHOW => tray::toggle_window(app),
         tray::ids::START_NEXT => {
-            let snapshot = state.engine.snapshot();
-            if matches!(snapshot.status.status, Status::Idle | Status::Ended) {
+            let cmd = if matches!(state.engine.snapshot().status.status, Status::Idle | Status::Ended) {
                 let s = state.settings();
-                state.engine.send(AppCommand::Start { interests: s.interests, language: s.language });
+                AppCommand::Start { interests: s.interests, language: s.language }
             } else {
-                state.engine.send(AppCommand::Next);
-            }
+                AppCommand::Next
+            };
+            let app = app.clone();
+            tauri::async_runtime::spawn(async move {
+                if let Some(state) = app.try_state::<AppState<R>>() {
+                    state.send_in_order(cmd).await;
+                }
+            });
         }
         tray::ids::MUTE => {
             let muted = state.engine.snapshot().controls.muted;
@@ -251,6 +256,10 @@ pub fn run() {
     };
     app.run(|handle, event| {
         if let RunEvent::Exit = event {
+            // Tray updates run on this (main) thread, which is about to wait for the engine.
+            if let Some(tray) = handle.try_state::<Tray<tauri::Wry>>() {
+                tray.freeze();
+            }
             if let Some(state) = handle.try_state::<AppState<tauri::Wry>>() {
                 let engine = state.engine.clone();
                 tauri::async_runtime::block_on(engine.quit());

@@ -446,6 +446,8 @@ pub enum FileCheck {
     Valid,
     /// A damaged file, moved to this path.
     MovedAside(PathBuf),
+    /// A damaged file that could not be moved: it is left as it is and never written over.
+    Unmovable,
 }
 
 /// Checks the file before the store reads it (the store would silently start empty and later
@@ -457,6 +459,10 @@ pub fn check_file(path: &Path) -> FileCheck {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return FileCheck::Missing,
         Err(_) => return move_aside(path),
     };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        // An empty file (e.g. created but never written): nothing to keep.
+        return FileCheck::Valid;
+    }
     let parsed = serde_json::from_slice::<Map<String, Value>>(&bytes)
         .map_err(|e| e.to_string())
         .and_then(|m| Settings::from_entries(m.into_iter().collect()))
@@ -478,7 +484,7 @@ fn move_aside(path: &Path) -> FileCheck {
     match fs::rename(path, &aside) {
         Ok(()) => FileCheck::MovedAside(aside),
         // Could not even rename it: leave it alone and run on defaults without saving over it.
-        Err(_) => FileCheck::MovedAside(path.to_path_buf()),
+        Err(_) => FileCheck::Unmovable,
     }
 }
 
@@ -504,6 +510,8 @@ pub struct SettingsStore<R: Runtime> {
     dir: PathBuf,
     path: PathBuf,
     current: Settings,
+    /// The file is damaged and could not be moved aside: never write over it.
+    read_only: bool,
 }
 
 /// Settings as loaded at start, with a notice for the user when the file was damaged.
@@ -518,20 +526,33 @@ impl<R: Runtime> SettingsStore<R> {
     /// Opens `dir/settings.json`, recovering from a damaged file.
     pub fn open(app: &tauri::AppHandle<R>, dir: &Path) -> Result<Loaded<R>, SettingsError> {
         let path = dir.join(FILE_NAME);
-        let notice = match check_file(&path) {
+        let check = check_file(&path);
+        let read_only = check == FileCheck::Unmovable;
+        let notice = match &check {
             FileCheck::MovedAside(aside) => Some(format!(
                 "Your settings file was damaged, so Duet started with default settings. The old file was kept as {}.",
                 aside.display()
             )),
+            FileCheck::Unmovable => Some(format!(
+                "Your settings file {} is damaged and could not be moved aside. Duet runs on default settings and will not write over it: move or delete it to save settings again.",
+                path.display()
+            )),
             FileCheck::Missing | FileCheck::Valid => None,
         };
-        restrict_permissions(dir, &path).map_err(|e| SettingsError::Write(e.to_string()))?;
+        if !read_only {
+            restrict_permissions(dir, &path).map_err(|e| SettingsError::Write(e.to_string()))?;
+        }
         let store = StoreBuilder::new(app, &path)
             .disable_auto_save()
             .build()
             .map_err(|e| SettingsError::Write(e.to_string()))?;
-        let current = Settings::from_entries(store.entries()).unwrap_or_default();
-        Ok(Loaded { store: SettingsStore { store, dir: dir.to_path_buf(), path, current }, notice })
+        let current =
+            if read_only { Settings::default() } else { Settings::from_entries(store.entries()).unwrap_or_default() };
+        // The plugin saves every store it holds when the app exits: that would write this
+        // instance's copy over changes another instance saved since (or over a damaged file).
+        // Only `save` writes the file.
+        store.close_resource();
+        Ok(Loaded { store: SettingsStore { store, dir: dir.to_path_buf(), path, current, read_only }, notice })
     }
 
     /// The current settings.
@@ -547,6 +568,12 @@ impl<R: Runtime> SettingsStore<R> {
     /// Validates, stores and writes `next`. On error nothing changes, in memory or on disk.
     pub fn save(&mut self, next: Settings) -> Result<(), SettingsError> {
         next.validate()?;
+        if self.read_only {
+            return Err(SettingsError::Write(format!(
+                "{} is damaged and could not be moved aside; move or delete it first",
+                self.path.display()
+            )));
+        }
         restrict_permissions(&self.dir, &self.path).map_err(|e| SettingsError::Write(e.to_string()))?;
         self.store.clear();
         for (k, v) in next.to_entries() {
@@ -698,6 +725,28 @@ mod tests {
     fn a_missing_file_is_a_first_run() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(check_file(&dir.path().join(FILE_NAME)), FileCheck::Missing);
+    }
+
+    #[test]
+    fn an_empty_file_is_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        fs::write(&path, b"").unwrap();
+        assert_eq!(check_file(&path), FileCheck::Valid);
+    }
+
+    #[test]
+    fn a_damaged_file_that_cannot_be_moved_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        fs::write(&path, b"{oops").unwrap();
+        // Directories where the file would be moved to: a file cannot be renamed onto one.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        for stamp in now..now + 5 {
+            fs::create_dir_all(dir.path().join(format!("{FILE_NAME}.damaged-{stamp}/x"))).unwrap();
+        }
+        assert_eq!(check_file(&path), FileCheck::Unmovable);
+        assert_eq!(fs::read(&path).unwrap(), b"{oops");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct AppState<R: Runtime> {
     embedded: tokio::sync::Mutex<Option<Embedded>>,
     server: Mutex<ServerInUse>,
     early: Arc<EarlyNotices>,
+    /// Held while a call command is checked and sent, so commands reach the engine in the
+    /// order the user gave them (Start waits for the server check; a Stop after it waits too).
+    order: tokio::sync::Mutex<()>,
 }
 
 /// Notices raised before the page is listening (start-up problems, missing devices): kept
@@ -95,6 +98,7 @@ impl<R: Runtime> AppState<R> {
             embedded: tokio::sync::Mutex::new(embedded),
             server: Mutex::new(server),
             early,
+            order: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -109,6 +113,16 @@ impl<R: Runtime> AppState<R> {
         (s.url.clone(), s.embedded)
     }
 
+    /// Sends `cmd` to the engine in order with the other call commands; Start, Join and Test
+    /// call first make sure the embedded server is there.
+    pub async fn send_in_order(&self, cmd: AppCommand) {
+        let _order = self.order.lock().await;
+        if matches!(cmd, AppCommand::Start { .. } | AppCommand::JoinRoom(_) | AppCommand::TestCall) {
+            self.ensure_server().await;
+        }
+        self.engine.send(cmd);
+    }
+
     /// Notices held until the page was ready, once.
     pub fn take_notices(&self) -> Vec<String> {
         self.early.release()
@@ -117,7 +131,7 @@ impl<R: Runtime> AppState<R> {
     /// Before a call on the embedded server: if it was another instance's and that instance has
     /// quit (or the port was taken at start and is free now), start our own on the same address.
     /// The URL does not change; the engine starts a fresh session on it.
-    pub async fn ensure_server(&self) {
+    async fn ensure_server(&self) {
         if !self.server().1 {
             return;
         }

@@ -1,6 +1,7 @@
 //! The tray icon: one icon per call state, and a menu with Show/Hide, Start/Next, Mute, Quit.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem};
@@ -83,6 +84,7 @@ pub struct Tray<R: Runtime> {
     start_next: MenuItem<R>,
     mute: CheckMenuItem<R>,
     state: Mutex<Option<TrayState>>,
+    frozen: AtomicBool,
 }
 
 impl<R: Runtime> Tray<R> {
@@ -103,7 +105,7 @@ impl<R: Runtime> Tray<R> {
             .menu(&menu)
             .on_menu_event(on_menu)
             .build(app)?;
-        Ok(Self { icon, start_next, mute, state: Mutex::new(Some(TrayState::Idle)) })
+        Ok(Self { icon, start_next, mute, state: Mutex::new(Some(TrayState::Idle)), frozen: AtomicBool::new(false) })
     }
 
     /// The current state.
@@ -111,8 +113,16 @@ impl<R: Runtime> Tray<R> {
         self.state.lock().ok().and_then(|s| *s).unwrap_or(TrayState::Idle)
     }
 
+    /// Stops updating (the app is exiting: updates would wait for the busy main thread).
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
     /// Shows `status`.
     pub fn show_status(&self, status: Status) {
+        if self.frozen.load(Ordering::SeqCst) {
+            return;
+        }
         let next = TrayState::from(status);
         let Ok(mut current) = self.state.lock() else { return };
         if *current == Some(next) {
@@ -127,6 +137,9 @@ impl<R: Runtime> Tray<R> {
 
     /// Shows the controls (the Mute check).
     pub fn show_controls(&self, controls: &ControlsView) {
+        if self.frozen.load(Ordering::SeqCst) {
+            return;
+        }
         if self.mute.is_checked().ok() != Some(controls.muted) {
             let _ = self.mute.set_checked(controls.muted);
         }

@@ -61,6 +61,7 @@ pub struct StreamCounters {
 struct StreamState {
     out: Option<Arc<dyn FrameOut>>,
     viewport: Option<(u32, u32)>,
+    closed: bool,
     pending: Option<VideoFrame>,
     in_flight_since: Option<Instant>,
     seq: u32,
@@ -104,9 +105,12 @@ impl VideoBridge {
         self.pump(stream, s);
     }
 
-    /// Hands over a frame; it replaces any frame not yet sent.
+    /// Hands over a frame; it replaces any frame not yet sent. Ignored while closed.
     pub fn offer(&self, stream: Stream, frame: VideoFrame) {
         let mut s = self.lock(stream);
+        if s.closed {
+            return;
+        }
         s.counters.offered += 1;
         if s.pending.replace(frame).is_some() {
             s.counters.dropped += 1;
@@ -117,7 +121,7 @@ impl VideoBridge {
     /// True when a frame offered now would be sent at once (so producing one is worth it).
     pub fn wants(&self, stream: Stream) -> bool {
         let s = self.lock(stream);
-        s.ready(Instant::now()) && s.pending.is_none()
+        !s.closed && s.ready(Instant::now()) && s.pending.is_none()
     }
 
     /// The page shows `stream` in a `width` x `height` box (device pixels): frames larger than
@@ -143,6 +147,19 @@ impl VideoBridge {
     /// Clears what the page shows no longer (a call ended): pending frames are discarded.
     pub fn clear(&self, stream: Stream) {
         self.lock(stream).pending = None;
+    }
+
+    /// Stops `stream` (its source is going away): pending and late frames are discarded until
+    /// [`VideoBridge::open`].
+    pub fn close(&self, stream: Stream) {
+        let mut s = self.lock(stream);
+        s.closed = true;
+        s.pending = None;
+    }
+
+    /// Accepts frames of `stream` again.
+    pub fn open(&self, stream: Stream) {
+        self.lock(stream).closed = false;
     }
 
     fn pump(&self, stream: Stream, mut s: MutexGuard<'_, StreamState>) {
@@ -371,6 +388,20 @@ mod tests {
             })
             .collect();
         assert_eq!(sizes, vec![(780, 438), (640, 360)]);
+    }
+
+    #[test]
+    fn a_closed_stream_drops_late_frames_until_reopened() {
+        let bridge = VideoBridge::new();
+        let rec = Arc::new(Recorder::default());
+        bridge.attach(Stream::Remote, rec.clone());
+        bridge.close(Stream::Remote);
+        bridge.offer(Stream::Remote, frame(1));
+        assert!(!bridge.wants(Stream::Remote));
+        assert!(rec.seqs().is_empty());
+        bridge.open(Stream::Remote);
+        bridge.offer(Stream::Remote, frame(2));
+        assert_eq!(rec.seqs(), vec![1]);
     }
 
     #[test]
