@@ -76,14 +76,16 @@ impl From<QualityChoice> for Quality {
     }
 }
 
-/// Everything the user can set.
+/// Everything the user can set, generic over how a TURN server is represented:
+/// [`Settings`] as stored, [`SettingsView`] as the page sees it (no credentials),
+/// [`SettingsUpdate`] as the page sends it (a credential left out keeps the saved one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Settings {
+pub struct SettingsOf<T> {
     /// `ws://` or `wss://` URL of a Duet server's `/ws`; empty: the embedded server.
     pub server_url: String,
     /// The user's own TURN/STUN servers, added to the server's.
-    pub turn_servers: Vec<TurnServer>,
+    pub turn_servers: Vec<T>,
     /// "Hide my IP": relay-only ICE.
     pub relay_only: bool,
     /// Camera device id; `None`: the first camera.
@@ -104,7 +106,14 @@ pub struct Settings {
     pub language: Option<String>,
 }
 
-impl Default for Settings {
+/// The settings as stored.
+pub type Settings = SettingsOf<TurnServer>;
+/// The settings as the page sees them.
+pub type SettingsView = SettingsOf<TurnServerView>;
+/// The settings form as the page sends it.
+pub type SettingsUpdate = SettingsOf<TurnServerUpdate>;
+
+impl<T> Default for SettingsOf<T> {
     fn default() -> Self {
         Self {
             server_url: String::new(),
@@ -118,6 +127,25 @@ impl Default for Settings {
             quality: QualityChoice::Auto,
             interests: Vec::new(),
             language: None,
+        }
+    }
+}
+
+impl<T> SettingsOf<T> {
+    /// The same settings with each TURN server mapped by `f` (dropped where it gives `None`).
+    fn map_turn<U>(self, f: impl FnMut(T) -> Option<U>) -> SettingsOf<U> {
+        SettingsOf {
+            server_url: self.server_url,
+            turn_servers: self.turn_servers.into_iter().filter_map(f).collect(),
+            relay_only: self.relay_only,
+            camera: self.camera,
+            microphone: self.microphone,
+            speaker: self.speaker,
+            start_minimised: self.start_minimised,
+            close_to_tray: self.close_to_tray,
+            quality: self.quality,
+            interests: self.interests,
+            language: self.language,
         }
     }
 }
@@ -193,65 +221,34 @@ impl Settings {
 
     /// What the page may see.
     pub fn view(&self) -> SettingsView {
-        SettingsView {
-            server_url: self.server_url.clone(),
-            turn_servers: self
-                .turn_servers
-                .iter()
-                .map(|t| TurnServerView {
-                    url: t.url.clone(),
-                    username: t.username.clone(),
-                    has_credential: !t.credential.is_empty(),
-                })
-                .collect(),
-            relay_only: self.relay_only,
-            camera: self.camera.clone(),
-            microphone: self.microphone.clone(),
-            speaker: self.speaker.clone(),
-            start_minimised: self.start_minimised,
-            close_to_tray: self.close_to_tray,
-            quality: self.quality,
-            interests: self.interests.clone(),
-            language: self.language.clone(),
-        }
+        self.clone().map_turn(|t| {
+            Some(TurnServerView { url: t.url, username: t.username, has_credential: !t.credential.is_empty() })
+        })
     }
 
     /// Applies an update from the page: TURN credentials left out are kept from the saved
-    /// entry with the same URL and username. The result is validated.
+    /// entry with the same URL and username; blank rows are dropped. The result is validated.
     pub fn updated(&self, update: SettingsUpdate) -> Result<Settings, SettingsError> {
-        let mut turn_servers = Vec::with_capacity(update.turn_servers.len());
-        for t in update.turn_servers {
+        let mut next = update.map_turn(|t| {
             let url = t.url.trim().to_string();
             let username = t.username.trim().to_string();
-            let credential = match t.credential {
-                Some(c) => c,
-                None => self
-                    .turn_servers
+            let credential = t.credential.unwrap_or_else(|| {
+                self.turn_servers
                     .iter()
                     .find(|old| old.url == url && old.username == username)
                     .map(|old| old.credential.clone())
-                    .unwrap_or_default(),
-            };
-            if url.is_empty() && username.is_empty() && credential.is_empty() {
-                // A blank row in the form: ignore it.
-                continue;
-            }
-            turn_servers.push(TurnServer { url, username, credential });
-        }
+                    .unwrap_or_default()
+            });
+            let blank = url.is_empty() && username.is_empty() && credential.is_empty();
+            (!blank).then_some(TurnServer { url, username, credential })
+        });
         let clean = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        let next = Settings {
-            server_url: update.server_url.trim().to_string(),
-            turn_servers,
-            relay_only: update.relay_only,
-            camera: clean(update.camera),
-            microphone: clean(update.microphone),
-            speaker: clean(update.speaker),
-            start_minimised: update.start_minimised,
-            close_to_tray: update.close_to_tray,
-            quality: update.quality,
-            interests: update.interests.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-            language: clean(update.language),
-        };
+        next.server_url = next.server_url.trim().to_string();
+        next.camera = clean(next.camera);
+        next.microphone = clean(next.microphone);
+        next.speaker = clean(next.speaker);
+        next.language = clean(next.language);
+        next.interests = next.interests.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         next.validate()?;
         Ok(next)
     }
@@ -357,33 +354,6 @@ pub struct TurnServerView {
     pub has_credential: bool,
 }
 
-/// The settings as the page sees them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SettingsView {
-    /// See [`Settings::server_url`].
-    pub server_url: String,
-    /// TURN servers without credentials.
-    pub turn_servers: Vec<TurnServerView>,
-    /// See [`Settings::relay_only`].
-    pub relay_only: bool,
-    /// See [`Settings::camera`].
-    pub camera: Option<String>,
-    /// See [`Settings::microphone`].
-    pub microphone: Option<String>,
-    /// See [`Settings::speaker`].
-    pub speaker: Option<String>,
-    /// See [`Settings::start_minimised`].
-    pub start_minimised: bool,
-    /// See [`Settings::close_to_tray`].
-    pub close_to_tray: bool,
-    /// See [`Settings::quality`].
-    pub quality: QualityChoice,
-    /// See [`Settings::interests`].
-    pub interests: Vec<String>,
-    /// See [`Settings::language`].
-    pub language: Option<String>,
-}
-
 /// A TURN server as the page sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -396,45 +366,6 @@ pub struct TurnServerUpdate {
     /// New credential; `None`: keep the saved one.
     #[serde(default)]
     pub credential: Option<String>,
-}
-
-/// The settings form as the page sends it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SettingsUpdate {
-    /// See [`Settings::server_url`].
-    #[serde(default)]
-    pub server_url: String,
-    /// TURN servers.
-    #[serde(default)]
-    pub turn_servers: Vec<TurnServerUpdate>,
-    /// See [`Settings::relay_only`].
-    #[serde(default)]
-    pub relay_only: bool,
-    /// See [`Settings::camera`].
-    #[serde(default)]
-    pub camera: Option<String>,
-    /// See [`Settings::microphone`].
-    #[serde(default)]
-    pub microphone: Option<String>,
-    /// See [`Settings::speaker`].
-    #[serde(default)]
-    pub speaker: Option<String>,
-    /// See [`Settings::start_minimised`].
-    #[serde(default)]
-    pub start_minimised: bool,
-    /// See [`Settings::close_to_tray`].
-    #[serde(default)]
-    pub close_to_tray: bool,
-    /// See [`Settings::quality`].
-    #[serde(default)]
-    pub quality: QualityChoice,
-    /// See [`Settings::interests`].
-    #[serde(default)]
-    pub interests: Vec<String>,
-    /// See [`Settings::language`].
-    #[serde(default)]
-    pub language: Option<String>,
 }
 
 /// What was found in the settings file before the store opened it.
