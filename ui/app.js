@@ -18,6 +18,17 @@ const STATUS_TEXT = {
   ended: 'Call ended',
 };
 
+const QUALITIES = [
+  ['auto', 'Auto'],
+  ['high', 'High'],
+  ['medium', 'Medium'],
+  ['low', 'Low'],
+  ['audio_only', 'Audio only'],
+];
+for (const select of document.querySelectorAll('select.quality-choice')) {
+  for (const [value, label] of QUALITIES) select.append(new Option(label, value));
+}
+
 const state = {
   status: { status: 'idle' },
   controls: { muted: false, camera_on: true, quality: 'auto', has_camera: false, has_microphone: false },
