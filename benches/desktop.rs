@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use duet_core::call::{Call, CallCommand, CallConfig, Command as CallCmd};
 use duet_core::media::DiscardVideoSink;
 use duet_core::sources::{self, AudioSpec, Playback, VideoSpec};
-use support::{APP, Display, Driver, Session, free_port};
+use support::{APP, Display, Driver, Session, free_port, tagged_app};
 
 const TICKS_PER_S: f64 = 100.0; // USER_HZ on Linux
 
@@ -77,16 +77,6 @@ fn tree(root: u32) -> Vec<u32> {
         i += 1;
     }
     out
-}
-
-/// The running `duet-app` whose environment holds `DUET_BENCH_TAG=tag`.
-fn tagged_app(tag: &str) -> Option<u32> {
-    let needle = format!("DUET_BENCH_TAG={tag}");
-    all_pids().into_iter().find(|p| {
-        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "duet-app")
-            && std::fs::read(format!("/proc/{p}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-    })
 }
 
 /// Usage of the processes in `pids` (`main`'s RSS reported apart).

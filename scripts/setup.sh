@@ -10,8 +10,9 @@ DUET_APT_PACKAGES=(ca-certificates curl git build-essential pkg-config
   libwebkit2gtk-4.1-dev libayatana-appindicator3-1 dbus xvfb xauth)
 # What the tests add: Debian's Chromium (playwright-core drives it; no browser download),
 # WebKitWebDriver (tauri-driver drives the desktop window through it), ImageMagick for
-# screenshots, and Node.js when the machine has none.
-DUET_TEST_APT_PACKAGES=(chromium webkit2gtk-driver imagemagick x11-utils)
+# screenshots, X utilities and python3-xlib (closing a window as a window manager would), and
+# Node.js when the machine has none.
+DUET_TEST_APT_PACKAGES=(chromium webkit2gtk-driver imagemagick x11-utils python3-xlib)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -9,6 +9,7 @@
 //! - Two app instances match with each other through one embedded server and chat; the one
 //!   without a camera says so and still gets the call; a report reaches the server and ends the call;
 //!   when the instance that ran the server quits, the other one takes over its address.
+//! - Closing the window hides it when "keep running in the tray" is set, and quits otherwise.
 //! - The window refuses a bad room code with a message, then joins a room by code with a
 //!   separate `duet bot` process and shows its video.
 
@@ -283,4 +284,41 @@ fn the_window_joins_a_room_with_a_duet_bot_process() {
     assert_ne!(s.data("remote-video", "hash"), h1, "the bot's picture does not move");
     s.click("#btn-stop");
     s.wait("idle", 10, "return ['idle', 'ended'].includes(document.getElementById('status').dataset.status)");
+}
+
+#[test]
+fn closing_the_window_quits_unless_the_user_keeps_duet_in_the_tray() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let display = Display::start();
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(config.path().join("settings.json"), br#"{"close_to_tray": true}"#).unwrap();
+    let tag = format!("close-{}", free_port());
+    let mut env = media_env(config.path(), free_port());
+    env.push(("DUET_BENCH_TAG", tag.clone()));
+    let driver = Driver::start(&display, &env);
+    let s = Session::new(&driver);
+    let pid = support::tagged_app(&tag).expect("the app process");
+    assert!(support::window_shown(&display, "Duet"));
+
+    // Kept in the tray: closing hides the window, the app runs on.
+    support::close_window(&display, "Duet");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while support::window_shown(&display, "Duet") {
+        assert!(std::time::Instant::now() < deadline, "the window did not hide");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the app quit although kept in the tray");
+
+    // Not kept: closing quits.
+    let saved = s.exec(
+        "return window.__TAURI__.core.invoke('save_settings', { update: { close_to_tray: false } }).then((v) => v.close_to_tray)",
+    );
+    assert_eq!(saved, serde_json::Value::Bool(false));
+    support::close_window(&display, "Duet");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| !st.contains(") Z")) {
+        assert!(std::time::Instant::now() < deadline, "the app did not quit when its window was closed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -25,6 +25,37 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
+/// The running `duet-app` whose environment holds `DUET_BENCH_TAG=tag` (launched through
+/// WebDriver, so not our child).
+pub fn tagged_app(tag: &str) -> Option<u32> {
+    let needle = format!("DUET_BENCH_TAG={tag}");
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok()).find(
+        |p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "duet-app")
+                && std::fs::read(format!("/proc/{p}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        },
+    )
+}
+
+/// Asks the window titled `title` to close as a window manager would (WM_DELETE_WINDOW).
+pub fn close_window(display: &Display, title: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/close-window.py");
+    let status = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(title)
+        .env("DISPLAY", &display.name)
+        .status()
+        .expect("python3-xlib is installed (scripts/test.sh installs it)");
+    assert!(status.success(), "no window titled {title}");
+}
+
+/// Whether a window titled `title` is mapped (shown).
+pub fn window_shown(display: &Display, title: &str) -> bool {
+    let out = Command::new("xwininfo").args(["-display", &display.name, "-name", title]).output().expect("xwininfo");
+    String::from_utf8_lossy(&out.stdout).contains("Map State: IsViewable")
+}
+
 /// A child process killed on drop.
 pub struct Proc(pub Child);
 
