@@ -101,12 +101,29 @@ fn usage(pids: &[u32], main: u32) -> Usage {
     u
 }
 
-fn cpu_pct(a: Usage, b: Usage, secs: f64) -> f64 {
-    100.0 * (b.ticks.saturating_sub(a.ticks)) as f64 / TICKS_PER_S / secs
+/// CPU between two samples `secs` apart, and memory at the second.
+struct Cost {
+    cpu_pct: f64,
+    main_cpu_pct: f64,
+    rss_mib: f64,
+    pss_mib: f64,
+    main_rss_mib: f64,
+    processes: usize,
 }
 
-fn main_cpu_pct(a: Usage, b: Usage, secs: f64) -> f64 {
-    100.0 * (b.main_ticks.saturating_sub(a.main_ticks)) as f64 / TICKS_PER_S / secs
+impl Cost {
+    fn between(a: Usage, b: Usage, secs: f64) -> Cost {
+        let pct = |ticks: u64| 100.0 * ticks as f64 / TICKS_PER_S / secs;
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        Cost {
+            cpu_pct: pct(b.ticks.saturating_sub(a.ticks)),
+            main_cpu_pct: pct(b.main_ticks.saturating_sub(a.main_ticks)),
+            rss_mib: mib(b.rss_kib),
+            pss_mib: mib(b.pss_kib),
+            main_rss_mib: mib(b.main_rss_kib),
+            processes: b.processes,
+        }
+    }
 }
 
 struct PageRun {
@@ -116,12 +133,7 @@ struct PageRun {
     remote_fps: f64,
     local_fps: f64,
     dropped_pct: f64,
-    cpu_pct: f64,
-    main_cpu_pct: f64,
-    rss_mib: f64,
-    pss_mib: f64,
-    main_rss_mib: f64,
-    processes: usize,
+    cost: Cost,
 }
 
 /// The app in a test call at `w`x`h`: frames on the page per second and the cost.
@@ -166,12 +178,7 @@ fn page_run(display: &Display, w: u32, h: u32, warmup: u64, secs: u64) -> PageRu
         remote_fps: (r1 - r0) as f64 / dt,
         local_fps: (l1 - l0) as f64 / dt,
         dropped_pct: if offered > 0 { 100.0 * dropped as f64 / offered as f64 } else { 0.0 },
-        cpu_pct: cpu_pct(u0, u1, dt),
-        main_cpu_pct: main_cpu_pct(u0, u1, dt),
-        rss_mib: u1.rss_kib as f64 / 1024.0,
-        pss_mib: u1.pss_kib as f64 / 1024.0,
-        main_rss_mib: u1.main_rss_kib as f64 / 1024.0,
-        processes: u1.processes,
+        cost: Cost::between(u0, u1, dt),
     }
 }
 
@@ -243,12 +250,7 @@ fn chromium_run(rt: &tokio::runtime::Runtime, w: u32, h: u32, warmup: u64, secs:
         remote_fps: result["presented"].as_f64().unwrap_or(0.0) / secs as f64,
         local_fps: f64::NAN,
         dropped_pct: f64::NAN,
-        cpu_pct: cpu_pct(u0, u1, dt),
-        main_cpu_pct: main_cpu_pct(u0, u1, dt),
-        rss_mib: u1.rss_kib as f64 / 1024.0,
-        pss_mib: u1.pss_kib as f64 / 1024.0,
-        main_rss_mib: u1.main_rss_kib as f64 / 1024.0,
-        processes: u1.processes,
+        cost: Cost::between(u0, u1, dt),
     })
 }
 
@@ -322,12 +324,12 @@ fn main() {
             r.remote_fps,
             r.local_fps,
             r.dropped_pct,
-            r.cpu_pct,
-            r.main_cpu_pct,
-            r.rss_mib,
-            r.pss_mib,
-            r.main_rss_mib,
-            r.processes
+            r.cost.cpu_pct,
+            r.cost.main_cpu_pct,
+            r.cost.rss_mib,
+            r.cost.pss_mib,
+            r.cost.main_rss_mib,
+            r.cost.processes
         );
         println!("| Duet app before the call | – | – | – | – | – | – | – | {:.0} | {:.0} | – |", r.idle.1, r.idle.0);
         assert!(r.remote_fps > 0.0, "no frames reached the page");
@@ -335,7 +337,14 @@ fn main() {
             match chromium_run(&rt, w, h, warmup, secs) {
                 Some(c) => println!(
                     "| Chromium (anchor) | {} | {:.1} | – | – | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
-                    c.size, c.remote_fps, c.cpu_pct, c.main_cpu_pct, c.rss_mib, c.pss_mib, c.main_rss_mib, c.processes
+                    c.size,
+                    c.remote_fps,
+                    c.cost.cpu_pct,
+                    c.cost.main_cpu_pct,
+                    c.cost.rss_mib,
+                    c.cost.pss_mib,
+                    c.cost.main_rss_mib,
+                    c.cost.processes
                 ),
                 None => println!("| Chromium (anchor) | {w}x{h} | failed to run | | | | | | | | |"),
             }
