@@ -3,16 +3,13 @@
 # Debian/Ubuntu machine (as root) and points cargo at one shared target directory.
 # Sourced, not executed.
 
-# Debian packages the build and the app need: codecs, ALSA, WebKitGTK for the Tauri window, the
-# tray library (loaded at run time), and Xvfb so the app can run on a machine without a display.
-DUET_APT_PACKAGES=(ca-certificates curl git build-essential pkg-config
-  libvpx-dev libopus-dev libasound2-dev libclang-dev nasm
-  libwebkit2gtk-4.1-dev libayatana-appindicator3-1 dbus xvfb xauth)
-# What the tests add: Debian's Chromium (playwright-core drives it; no browser download),
-# WebKitWebDriver (tauri-driver drives the desktop window through it), ImageMagick for
-# screenshots, X utilities and python3-xlib (closing a window as a window manager would), and
-# Node.js when the machine has none.
-DUET_TEST_APT_PACKAGES=(chromium webkit2gtk-driver imagemagick x11-utils python3-xlib)
+# The Debian packages come from one list, scripts/packages.txt.
+DUET_PACKAGE_LIST="$(dirname "${BASH_SOURCE[0]}")/packages.txt"
+
+# duet_packages run|test: the packages of that group (test includes run).
+duet_packages() {
+  sed 's/#.*//' "$DUET_PACKAGE_LIST" | awk -v want="$1" 'NF >= 2 && ($2 == "run" || want == "test") { print $1 }'
+}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -64,8 +61,30 @@ ensure_tauri_cli() {
   fi
 }
 
+# check_build_deps: every pkg-config module the build and the bundler look up is present, or
+# stop now with the package to install (instead of failing twenty minutes into the build).
+check_build_deps() {
+  local missing=() pkg mods m
+  while read -r pkg _ mods; do
+    for m in $mods; do
+      pkg-config --exists "$m" 2>/dev/null || missing+=("$m (from $pkg)")
+    done
+  done < <(sed 's/#.*//' "$DUET_PACKAGE_LIST" | awk 'NF >= 3')
+  if ((${#missing[@]})); then
+    log "the build needs pkg-config modules that are missing: ${missing[*]}"
+    log "install those packages (apt-get install ...) or run this script as root, which installs them"
+    return 1
+  fi
+}
+
+# duet_setup [run|test]: installs the packages of that group and the toolchain, checks the build
+# dependencies, and points cargo at one shared target directory.
 duet_setup() {
-  ensure_apt "${DUET_APT_PACKAGES[@]}"
+  local group="${1:-run}"
+  local packages
+  mapfile -t packages < <(duet_packages "$group")
+  ensure_apt "${packages[@]}"
+  check_build_deps
   ensure_rust
   # One target directory, shared by every clone on this machine (CI runs in fresh clones).
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/duet/target}"
