@@ -16,9 +16,11 @@
 
 pub mod call;
 pub mod chat;
+pub mod control;
 pub mod media;
 pub mod negotiation;
 pub mod peer;
+pub mod quality;
 pub mod signaling;
 pub mod sources;
 pub mod summary;

@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use duet_media::{
-    AudioFrame, AudioSink, AudioSource, MediaClock, OpusConfig, OpusDecoder, OpusEncoder, VideoFrame, VideoSink,
-    VideoSource, Vp8Config, Vp8Decoder, Vp8Encoder, read_marker, scale_i420,
+    AudioFrame, AudioSink, AudioSource, FrameDuration, MediaClock, OpusConfig, OpusDecoder, OpusEncoder, VideoFrame,
+    VideoSink, VideoSource, Vp8Config, Vp8Decoder, Vp8Encoder, read_marker, scale_i420,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+use crate::quality::AudioSettings;
 
 /// Encoded video frames waiting for the network, at most (older ones are dropped).
 pub const VIDEO_OUT_QUEUE: usize = 4;
@@ -107,6 +109,8 @@ pub struct VideoLimits {
     pub max_height: u32,
     /// Bitrate cap in kbit/s (the congestion estimate may lower it further).
     pub max_kbps: u32,
+    /// Frames per second at most (frames of a faster source are skipped evenly).
+    pub max_fps: u32,
 }
 
 enum VideoControl {
@@ -143,7 +147,7 @@ impl VideoSender {
         let (control, rx) = std_mpsc::channel();
         let format = source.format();
         let (w, h) = fit(format.width, format.height, limits);
-        let fps = format.frame_rate.as_f64().round().max(1.0) as u32;
+        let fps = (format.frame_rate.as_f64().round().max(1.0) as u32).min(limits.max_fps.max(1));
         let encoder = Vp8Config::new(w, h, fps, limits.max_kbps.min(600));
         // Validate the settings here, where the error can still be reported.
         drop(Vp8Encoder::new(encoder.clone())?);
@@ -165,7 +169,8 @@ impl VideoSender {
         self.control(VideoControl::Bitrate(kbps));
     }
 
-    /// Changes resolution and bitrate caps (quality setting).
+    /// Changes resolution, frame rate and bitrate caps (a ladder rung). Only a new resolution
+    /// makes a keyframe.
     pub fn set_limits(&self, limits: VideoLimits) {
         self.control(VideoControl::Limits(limits));
     }
@@ -215,6 +220,8 @@ fn video_send_loop(
     let mut next_at = Instant::now();
     let mut enabled = true;
     let mut target_kbps = config.bitrate_kbps;
+    // The capture time of the last frame sent (frame-rate decimation and RTP durations).
+    let mut last_sent: Option<Instant> = None;
     loop {
         loop {
             match control.try_recv() {
@@ -259,9 +266,17 @@ fn video_send_loop(
             }
         };
         if !enabled {
+            last_sent = None;
             continue;
         }
         let captured = Instant::now();
+        // Skip frames to stay at the rung's frame rate (a 30 fps source at 15 fps: every other).
+        let min_gap = Duration::from_secs_f64(0.9 / f64::from(limits.max_fps.max(1)));
+        if last_sent.is_some_and(|t| captured.duration_since(t) < min_gap) {
+            continue;
+        }
+        let duration = last_sent.map_or(interval, |t| captured.duration_since(t).min(interval * 8));
+        last_sent = Some(captured);
         let (w, h) = fit(frame.width(), frame.height(), limits);
         let frame = if (w, h) != (frame.width(), frame.height()) {
             match scale_i420(&frame, w, h) {
@@ -277,7 +292,7 @@ fn video_send_loop(
         match encoder.encode(&frame) {
             Ok(Some(encoded)) => {
                 counters.encoded.fetch_add(1, Ordering::Relaxed);
-                let item = OutgoingVideo { data: Bytes::from(encoded.data), captured, duration: interval };
+                let item = OutgoingVideo { data: Bytes::from(encoded.data), captured, duration };
                 if out.try_send(item).is_err() {
                     if out.is_closed() {
                         return;
@@ -294,9 +309,14 @@ fn video_send_loop(
     }
 }
 
+enum AudioControl {
+    Muted(bool),
+    Settings(AudioSettings),
+}
+
 /// The capture + Opus encode thread.
 pub struct AudioSender {
-    worker: Worker<std_mpsc::Sender<bool>>,
+    worker: Worker<std_mpsc::Sender<AudioControl>>,
 }
 
 impl AudioSender {
@@ -315,17 +335,34 @@ impl AudioSender {
 
     /// Mutes (sends silence) or unmutes.
     pub fn set_muted(&self, muted: bool) {
+        self.control(AudioControl::Muted(muted));
+    }
+
+    /// Applies bitrate, FEC, expected loss and packet duration from the next packet on.
+    pub fn set_settings(&self, settings: AudioSettings) {
+        self.control(AudioControl::Settings(settings));
+    }
+
+    fn control(&self, c: AudioControl) {
         if let Some(tx) = self.worker.input() {
-            let _ = tx.send(muted);
+            let _ = tx.send(c);
         }
     }
+}
+
+fn apply_audio_settings(encoder: &mut OpusEncoder, s: AudioSettings) -> Result<(), duet_media::MediaError> {
+    encoder.set_bitrate(s.bitrate_bps)?;
+    encoder.set_fec(s.fec)?;
+    encoder.set_expected_loss(s.expected_loss_pct)?;
+    encoder.set_frame_duration(if s.frame_ms >= 60 { FrameDuration::Ms60 } else { FrameDuration::Ms20 });
+    Ok(())
 }
 
 fn audio_send_loop(
     mut source: Box<dyn AudioSource>,
     paced: bool,
     mut encoder: OpusEncoder,
-    control: std_mpsc::Receiver<bool>,
+    control: std_mpsc::Receiver<AudioControl>,
     out: mpsc::Sender<OutgoingAudio>,
 ) {
     let mut next_at = Instant::now();
@@ -333,7 +370,12 @@ fn audio_send_loop(
     loop {
         loop {
             match control.try_recv() {
-                Ok(m) => muted = m,
+                Ok(AudioControl::Muted(m)) => muted = m,
+                Ok(AudioControl::Settings(s)) => {
+                    if let Err(e) = apply_audio_settings(&mut encoder, s) {
+                        warn!(error = %e, "audio settings refused");
+                    }
+                }
                 Err(std_mpsc::TryRecvError::Empty) => break,
                 Err(std_mpsc::TryRecvError::Disconnected) => return,
             }
@@ -496,7 +538,7 @@ mod tests {
 
     #[test]
     fn fitting_keeps_the_aspect_ratio_and_never_upscales() {
-        let l = |w, h| VideoLimits { max_width: w, max_height: h, max_kbps: 1000 };
+        let l = |w, h| VideoLimits { max_width: w, max_height: h, max_kbps: 1000, max_fps: 30 };
         assert_eq!(fit(1280, 720, l(640, 360)), (640, 360));
         assert_eq!(fit(1280, 720, l(640, 640)), (640, 360));
         assert_eq!(fit(640, 360, l(1280, 720)), (640, 360));

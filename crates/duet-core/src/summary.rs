@@ -40,6 +40,17 @@ pub struct CallSummary {
     pub video_frames_sent: u64,
     /// Our audio packets handed to the network.
     pub audio_frames_sent: u64,
+    /// Times our sending rung changed (the first rung not counted).
+    pub rung_changes: u64,
+    /// Time our video was suspended (audio-only, for the network or by choice), ms.
+    pub audio_only_ms: u64,
+    /// Longest time between two decoded partner video frames while the partner was sending
+    /// video, ms.
+    pub longest_video_freeze_ms: Option<u64>,
+    /// Longest time between two decoded partner audio frames, ms.
+    pub longest_audio_gap_ms: Option<u64>,
+    /// Mean transport send rate from connecting to the end of the call, kbit/s.
+    pub mean_send_kbps: Option<f64>,
 }
 
 /// Accumulates a [`CallSummary`]. Times are microseconds on the caller's clock.
@@ -49,6 +60,11 @@ pub struct SummaryBuilder {
     matched_at_us: Option<u64>,
     frame_numbers: BTreeSet<u64>,
     latencies_us: Vec<u64>,
+    connected_at_us: Option<u64>,
+    last_video_us: Option<u64>,
+    last_audio_us: Option<u64>,
+    audio_only_since_us: Option<u64>,
+    last_bytes_us: Option<u64>,
 }
 
 impl SummaryBuilder {
@@ -62,9 +78,32 @@ impl SummaryBuilder {
         self.matched_at_us.get_or_insert(now_us);
     }
 
-    /// The media path came up.
-    pub fn connected(&mut self) {
+    /// The media path came up at `now_us`.
+    pub fn connected(&mut self, now_us: u64) {
         self.summary.connected = true;
+        self.connected_at_us.get_or_insert(now_us);
+    }
+
+    /// Our sending rung changed (not the first one).
+    pub fn rung_changed(&mut self) {
+        self.summary.rung_changes += 1;
+    }
+
+    /// Our video was suspended (`true`) or resumed at `now_us`.
+    pub fn audio_only(&mut self, now_us: u64, on: bool) {
+        match (on, self.audio_only_since_us) {
+            (true, None) => self.audio_only_since_us = Some(now_us),
+            (false, Some(since)) => {
+                self.summary.audio_only_ms += now_us.saturating_sub(since) / 1000;
+                self.audio_only_since_us = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// The partner stopped or started sending video: the time in between is no freeze.
+    pub fn partner_video_paused(&mut self) {
+        self.last_video_us = None;
     }
 
     /// A remote video frame was decoded at `now_us`; `marker` is its embedded
@@ -77,6 +116,10 @@ impl SummaryBuilder {
             if let Some(m) = self.matched_at_us {
                 self.summary.time_to_first_frame_ms = Some(now_us.saturating_sub(m) / 1000);
             }
+        }
+        if let Some(last) = self.last_video_us.replace(now_us) {
+            let gap = now_us.saturating_sub(last) / 1000;
+            self.summary.longest_video_freeze_ms = Some(self.summary.longest_video_freeze_ms.unwrap_or(0).max(gap));
         }
         if let Some((number, captured_us)) = marker {
             self.frame_numbers.insert(number);
@@ -94,9 +137,13 @@ impl SummaryBuilder {
         self.summary.audio_frames_sent += 1;
     }
 
-    /// A remote audio frame was decoded.
-    pub fn audio_frame(&mut self) {
+    /// A remote audio frame was decoded at `now_us`.
+    pub fn audio_frame(&mut self, now_us: u64) {
         self.summary.audio_frames_decoded += 1;
+        if let Some(last) = self.last_audio_us.replace(now_us) {
+            let gap = now_us.saturating_sub(last) / 1000;
+            self.summary.longest_audio_gap_ms = Some(self.summary.longest_audio_gap_ms.unwrap_or(0).max(gap));
+        }
     }
 
     /// A chat message was sent.
@@ -109,15 +156,32 @@ impl SummaryBuilder {
         self.summary.chat_received += 1;
     }
 
-    /// Transport byte counters (latest totals).
-    pub fn bytes(&mut self, sent: u64, received: u64) {
+    /// Transport byte counters (latest totals) at `now_us`. The counters start again with every
+    /// peer connection, so totals only grow by what each connection adds.
+    pub fn bytes(&mut self, now_us: u64, sent: u64, received: u64) {
         self.summary.bytes_sent = sent;
         self.summary.bytes_received = received;
+        self.last_bytes_us = Some(now_us);
+    }
+
+    /// The summary as of `now_us`.
+    pub fn summary_at(&self, now_us: u64) -> CallSummary {
+        let mut s = self.summary();
+        if let Some(since) = self.audio_only_since_us {
+            s.audio_only_ms += now_us.saturating_sub(since) / 1000;
+        }
+        s
     }
 
     /// The summary so far.
     pub fn summary(&self) -> CallSummary {
         let mut s = self.summary.clone();
+        if let (Some(from), Some(to)) = (self.connected_at_us, self.last_bytes_us) {
+            let secs = to.saturating_sub(from) as f64 / 1e6;
+            if secs >= 0.5 {
+                s.mean_send_kbps = Some((s.bytes_sent as f64 * 8.0 / 1000.0 / secs * 10.0).round() / 10.0);
+            }
+        }
         if let (Some(first), Some(last)) = (self.frame_numbers.first(), self.frame_numbers.last()) {
             let span = last - first + 1;
             s.video_frames_lost = span - self.frame_numbers.len() as u64;
@@ -147,14 +211,17 @@ mod tests {
     fn first_frame_loss_and_latency() {
         let mut b = SummaryBuilder::new();
         b.matched(1_000_000);
-        b.connected();
+        b.connected(1_050_000);
         // Frames 10..=19 with 13 and 17 missing, one duplicate; latency 20..=27 ms.
         let mut t = 1_150_000;
         for (i, n) in [10, 11, 12, 14, 15, 16, 18, 19, 19].into_iter().enumerate() {
             b.video_frame(t, 640, 360, Some((n, t - 20_000 - i as u64 * 1000)));
             t += 33_000;
         }
-        b.audio_frame();
+        b.audio_frame(1_200_000);
+        b.audio_frame(1_220_000);
+        b.audio_frame(1_400_000);
+        b.bytes(3_050_000, 250_000, 1000);
         let s = b.summary();
         assert_eq!(s.time_to_first_frame_ms, Some(150));
         assert_eq!(s.video_frames_decoded, 9);
@@ -163,6 +230,27 @@ mod tests {
         assert_eq!(s.latency_ms_p95, Some(28.0));
         assert_eq!((s.video_width, s.video_height), (Some(640), Some(360)));
         assert!(s.connected);
+        assert_eq!(s.longest_audio_gap_ms, Some(180));
+        assert_eq!(s.longest_video_freeze_ms, Some(33));
+        assert_eq!(s.mean_send_kbps, Some(1000.0));
+    }
+
+    #[test]
+    fn audio_only_time_and_freezes_exclude_the_partners_pauses() {
+        let mut b = SummaryBuilder::new();
+        b.video_frame(0, 640, 360, None);
+        b.partner_video_paused();
+        b.video_frame(5_000_000, 640, 360, None);
+        b.video_frame(5_100_000, 640, 360, None);
+        b.audio_only(1_000_000, true);
+        b.audio_only(2_000_000, true);
+        b.audio_only(3_500_000, false);
+        b.audio_only(4_000_000, true);
+        b.rung_changed();
+        let s = b.summary_at(4_500_000);
+        assert_eq!(s.longest_video_freeze_ms, Some(100));
+        assert_eq!(s.audio_only_ms, 3000);
+        assert_eq!(s.rung_changes, 1);
     }
 
     #[test]
@@ -180,6 +268,11 @@ mod tests {
             "chat_received",
             "bytes_sent",
             "bytes_received",
+            "rung_changes",
+            "audio_only_ms",
+            "longest_video_freeze_ms",
+            "longest_audio_gap_ms",
+            "mean_send_kbps",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

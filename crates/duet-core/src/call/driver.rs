@@ -13,40 +13,32 @@ use tracing::{debug, info, warn};
 
 use super::machine::{CallMachine, CallState, Command, Output, PeerState};
 use crate::chat::{Chat, ChatOutput};
+use crate::control::ControlMessage;
 use crate::media::{
     AudioReceiver, AudioSender, OutgoingAudio, OutgoingVideo, Received, VideoLimits, VideoReceiver, VideoSender,
 };
 use crate::negotiation::Action;
 use crate::peer::{Channel, Peer, PeerConfig, PeerEvent, PeerStats};
+use crate::quality::{AudioOnlyCause, QualityController, QualityOutput, QualityStatus, RungReason};
 use crate::signaling::{SignalingClient, SignalingConfig, SignalingEvent};
 use crate::summary::{CallSummary, SummaryBuilder};
 
-/// The user's quality choice.
+/// The user's quality choice: Auto follows the ladder, High, Medium and Low cap it, Audio only
+/// forces audio (see [`crate::quality`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Quality {
-    /// Follow the network, up to 720p.
+    /// Follow the network, up to 720p30.
     Auto,
-    /// Up to 1280x720, 2.5 Mb/s.
+    /// Follow the network up to 720p30 (the same top as Auto today; kept apart for a higher top
+    /// rung on sources that have one).
     High,
-    /// Up to 640x360, 800 kb/s.
+    /// Up to 360p30.
     Medium,
-    /// Up to 320x180, 250 kb/s.
+    /// Up to 180p15.
     Low,
-    /// No video at all.
+    /// No video at all (never resumes by itself).
     AudioOnly,
-}
-
-impl Quality {
-    fn limits(self) -> Option<VideoLimits> {
-        let l = |max_width, max_height, max_kbps| Some(VideoLimits { max_width, max_height, max_kbps });
-        match self {
-            Quality::Auto | Quality::High => l(1280, 720, 2500),
-            Quality::Medium => l(640, 360, 800),
-            Quality::Low => l(320, 180, 250),
-            Quality::AudioOnly => None,
-        }
-    }
 }
 
 /// Media the call sends: sources are opened by the caller (so their errors surface before
@@ -114,6 +106,8 @@ pub enum CallCommand {
     SetCamera(bool),
     /// Change the quality.
     SetQuality(Quality),
+    /// The partner's video is shown at this size (pixels): the partner never sends more.
+    SetViewSize(u32, u32),
     /// End everything (leave, close signaling) and emit the summary.
     Shutdown,
 }
@@ -175,6 +169,25 @@ pub enum CallEvent {
     ChatDelivered(u64),
     /// The partner turned their camera on/off.
     PeerVideo(bool),
+    /// Our sending rung changed.
+    Rung {
+        /// The rung, e.g. `360p30`.
+        rung: &'static str,
+        /// Encoder target, kbit/s.
+        target_kbps: u32,
+        /// Why.
+        reason: RungReason,
+    },
+    /// Video was suspended (`on`: audio-only) or resumed in one direction; the cause says which
+    /// side and why (`network`/`choice`: ours, `partner_network`/`partner_choice`: theirs).
+    AudioOnly {
+        /// Audio-only now.
+        on: bool,
+        /// Why.
+        cause: AudioOnlyCause,
+    },
+    /// The call's quality as the UIs show it (with every stats tick, and on changes).
+    Quality(Box<QualityStatus>),
     /// Numbers.
     Stats(Box<CallStats>),
     /// Something the user should read.
@@ -204,6 +217,9 @@ impl Call {
     }
 }
 
+/// How often the quality controller reads the transport's estimate.
+const QUALITY_INTERVAL: Duration = Duration::from_millis(200);
+
 struct Live {
     peer: Peer,
     events: mpsc::UnboundedReceiver<PeerEvent>,
@@ -223,8 +239,11 @@ struct Driver {
     video_receiver: Option<VideoReceiver>,
     audio_receiver: Option<AudioReceiver>,
     quality: Quality,
+    controller: QualityController,
+    source_size: (u32, u32, u32),
+    view: Option<(u32, u32)>,
     camera_on: bool,
-    encoder_kbps: u32,
+    partner_video_on: bool,
     seen_video: bool,
     seen_audio: bool,
     last_stats: Option<(Instant, PeerStats, u64)>,
@@ -244,7 +263,10 @@ async fn run(
     let (video_tx, mut video_rx) = mpsc::channel::<OutgoingVideo>(crate::media::VIDEO_OUT_QUEUE);
     let (audio_tx, mut audio_rx) = mpsc::channel::<OutgoingAudio>(16);
     let (recv_tx, mut recv_rx) = mpsc::unbounded_channel::<Received>();
-    let limits = cfg.quality.limits();
+    let source_size = media.video.as_ref().map_or((1280, 720, 30), |(s, _)| {
+        let f = s.format();
+        (f.width, f.height, f.frame_rate.as_f64().round() as u32)
+    });
     let mut d = Driver {
         events: events.clone(),
         signaling,
@@ -258,8 +280,11 @@ async fn run(
         video_receiver: None,
         audio_receiver: None,
         quality: cfg.quality,
+        controller: QualityController::new(source_size, cfg.quality),
+        source_size,
+        view: None,
         camera_on: true,
-        encoder_kbps: 0,
+        partner_video_on: true,
         seen_video: false,
         seen_audio: false,
         last_stats: None,
@@ -269,11 +294,14 @@ async fn run(
         cfg,
     };
     if let Some((source, paced)) = media.video {
-        let l = limits.unwrap_or(VideoLimits { max_width: 1280, max_height: 720, max_kbps: 2500 });
-        match VideoSender::start(source, paced, l, video_tx) {
+        // The lowest rung until the first estimate picks the real one.
+        let rung = crate::quality::LADDER[crate::quality::LADDER.len() - 1];
+        let limits =
+            VideoLimits { max_width: rung.width, max_height: rung.height, max_kbps: rung.max_kbps, max_fps: rung.fps };
+        match VideoSender::start(source, paced, limits, video_tx) {
             Ok(s) => {
-                s.set_enabled(limits.is_some());
                 d.video_sender = Some(s);
+                d.apply_video_state();
             }
             Err(e) => d.notice(format!("Video cannot be sent: {e}")),
         }
@@ -294,6 +322,8 @@ async fn run(
     }
     let mut stats_tick = tokio::time::interval(d.cfg.stats_interval);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut quality_tick = tokio::time::interval(QUALITY_INTERVAL);
+    quality_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutting_down = false;
     loop {
         d.drain().await;
@@ -338,6 +368,7 @@ async fn run(
                 }
             }
             Some(r) = recv_rx.recv() => d.on_received(r).await,
+            _ = quality_tick.tick() => d.on_quality_tick().await,
             _ = stats_tick.tick() => {
                 d.on_stats().await;
                 d.chat.retransmit();
@@ -354,7 +385,7 @@ async fn run(
     d.signaling.close();
     d.video_sender = None;
     d.audio_sender = None;
-    let summary = d.summary.summary();
+    let summary = d.summary.summary_at(d.clock.now_us());
     let _ = events.send(CallEvent::Finished(Box::new(summary)));
 }
 
@@ -404,16 +435,16 @@ impl Driver {
             CallCommand::SetCamera(on) => {
                 self.camera_on = on;
                 self.apply_video_state();
-                if let Some(live) = &self.live {
-                    live.peer.send_text(Channel::Control, &format!(r#"{{"t":"video","on":{on}}}"#)).await;
-                }
+                self.send_control(ControlMessage::Video { on, cause: None }).await;
             }
             CallCommand::SetQuality(q) => {
                 self.quality = q;
-                if let (Some(v), Some(l)) = (&self.video_sender, q.limits()) {
-                    v.set_limits(l);
-                }
-                self.apply_video_state();
+                self.controller.set_choice(Instant::now(), q);
+                self.apply_quality().await;
+            }
+            CallCommand::SetViewSize(w, h) => {
+                self.view = Some((w, h));
+                self.send_control(ControlMessage::View { w, h }).await;
             }
             CallCommand::Shutdown => {}
         }
@@ -422,7 +453,66 @@ impl Driver {
 
     fn apply_video_state(&self) {
         if let Some(v) = &self.video_sender {
-            v.set_enabled(self.camera_on && self.quality.limits().is_some());
+            v.set_enabled(self.camera_on && self.controller.suspended().is_none());
+        }
+    }
+
+    async fn send_control(&self, msg: ControlMessage) {
+        if let Some(live) = &self.live {
+            live.peer.send_text(Channel::Control, &msg.encode()).await;
+        }
+    }
+
+    /// Every [`QUALITY_INTERVAL`] while media flows: the controller reads the transport.
+    async fn on_quality_tick(&mut self) {
+        let Some(live) = self.live.as_ref().filter(|_| self.media_ready) else { return };
+        let transport = live.peer.transport();
+        let rtt = self.last_stats.as_ref().and_then(|s| s.1.rtt_ms);
+        self.controller.update(Instant::now(), transport.estimate_bps, transport.acked_bps, transport.loss, rtt);
+        self.apply_quality().await;
+    }
+
+    /// Carries out what the quality controller decided.
+    async fn apply_quality(&mut self) {
+        while let Some(out) = self.controller.poll_output() {
+            match out {
+                QualityOutput::Rung { rung, target_kbps, reason } => {
+                    if let Some(v) = &self.video_sender {
+                        v.set_limits(VideoLimits {
+                            max_width: rung.width,
+                            max_height: rung.height,
+                            max_kbps: rung.max_kbps,
+                            max_fps: rung.fps,
+                        });
+                        v.set_bitrate(target_kbps);
+                    }
+                    if reason != RungReason::Start {
+                        self.summary.rung_changed();
+                    }
+                    info!(rung = rung.name, target_kbps, ?reason, "rung");
+                    self.emit(CallEvent::Rung { rung: rung.name, target_kbps, reason });
+                }
+                QualityOutput::VideoBitrate(kbps) => {
+                    if let Some(v) = &self.video_sender {
+                        v.set_bitrate(kbps);
+                    }
+                }
+                QualityOutput::AudioOnly { on, cause } => {
+                    self.apply_video_state();
+                    self.summary.audio_only(self.clock.now_us(), on);
+                    // Without a camera (none, or turned off) the partner sees no video either way.
+                    if self.video_sender.is_some() && self.camera_on {
+                        self.send_control(ControlMessage::Video { on: !on, cause: on.then_some(cause) }).await;
+                    }
+                    info!(on, cause = cause.as_str(), "audio only");
+                    self.emit(CallEvent::AudioOnly { on, cause });
+                }
+                QualityOutput::Audio(settings) => {
+                    if let Some(a) = &self.audio_sender {
+                        a.set_settings(settings);
+                    }
+                }
+            }
         }
     }
 
@@ -433,7 +523,7 @@ impl Driver {
                 Output::Signal(msg) => self.signaling.send(msg),
                 Output::State(s) => {
                     if s == CallState::Connected {
-                        self.summary.connected();
+                        self.summary.connected(self.clock.now_us());
                     }
                     self.emit(CallEvent::State(s));
                 }
@@ -458,6 +548,10 @@ impl Driver {
                         Ok((peer, events)) => {
                             info!(polite, "peer connection ready");
                             self.live = Some(Live { peer, events });
+                            // A new connection starts a new estimate, and perhaps a new partner.
+                            self.controller = QualityController::new(self.source_size, self.quality);
+                            self.partner_video_on = true;
+                            self.apply_quality().await;
                             if let Some(v) = &self.video_sender {
                                 v.request_keyframe();
                             }
@@ -518,16 +612,10 @@ impl Driver {
                 }
                 let queued = self.video_receiver.as_ref().is_some_and(|r| r.push(data));
                 if !queued {
-                    if let Some(live) = &self.live {
-                        live.peer.request_keyframe().await;
-                    }
+                    self.request_keyframe().await;
                 }
             }
-            PeerEvent::VideoGap => {
-                if let Some(live) = &self.live {
-                    live.peer.request_keyframe().await;
-                }
-            }
+            PeerEvent::VideoGap => self.request_keyframe().await,
             PeerEvent::AudioPacket(p) => {
                 if self.cfg.echo {
                     if let Some(live) = &self.live {
@@ -551,25 +639,55 @@ impl Driver {
             }
             PeerEvent::ChannelOpen(Channel::Chat) => self.chat.opened(),
             PeerEvent::ChannelOpen(Channel::Control) => {
-                if let Some(live) = &self.live {
-                    let on = self.camera_on && self.quality.limits().is_some();
-                    live.peer.send_text(Channel::Control, &format!(r#"{{"t":"video","on":{on}}}"#)).await;
+                let cause = self.controller.suspended().filter(|_| self.camera_on);
+                let on = self.camera_on && cause.is_none() && self.video_sender.is_some();
+                self.send_control(ControlMessage::Video { on, cause }).await;
+                if let Some((w, h)) = self.view {
+                    self.send_control(ControlMessage::View { w, h }).await;
                 }
             }
             PeerEvent::ChannelMessage(Channel::Chat, text) => self.chat.received(&text),
-            PeerEvent::ChannelMessage(Channel::Control, text) => {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                    if v["t"] == "video" {
-                        if let Some(on) = v["on"].as_bool() {
-                            self.emit(CallEvent::PeerVideo(on));
-                        }
-                    }
+            PeerEvent::ChannelMessage(Channel::Control, text) => match ControlMessage::parse(&text) {
+                Some(ControlMessage::Video { on, cause }) => self.on_partner_video(on, cause),
+                Some(ControlMessage::View { w, h }) => {
+                    self.controller.set_partner_view(w, h);
+                    self.apply_quality().await;
                 }
-            }
+                None => debug!("control message ignored"),
+            },
             PeerEvent::ChannelClosed(Channel::Chat) => self.chat.closed(),
             PeerEvent::ChannelClosed(Channel::Control) => {}
         }
         self.flush_chat().await;
+    }
+
+    /// Asks the partner for a keyframe, unless its video is off (nothing to repair then).
+    async fn request_keyframe(&self) {
+        if !self.partner_video_on {
+            return;
+        }
+        if let Some(live) = &self.live {
+            live.peer.request_keyframe().await;
+        }
+    }
+
+    /// The partner's video went on or off: a camera change without a cause, audio-only with one.
+    fn on_partner_video(&mut self, on: bool, cause: Option<AudioOnlyCause>) {
+        self.partner_video_on = on;
+        self.summary.partner_video_paused();
+        match cause {
+            Some(cause) => {
+                self.controller.set_partner_suspended((!on).then_some(cause));
+                self.emit(CallEvent::AudioOnly { on: !on, cause: cause.for_partner() });
+            }
+            None => {
+                if let Some(was) = self.controller.partner_suspended().filter(|_| on) {
+                    self.controller.set_partner_suspended(None);
+                    self.emit(CallEvent::AudioOnly { on: false, cause: was });
+                }
+                self.emit(CallEvent::PeerVideo(on));
+            }
+        }
     }
 
     async fn flush_chat(&mut self) {
@@ -600,13 +718,9 @@ impl Driver {
                     self.emit(CallEvent::MediaStarted("video"));
                 }
             }
-            Received::NeedKeyframe => {
-                if let Some(live) = &self.live {
-                    live.peer.request_keyframe().await;
-                }
-            }
+            Received::NeedKeyframe => self.request_keyframe().await,
             Received::Audio => {
-                self.summary.audio_frame();
+                self.summary.audio_frame(self.clock.now_us());
                 if !self.seen_audio {
                     self.seen_audio = true;
                     self.emit(CallEvent::MediaStarted("audio"));
@@ -615,27 +729,17 @@ impl Driver {
         }
     }
 
-    /// Once a second: stats to the application, and the encoder follows the congestion
-    /// estimate (the pacer sends at exactly the estimate, so overshooting it only queues).
+    /// Once a second: stats and the quality status to the application.
     async fn on_stats(&mut self) {
         let Some(live) = &self.live else { return };
         let stats = live.peer.stats().await;
-        let target_kbps = (stats.target_bitrate_bps * 0.85 / 1000.0) as u32;
-        // Leave room for audio (~40 kb/s with overhead).
-        let video_kbps = target_kbps.saturating_sub(40).max(50);
-        if let Some(v) = &self.video_sender {
-            if self.encoder_kbps == 0 || video_kbps.abs_diff(self.encoder_kbps) * 10 > self.encoder_kbps {
-                debug!(video_kbps, "encoder follows the estimate");
-                v.set_bitrate(video_kbps);
-                self.encoder_kbps = video_kbps;
-            }
-        }
-        self.summary.bytes(stats.bytes_sent, stats.bytes_received);
+        self.summary.bytes(self.clock.now_us(), stats.bytes_sent, stats.bytes_received);
+        let quality = self.controller.status();
         let now = Instant::now();
         let (frames_encoded, frames_dropped) = self.video_sender.as_ref().map_or((0, 0), VideoSender::counters);
         let mut out = CallStats {
             peer: stats.clone(),
-            encoder_kbps: self.encoder_kbps,
+            encoder_kbps: quality.target_kbps,
             frames_encoded,
             frames_dropped,
             frames_decoded: self.frames_decoded,
@@ -654,5 +758,6 @@ impl Driver {
         }
         self.last_stats = Some((now, stats, self.frames_decoded));
         self.emit(CallEvent::Stats(Box::new(out)));
+        self.emit(CallEvent::Quality(Box::new(quality)));
     }
 }

@@ -1,12 +1,18 @@
-//! Two small interceptors the application needs: one that publishes the congestion
-//! controller's estimate (the API offers no other way to read it), and one that hands
-//! keyframe requests (PLI/FIR) to the sending track (by default inbound RTCP stops at the
-//! end of the interceptor chain).
+//! The interceptors the application adds to webrtc's chain: one that publishes the congestion
+//! controller's estimate and the loss it sees (the API offers no other way to read them), the
+//! send queue that keeps audio first and the delay bounded ([`PriorityPacer`], around
+//! [`crate::quality::pacer::Pacer`]), and one that hands keyframe requests (PLI/FIR) to the
+//! sending track (by default inbound RTCP stops at the end of the interceptor chain).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use rtc::shared::marshal::MarshalSize;
+
+use crate::quality::AckedRate;
+use crate::quality::pacer::{Class, PACING_FACTOR, Pacer};
 
 use rtc::interceptor::{
     Attribute, BandwidthEstimator, EstimatorStats, Interceptor, Packet, PacketReport, StreamInfo, TaggedPacket,
@@ -15,27 +21,55 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::sansio::Protocol;
 
-/// Wraps a bandwidth estimator and publishes its target (bit/s, as `f64` bits) after every
-/// update.
+/// What the transport measures for the application, shared with the interceptors (each value
+/// an `f64` or a count in an atomic).
+#[derive(Debug, Default)]
+pub(super) struct TransportMeters {
+    /// The estimator's target, bit/s (`f64` bits).
+    pub(super) target_bps: AtomicU64,
+    /// The loss the partner reports on what we send, a fraction (`f64` bits).
+    pub(super) loss: AtomicU64,
+    /// The rate the partner acknowledged, bit/s (`f64` bits; NaN until feedback covers a window).
+    pub(super) acked_bps: AtomicU64,
+    /// Video packets the pacer dropped because they waited too long.
+    pub(super) video_dropped: AtomicU64,
+}
+
+impl TransportMeters {
+    pub(super) fn load(value: &AtomicU64) -> f64 {
+        f64::from_bits(value.load(Ordering::Relaxed))
+    }
+}
+
+/// Wraps a bandwidth estimator and publishes its target and the loss it sees after every update.
 pub(super) struct ReportingEstimator<E: BandwidthEstimator> {
     inner: E,
-    target: Arc<AtomicU64>,
+    meters: Arc<TransportMeters>,
+    acked: AckedRate,
 }
 
 impl<E: BandwidthEstimator> ReportingEstimator<E> {
-    pub(super) fn new(inner: E, target: Arc<AtomicU64>) -> Self {
-        target.store(inner.target_bitrate().to_bits(), Ordering::Relaxed);
-        Self { inner, target }
+    pub(super) fn new(inner: E, meters: Arc<TransportMeters>) -> Self {
+        meters.acked_bps.store(f64::NAN.to_bits(), Ordering::Relaxed);
+        let this = Self { inner, meters, acked: AckedRate::default() };
+        this.publish();
+        this
     }
 
     fn publish(&self) {
-        self.target.store(self.inner.target_bitrate().to_bits(), Ordering::Relaxed);
+        self.meters.target_bps.store(self.inner.target_bitrate().to_bits(), Ordering::Relaxed);
+        self.meters.loss.store(self.inner.stats().packet_loss.unwrap_or(0.0).to_bits(), Ordering::Relaxed);
     }
 }
 
 impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.inner.on_reports(now, reports);
+        for r in reports.iter().filter(|r| r.arrived) {
+            self.acked.add(now, r.size);
+        }
+        let acked = self.acked.rate_bps(now).unwrap_or(f64::NAN);
+        self.meters.acked_bps.store(acked.to_bits(), Ordering::Relaxed);
         self.publish();
     }
 
@@ -55,6 +89,105 @@ impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
     fn stats(&self) -> EstimatorStats {
         self.inner.stats()
     }
+}
+
+/// The send queue in the pacer's slot: audio leaves at once, video is paced at the estimate
+/// (times [`PACING_FACTOR`]) and dropped, whole frames at a time, when it has waited too long.
+/// Packets are classed by SSRC: the streams bound with an `audio/` codec are audio.
+pub(super) struct PriorityPacer {
+    pacer: Pacer<TaggedPacket>,
+    audio_ssrcs: HashSet<u32>,
+    meters: Arc<TransportMeters>,
+    /// RTCP and audio: out at once.
+    urgent: VecDeque<TaggedPacket>,
+    released: VecDeque<TaggedPacket>,
+    read: VecDeque<TaggedPacket>,
+}
+
+impl PriorityPacer {
+    pub(super) fn new(start_bps: f64, meters: Arc<TransportMeters>) -> Self {
+        Self {
+            pacer: Pacer::new(start_bps * PACING_FACTOR),
+            audio_ssrcs: HashSet::new(),
+            meters,
+            urgent: VecDeque::new(),
+            released: VecDeque::new(),
+            read: VecDeque::new(),
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        // The congestion controller (wire-ward) tags the feedback that changed its estimate.
+        if let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
+            msg.message.get(&Attribute::TargetBitrateChanged { bits_per_second: 0.0 })
+        {
+            self.pacer.set_rate(*bits_per_second * PACING_FACTOR);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let Packet::Rtp(rtp) = &msg.message.packet else {
+            self.urgent.push_back(msg);
+            return Ok(());
+        };
+        let bytes = rtp.marshal_size();
+        let class = if self.audio_ssrcs.contains(&rtp.header.ssrc) {
+            Class::Audio
+        } else {
+            Class::Video { frame: (rtp.header.ssrc, rtp.header.timestamp) }
+        };
+        let now = msg.now;
+        if let Some(audio) = self.pacer.push(now, msg, bytes, class) {
+            self.urgent.push_back(audio);
+        }
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.urgent.pop_front().or_else(|| self.released.pop_front())
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        for mut packet in self.pacer.release(now) {
+            // The departure instant: what leaves now is recorded as leaving now, so the queueing
+            // here is never charged to the network.
+            packet.now = now;
+            self.released.push_back(packet);
+        }
+        self.meters.video_dropped.store(self.pacer.dropped_video(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pacer.poll_timeout()
+    }
+}
+
+impl Interceptor for PriorityPacer {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if info.mime_type.to_ascii_lowercase().starts_with("audio/") {
+            self.audio_ssrcs.insert(info.ssrc);
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.audio_ssrcs.remove(&info.ssrc);
+    }
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
 /// Marks inbound PLI/FIR for delivery to the application (the sending track's `poll()`);

@@ -11,7 +11,7 @@ mod interceptors;
 mod stats;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,14 +19,14 @@ use bytes::Bytes;
 use duet_proto::{IceCandidate, IceServer, SdpType, SessionDescription, SignalPayload};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
-use rtc::interceptor::{Gcc, Slot};
+use rtc::interceptor::{CongestionControlBuilder, Gcc, Slot, TwccReceiverBuilder, TwccSenderBuilder};
 use rtc::media::Sample;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8};
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
-    RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind, TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -37,10 +37,9 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    CongestionFeedback, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder,
-    configure_congestion_control, register_default_interceptors,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -48,7 +47,8 @@ pub use stats::{PeerStats, TrackStats};
 
 use crate::call::PeerState;
 use crate::negotiation::Action;
-use interceptors::{KeyframeRequestForwarder, ReportingEstimator};
+use crate::quality::{MAX_ESTIMATE_BPS, MIN_ESTIMATE_BPS, START_ESTIMATE_BPS};
+use interceptors::{KeyframeRequestForwarder, PriorityPacer, ReportingEstimator, TransportMeters};
 
 const VIDEO_SSRC_BASE: u32 = 0x4455_0000;
 const AUDIO_SSRC_BASE: u32 = 0x4455_8000;
@@ -77,7 +77,7 @@ impl Default for PeerConfig {
             ice_servers: Vec::new(),
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             relay_only: false,
-            bitrate_bps: (600_000.0, 80_000.0, 3_000_000.0),
+            bitrate_bps: (START_ESTIMATE_BPS, MIN_ESTIMATE_BPS, MAX_ESTIMATE_BPS),
         }
     }
 }
@@ -196,7 +196,7 @@ pub struct Peer {
     chat: Arc<dyn DataChannel>,
     control: Arc<dyn DataChannel>,
     local_ufrag: Arc<Mutex<String>>,
-    target_bps: Arc<AtomicU64>,
+    meters: Arc<TransportMeters>,
     remote_video: RemoteVideo,
     closed: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
@@ -244,9 +244,9 @@ impl Peer {
         me.register_codec(opus.clone(), RtpCodecKind::Audio).map_err(ctx("registering Opus"))?;
 
         let (start, min, max) = cfg.bitrate_bps;
-        let target_bps = Arc::new(AtomicU64::new(start.to_bits()));
-        let estimator = ReportingEstimator::new(Gcc::new(start, min, max), target_bps.clone());
-        let registry = configure_congestion_control(Registry::new(), estimator, CongestionFeedback::Twcc, &mut me)
+        let meters = Arc::new(TransportMeters::default());
+        let estimator = ReportingEstimator::new(Gcc::new(start, min, max), meters.clone());
+        let registry = congestion_control(estimator, PriorityPacer::new(start, meters.clone()), &mut me)
             .map_err(ctx("congestion control"))?;
         let registry = register_default_interceptors(registry, &mut me).map_err(ctx("interceptors"))?;
         let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
@@ -359,7 +359,7 @@ impl Peer {
                 chat,
                 control,
                 local_ufrag,
-                target_bps,
+                meters,
                 remote_video,
                 closed,
                 tasks,
@@ -500,7 +500,18 @@ impl Peer {
 
     /// The congestion controller's current target, in bit/s.
     pub fn target_bitrate_bps(&self) -> f64 {
-        f64::from_bits(self.target_bps.load(Ordering::Relaxed))
+        TransportMeters::load(&self.meters.target_bps)
+    }
+
+    /// What the transport measures now: estimate, loss on what we send, video dropped by the
+    /// send queue.
+    pub fn transport(&self) -> Transport {
+        Transport {
+            estimate_bps: self.target_bitrate_bps(),
+            acked_bps: Some(TransportMeters::load(&self.meters.acked_bps)).filter(|a| a.is_finite()),
+            loss: TransportMeters::load(&self.meters.loss),
+            video_packets_dropped: self.meters.video_dropped.load(Ordering::Relaxed),
+        }
     }
 
     /// A snapshot of the connection's statistics.
@@ -519,6 +530,45 @@ impl Peer {
             t.abort();
         }
     }
+}
+
+/// What the transport measures, read at any time (see [`Peer::transport`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Transport {
+    /// The bandwidth estimate, bit/s.
+    pub estimate_bps: f64,
+    /// The rate the partner acknowledged over the last second, bit/s (`None` at first).
+    pub acked_bps: Option<f64>,
+    /// The loss the partner reports on what we send, a fraction.
+    pub loss: f64,
+    /// Video packets the send queue dropped because they waited too long, so far.
+    pub video_packets_dropped: u64,
+}
+
+/// Transport-wide congestion control as webrtc's `configure_congestion_control` sets it up
+/// (TWCC feedback both ways, the estimator wire-most), with Duet's priority pacer in the
+/// pacer's slot instead of webrtc's first-in-first-out one.
+fn congestion_control<E: rtc::interceptor::BandwidthEstimator + 'static>(
+    estimator: E,
+    pacer: PriorityPacer,
+    me: &mut MediaEngine,
+) -> Result<Registry, webrtc::error::Error> {
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        me.register_feedback(
+            RTCPFeedback { typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(), parameter: String::new() },
+            kind,
+        );
+        me.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned() },
+            kind,
+            None,
+        )?;
+    }
+    Ok(Registry::new()
+        .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
+        .with(Slot::Pacer, pacer)
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build()))
 }
 
 fn to_proto(desc: &RTCSessionDescription) -> SessionDescription {

@@ -1,0 +1,278 @@
+//! The send queue: audio first, video paced at the estimate, and a bounded delay.
+//!
+//! Packets leave through a token bucket refilled at the pacing rate. Audio (and anything
+//! always goes before video and is never dropped: it is small, and a voice that arrives is worth
+//! more than any picture. Video waits its turn; a frame none of whose packets has left after
+//! [`MAX_VIDEO_DELAY`] is dropped whole, so the queue never builds seconds of delay under a cap
+//! (the receiver asks for a keyframe and the encoder, told of the drop, lowers its output). A
+//! frame that has started to leave is always finished: half a frame is worth nothing, and a
+//! keyframe larger than the delay bound must still get through.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The pacer sends at the estimate times this: a little headroom so encoder overshoot drains
+/// quickly, while the queue (not the network) absorbs what exceeds it.
+pub const PACING_FACTOR: f64 = 1.1;
+/// The longest a video packet may wait in the queue.
+pub const MAX_VIDEO_DELAY: Duration = Duration::from_millis(150);
+/// The budget may accumulate at most this many bits (a 40 ms burst at the rate, at least 2 packets).
+const BURST: Duration = Duration::from_millis(40);
+const MIN_BURST_BITS: f64 = 2.0 * 1500.0 * 8.0;
+
+/// What kind of packet, for priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Audio: first, never dropped.
+    Audio,
+    /// Video (and its retransmissions): paced, dropped when stale.
+    Video {
+        /// Frame identity (SSRC and RTP timestamp), so a stale frame is dropped whole.
+        frame: (u32, u32),
+    },
+}
+
+/// A priority pacer holding packets of type `P`.
+#[derive(Debug)]
+pub struct Pacer<P> {
+    rate_bps: f64,
+    budget_bits: f64,
+    last_refill: Option<Instant>,
+    video: VecDeque<(P, f64, (u32, u32), Instant)>,
+    /// The frame whose packets are leaving (never dropped).
+    in_progress: Option<(u32, u32)>,
+    dropped_video: u64,
+}
+
+impl<P> Pacer<P> {
+    /// A pacer sending at `rate_bps`.
+    pub fn new(rate_bps: f64) -> Self {
+        let mut p = Self {
+            rate_bps: 0.0,
+            budget_bits: 0.0,
+            last_refill: None,
+            video: VecDeque::new(),
+            in_progress: None,
+            dropped_video: 0,
+        };
+        p.set_rate(rate_bps);
+        p.budget_bits = p.burst_bits();
+        p
+    }
+
+    /// Changes the pacing rate.
+    pub fn set_rate(&mut self, rate_bps: f64) {
+        self.rate_bps = rate_bps.max(10_000.0);
+        self.budget_bits = self.budget_bits.min(self.burst_bits());
+    }
+
+    /// The pacing rate, bit/s.
+    pub fn rate_bps(&self) -> f64 {
+        self.rate_bps
+    }
+
+    fn burst_bits(&self) -> f64 {
+        (self.rate_bps * BURST.as_secs_f64()).max(MIN_BURST_BITS)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(last) = self.last_refill {
+            let elapsed = now.saturating_duration_since(last).as_secs_f64();
+            self.budget_bits = (self.budget_bits + elapsed * self.rate_bps).min(self.burst_bits());
+        }
+        self.last_refill = Some(now.max(self.last_refill.unwrap_or(now)));
+    }
+
+    /// Takes a packet of `bytes` on the wire. Audio comes straight back: it leaves at once,
+    /// whatever the budget (a small, steady share that must never wait behind video), and still
+    /// spends the budget, so video makes room for it. Video is queued for [`Pacer::release`].
+    #[must_use = "audio comes back to be sent at once"]
+    pub fn push(&mut self, now: Instant, packet: P, bytes: usize, class: Class) -> Option<P> {
+        self.refill(now);
+        let bits = bytes as f64 * 8.0;
+        match class {
+            Class::Audio => {
+                self.budget_bits -= bits;
+                Some(packet)
+            }
+            Class::Video { frame } => {
+                self.video.push_back((packet, bits, frame, now));
+                None
+            }
+        }
+    }
+
+    /// The video packets that may leave at `now`, in order.
+    pub fn release(&mut self, now: Instant) -> Vec<P> {
+        self.refill(now);
+        self.drop_stale_video(now);
+        let mut out = Vec::new();
+        while let Some((_, bits, _, _)) = self.video.front() {
+            // A packet larger than the burst goes once the budget is full.
+            if self.budget_bits < bits.min(self.burst_bits()) {
+                break;
+            }
+            self.budget_bits -= *bits;
+            if let Some((p, _, frame, _)) = self.video.pop_front() {
+                self.in_progress = Some(frame);
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// When [`Pacer::release`] should run next (`None`: nothing queued).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let (_, bits, _, _) = self.video.front()?;
+        let last = self.last_refill?;
+        let missing = bits.min(self.burst_bits()) - self.budget_bits;
+        let wait = Duration::from_secs_f64((missing / self.rate_bps).max(0.0));
+        Some(last + wait)
+    }
+
+    /// Video packets dropped because they waited too long, so far.
+    pub fn dropped_video(&self) -> u64 {
+        self.dropped_video
+    }
+
+    /// How long the oldest queued video packet has waited.
+    pub fn video_delay(&self, now: Instant) -> Duration {
+        self.video.front().map_or(Duration::ZERO, |v| now.saturating_duration_since(v.3))
+    }
+
+    /// Drops stale frames that have not started to leave, each frame whole.
+    fn drop_stale_video(&mut self, now: Instant) {
+        let stale = |v: &(P, f64, (u32, u32), Instant)| {
+            Some(v.2) != self.in_progress && now.saturating_duration_since(v.3) > MAX_VIDEO_DELAY
+        };
+        let frames: Vec<(u32, u32)> = self
+            .video
+            .iter()
+            .take_while(|v| stale(v) || Some(v.2) == self.in_progress)
+            .filter(|v| stale(v))
+            .map(|v| v.2)
+            .collect();
+        if frames.is_empty() {
+            return;
+        }
+        let before = self.video.len();
+        self.video.retain(|v| !frames.contains(&v.2));
+        self.dropped_video += (before - self.video.len()) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the pacer every millisecond for `ms`; `feed(t)` gives the packets queued at `t`.
+    /// Returns (packet, release time in ms).
+    fn run(
+        pacer: &mut Pacer<(char, u32)>,
+        t0: Instant,
+        ms: u64,
+        feed: impl Fn(u64) -> Vec<((char, u32), usize, Class)>,
+    ) -> Vec<((char, u32), u64)> {
+        let mut out = Vec::new();
+        for t in 0..ms {
+            let now = t0 + Duration::from_millis(t);
+            for (p, bytes, class) in feed(t) {
+                out.extend(pacer.push(now, p, bytes, class).map(|p| (p, t)));
+            }
+            out.extend(pacer.release(now).into_iter().map(|p| (p, t)));
+        }
+        out
+    }
+
+    /// 20 ms audio packets of 100 bytes and 30 fps video frames of `frame_bytes` in 1000-byte packets.
+    fn call_traffic(frame_bytes: usize) -> impl Fn(u64) -> Vec<((char, u32), usize, Class)> {
+        move |t| {
+            let mut v = Vec::new();
+            if t % 20 == 0 {
+                v.push((('a', t as u32), 100, Class::Audio));
+            }
+            if t % 33 == 0 {
+                for i in 0..frame_bytes.div_ceil(1000) {
+                    v.push((('v', t as u32 * 100 + i as u32), 1000, Class::Video { frame: (1, t as u32) }));
+                }
+            }
+            v
+        }
+    }
+
+    #[test]
+    fn audio_never_waits_behind_video_even_far_over_the_rate() {
+        // 300 kb/s of pacing, 2 Mb/s of video offered: audio leaves the moment it is queued.
+        let mut p = Pacer::new(300_000.0);
+        let t0 = Instant::now();
+        let out = run(&mut p, t0, 5000, call_traffic(8000));
+        let audio: Vec<_> = out.iter().filter(|(pkt, _)| pkt.0 == 'a').collect();
+        assert_eq!(audio.len(), 250);
+        assert!(audio.iter().all(|((_, queued), sent)| u64::from(*queued) == *sent));
+    }
+
+    #[test]
+    fn video_delay_stays_bounded_by_dropping_stale_frames() {
+        // 360 kb/s of video into 300 kb/s: without drops the queue would grow 70 ms every second.
+        let mut p = Pacer::new(300_000.0);
+        let t0 = Instant::now();
+        let out = run(&mut p, t0, 5000, call_traffic(1500));
+        let worst = out
+            .iter()
+            .filter(|(pkt, _)| pkt.0 == 'v')
+            .map(|((_, id), sent)| sent - u64::from(id / 100))
+            .max()
+            .unwrap_or(0);
+        // The bound, plus the time to send the one frame that had started (2 packets at 300 kb/s).
+        assert!(worst <= MAX_VIDEO_DELAY.as_millis() as u64 + 60, "a video packet waited {worst} ms");
+        assert!(p.dropped_video() > 0);
+        // What does leave uses the rate: about 300 kb/s over 5 s, less the 40 kb/s of audio.
+        let video_bits: usize = out.iter().filter(|(pkt, _)| pkt.0 == 'v').count() * 8000;
+        let kbps = video_bits as f64 / 5.0 / 1000.0;
+        assert!((230.0..=275.0).contains(&kbps), "video left at {kbps} kb/s");
+    }
+
+    #[test]
+    fn frames_are_dropped_whole_and_a_started_frame_is_finished() {
+        // 8-packet frames take 213 ms at 300 kb/s, longer than the delay bound: they still leave
+        // whole (a keyframe must get through), and the ones queued behind them are dropped.
+        let mut p = Pacer::new(300_000.0);
+        let t0 = Instant::now();
+        let out = run(&mut p, t0, 3000, call_traffic(8000));
+        assert!(p.dropped_video() > 0);
+        // Every frame that left at all left complete: 8 packets each.
+        let mut per_frame = std::collections::BTreeMap::<u32, u32>::new();
+        for ((kind, id), _) in &out {
+            if *kind == 'v' {
+                *per_frame.entry(id / 100).or_default() += 1;
+            }
+        }
+        // The last frame may still be in flight at the end of the run.
+        let last = per_frame.keys().last().copied();
+        assert!(per_frame.iter().filter(|(f, _)| Some(**f) != last).all(|(_, n)| *n == 8), "{per_frame:?}");
+    }
+
+    #[test]
+    fn under_the_rate_nothing_is_dropped_or_delayed_much() {
+        let mut p = Pacer::new(2_000_000.0);
+        let t0 = Instant::now();
+        let out = run(&mut p, t0, 3000, call_traffic(3000));
+        assert_eq!(p.dropped_video(), 0);
+        let worst = out.iter().filter(|(pkt, _)| pkt.0 == 'v').map(|((_, id), s)| s - u64::from(id / 100)).max();
+        assert!(worst.unwrap_or(0) <= 20, "{worst:?}");
+    }
+
+    #[test]
+    fn the_next_deadline_is_when_the_head_can_go() {
+        let mut p: Pacer<u8> = Pacer::new(1_000_000.0);
+        let t0 = Instant::now();
+        assert_eq!(p.poll_timeout(), None);
+        for id in 1..=4 {
+            assert_eq!(p.push(t0, id, 1500, Class::Video { frame: (1, 1) }), None);
+        }
+        assert_eq!(p.release(t0).len(), 3);
+        let next = p.poll_timeout().expect("a packet is queued");
+        assert!(next > t0 && next <= t0 + Duration::from_millis(13), "{:?}", next - t0);
+        assert_eq!(p.release(next), vec![4]);
+    }
+}
