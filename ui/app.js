@@ -60,6 +60,14 @@ function inCall(s) {
   return ['connecting', 'connected', 'reconnecting', 'audio_only'].includes(s);
 }
 
+// Why video is off, as the core reports it (the page infers nothing itself).
+const AUDIO_ONLY_TEXT = {
+  network: 'Your connection is too slow for video: audio only until it recovers.',
+  choice: 'You chose audio only.',
+  partner_network: "Your partner's connection is too slow for video: audio only until it recovers.",
+  partner_choice: 'Your partner chose audio only.',
+};
+
 function showStatus(view) {
   state.status = view;
   const s = view.status;
@@ -74,14 +82,20 @@ function showStatus(view) {
 
   const overlay = $('overlay');
   const busy = s !== 'idle';
-  const showVideo = s === 'connected' || s === 'reconnecting';
+  // A partner whose video is suspended gets a placeholder, never a frozen last frame.
+  const partnerPaused = Boolean(view.partner_audio_only) && s !== 'audio_only';
+  const showVideo = (s === 'connected' || s === 'reconnecting') && !partnerPaused;
   overlay.hidden = showVideo;
-  $('overlay-text').textContent = {
+  overlay.dataset.audioOnly = view.partner_audio_only || view.audio_only || '';
+  if (partnerPaused) remote.clear();
+  const audioOnlyText = [view.audio_only, view.partner_audio_only]
+    .filter(Boolean).map((c) => AUDIO_ONLY_TEXT[c]).join(' ') || 'Audio only: no video either way.';
+  $('overlay-text').textContent = partnerPaused ? AUDIO_ONLY_TEXT[view.partner_audio_only] : {
     idle: 'Press Start to meet someone new, join a friend with a room code, or make a test call.',
     searching: 'Looking for someone to talk to…',
     waiting: view.room ? `Waiting for your friend in room ${view.room}…` : 'Waiting for the echo bot…',
     connecting: 'Connecting…',
-    audio_only: 'Audio only: no video either way.',
+    audio_only: audioOnlyText,
     ended: '',
   }[s] ?? '';
   $('ended').hidden = s !== 'ended';
@@ -104,6 +118,7 @@ function showStatus(view) {
   if (!inCall(s)) {
     remote.clear();
     $('link').dataset.link = '';
+    $('link').dataset.bars = '';
     $('link').textContent = '';
   }
 }
@@ -126,9 +141,12 @@ function showControls(c) {
 }
 
 function showStats(s) {
+  // Bars, their reason and the rung come from the core's quality status.
   const link = $('link');
-  link.dataset.link = s.link;
-  link.textContent = { good: '●●● good', fair: '●●○ fair', poor: '●○○ poor' }[s.link] || '';
+  link.dataset.bars = String(s.bars);
+  link.dataset.link = ['', 'poor', 'fair', 'good', 'good'][s.bars] || '';
+  link.textContent = s.bars ? '▮'.repeat(s.bars) + '▯'.repeat(4 - s.bars) : '';
+  link.title = s.why ? `${s.why}${s.rung ? ` (sending ${s.rung})` : ''}` : 'Connection quality';
   const fmt = (v, unit, digits = 0) => (v === null || v === undefined ? '–' : `${Number(v).toFixed(digits)} ${unit}`);
   $('st-path').textContent = s.path;
   $('st-rtt').textContent = fmt(s.rtt_ms, 'ms', 1);

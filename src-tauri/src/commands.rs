@@ -231,8 +231,13 @@ pub fn video_attach(state: Shared<'_>, stream: Stream, channel: Channel) {
 
 /// The canvas of `stream` is `width` x `height` device pixels on screen.
 #[tauri::command]
-pub fn video_viewport(state: Shared<'_>, stream: Stream, width: u32, height: u32) {
+pub async fn video_viewport(state: Shared<'_>, stream: Stream, width: u32, height: u32) -> Result<(), String> {
     state.bridge.set_viewport(stream, width, height);
+    // The partner never needs to send more than the canvas shows.
+    if stream == Stream::Remote && width > 0 && height > 0 {
+        state.send_in_order(AppCommand::SetViewSize(width, height)).await;
+    }
+    Ok(())
 }
 
 /// The page has drawn the last frame of `stream`.

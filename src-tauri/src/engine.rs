@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use duet_core::call::{Call, CallCommand, CallConfig, CallEvent, CallState, CallStats, Command, Side};
 use duet_core::media::DiscardVideoSink;
+use duet_core::quality::{AudioOnlyCause, QualityStatus};
 use duet_core::sources::{self, AudioSpec, Playback, VideoSpec};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -56,6 +57,10 @@ pub struct StatusView {
     pub room: Option<String>,
     /// This is a test call with the echo bot.
     pub test_call: bool,
+    /// Why our video is suspended, as the core says (`network`, `choice`).
+    pub audio_only: Option<&'static str>,
+    /// Why the partner's video is suspended (`partner_network`, `partner_choice`).
+    pub partner_audio_only: Option<&'static str>,
 }
 
 /// The call controls' state.
@@ -94,8 +99,12 @@ pub struct StatsView {
     pub fps: f64,
     /// `direct`, `relayed` or `unknown`.
     pub path: &'static str,
-    /// `good`, `fair` or `poor`.
-    pub link: &'static str,
+    /// Connection quality from the core: 1 (poor) to 4 (excellent) ...
+    pub bars: u8,
+    /// ... and why, in words.
+    pub why: String,
+    /// The rung we send, e.g. `360p30` (none while our video is off).
+    pub rung: Option<&'static str>,
     /// Encoder target, kbit/s.
     pub encoder_kbps: u32,
 }
@@ -181,6 +190,8 @@ pub enum AppCommand {
     SetCamera(bool),
     /// Quality.
     SetQuality(QualityChoice),
+    /// The partner's video is shown at this size (device pixels).
+    SetViewSize(u32, u32),
     /// Report the partner.
     Report(String),
     /// Block the partner.
@@ -275,17 +286,6 @@ impl Engine {
     }
 }
 
-/// Link quality for the indicator, from the last interval's numbers.
-pub fn link_quality(rtt_ms: Option<f64>, loss_pct: f64, recv_kbps: f64, expects_video: bool) -> &'static str {
-    let rtt = rtt_ms.unwrap_or(0.0);
-    if loss_pct > 5.0 || rtt > 400.0 || (expects_video && recv_kbps < 100.0) {
-        "poor"
-    } else if loss_pct > 1.0 || rtt > 150.0 || (expects_video && recv_kbps < 300.0) {
-        "fair"
-    } else {
-        "good"
-    }
-}
 
 /// `relayed` if either end of the selected pair is a TURN relay.
 pub fn path_kind(local: Option<&str>, remote: Option<&str>) -> &'static str {
@@ -313,8 +313,8 @@ struct Task {
     status: StatusView,
     controls: ControlsView,
     peer_video: bool,
-    /// Partner video frames arrived in the last stats interval.
-    recv_video: bool,
+    /// The quality the core reports (rung, bars, audio-only either way).
+    quality: Option<QualityStatus>,
     last_counts: Option<(u64, i64)>,
     /// The last Start/Join/Test request, until the call reacts to it. If the call engine
     /// stops first (its server was unreachable), the request is retried once on a new one.
@@ -359,7 +359,7 @@ impl Task {
             status: StatusView::default(),
             controls,
             peer_video: true,
-            recv_video: true,
+            quality: None,
             last_counts: None,
             unanswered: None,
         }
@@ -442,14 +442,19 @@ impl Task {
         self.controls.has_camera && self.controls.camera_on && self.controls.quality != QualityChoice::AudioOnly
     }
 
-    /// Video flows in at least one direction.
+    /// Video flows in at least one direction, as the core says.
     fn video_either_way(&self) -> bool {
-        self.sends_video() || (self.peer_video && self.recv_video)
+        let (ours, theirs) = self.quality.as_ref().map_or((None, None), |q| (q.audio_only, q.partner_audio_only));
+        (self.sends_video() && ours.is_none()) || (self.peer_video && theirs.is_none())
     }
 
     /// Recomputes the status from the call state and the media either way.
     fn refresh_status(&mut self) {
         let mut view = StatusView { test_call: self.bot.is_some(), ..StatusView::default() };
+        if let (Some(q), CallState::Connected | CallState::Reconnecting { .. }) = (&self.quality, &self.state) {
+            view.audio_only = q.audio_only.map(AudioOnlyCause::as_str);
+            view.partner_audio_only = q.partner_audio_only.map(AudioOnlyCause::as_str);
+        }
         view.status = match &self.state {
             CallState::Idle => Status::Idle,
             CallState::Searching => Status::Searching,
@@ -588,6 +593,11 @@ impl Task {
                     l.call.send(CallCommand::SetQuality(q.into()));
                 }
                 self.set_controls(|c| c.quality = q);
+            }
+            AppCommand::SetViewSize(w, h) => {
+                if let Some(l) = &self.live {
+                    l.call.send(CallCommand::SetViewSize(w, h));
+                }
             }
             AppCommand::Report(reason) if self.bot.is_none() => self.forward(Command::Report { reason }),
             AppCommand::Block if self.bot.is_none() => self.forward(Command::Block),
@@ -735,7 +745,7 @@ impl Task {
             }
             CallEvent::Matched { room, .. } => {
                 self.peer_video = true;
-                self.recv_video = true;
+                self.quality = None;
                 self.emit(UiEvent::Matched { room });
             }
             CallEvent::MediaStarted(media) => self.emit(UiEvent::MediaStarted { media }),
@@ -750,12 +760,21 @@ impl Task {
             CallEvent::Stats(stats) => {
                 let view = self.stats_view(&stats);
                 self.emit(UiEvent::Stats(view));
-                let receiving = stats.recv_fps > 0.5;
-                if receiving != self.recv_video {
-                    self.recv_video = receiving;
-                    self.refresh_status();
-                }
             }
+            CallEvent::Quality(q) => {
+                self.quality = Some(*q);
+                self.refresh_status();
+            }
+            CallEvent::AudioOnly { on, cause } => {
+                if let Some(q) = &mut self.quality {
+                    match cause {
+                        AudioOnlyCause::Network | AudioOnlyCause::Choice => q.audio_only = on.then_some(cause),
+                        _ => q.partner_audio_only = on.then_some(cause),
+                    }
+                }
+                self.refresh_status();
+            }
+            CallEvent::Rung { .. } => {}
             CallEvent::Notice(text) => {
                 // The call answered the last request, if only with a problem.
                 self.unanswered = None;
@@ -787,7 +806,9 @@ impl Task {
             height: s.recv_height,
             fps: s.recv_fps,
             path: path_kind(s.peer.local_candidate.as_deref(), s.peer.remote_candidate.as_deref()),
-            link: link_quality(s.peer.rtt_ms, loss_pct, recv_kbps, self.peer_video),
+            bars: self.quality.as_ref().map_or(0, |q| q.bars),
+            why: self.quality.as_ref().map_or_else(String::new, |q| q.why.clone()),
+            rung: self.quality.as_ref().and_then(|q| q.rung),
             encoder_kbps: s.encoder_kbps,
         }
     }
@@ -943,19 +964,6 @@ mod tests {
         })
         .await;
         e.quit().await;
-    }
-
-    #[test]
-    fn link_quality_grades() {
-        assert_eq!(link_quality(Some(20.0), 0.0, 1500.0, true), "good");
-        assert_eq!(link_quality(Some(200.0), 0.0, 1500.0, true), "fair");
-        assert_eq!(link_quality(Some(20.0), 2.0, 1500.0, true), "fair");
-        assert_eq!(link_quality(Some(20.0), 8.0, 1500.0, true), "poor");
-        assert_eq!(link_quality(Some(500.0), 0.0, 1500.0, true), "poor");
-        assert_eq!(link_quality(Some(20.0), 0.0, 50.0, true), "poor");
-        // Audio only: a low bitrate is expected, not a problem.
-        assert_eq!(link_quality(Some(20.0), 0.0, 40.0, false), "good");
-        assert_eq!(link_quality(None, 0.0, 1500.0, true), "good");
     }
 
     #[test]

@@ -92,6 +92,11 @@ impl Printer {
             CallEvent::ChatSent { id, text } => ("chat_sent", json!({ "id": id, "text": text })),
             CallEvent::ChatDelivered(id) => ("chat_delivered", json!({ "id": id })),
             CallEvent::PeerVideo(on) => ("peer_video", json!({ "on": on })),
+            CallEvent::Rung { rung, target_kbps, reason } => {
+                ("rung", json!({ "rung": rung, "target_kbps": target_kbps, "reason": reason }))
+            }
+            CallEvent::AudioOnly { on, cause } => ("audio_only", json!({ "on": on, "cause": cause })),
+            CallEvent::Quality(q) => ("quality", serde_json::to_value(q).unwrap_or(Value::Null)),
             CallEvent::Stats(s) => ("stats", serde_json::to_value(s).unwrap_or(Value::Null)),
             CallEvent::Notice(text) => ("notice", json!({ "message": text })),
             CallEvent::Finished(_) => return,

@@ -14,6 +14,8 @@ const duet = {
   framesDecoded: 0,
   matchedAt: null,
   firstFrameMs: null,
+  // Why the partner's video is suspended (`partner_network`, `partner_choice`), from its Duet.
+  partnerAudioOnly: null,
   log: [],
 };
 window.duet = duet;
@@ -223,7 +225,16 @@ async function onMatched(f) {
   control.onmessage = (ev) => {
     try {
       const m = JSON.parse(ev.data);
-      if (m.t === "video") note(m.on ? "Your partner turned the camera on." : "Your partner turned the camera off.");
+      if (m.t === "video" && (m.cause === "network" || m.cause === "choice")) {
+        // The partner's Duet suspended its video (audio-only): show a placeholder, not a frozen frame.
+        duet.partnerAudioOnly = m.on ? null : `partner_${m.cause}`;
+        $("remote").style.visibility = m.on ? "visible" : "hidden";
+        note(m.on ? "Your partner's video is back." : m.cause === "network"
+          ? "Your partner's connection is too slow for video: audio only until it recovers."
+          : "Your partner chose audio only.");
+      } else if (m.t === "video") {
+        note(m.on ? "Your partner turned the camera on." : "Your partner turned the camera off.");
+      }
     } catch {}
   };
   pc.ontrack = (ev) => {
@@ -329,6 +340,8 @@ duet.restartIce = () => pc && pc.restartIce();
 function closePeer() {
   if (pc) pc.close();
   pc = chat = control = null;
+  duet.partnerAudioOnly = null;
+  $("remote").style.visibility = "visible";
   pendingCandidates = [];
   makingOffer = ignoreOffer = answerPending = false;
   chatUnacked.clear();
