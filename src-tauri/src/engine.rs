@@ -286,7 +286,6 @@ impl Engine {
     }
 }
 
-
 /// `relayed` if either end of the selected pair is a TURN relay.
 pub fn path_kind(local: Option<&str>, remote: Option<&str>) -> &'static str {
     match (local, remote) {

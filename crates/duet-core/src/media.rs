@@ -24,6 +24,8 @@ use crate::quality::AudioSettings;
 
 /// Encoded video frames waiting for the network, at most (older ones are dropped).
 pub const VIDEO_OUT_QUEUE: usize = 4;
+/// Keyframes forced by requests come at most this often.
+pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// Encoded frames waiting for the decoder, at most.
 const VIDEO_IN_QUEUE: usize = 8;
 
@@ -222,12 +224,16 @@ fn video_send_loop(
     let mut target_kbps = config.bitrate_kbps;
     // The capture time of the last frame sent (frame-rate decimation and RTP durations).
     let mut last_sent: Option<Instant> = None;
+    // Keyframe requests (the partner's PLIs, our pacer's drops) are served at most once per
+    // KEYFRAME_MIN_INTERVAL: a burst of them must not turn the encoder into a keyframe source.
+    let mut keyframe_pending = false;
+    let mut last_forced_keyframe: Option<Instant> = None;
     loop {
         loop {
             match control.try_recv() {
                 Ok(VideoControl::Bitrate(kbps)) => target_kbps = kbps,
                 Ok(VideoControl::Limits(l)) => limits = l,
-                Ok(VideoControl::Keyframe) => encoder.request_keyframe(),
+                Ok(VideoControl::Keyframe) => keyframe_pending = true,
                 Ok(VideoControl::Enabled(on)) => {
                     if on && !enabled {
                         encoder.request_keyframe();
@@ -270,6 +276,12 @@ fn video_send_loop(
             continue;
         }
         let captured = Instant::now();
+        if keyframe_pending && last_forced_keyframe.is_none_or(|t| captured.duration_since(t) >= KEYFRAME_MIN_INTERVAL)
+        {
+            encoder.request_keyframe();
+            keyframe_pending = false;
+            last_forced_keyframe = Some(captured);
+        }
         // Skip frames to stay at the rung's frame rate (a 30 fps source at 15 fps: every other).
         let min_gap = Duration::from_secs_f64(0.9 / f64::from(limits.max_fps.max(1)));
         if last_sent.is_some_and(|t| captured.duration_since(t) < min_gap) {

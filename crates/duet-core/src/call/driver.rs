@@ -244,6 +244,7 @@ struct Driver {
     view: Option<(u32, u32)>,
     camera_on: bool,
     partner_video_on: bool,
+    video_dropped_seen: u64,
     seen_video: bool,
     seen_audio: bool,
     last_stats: Option<(Instant, PeerStats, u64)>,
@@ -285,6 +286,7 @@ async fn run(
         view: None,
         camera_on: true,
         partner_video_on: true,
+        video_dropped_seen: 0,
         seen_video: false,
         seen_audio: false,
         last_stats: None,
@@ -467,6 +469,13 @@ impl Driver {
     async fn on_quality_tick(&mut self) {
         let Some(live) = self.live.as_ref().filter(|_| self.media_ready) else { return };
         let transport = live.peer.transport();
+        // The send queue dropped video: the frames after it cannot be decoded without a keyframe.
+        if transport.video_packets_dropped > self.video_dropped_seen {
+            self.video_dropped_seen = transport.video_packets_dropped;
+            if let Some(v) = &self.video_sender {
+                v.request_keyframe();
+            }
+        }
         let rtt = self.last_stats.as_ref().and_then(|s| s.1.rtt_ms);
         self.controller.update(Instant::now(), transport.estimate_bps, transport.acked_bps, transport.loss, rtt);
         self.apply_quality().await;
@@ -551,6 +560,7 @@ impl Driver {
                             // A new connection starts a new estimate, and perhaps a new partner.
                             self.controller = QualityController::new(self.source_size, self.quality);
                             self.partner_video_on = true;
+                            self.video_dropped_seen = 0;
                             self.apply_quality().await;
                             if let Some(v) = &self.video_sender {
                                 v.request_keyframe();

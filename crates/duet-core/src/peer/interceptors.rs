@@ -148,7 +148,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
         let class = if self.audio_ssrcs.contains(&rtp.header.ssrc) {
             Class::Audio
         } else {
-            Class::Video { frame: (rtp.header.ssrc, rtp.header.timestamp) }
+            Class::Video { frame: (rtp.header.ssrc, rtp.header.timestamp), keyframe: starts_vp8_keyframe(&rtp.payload) }
         };
         let now = msg.now;
         if let Some(audio) = self.pacer.push(now, msg, bytes, class) {
@@ -177,6 +177,33 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
     }
 }
 
+/// True if a VP8 RTP payload (RFC 7741) starts a keyframe: the start bit of partition 0 is set
+/// and the frame tag's P bit is 0. RTX packets (another payload) never match by accident often
+/// enough to matter: at worst such a packet is not dropped.
+fn starts_vp8_keyframe(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else { return false };
+    // S (start of partition) with partition id 0.
+    if first & 0x10 == 0 || first & 0x0f != 0 {
+        return false;
+    }
+    let mut at = 1;
+    if first & 0x80 != 0 {
+        let Some(&ext) = payload.get(1) else { return false };
+        at = 2;
+        if ext & 0x80 != 0 {
+            // Picture id: 2 bytes when its M bit is set.
+            at += if payload.get(at).is_some_and(|b| b & 0x80 != 0) { 2 } else { 1 };
+        }
+        if ext & 0x40 != 0 {
+            at += 1;
+        }
+        if ext & 0x30 != 0 {
+            at += 1;
+        }
+    }
+    payload.get(at).is_some_and(|tag| tag & 0x01 == 0)
+}
+
 impl Interceptor for PriorityPacer {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if info.mime_type.to_ascii_lowercase().starts_with("audio/") {
@@ -188,6 +215,24 @@ impl Interceptor for PriorityPacer {
     }
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_vp8_keyframe;
+
+    #[test]
+    fn vp8_keyframes_are_recognised_from_the_first_packet() {
+        // S=1, no extension; frame tag P=0 (key) / P=1 (delta).
+        assert!(starts_vp8_keyframe(&[0x10, 0x50, 0x2a, 0x01]));
+        assert!(!starts_vp8_keyframe(&[0x10, 0x51, 0x2a, 0x01]));
+        // Not the start of a partition: never.
+        assert!(!starts_vp8_keyframe(&[0x00, 0x50]));
+        // Extended descriptor with a 2-byte picture id (I, M set): the tag follows it.
+        assert!(starts_vp8_keyframe(&[0x90, 0x80, 0x81, 0x23, 0x50]));
+        assert!(!starts_vp8_keyframe(&[0x90, 0x80, 0x81, 0x23, 0x51]));
+        assert!(!starts_vp8_keyframe(&[]));
+    }
 }
 
 /// Marks inbound PLI/FIR for delivery to the application (the sending track's `poll()`);

@@ -29,6 +29,8 @@ pub enum Class {
     Video {
         /// Frame identity (SSRC and RTP timestamp), so a stale frame is dropped whole.
         frame: (u32, u32),
+        /// The packet starts a keyframe: never dropped, and it ends a broken chain.
+        keyframe: bool,
     },
 }
 
@@ -41,6 +43,11 @@ pub struct Pacer<P> {
     video: VecDeque<(P, f64, (u32, u32), Instant)>,
     /// The frame whose packets are leaving (never dropped).
     in_progress: Option<(u32, u32)>,
+    /// Keyframes queued or leaving (never dropped).
+    keyframes: Vec<(u32, u32)>,
+    /// A frame was dropped: the delta frames after it cannot be decoded, so they are dropped
+    /// too until a keyframe arrives (the receiver asks for one, the encoder is told).
+    broken: bool,
     dropped_video: u64,
 }
 
@@ -53,6 +60,8 @@ impl<P> Pacer<P> {
             last_refill: None,
             video: VecDeque::new(),
             in_progress: None,
+            keyframes: Vec::new(),
+            broken: false,
             dropped_video: 0,
         };
         p.set_rate(rate_bps);
@@ -95,7 +104,14 @@ impl<P> Pacer<P> {
                 self.budget_bits -= bits;
                 Some(packet)
             }
-            Class::Video { frame } => {
+            Class::Video { frame, keyframe } => {
+                if keyframe {
+                    self.keyframes.push(frame);
+                    self.broken = false;
+                } else if self.broken && !self.keyframes.contains(&frame) && Some(frame) != self.in_progress {
+                    self.dropped_video += 1;
+                    return None;
+                }
                 self.video.push_back((packet, bits, frame, now));
                 None
             }
@@ -114,6 +130,18 @@ impl<P> Pacer<P> {
             }
             self.budget_bits -= *bits;
             if let Some((p, _, frame, _)) = self.video.pop_front() {
+                if self.in_progress != Some(frame) {
+                    // The previous frame has left whole. The frames that waited behind a
+                    // keyframe start their wait now: dropping them would break the chain the
+                    // keyframe just repaired (and ask for another keyframe, forever).
+                    let done = self.in_progress;
+                    if done.is_some_and(|d| self.keyframes.contains(&d)) {
+                        for v in self.video.iter_mut() {
+                            v.3 = now;
+                        }
+                    }
+                    self.keyframes.retain(|k| Some(*k) != done);
+                }
                 self.in_progress = Some(frame);
                 out.push(p);
             }
@@ -140,24 +168,25 @@ impl<P> Pacer<P> {
         self.video.front().map_or(Duration::ZERO, |v| now.saturating_duration_since(v.3))
     }
 
-    /// Drops stale frames that have not started to leave, each frame whole.
+    /// Once a delta frame has waited too long, drops every queued frame that has not started
+    /// to leave and is not a keyframe (each whole): the ones after a dropped frame could not be
+    /// decoded anyway. Later delta frames are dropped on arrival until a keyframe comes.
     fn drop_stale_video(&mut self, now: Instant) {
-        let stale = |v: &(P, f64, (u32, u32), Instant)| {
-            Some(v.2) != self.in_progress && now.saturating_duration_since(v.3) > MAX_VIDEO_DELAY
-        };
-        let frames: Vec<(u32, u32)> = self
-            .video
-            .iter()
-            .take_while(|v| stale(v) || Some(v.2) == self.in_progress)
-            .filter(|v| stale(v))
-            .map(|v| v.2)
-            .collect();
-        if frames.is_empty() {
+        let in_progress = self.in_progress;
+        // Nothing waits too long behind a keyframe: see `release`.
+        if in_progress.is_some_and(|f| self.keyframes.contains(&f)) {
+            return;
+        }
+        let keyframes = self.keyframes.clone();
+        let keep = move |frame: &(u32, u32)| Some(*frame) == in_progress || keyframes.contains(frame);
+        if !self.video.iter().any(|v| !keep(&v.2) && now.saturating_duration_since(v.3) > MAX_VIDEO_DELAY) {
             return;
         }
         let before = self.video.len();
-        self.video.retain(|v| !frames.contains(&v.2));
+        self.video.retain(|v| keep(&v.2));
         self.dropped_video += (before - self.video.len()) as u64;
+        // A keyframe still queued after the dropped frames repairs the chain.
+        self.broken = !self.video.iter().any(|v| Some(v.2) != in_progress && self.keyframes.contains(&v.2));
     }
 }
 
@@ -192,8 +221,10 @@ mod tests {
                 v.push((('a', t as u32), 100, Class::Audio));
             }
             if t % 33 == 0 {
+                // A keyframe every 15 frames (as after the drops the encoder is told of).
+                let keyframe = (t / 33) % 15 == 0;
                 for i in 0..frame_bytes.div_ceil(1000) {
-                    v.push((('v', t as u32 * 100 + i as u32), 1000, Class::Video { frame: (1, t as u32) }));
+                    v.push((('v', t as u32 * 100 + i as u32), 1000, Class::Video { frame: (1, t as u32), keyframe }));
                 }
             }
             v
@@ -226,10 +257,11 @@ mod tests {
         // The bound, plus the time to send the one frame that had started (2 packets at 300 kb/s).
         assert!(worst <= MAX_VIDEO_DELAY.as_millis() as u64 + 60, "a video packet waited {worst} ms");
         assert!(p.dropped_video() > 0);
-        // What does leave uses the rate: about 300 kb/s over 5 s, less the 40 kb/s of audio.
+        // What does leave stays under the rate less the 40 kb/s of audio; the frames between a
+        // drop and the next keyframe are not sent at all.
         let video_bits: usize = out.iter().filter(|(pkt, _)| pkt.0 == 'v').count() * 8000;
         let kbps = video_bits as f64 / 5.0 / 1000.0;
-        assert!((230.0..=275.0).contains(&kbps), "video left at {kbps} kb/s");
+        assert!((100.0..=275.0).contains(&kbps), "video left at {kbps} kb/s");
     }
 
     #[test]
@@ -253,6 +285,34 @@ mod tests {
     }
 
     #[test]
+    fn a_keyframe_is_never_dropped_and_ends_the_broken_chain() {
+        let mut p = Pacer::new(300_000.0);
+        let t0 = Instant::now();
+        let video = |frame, keyframe| Class::Video { frame: (1, frame), keyframe };
+        // Frame 1 (10 packets, ~270 ms at this rate) holds the queue; frame 2 goes stale behind it.
+        for i in 0..10 {
+            assert!(p.push(t0, (1, i), 1000, video(1, false)).is_none());
+        }
+        assert!(p.push(t0, (2, 0), 1000, video(2, false)).is_none());
+        let mut out = p.release(t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        out.extend(p.release(at(200)));
+        assert_eq!(p.dropped_video(), 1);
+        // A delta frame after the drop cannot be decoded: dropped on arrival.
+        assert!(p.push(at(200), (5, 0), 1000, video(5, false)).is_none());
+        // A keyframe repairs the chain, and the delta frame after it goes out.
+        assert!(p.push(at(210), (3, 0), 1000, video(3, true)).is_none());
+        assert!(p.push(at(210), (4, 0), 1000, video(4, false)).is_none());
+        for ms in (200..3000).step_by(5) {
+            out.extend(p.release(at(ms)));
+        }
+        let frames: Vec<u32> = out.iter().map(|(f, _)| *f).collect();
+        assert_eq!(frames.iter().filter(|f| **f == 1).count(), 10, "the started frame was not finished");
+        assert!(!frames.contains(&2) && !frames.contains(&5), "undecodable frames left: {frames:?}");
+        assert!(frames.contains(&3) && frames.contains(&4), "{frames:?}");
+    }
+
+    #[test]
     fn under_the_rate_nothing_is_dropped_or_delayed_much() {
         let mut p = Pacer::new(2_000_000.0);
         let t0 = Instant::now();
@@ -268,7 +328,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(p.poll_timeout(), None);
         for id in 1..=4 {
-            assert_eq!(p.push(t0, id, 1500, Class::Video { frame: (1, 1) }), None);
+            assert_eq!(p.push(t0, id, 1500, Class::Video { frame: (1, 1), keyframe: false }), None);
         }
         assert_eq!(p.release(t0).len(), 3);
         let next = p.poll_timeout().expect("a packet is queued");

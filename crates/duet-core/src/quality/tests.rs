@@ -136,6 +136,7 @@ struct Sim {
     suspended: bool,
     frame: u64,
     keyframe_due: bool,
+    dropped_seen: u64,
     sent: Vec<(Pkt, Instant)>,
     /// Bottleneck: its state now, and when it is free again.
     link: LinkState,
@@ -170,6 +171,7 @@ impl Sim {
             suspended: false,
             frame: 0,
             keyframe_due: true,
+            dropped_seen: 0,
             sent: Vec::new(),
             link: FREE,
             link_free_at: t0,
@@ -211,9 +213,9 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, now: Instant, bytes: usize, audio: bool, frame: u64) {
+    fn send(&mut self, now: Instant, bytes: usize, audio: bool, frame: u64, keyframe: bool) {
         let pkt = Pkt { bytes, audio, frame };
-        let class = if audio { Class::Audio } else { Class::Video { frame: (1, frame as u32) } };
+        let class = if audio { Class::Audio } else { Class::Video { frame: (1, frame as u32), keyframe } };
         if let Some(pkt) = self.pacer.push(now, pkt, bytes, class) {
             self.to_link(now, pkt);
         }
@@ -228,19 +230,23 @@ impl Sim {
             // Encoders.
             if ms % u64::from(self.audio.frame_ms) == 0 {
                 let payload = (self.audio.bitrate_bps * self.audio.frame_ms / 8000) as usize;
-                self.send(now, payload + 50, true, 0);
+                self.send(now, payload + 50, true, 0, false);
             }
             if let Some(rung) = self.rung.filter(|_| !self.suspended) {
                 if ms % u64::from(1000 / rung.fps) == 0 {
                     let mut bytes = (self.target_kbps as usize * 1000 / 8) / rung.fps as usize;
-                    if std::mem::take(&mut self.keyframe_due) {
+                    // The encoder is told of the pacer's drops (and the receiver asks): a keyframe.
+                    let dropped = self.pacer.dropped_video();
+                    let keyframe = std::mem::take(&mut self.keyframe_due) || dropped > self.dropped_seen;
+                    self.dropped_seen = dropped;
+                    if keyframe {
                         bytes *= 5;
                     }
                     self.frame += 1;
                     let packets = bytes.div_ceil(1100);
                     self.frames.push_back((self.frame, packets, 0, now));
                     for _ in 0..packets {
-                        self.send(now, bytes / packets + 50, false, self.frame);
+                        self.send(now, bytes / packets + 50, false, self.frame, keyframe);
                     }
                 }
             }
