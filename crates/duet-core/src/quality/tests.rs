@@ -217,7 +217,7 @@ impl Sim {
         let pkt = Pkt { bytes, audio, frame };
         let class = if audio { Class::Audio } else { Class::Video { frame: (1, frame as u32), keyframe } };
         if let Some(pkt) = self.pacer.push(now, pkt, bytes, class) {
-            self.to_link(now, pkt);
+            self.enter_link(now, pkt);
         }
     }
 
@@ -252,7 +252,7 @@ impl Sim {
             }
             self.link = state;
             for pkt in self.pacer.release(now) {
-                self.to_link(now, pkt);
+                self.enter_link(now, pkt);
             }
             while self.frames.front().is_some_and(|f| now.duration_since(f.3) > Duration::from_secs(2)) {
                 self.frames.pop_front();
@@ -277,7 +277,7 @@ impl Sim {
     }
 
     /// A packet leaves the sender into the bottleneck.
-    fn to_link(&mut self, now: Instant, pkt: Pkt) {
+    fn enter_link(&mut self, now: Instant, pkt: Pkt) {
         let index = self.sent.len();
         self.sent.push((pkt, now));
         self.arrivals.push(None);
