@@ -650,7 +650,8 @@ impl Driver {
             PeerEvent::ChannelOpen(Channel::Chat) => self.chat.opened(),
             PeerEvent::ChannelOpen(Channel::Control) => {
                 let cause = self.controller.suspended().filter(|_| self.camera_on);
-                let on = self.camera_on && cause.is_none() && self.video_sender.is_some();
+                // An echo bot sends the partner's own video back: it counts as sending video.
+                let on = self.camera_on && cause.is_none() && (self.video_sender.is_some() || self.cfg.echo);
                 self.send_control(ControlMessage::Video { on, cause }).await;
                 if let Some((w, h)) = self.view {
                     self.send_control(ControlMessage::View { w, h }).await;

@@ -29,11 +29,12 @@ pub struct Rung {
 }
 
 /// The ladder, best first (the receiver's display size, the source and the user's choice cap it).
-pub const LADDER: [Rung; 5] = [
+pub const LADDER: [Rung; 6] = [
     Rung { name: "720p30", width: 1280, height: 720, fps: 30, min_kbps: 1100, max_kbps: 2500 },
     Rung { name: "540p30", width: 960, height: 540, fps: 30, min_kbps: 650, max_kbps: 1400 },
     Rung { name: "360p30", width: 640, height: 360, fps: 30, min_kbps: 330, max_kbps: 800 },
     Rung { name: "360p15", width: 640, height: 360, fps: 15, min_kbps: 180, max_kbps: 450 },
+    Rung { name: "180p30", width: 320, height: 180, fps: 30, min_kbps: 120, max_kbps: 350 },
     Rung { name: "180p15", width: 320, height: 180, fps: 15, min_kbps: 70, max_kbps: 250 },
 ];
 
@@ -234,7 +235,7 @@ mod tests {
         let changes = run(&mut l, t0, 100, 3, |_| 900.0);
         assert_eq!(names(&changes), ["540p30"]);
         // A deep drop switches down at once and may skip rungs.
-        let changes = run(&mut l, t0, 3100, 1, |_| 150.0);
+        let changes = run(&mut l, t0, 3100, 1, |_| 100.0);
         assert_eq!(names(&changes), ["180p15"]);
         assert_eq!(changes[0].1, RungReason::Congestion);
     }

@@ -61,7 +61,7 @@ fn the_users_choice_and_the_partners_display_cap_the_rung() {
     let out = drain(&mut c);
     assert!(
         out.iter()
-            .any(|o| matches!(o, QualityOutput::Rung { rung, reason: RungReason::Cap, .. } if rung.name == "180p15"))
+            .any(|o| matches!(o, QualityOutput::Rung { rung, reason: RungReason::Cap, .. } if rung.name == "180p30"))
     );
 }
 
@@ -70,7 +70,7 @@ fn a_small_source_is_never_sent_above_its_size_class() {
     let t0 = Instant::now();
     let mut c = QualityController::new((320, 180, 30), Quality::Auto);
     c.update(t0, 5_000_000.0, None, 0.0, None);
-    assert_eq!(c.status().rung, Some("180p15"));
+    assert_eq!(c.status().rung, Some("180p30"));
 }
 
 #[test]
