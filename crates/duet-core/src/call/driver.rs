@@ -659,7 +659,13 @@ impl Driver {
             }
             PeerEvent::ChannelMessage(Channel::Chat, text) => self.chat.received(&text),
             PeerEvent::ChannelMessage(Channel::Control, text) => match ControlMessage::parse(&text) {
-                Some(ControlMessage::Video { on, cause }) => self.on_partner_video(on, cause),
+                Some(ControlMessage::Video { on, cause }) => {
+                    self.on_partner_video(on, cause);
+                    // An echo sends back exactly what it gets, video state included.
+                    if self.cfg.echo {
+                        self.send_control(ControlMessage::Video { on, cause }).await;
+                    }
+                }
                 Some(ControlMessage::View { w, h }) => {
                     self.controller.set_partner_view(w, h);
                     self.apply_quality().await;
