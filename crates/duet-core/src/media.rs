@@ -115,6 +115,12 @@ pub struct VideoLimits {
     pub max_fps: u32,
 }
 
+impl From<crate::quality::Rung> for VideoLimits {
+    fn from(r: crate::quality::Rung) -> Self {
+        Self { max_width: r.width, max_height: r.height, max_kbps: r.max_kbps, max_fps: r.fps }
+    }
+}
+
 enum VideoControl {
     Bitrate(u32),
     Limits(VideoLimits),

@@ -14,9 +14,7 @@ use tracing::{debug, info, warn};
 use super::machine::{CallMachine, CallState, Command, Output, PeerState};
 use crate::chat::{Chat, ChatOutput};
 use crate::control::ControlMessage;
-use crate::media::{
-    AudioReceiver, AudioSender, OutgoingAudio, OutgoingVideo, Received, VideoLimits, VideoReceiver, VideoSender,
-};
+use crate::media::{AudioReceiver, AudioSender, OutgoingAudio, OutgoingVideo, Received, VideoReceiver, VideoSender};
 use crate::negotiation::Action;
 use crate::peer::{Channel, Peer, PeerConfig, PeerEvent, PeerStats};
 use crate::quality::{AudioOnlyCause, QualityController, QualityOutput, QualityStatus, RungReason};
@@ -297,10 +295,8 @@ async fn run(
     };
     if let Some((source, paced)) = media.video {
         // The lowest rung until the first estimate picks the real one.
-        let rung = crate::quality::LADDER[crate::quality::LADDER.len() - 1];
-        let limits =
-            VideoLimits { max_width: rung.width, max_height: rung.height, max_kbps: rung.max_kbps, max_fps: rung.fps };
-        match VideoSender::start(source, paced, limits, video_tx) {
+        let lowest = crate::quality::LADDER[crate::quality::LADDER.len() - 1];
+        match VideoSender::start(source, paced, lowest.into(), video_tx) {
             Ok(s) => {
                 d.video_sender = Some(s);
                 d.apply_video_state();
@@ -487,12 +483,7 @@ impl Driver {
             match out {
                 QualityOutput::Rung { rung, target_kbps, reason } => {
                     if let Some(v) = &self.video_sender {
-                        v.set_limits(VideoLimits {
-                            max_width: rung.width,
-                            max_height: rung.height,
-                            max_kbps: rung.max_kbps,
-                            max_fps: rung.fps,
-                        });
+                        v.set_limits(rung.into());
                         v.set_bitrate(target_kbps);
                     }
                     if reason != RungReason::Start {

@@ -19,14 +19,17 @@ use bytes::Bytes;
 use duet_proto::{IceCandidate, IceServer, SdpType, SessionDescription, SignalPayload};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
-use rtc::interceptor::{CongestionControlBuilder, Gcc, Slot, TwccReceiverBuilder, TwccSenderBuilder};
+use rtc::interceptor::{
+    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Slot, TwccReceiverBuilder,
+    TwccSenderBuilder,
+};
 use rtc::media::Sample;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8};
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind, TYPE_RTCP_FB_TRANSPORT_CC,
+    RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind, TYPE_RTCP_FB_NACK, TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -39,7 +42,8 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
+    RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder, configure_rtcp_reports,
+    configure_simulcast_extension_headers,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -248,7 +252,7 @@ impl Peer {
         let estimator = ReportingEstimator::new(Gcc::new(start, min, max), meters.clone());
         let registry = congestion_control(estimator, PriorityPacer::new(start, meters.clone()), &mut me)
             .map_err(ctx("congestion control"))?;
-        let registry = register_default_interceptors(registry, &mut me).map_err(ctx("interceptors"))?;
+        let registry = feedback_and_reports(registry, &mut me).map_err(ctx("interceptors"))?;
         let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
 
         let settings = SettingEngineBuilder::new()
@@ -569,6 +573,28 @@ fn congestion_control<E: rtc::interceptor::BandwidthEstimator + 'static>(
         .with(Slot::Pacer, pacer)
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build()))
+}
+
+/// How often one lost packet is asked for again. webrtc's default is without end (every 100 ms
+/// for as long as it stays in a 512-packet log): under a cap, those retransmissions of frames
+/// long given up filled the link (measured: ~200 kb/s of retransmissions into a 300 kb/s cap
+/// while the sender sent no video at all).
+const MAX_NACKS_PER_PACKET: u16 = 3;
+
+/// webrtc's `register_default_interceptors` (NACK with PLI, RTCP reports, the mid/rid header
+/// extensions; TWCC comes with [`congestion_control`]), with retransmission requests bounded.
+fn feedback_and_reports(registry: Registry, me: &mut MediaEngine) -> Result<Registry, webrtc::error::Error> {
+    for parameter in ["", "pli"] {
+        me.register_feedback(
+            RTCPFeedback { typ: TYPE_RTCP_FB_NACK.to_owned(), parameter: parameter.to_owned() },
+            RtpCodecKind::Video,
+        );
+    }
+    configure_simulcast_extension_headers(me)?;
+    let registry = registry
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build());
+    Ok(configure_rtcp_reports(registry))
 }
 
 fn to_proto(desc: &RTCSessionDescription) -> SessionDescription {

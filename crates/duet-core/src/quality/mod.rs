@@ -267,8 +267,9 @@ impl QualityController {
         }
         self.estimate_kbps = estimate_bps / 1000.0;
         self.stable_kbps = self.estimates.iter().map(|e| e.1).fold(f64::INFINITY, f64::min);
-        // While video is suspended only audio is acknowledged: a resume is judged on the
-        // estimator alone, and is itself the probe (one that fails backs off).
+        // Going up (a rung, or out of audio-only) is judged on the estimator alone: the sender
+        // is held to what was acknowledged, so that rate cannot show room for more. The switch
+        // is itself the probe; one that fails backs off.
         let unchecked = self.estimates.iter().map(|e| e.2).fold(f64::INFINITY, f64::min);
         self.loss = loss.clamp(0.0, 1.0);
         self.rtt_ms = rtt_ms;
@@ -277,14 +278,15 @@ impl QualityController {
         // encoder targets follow the stable one.
         let raw = self.video_budget_kbps(self.estimate_kbps);
         let budget = self.video_budget_kbps(self.stable_kbps);
+        let up_budget = self.video_budget_kbps(unchecked);
         match self.suspended {
-            Some(AudioOnlyCause::Network) => self.maybe_resume(now, self.video_budget_kbps(unchecked)),
+            Some(AudioOnlyCause::Network) => self.maybe_resume(now, up_budget),
             Some(_) => {}
             None => {
                 if self.maybe_suspend(now, raw) {
                     return;
                 }
-                if let Some((rung, reason)) = self.ladder.update(now, raw, budget) {
+                if let Some((rung, reason)) = self.ladder.update(now, raw, up_budget) {
                     self.target_kbps = target_for(rung, budget);
                     self.out.push_back(QualityOutput::Rung { rung, target_kbps: self.target_kbps, reason });
                 } else {

@@ -75,11 +75,6 @@ impl<P> Pacer<P> {
         self.budget_bits = self.budget_bits.min(self.burst_bits());
     }
 
-    /// The pacing rate, bit/s.
-    pub fn rate_bps(&self) -> f64 {
-        self.rate_bps
-    }
-
     fn burst_bits(&self) -> f64 {
         (self.rate_bps * BURST.as_secs_f64()).max(MIN_BURST_BITS)
     }
@@ -161,11 +156,6 @@ impl<P> Pacer<P> {
     /// Video packets dropped because they waited too long, so far.
     pub fn dropped_video(&self) -> u64 {
         self.dropped_video
-    }
-
-    /// How long the oldest queued video packet has waited.
-    pub fn video_delay(&self, now: Instant) -> Duration {
-        self.video.front().map_or(Duration::ZERO, |v| now.saturating_duration_since(v.3))
     }
 
     /// Once a delta frame has waited too long, drops every queued frame that has not started
