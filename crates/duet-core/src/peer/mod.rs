@@ -20,8 +20,7 @@ use duet_proto::{IceCandidate, IceServer, SdpType, SessionDescription, SignalPay
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{
-    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, Slot, TwccReceiverBuilder,
-    TwccSenderBuilder,
+    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Slot, TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::media::Sample;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8};
@@ -51,6 +50,7 @@ pub use stats::{PeerStats, TrackStats};
 
 use crate::call::PeerState;
 use crate::negotiation::Action;
+use crate::quality::bwe::Estimator;
 use crate::quality::{MAX_ESTIMATE_BPS, MIN_ESTIMATE_BPS, START_ESTIMATE_BPS};
 use interceptors::{KeyframeRequestForwarder, PriorityPacer, ReportingEstimator, TransportMeters};
 
@@ -249,7 +249,7 @@ impl Peer {
 
         let (start, min, max) = cfg.bitrate_bps;
         let meters = Arc::new(TransportMeters::default());
-        let estimator = ReportingEstimator::new(Gcc::new(start, min, max), meters.clone());
+        let estimator = ReportingEstimator::new(Estimator::new(start, min, max), meters.clone());
         let registry = congestion_control(estimator, PriorityPacer::new(start, meters.clone()), &mut me)
             .map_err(ctx("congestion control"))?;
         let registry = feedback_and_reports(registry, &mut me).map_err(ctx("interceptors"))?;

@@ -7,6 +7,7 @@
 //! as it is: rung, estimate, RTT, loss, bars with the reason, audio-only with its cause on
 //! either side. [`pacer`] is the send queue that keeps audio first and the delay bounded.
 
+pub mod bwe;
 pub mod ladder;
 pub mod opus;
 pub mod pacer;
@@ -60,6 +61,10 @@ pub const STABLE_WINDOW: Duration = Duration::from_secs(2);
 pub const ACKED_FACTOR: f64 = 1.25;
 /// See [`ACKED_FACTOR`].
 pub const ACKED_SLACK_KBPS: f64 = 40.0;
+/// The link is calm when the estimate has not dropped for this long ...
+pub const CALM_FOR: Duration = Duration::from_secs(2);
+/// ... and then the allowance grows this much per second (see `QualityController::allowed_bps`).
+pub const CALM_GROWTH: f64 = 1.25;
 /// Share of the estimate the sender plans for (the rest absorbs estimate error and RTCP).
 const HEADROOM: f64 = 0.9;
 /// IP + UDP + SRTP + RTP header bytes per audio packet.
@@ -163,6 +168,11 @@ pub struct QualityController {
     estimate_kbps: f64,
     /// The lowest estimate over [`STABLE_WINDOW`], kbit/s: what targets are planned with.
     stable_kbps: f64,
+    /// The allowance over the acknowledged rate (bit/s) and when it was set.
+    allowed: Option<(f64, Instant)>,
+    /// The last raw estimate (bit/s), and when it last dropped.
+    last_raw_bps: Option<f64>,
+    last_drop: Option<Instant>,
     /// Recent estimates (kbit/s; capped by the acknowledged rate, and not) over [`STABLE_WINDOW`].
     estimates: VecDeque<(Instant, f64, f64)>,
     loss: f64,
@@ -190,6 +200,9 @@ impl QualityController {
             view: None,
             estimate_kbps: 0.0,
             stable_kbps: 0.0,
+            allowed: None,
+            last_raw_bps: None,
+            last_drop: None,
             estimates: VecDeque::new(),
             loss: 0.0,
             rtt_ms: None,
@@ -258,9 +271,8 @@ impl QualityController {
     /// acknowledged (bit/s; `None` before feedback covers a window), the loss the partner sees
     /// on what we send (fraction) and the RTT (ms). Decides and queues outputs.
     pub fn update(&mut self, now: Instant, estimate_bps: f64, acked_bps: Option<f64>, loss: f64, rtt_ms: Option<f64>) {
-        let allowed = acked_bps.map_or(f64::INFINITY, |a| a * ACKED_FACTOR + ACKED_SLACK_KBPS * 1000.0);
         let unchecked_kbps = estimate_bps / 1000.0;
-        let estimate_bps = estimate_bps.min(allowed);
+        let estimate_bps = estimate_bps.min(self.allowed_bps(now, estimate_bps, acked_bps, loss));
         self.estimates.push_back((now, estimate_bps / 1000.0, unchecked_kbps));
         while self.estimates.front().is_some_and(|(t, ..)| now.duration_since(*t) > STABLE_WINDOW) {
             self.estimates.pop_front();
@@ -316,6 +328,30 @@ impl QualityController {
             bars,
             why,
         }
+    }
+
+    /// How much of the estimate the sender may act on (bit/s): 1.25 x the acknowledged rate plus
+    /// a little, and, while the link is calm (no estimate drop for [`CALM_FOR`], loss under 2 %),
+    /// an allowance that grows by [`CALM_GROWTH`] per second towards the estimate, so an encoder
+    /// that undershoots its target still climbs after a cap is lifted.
+    fn allowed_bps(&mut self, now: Instant, estimate_bps: f64, acked_bps: Option<f64>, loss: f64) -> f64 {
+        if self.last_raw_bps.is_some_and(|last| estimate_bps < last * 0.95) {
+            self.last_drop = Some(now);
+        }
+        self.last_raw_bps = Some(estimate_bps);
+        let Some(acked) = acked_bps else {
+            self.allowed = None;
+            return f64::INFINITY;
+        };
+        let floor = acked * ACKED_FACTOR + ACKED_SLACK_KBPS * 1000.0;
+        let calm = loss < 0.02 && self.last_drop.is_none_or(|t| now.duration_since(t) >= CALM_FOR);
+        let allowed = match self.allowed {
+            Some((prev, at)) if calm => floor.max(prev * CALM_GROWTH.powf(now.duration_since(at).as_secs_f64())),
+            _ => floor,
+        }
+        .min(estimate_bps);
+        self.allowed = Some((allowed, now));
+        allowed
     }
 
     /// The kbit/s left for video at an estimate once audio and its headers are paid for.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rtc::interceptor::{BandwidthEstimator, Gcc, PacketReport};
+use rtc::interceptor::{BandwidthEstimator, PacketReport};
 use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 
 use super::pacer::{Class, Pacer};
@@ -128,7 +128,7 @@ struct Sim {
     t0: Instant,
     rng: StdRng,
     controller: QualityController,
-    gcc: Gcc,
+    gcc: bwe::Estimator,
     pacer: Pacer<Pkt>,
     rung: Option<Rung>,
     target_kbps: u32,
@@ -163,7 +163,7 @@ impl Sim {
             t0,
             rng: StdRng::seed_from_u64(seed),
             controller,
-            gcc: Gcc::new(START_ESTIMATE_BPS, MIN_ESTIMATE_BPS, MAX_ESTIMATE_BPS),
+            gcc: bwe::Estimator::new(START_ESTIMATE_BPS, MIN_ESTIMATE_BPS, MAX_ESTIMATE_BPS),
             pacer: Pacer::new(START_ESTIMATE_BPS * pacer::PACING_FACTOR),
             rung: None,
             target_kbps: 0,
@@ -433,4 +433,22 @@ fn a_delay_spike_does_not_suspend_video() {
     assert!(sim.changes(0.0, 30.0).iter().all(|r| r.1 != "audio-only"), "{:?}", sim.rungs);
     // The estimator backs off and climbs back slowly (GCC's 8 %/s): video goes on meanwhile.
     assert!(sim.fps(10.0, 30.0) >= 15.0, "{} fps", sim.fps(10.0, 30.0));
+}
+
+#[test]
+fn after_a_300_kbps_cap_is_lifted_the_estimate_is_back_above_1_mbps_within_5_s() {
+    let mut sim = Sim::new(7);
+    let link = |t: f64| if (5.0..25.0).contains(&t) { capped(300.0) } else { FREE };
+    sim.run(25.0, link);
+    let mut back = None;
+    for tenth in 1..=150 {
+        let t = 25.0 + f64::from(tenth) / 10.0;
+        sim.run(t, link);
+        if back.is_none() && sim.gcc.target_bitrate() > 1_000_000.0 {
+            back = Some(t - 25.0);
+        }
+    }
+    eprintln!("estimate above 1 Mb/s {back:?} s after the cap; rungs {:?}", sim.rungs);
+    assert!(back.is_some_and(|b| b <= 5.0), "{back:?}");
+    assert!(sim.fps(35.0, 40.0) >= 25.0);
 }
