@@ -930,6 +930,22 @@ mod tests {
             .await;
         wait_for("delivery", 10, || ui_b.has(|ev| matches!(ev, UiEvent::ChatDelivered { id: 1 }))).await;
         assert_eq!(bridge_a.counters(Stream::Remote), StreamCounters::default(), "b sends no video");
+        // The quality the core reports is what the page shows: bars with their reason.
+        wait_for("bars", 10, || {
+            ui_b.has(|ev| matches!(ev, UiEvent::Stats(s) if (1..=4).contains(&s.bars) && !s.why.is_empty()))
+        })
+        .await;
+        // a chooses audio only: b is told why a's video is gone, and with no camera itself the
+        // call is audio-only either way.
+        a.send(AppCommand::SetQuality(QualityChoice::AudioOnly));
+        wait_for("b sees a's choice", 10, || b.snapshot().status.partner_audio_only == Some("partner_choice")).await;
+        assert_eq!(status(&b), Status::AudioOnly);
+        assert_eq!(a.snapshot().status.audio_only, Some("choice"));
+        a.send(AppCommand::SetQuality(QualityChoice::Auto));
+        wait_for("a's video back", 10, || {
+            b.snapshot().status.partner_audio_only.is_none() && status(&b) == Status::Connected
+        })
+        .await;
         // A test call from inside a call leaves the partner and reaches the echo bot.
         a.send(AppCommand::TestCall);
         wait_for("b sees the end", 10, || status(&b) == Status::Ended).await;

@@ -73,7 +73,14 @@ try {
     result,
     await page.evaluate(async () => {
       const d = window.duet;
-      const out = { framesDecoded: 0, chatReceived: d.chatReceived, firstFrameMs: d.firstFrameMs, log: d.log };
+      const out = {
+        framesDecoded: 0,
+        chatReceived: d.chatReceived,
+        firstFrameMs: d.firstFrameMs,
+        log: d.log,
+        partnerAudioOnly: d.partnerAudioOnly,
+        remoteVideoHidden: document.getElementById("remote").style.visibility === "hidden",
+      };
       const report = await window.duetStats();
       return { ...out, ...report };
     }),

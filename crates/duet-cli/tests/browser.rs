@@ -155,3 +155,21 @@ async fn the_browser_client_resumes_after_a_signaling_blip() {
     let stats = http_get_json(addr, "/api/webrtc/stats").await;
     assert!(n(&stats["resumes_total"]) >= 1, "the page resumed its session: {stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_client_shows_a_duet_partners_audio_only_with_its_cause() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let addr = server().await;
+    let duet_args = call(addr, &["--room", "web-audio-only", "--duration", "8", "--quality", "audio-only"]);
+    let d = tokio::spawn(async move { duet(duet_args).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = chromium(addr, "/?room=web-audio-only", 5, "hi", &[]).await;
+    let d = d.await.unwrap();
+    assert_eq!(c["partnerAudioOnly"], "partner_choice", "{c}");
+    assert_eq!(c["remoteVideoHidden"], true, "a placeholder, not a frozen frame: {c}");
+    assert!(c["log"].to_string().contains("chose audio only"), "{c}");
+    assert!(n(&c["audioPacketsReceived"]) > 100, "audio goes on: {c}");
+    // duet says so itself, and sends no video.
+    assert!(d.events.iter().any(|e| e["event"] == "audio_only" && e["on"] == true && e["cause"] == "choice"));
+    assert_eq!(n(&d.summary()["video_frames_sent"]), 0);
+}

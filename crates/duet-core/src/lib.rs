@@ -5,6 +5,10 @@
 //! - [`call`]: the call lifecycle (matching, connecting, reconnecting, ICE restart and peer
 //!   replacement, ending) as a sans-IO machine.
 //! - [`media`]: capture/encode and decode/render threads around the peer connection.
+//! - [`quality`]: the call's quality: bandwidth estimate, ladder, audio policy, audio-only,
+//!   send queue, and the status the UIs show.
+//! - [`jitter`]: the audio jitter buffer (reordering, FEC recovery, concealment).
+//! - [`control`]: messages on the `control` data channel.
 //! - [`chat`]: text chat with ids and acks over the data channel (survives reconnects).
 //! - [`summary`]: the end-of-call numbers (first frame, loss, latency, counters).
 //! - [`peer`]: one webrtc peer connection (VP8 + Opus each way, data channels, trickle
@@ -17,6 +21,7 @@
 pub mod call;
 pub mod chat;
 pub mod control;
+pub mod jitter;
 pub mod media;
 pub mod negotiation;
 pub mod peer;

@@ -20,6 +20,7 @@ use duet_media::{
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::jitter::{AudioJitterBuffer, Playout};
 use crate::quality::AudioSettings;
 
 /// Encoded video frames waiting for the network, at most (older ones are dropped).
@@ -490,9 +491,10 @@ fn video_receive_loop(
     }
 }
 
-/// The Opus decode thread: packets in, audio to a sink.
+/// The Opus decode thread: packets in (put back in order by [`AudioJitterBuffer`]), audio to a
+/// sink, lost packets recovered from FEC or concealed.
 pub struct AudioReceiver {
-    worker: Worker<std_mpsc::SyncSender<Bytes>>,
+    worker: Worker<std_mpsc::SyncSender<(u16, Bytes)>>,
 }
 
 impl AudioReceiver {
@@ -507,10 +509,10 @@ impl AudioReceiver {
         Ok(Self { worker })
     }
 
-    /// Queues a packet.
-    pub fn push(&self, packet: Bytes) {
+    /// Queues a packet with its RTP sequence number.
+    pub fn push(&self, seq: u16, packet: Bytes) {
         if let Some(tx) = self.worker.input() {
-            let _ = tx.try_send(packet);
+            let _ = tx.try_send((seq, packet));
         }
     }
 }
@@ -518,18 +520,45 @@ impl AudioReceiver {
 fn audio_receive_loop(
     mut decoder: OpusDecoder,
     mut sink: Box<dyn AudioSink>,
-    input: std_mpsc::Receiver<Bytes>,
+    input: std_mpsc::Receiver<(u16, Bytes)>,
     reports: mpsc::UnboundedSender<Received>,
 ) {
-    while let Ok(packet) = input.recv() {
-        match decoder.decode(&packet, 0) {
-            Ok(frame) => {
-                play(&mut sink, &frame);
-                if reports.send(Received::Audio).is_err() {
-                    return;
+    let mut jitter = AudioJitterBuffer::new();
+    // Concealment covers one packet of the duration last heard.
+    let mut last_duration = FrameDuration::Ms20;
+    loop {
+        let arrived = match jitter.poll_timeout() {
+            Some(at) => input.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => input.recv().map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
+        };
+        match arrived {
+            Ok((seq, packet)) => jitter.push(Instant::now(), seq, packet),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        while let Some(out) = jitter.poll(Instant::now()) {
+            // Concealed audio is played but not counted as received (it was invented).
+            let received = !matches!(out, Playout::Conceal);
+            let frame = match out {
+                Playout::Packet(packet) => decoder.decode(&packet, 0),
+                Playout::Recover(next) => decoder.conceal(last_duration, Some(&next), 0),
+                Playout::Conceal => decoder.conceal(last_duration, None, 0),
+            };
+            match frame {
+                Ok(frame) => {
+                    last_duration = match frame.duration_us() {
+                        d if d >= 55_000 => FrameDuration::Ms60,
+                        d if d >= 35_000 => FrameDuration::Ms40,
+                        d if d >= 15_000 => FrameDuration::Ms20,
+                        _ => FrameDuration::Ms10,
+                    };
+                    play(&mut sink, &frame);
+                    if received && reports.send(Received::Audio).is_err() {
+                        return;
+                    }
                 }
+                Err(e) => debug!(error = %e, "opus packet not decodable"),
             }
-            Err(e) => debug!(error = %e, "opus packet not decodable"),
         }
     }
 }

@@ -70,7 +70,7 @@ fn absorb(s: &mut Side, ev: PeerEvent, other: &mut Side) {
         PeerEvent::NegotiationNeeded => {}
         PeerEvent::VideoFrame { data, .. } => s.frames.push(data),
         PeerEvent::VideoGap => {}
-        PeerEvent::AudioPacket(_) => s.audio += 1,
+        PeerEvent::AudioPacket { .. } => s.audio += 1,
         PeerEvent::KeyframeRequested => s.keyframe_requests += 1,
         PeerEvent::ChannelOpen(_) => s.open += 1,
         PeerEvent::ChannelMessage(ch, text) => s.texts.push((ch, text)),

@@ -617,14 +617,14 @@ impl Driver {
                 }
             }
             PeerEvent::VideoGap => self.request_keyframe().await,
-            PeerEvent::AudioPacket(p) => {
+            PeerEvent::AudioPacket { seq, data } => {
                 if self.cfg.echo {
                     if let Some(live) = &self.live {
-                        live.peer.send_audio(p.clone(), Instant::now(), Duration::from_millis(20)).await;
+                        live.peer.send_audio(data.clone(), Instant::now(), Duration::from_millis(20)).await;
                     }
                 }
                 if let Some(r) = &self.audio_receiver {
-                    r.push(p);
+                    r.push(seq, data);
                 }
             }
             PeerEvent::KeyframeRequested => {

@@ -114,7 +114,12 @@ pub enum PeerEvent {
     /// Partner video frames were lost for good: the decoder needs a keyframe.
     VideoGap,
     /// One Opus packet from the partner.
-    AudioPacket(Bytes),
+    AudioPacket {
+        /// Its RTP sequence number (the jitter buffer reorders by it).
+        seq: u16,
+        /// The packet.
+        data: Bytes,
+    },
     /// The partner asked for a keyframe (PLI/FIR).
     KeyframeRequested,
     /// A data channel opened.
@@ -706,7 +711,11 @@ async fn receive_track(
     } else {
         while let Some(ev) = track.poll().await {
             if let TrackRemoteEvent::OnRtpPacket(pkt) = ev {
-                if !pkt.payload.is_empty() && events.send(PeerEvent::AudioPacket(pkt.payload.clone())).is_err() {
+                if !pkt.payload.is_empty()
+                    && events
+                        .send(PeerEvent::AudioPacket { seq: pkt.header.sequence_number, data: pkt.payload.clone() })
+                        .is_err()
+                {
                     return;
                 }
             }

@@ -53,6 +53,8 @@ pub const UP_AFTER_DOWN: Duration = Duration::from_secs(3);
 pub const UP_FAILED_WITHIN: Duration = Duration::from_secs(10);
 /// The longest wait before trying a higher rung again.
 pub const MAX_UP_WAIT: Duration = Duration::from_secs(24);
+/// A budget this many times the floor of the rung that last failed clears the backoff.
+pub const LINK_CHANGED: f64 = 2.0;
 
 /// Why the rung changed (the `reason` of `duet call --json` `rung` events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,6 +84,8 @@ pub struct Ladder {
     last_up: Option<Instant>,
     last_down: Option<Instant>,
     up_wait: Duration,
+    /// The floor of the rung whose up-switch last failed.
+    failed_floor: Option<f64>,
 }
 
 impl Default for Ladder {
@@ -102,6 +106,7 @@ impl Ladder {
             last_up: None,
             last_down: None,
             up_wait: UP_AFTER_DOWN,
+            failed_floor: None,
         }
     }
 
@@ -150,6 +155,7 @@ impl Ladder {
             self.current = self.best_fit(basis, 1.0).max(self.current + 1);
             if self.last_up.is_some_and(|t| now.duration_since(t) < UP_FAILED_WITHIN) {
                 self.up_wait = (self.up_wait * 2).min(MAX_UP_WAIT);
+                self.failed_floor = Some(floor);
             } else {
                 self.up_wait = UP_AFTER_DOWN;
             }
@@ -157,8 +163,16 @@ impl Ladder {
             self.changed_at = Some(now);
             return Some((self.rung(), RungReason::Congestion));
         }
-        let settled = self.last_down.is_none_or(|t| now.duration_since(t) >= self.up_wait);
         let lowest = self.window(now, UP_WINDOW, |h| h.1).map(|w| w.iter().copied().fold(f64::INFINITY, f64::min));
+        // Twice what the failed rung needed, held for a whole window: the link changed, the
+        // backoff no longer applies.
+        if let (Some(failed), Some(lowest)) = (self.failed_floor, lowest) {
+            if lowest >= failed * LINK_CHANGED {
+                self.failed_floor = None;
+                self.up_wait = UP_AFTER_DOWN;
+            }
+        }
+        let settled = self.last_down.is_none_or(|t| now.duration_since(t) >= self.up_wait);
         if let (true, Some(lowest)) = (settled, lowest) {
             let up = self.best_fit(lowest, UP_MARGIN);
             if up < self.current {
@@ -277,6 +291,9 @@ mod tests {
         let ups = changes.iter().filter(|c| c.1 == RungReason::Bandwidth).count();
         // Without the backoff it would try every 6 s: 10 times.
         assert!((1..=4).contains(&ups), "tried {ups} times in a minute: {:?}", names(&changes));
+        // Then the link really gets better: the backoff does not hold the call down.
+        let changes = run(&mut l, t0, 61_000, 6, |_| 3000.0);
+        assert_eq!(names(&changes).last(), Some(&"720p30"), "{:?}", names(&changes));
     }
 
     #[test]
