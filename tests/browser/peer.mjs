@@ -14,6 +14,10 @@ const seconds = Number(arg("--seconds", "6"));
 const chat = arg("--chat", null);
 const restartAfter = arg("--restart-after", null);
 const chatAfter = arg("--chat-after", null);
+// --timeline: sample the page's stats every second for the whole run (benchmarks).
+const timeline = process.argv.includes("--timeline");
+// --chromium-arg X (repeatable): extra Chromium flags.
+const extraArgs = process.argv.flatMap((a, i) => (a === "--chromium-arg" ? [process.argv[i + 1]] : []));
 import { existsSync } from "node:fs";
 // Debian's Chromium (never a downloaded browser); CHROMIUM overrides.
 const executablePath =
@@ -41,6 +45,7 @@ const context = await chromium.launchPersistentContext(profile, {
     "--allow-loopback-in-peer-connection",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--autoplay-policy=no-user-gesture-required",
+    ...extraArgs,
   ],
 });
 const result = { ok: false };
@@ -67,7 +72,18 @@ try {
     await page.evaluate(() => window.duet.sendChat("after"));
     waited = Math.max(waited, t);
   }
-  await page.waitForTimeout(Math.max(0, seconds - waited) * 1000);
+  if (timeline) {
+    // One sample a second, stamped with seconds since the process started.
+    result.timeline = [];
+    const end = Date.now() + Math.max(0, seconds - waited) * 1000;
+    while (Date.now() < end) {
+      const sample = await page.evaluate(() => window.duetStats());
+      result.timeline.push({ t: performance.now() / 1000, ...sample });
+      await page.waitForTimeout(1000);
+    }
+  } else {
+    await page.waitForTimeout(Math.max(0, seconds - waited) * 1000);
+  }
   result.state = await page.evaluate(() => window.duet.state);
   Object.assign(
     result,

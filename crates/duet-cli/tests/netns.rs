@@ -1,175 +1,21 @@
 //! Calls over capped links: two `duet call` processes in their own network namespaces behind a
-//! router namespace that runs `duet-server`, with `tc tbf` caps on the router's links toward
-//! each client, changed mid-call. Needs root (CI runs as root); namespaces and addresses
-//! (10.77.x.y) are made here and torn down on exit, also on failure.
-//!
-//! Topology: `a` 10.77.1.2 <-veth-> `r` 10.77.1.1 / 10.77.2.1 <-veth-> `b` 10.77.2.2.
+//! router namespace that runs `duet-server` (see `common/netns.rs`), with `tc tbf` caps changed
+//! mid-call. Needs root (CI runs as root).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const DUET: &str = env!("CARGO_BIN_EXE_duet");
+#[path = "common/netns.rs"]
+mod netns;
+
+use netns::{Net, client, events, server};
 
 /// One scenario at a time: each runs two media processes on a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// Three namespaces joined by two veth pairs; deleted when dropped.
-struct Net {
-    a: String,
-    r: String,
-    b: String,
-}
-
-impl Net {
-    fn new(tag: &str) -> Self {
-        let id = format!("{}{}", tag, std::process::id() % 10000);
-        let net = Net { a: format!("da{id}"), r: format!("dr{id}"), b: format!("db{id}") };
-        for ns in [&net.a, &net.r, &net.b] {
-            sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        for (side, ns, subnet) in [("a", &net.a, 1), ("b", &net.b, 2)] {
-            let (outer, inner) = (format!("r{side}{id}"), format!("{side}r{id}"));
-            sh(&["ip", "link", "add", &outer, "netns", &net.r, "type", "veth", "peer", "name", &inner, "netns", ns]);
-            sh(&["ip", "-n", &net.r, "addr", "add", &format!("10.77.{subnet}.1/24"), "dev", &outer]);
-            sh(&["ip", "-n", ns, "addr", "add", &format!("10.77.{subnet}.2/24"), "dev", &inner]);
-            sh(&["ip", "-n", &net.r, "link", "set", &outer, "up"]);
-            sh(&["ip", "-n", ns, "link", "set", &inner, "up"]);
-            sh(&["ip", "-n", ns, "route", "add", "default", "via", &format!("10.77.{subnet}.1")]);
-            // Shaping must see real packet sizes.
-            for (n, dev) in [(&net.r, &outer), (ns, &inner)] {
-                let _ = Command::new("ip")
-                    .args(["netns", "exec", n, "ethtool", "-K", dev])
-                    .args(["tso", "off", "gso", "off", "gro", "off"])
-                    .output();
-            }
-        }
-        sh(&["ip", "netns", "exec", &net.r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        net
-    }
-
-    /// Caps both of the router's links toward the clients at `kbit` kb/s (`None`: lifted).
-    fn cap(&self, kbit: Option<u32>) {
-        let id = &self.r[2..];
-        for dev in [format!("ra{id}"), format!("rb{id}")] {
-            let _ =
-                Command::new("ip").args(["netns", "exec", &self.r, "tc", "qdisc", "del", "dev", &dev, "root"]).output();
-            if let Some(k) = kbit {
-                let burst = if k < 100 { "3000" } else { "6kb" };
-                sh(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &self.r,
-                    "tc",
-                    "qdisc",
-                    "add",
-                    "dev",
-                    &dev,
-                    "root",
-                    "tbf",
-                    "rate",
-                    &format!("{k}kbit"),
-                    "burst",
-                    burst,
-                    "latency",
-                    "100ms",
-                ]);
-            }
-        }
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.r, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server_bin() -> PathBuf {
-    let bin = PathBuf::from(DUET).with_file_name("duet-server");
-    assert!(bin.exists(), "{} is missing: build the workspace (cargo build -p duet-server)", bin.display());
-    bin
-}
-
-/// Starts `duet-server` in the router namespace; returns it and its WebSocket URL.
-fn server(net: &Net) -> (Proc, String) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &net.r])
-        .arg(server_bin())
-        .args(["--listen", "10.77.1.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("ws://")).unwrap_or_else(|| panic!("{line}")).to_string();
-    (Proc(child), url)
-}
-
-/// Starts a `duet call` in namespace `ns` bound to `ip`, joining `room` for `secs`.
-fn client(ns: &str, ip: &str, url: &str, room: &str, secs: u32) -> Proc {
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns, DUET, "call", "--json", "--server", url, "--room", room])
-        .args(["--bind", &format!("{ip}:0"), "--video", "synthetic:640x360@30", "--duration", &secs.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Proc(child)
-}
-
-/// Waits for the process and parses its JSON lines (with the time each event was printed,
-/// seconds since `t0`, as `_t`).
-fn events(mut p: Proc, t0: Instant) -> Vec<Value> {
-    let stdout = p.0.stdout.take().unwrap();
-    let mut stderr = p.0.stderr.take().unwrap();
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let mut out = Vec::new();
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Ok(mut v) = serde_json::from_str::<Value>(&line) {
-            v["_t"] = t0.elapsed().as_secs_f64().into();
-            out.push(v);
-        }
-    }
-    let _ = p.0.wait();
-    let errors = errors.join().unwrap_or_default();
-    if !out.iter().any(|e| e["event"] == "summary" && e["connected"] == true) {
-        eprintln!("duet call printed on stderr:\n{errors}");
-    }
-    out
-}
 
 /// Runs a call of `secs` between two namespaced clients while `schedule` (seconds since the
 /// start, cap) is applied; returns both sides' events.
@@ -178,8 +24,9 @@ fn call(tag: &str, secs: u32, schedule: &[(f64, Option<u32>)]) -> (Vec<Value>, V
     let (_server, url) = server(&net);
     let t0 = Instant::now();
     let room = format!("netns-{tag}-{}", std::process::id());
-    let a = client(&net.a, "10.77.1.2", &url, &room, secs);
-    let b = client(&net.b, "10.77.2.2", &url, &room, secs);
+    let video = "synthetic:640x360@30";
+    let a = client(&net.a, "10.77.1.2", &url, &room, video, secs);
+    let b = client(&net.b, "10.77.2.2", &url, &room, video, secs);
     let a = std::thread::spawn(move || events(a, t0));
     let b = std::thread::spawn(move || events(b, t0));
     for &(at, kbit) in schedule {

@@ -440,7 +440,7 @@ document.onkeydown = (ev) => {
 // ----- stats -----------------------------------------------------------------------------
 /** What tests and benchmarks read: decoded/sent frames, sizes and codecs from getStats(). */
 window.duetStats = async () => {
-  const out = { framesDecoded: 0, framesEncoded: 0, audioPacketsReceived: 0, codecs: [] };
+  const out = { framesDecoded: 0, framesEncoded: 0, audioPacketsReceived: 0, bytesSent: 0, codecs: [] };
   // After the call ended, the last numbers seen during it.
   if (!pc) return duet.lastStats || out;
   const report = await pc.getStats();
@@ -452,6 +452,7 @@ window.duetStats = async () => {
     }
     if (s.type === "inbound-rtp" && s.kind === "audio") out.audioPacketsReceived = s.packetsReceived || 0;
     if (s.type === "outbound-rtp" && s.kind === "video") out.framesEncoded = s.framesEncoded || 0;
+    if (s.type === "outbound-rtp") out.bytesSent += s.bytesSent || 0;
     if (s.type === "codec") out.codecs.push(s.mimeType);
     if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") out.rttMs = (s.currentRoundTripTime || 0) * 1000;
   });

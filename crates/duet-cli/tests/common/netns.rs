@@ -1,0 +1,167 @@
+//! Network namespaces for calls over impaired links, shared by `tests/netns.rs` and
+//! `benches/capped.rs`: a router namespace running `duet-server` between two client namespaces,
+//! `tc tbf` caps on the router's links toward the clients. Needs root. Addresses are 10.77.x.y;
+//! everything is torn down on drop, also on failure.
+//!
+//! Topology: `a` 10.77.1.2 <-veth-> `r` 10.77.1.1 / 10.77.2.1 <-veth-> `b` 10.77.2.2.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use serde_json::Value;
+
+pub const DUET: &str = env!("CARGO_BIN_EXE_duet");
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Three namespaces joined by two veth pairs; deleted when dropped.
+pub struct Net {
+    pub a: String,
+    pub r: String,
+    pub b: String,
+}
+
+impl Net {
+    pub fn new(tag: &str) -> Self {
+        let id = format!("{}{}", tag, std::process::id() % 10000);
+        let net = Net { a: format!("da{id}"), r: format!("dr{id}"), b: format!("db{id}") };
+        for ns in [&net.a, &net.r, &net.b] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        for (side, ns, subnet) in [("a", &net.a, 1), ("b", &net.b, 2)] {
+            let (outer, inner) = (format!("r{side}{id}"), format!("{side}r{id}"));
+            sh(&["ip", "link", "add", &outer, "netns", &net.r, "type", "veth", "peer", "name", &inner, "netns", ns]);
+            sh(&["ip", "-n", &net.r, "addr", "add", &format!("10.77.{subnet}.1/24"), "dev", &outer]);
+            sh(&["ip", "-n", ns, "addr", "add", &format!("10.77.{subnet}.2/24"), "dev", &inner]);
+            sh(&["ip", "-n", &net.r, "link", "set", &outer, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", &inner, "up"]);
+            sh(&["ip", "-n", ns, "route", "add", "default", "via", &format!("10.77.{subnet}.1")]);
+            // Shaping must see real packet sizes.
+            for (n, dev) in [(&net.r, &outer), (ns, &inner)] {
+                let _ = Command::new("ip")
+                    .args(["netns", "exec", n, "ethtool", "-K", dev])
+                    .args(["tso", "off", "gso", "off", "gro", "off"])
+                    .output();
+            }
+        }
+        sh(&["ip", "netns", "exec", &net.r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        net
+    }
+
+    /// Caps both of the router's links toward the clients at `kbit` kb/s (`None`: lifted).
+    pub fn cap(&self, kbit: Option<u32>) {
+        let id = &self.r[2..];
+        for dev in [format!("ra{id}"), format!("rb{id}")] {
+            let _ =
+                Command::new("ip").args(["netns", "exec", &self.r, "tc", "qdisc", "del", "dev", &dev, "root"]).output();
+            if let Some(k) = kbit {
+                let burst = if k < 100 { "3000" } else { "6kb" };
+                sh(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &self.r,
+                    "tc",
+                    "qdisc",
+                    "add",
+                    "dev",
+                    &dev,
+                    "root",
+                    "tbf",
+                    "rate",
+                    &format!("{k}kbit"),
+                    "burst",
+                    burst,
+                    "latency",
+                    "100ms",
+                ]);
+            }
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.r, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn server_bin() -> PathBuf {
+    let bin = PathBuf::from(DUET).with_file_name("duet-server");
+    assert!(bin.exists(), "{} is missing: build the workspace (cargo build -p duet-server)", bin.display());
+    bin
+}
+
+/// Starts `duet-server` in the router namespace; returns it and its WebSocket URL.
+pub fn server(net: &Net) -> (Proc, String) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &net.r])
+        .arg(server_bin())
+        .args(["--listen", "10.77.1.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("ws://")).unwrap_or_else(|| panic!("{line}")).to_string();
+    (Proc(child), url)
+}
+
+/// Starts a `duet call` in namespace `ns` bound to `ip`, joining `room` for `secs`.
+pub fn client(ns: &str, ip: &str, url: &str, room: &str, video: &str, secs: u32) -> Proc {
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, DUET, "call", "--json", "--server", url, "--room", room])
+        .args(["--bind", &format!("{ip}:0"), "--video", video, "--duration", &secs.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// Waits for the process and parses its JSON lines (with the time each event was printed,
+/// seconds since `t0`, as `_t`).
+pub fn events(mut p: Proc, t0: Instant) -> Vec<Value> {
+    let stdout = p.0.stdout.take().unwrap();
+    let mut stderr = p.0.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let mut out = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Ok(mut v) = serde_json::from_str::<Value>(&line) {
+            v["_t"] = t0.elapsed().as_secs_f64().into();
+            out.push(v);
+        }
+    }
+    let _ = p.0.wait();
+    let errors = errors.join().unwrap_or_default();
+    if !out.iter().any(|e| e["event"] == "summary" && e["connected"] == true) {
+        eprintln!("duet call printed on stderr:\n{errors}");
+    }
+    out
+}
