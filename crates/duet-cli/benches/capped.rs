@@ -44,8 +44,8 @@ struct Series {
     audio_gap_s: Option<f64>,
     /// Sender: kbit/s sent.
     send_kbps: Vec<f64>,
-    /// Seconds (since the start) the sender entered audio-only, if it has such a mode.
-    audio_only_at: Vec<f64>,
+    /// Periods (seconds since the start) the sender spent in audio-only, if it has such a mode.
+    audio_only: Vec<(f64, f64)>,
 }
 
 struct Row {
@@ -78,14 +78,14 @@ fn row(who: &'static str, s: &Series, cap300: f64, cap48: f64, lift: f64, end: f
         .find(|&i| s.fps.get(i).copied().unwrap_or(0.0) >= 10.0 && s.fps.get(i + 1).copied().unwrap_or(0.0) >= 10.0)
         .map(|i| i as f64 - cap300);
     // Seconds in audio-only are no freeze: the receiver shows a placeholder.
-    let audio_only = |i: usize| s.audio_only_at.iter().any(|t| (sec(*t)..sec(lift) + 1).contains(&i));
+    let audio_only = |i: usize| s.audio_only.iter().any(|(from, to)| (sec(*from)..=sec(*to)).contains(&i));
     let fps: Vec<f64> = s.fps.iter().enumerate().map(|(i, v)| if audio_only(i) { f64::MAX } else { *v }).collect();
     let freeze_s = longest_run(&fps, 5, sec(end), |v| v < 1.0);
     // Chromium: seconds with under half of the 50 packets a second of 20 ms packets holds.
     let audio_gap_s = s.audio_gap_s.unwrap_or_else(|| longest_run(&s.audio, 5, sec(end), |v| v < 25.0));
     let steady = &s.send_kbps[sec(cap48 - 10.0).min(s.send_kbps.len())..sec(cap48).min(s.send_kbps.len())];
     let utilisation = steady.iter().sum::<f64>() / steady.len().max(1) as f64 / 300.0;
-    let audio_only_s = s.audio_only_at.iter().find(|t| **t >= cap48 && **t < lift).map(|t| t - cap48);
+    let audio_only_s = s.audio_only.iter().find(|(t, _)| *t >= cap48 && *t < lift).map(|(t, _)| t - cap48);
     let recovery_s =
         (sec(lift)..sec(end).min(s.send_kbps.len())).find(|&i| s.send_kbps[i] >= 1000.0).map(|i| i as f64 - lift);
     Row { who, settle_s, freeze_s, audio_gap_s, utilisation, audio_only_s, recovery_s }
@@ -132,12 +132,26 @@ fn duet_call(profile: &Profile, secs: u32) -> Series {
         audio: vec![],
         audio_gap_s: Some(f(&summary["longest_audio_gap_ms"]) / 1000.0),
         send_kbps: per_second(&a, n, |e| f(&e["video_send_kbps"]) + f(&e["audio_send_kbps"])),
-        audio_only_at: a
-            .iter()
-            .filter(|e| e["event"] == "audio_only" && e["on"] == true && e["cause"] == "network")
-            .map(|e| f(&e["_t"]))
-            .collect(),
+        audio_only: audio_only_periods(&a, f64::from(secs)),
     }
+}
+
+/// From `audio_only` events (cause `network`): when video was off, until it came back (or `end`).
+fn audio_only_periods(events: &[Value], end: f64) -> Vec<(f64, f64)> {
+    let mut out = vec![];
+    let mut since = None;
+    for e in events.iter().filter(|e| e["event"] == "audio_only" && e["cause"] == "network") {
+        match (e["on"].as_bool(), since) {
+            (Some(true), None) => since = Some(f(&e["_t"])),
+            (Some(false), Some(from)) => {
+                out.push((from, f(&e["_t"])));
+                since = None;
+            }
+            _ => {}
+        }
+    }
+    out.extend(since.map(|from| (from, end)));
+    out
 }
 
 /// A 1280x720 30 fps Y4M clip with the moving test pattern, for Chromium's fake camera.
@@ -205,8 +219,15 @@ fn chromium_call(profile: &Profile, secs: u32) -> Series {
         audio: deltas(&b, "audioPacketsReceived", 1.0),
         audio_gap_s: None,
         send_kbps: deltas(&a, "bytesSent", 8.0 / 1000.0),
-        audio_only_at: vec![],
+        audio_only: vec![],
     }
+}
+
+/// The per-second timeline on stderr: receiver fps / sender kb/s.
+fn trace(who: &str, s: &Series) {
+    let cells: Vec<String> =
+        s.fps.iter().zip(&s.send_kbps).enumerate().map(|(i, (f, k))| format!("{i}:{f:.0}/{k:.0}")).collect();
+    eprintln!("{who} (second:fps/kbps) {}", cells.join(" "));
 }
 
 fn print(rows: &[Row], profile: &Profile) {
@@ -243,7 +264,9 @@ fn main() {
     let secs = 80;
     eprintln!("Duet call ({secs} s)...");
     let d = duet_call(&profile, secs);
+    trace("Duet", &d);
     eprintln!("Chromium call ({secs} s)...");
     let c = chromium_call(&profile, secs);
+    trace("Chromium", &c);
     print(&[row("Duet", &d, 10.0, 40.0, 60.0, 80.0), row("Chromium", &c, 10.0, 40.0, 60.0, 80.0)], &profile);
 }

@@ -46,7 +46,10 @@ pub const RESUME_HOLD: Duration = Duration::from_secs(2);
 /// did not hold (see [`RESUME_HELD`]), up to [`MAX_RESUME_BACKOFF`].
 pub const RESUME_BACKOFF: Duration = Duration::from_secs(3);
 /// The longest wait between resume attempts.
-pub const MAX_RESUME_BACKOFF: Duration = Duration::from_secs(24);
+pub const MAX_RESUME_BACKOFF: Duration = Duration::from_secs(12);
+/// A budget this many times the lowest rung's floor, held for [`RESUME_HOLD`], resumes without
+/// waiting out the backoff: the link clearly changed.
+pub const LINK_CHANGED: f64 = 3.0;
 /// A resume counts as held after this long without a new suspension (the backoff resets).
 pub const RESUME_HELD: Duration = Duration::from_secs(10);
 /// The sender plans with the lowest estimate of this window: an estimator probing upward while
@@ -399,7 +402,8 @@ impl QualityController {
             return;
         }
         let since = *self.resumable_since.get_or_insert(now);
-        let waited = self.suspended_at.is_none_or(|s| now.duration_since(s) >= self.backoff);
+        let changed = budget >= f64::from(Ladder::floor_kbps()) * LINK_CHANGED;
+        let waited = changed || self.suspended_at.is_none_or(|s| now.duration_since(s) >= self.backoff);
         if waited && now.duration_since(since) >= RESUME_HOLD {
             self.resume(now);
             self.ladder = Ladder::new();
