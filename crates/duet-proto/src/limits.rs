@@ -20,7 +20,7 @@ pub const MIN_ROOM_CODE_CHARS: usize = 3;
 pub const MAX_ROOM_CODE_CHARS: usize = 32;
 /// Longest free-text `report` reason, in characters.
 pub const MAX_REASON_CHARS: usize = 200;
-/// Longest resume token, in bytes.
-pub const MAX_RESUME_TOKEN_BYTES: usize = 128;
+/// Longest resume token, in bytes (signed tokens carry the session's pairing: about 250).
+pub const MAX_RESUME_TOKEN_BYTES: usize = 512;
 /// Longest client name/version/platform string, in characters.
 pub const MAX_CLIENT_FIELD_CHARS: usize = 64;

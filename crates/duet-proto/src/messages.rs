@@ -240,6 +240,17 @@ pub enum ServerMessage {
         replayed: u32,
         /// Server facts: version and limits.
         server: ServerInfo,
+        /// True when the session (and its pairing) was rebuilt from its signed token by a
+        /// restarted server: the server's sequence numbers start again at this `welcome`'s, and
+        /// messages the old process had not delivered are gone (`resumed` is true as well).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        restored: bool,
+    },
+    /// The session's resume token changed (its pairing did): resume with this one from now on.
+    /// Never log it.
+    Token {
+        /// The new token.
+        resume_token: String,
     },
     /// The client is in the matching queue.
     Queued {
@@ -307,6 +318,7 @@ impl ServerMessage {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Welcome { .. } => "welcome",
+            Self::Token { .. } => "token",
             Self::Queued { .. } => "queued",
             Self::RoomJoined { .. } => "room_joined",
             Self::Matched { .. } => "matched",

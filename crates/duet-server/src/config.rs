@@ -13,6 +13,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::hub::HubConfig;
+use crate::hub::token::TokenKey;
 use crate::turn::{IceConfig, Secret, TurnRest};
 
 /// The default listen address: loopback only.
@@ -104,6 +105,14 @@ pub struct Cli {
     /// Lifetime of issued TURN credentials, in seconds [default: 3600]
     #[arg(long, env = "DUET_TURN_TTL_S")]
     pub turn_ttl_s: Option<u64>,
+    /// Secret resume tokens are signed with (at least 16 characters; prefer DUET_RESUME_SECRET
+    /// or --resume-secret-file). With the same secret, a restarted server (or another node)
+    /// takes back sessions and their calls; without one, a restart ends them.
+    #[arg(long, env = "DUET_RESUME_SECRET", hide_env_values = true)]
+    pub resume_secret: Option<String>,
+    /// File holding the resume secret
+    #[arg(long, env = "DUET_RESUME_SECRET_FILE")]
+    pub resume_secret_file: Option<PathBuf>,
     /// Log format
     #[arg(long, env = "DUET_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -140,6 +149,8 @@ pub struct FileConfig {
     turn_secret: Option<Secret>,
     turn_secret_file: Option<PathBuf>,
     turn_ttl_s: Option<u64>,
+    resume_secret: Option<Secret>,
+    resume_secret_file: Option<PathBuf>,
     log_format: Option<LogFormat>,
 }
 
@@ -270,6 +281,22 @@ impl ServerConfig {
             }
         };
 
+        let resume_secret = match (cli.resume_secret, cli.resume_secret_file.or(file.resume_secret_file)) {
+            (Some(s), _) => Some(Secret::new(s)),
+            (None, Some(path)) => Some(read_secret(&path)?),
+            (None, None) => file.resume_secret,
+        };
+        let resume_key = match resume_secret {
+            Some(secret) if secret.expose().chars().count() < MIN_RESUME_SECRET_CHARS => {
+                return Err(ConfigError::Invalid {
+                    setting: "resume_secret",
+                    message: format!("must be at least {MIN_RESUME_SECRET_CHARS} characters"),
+                });
+            }
+            Some(secret) => Some(TokenKey::new(secret.expose().as_bytes().to_vec())),
+            None => None,
+        };
+
         let tls = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -291,12 +318,16 @@ impl ServerConfig {
                 interest_wait,
                 rematch_cooldown,
                 ice: IceConfig { servers, turn },
+                resume_key,
                 ..defaults
             },
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
 }
+
+/// The shortest resume secret accepted.
+pub const MIN_RESUME_SECRET_CHARS: usize = 16;
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -372,6 +403,17 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_secret_from_the_file_signs_tokens_and_stays_out_of_debug_output() {
+        let f = file("resume_secret = \"0123456789abcdef-restart\"\n");
+        let cfg = ServerConfig::resolve(Cli { config: Some(f.path().into()), ..Cli::default() }).unwrap();
+        let key = cfg.hub.resume_key.clone().expect("a key");
+        let same = crate::hub::token::TokenKey::new(b"0123456789abcdef-restart".to_vec());
+        let claims = crate::hub::token::Claims { session: "s".into(), pairing: None, issued: 1, instance: 1, nonce: 1 };
+        assert_eq!(same.verify(&key.sign(&claims)), Some(claims));
+        assert!(!format!("{cfg:?}").contains("0123456789abcdef"), "secrets never in Debug output");
+    }
+
+    #[test]
     fn file_ice_servers_and_turn_rest() {
         let f = file(
             r#"
@@ -403,6 +445,8 @@ credential = "p"
         assert!(err(Cli { ice_servers: vec!["ftp://x".into()], ..Cli::default() }).contains("ice_servers"));
         assert!(err(Cli { tls_cert: Some("c.pem".into()), ..Cli::default() }).contains("tls"));
         assert!(err(Cli { heartbeat_ms: Some(0), ..Cli::default() }).contains("heartbeat_ms"));
+        let e = err(Cli { resume_secret: Some("short-hush".into()), ..Cli::default() });
+        assert!(e.contains("resume_secret") && e.contains("16") && !e.contains("short-hush"), "{e}");
         assert!(err(Cli { heartbeat_ms: Some(20000), ..Cli::default() }).contains("idle_timeout_ms"));
         let f = file("listen = 5\n");
         assert!(err(Cli { config: Some(f.path().into()), ..Cli::default() }).contains("invalid config file"));

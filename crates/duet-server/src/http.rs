@@ -182,6 +182,18 @@ fn metrics(state: &AppState) -> Response<Body> {
     metric("rooms", "gauge", "Rooms with at least one member.", s.rooms as u64);
     metric("matches_total", "counter", "Pairs matched.", s.matches_total);
     metric("resumes_total", "counter", "Sessions resumed with a token.", s.resumes_total);
+    metric(
+        "sessions_restored_total",
+        "counter",
+        "Sessions rebuilt from a token another server process signed.",
+        s.sessions_restored_total,
+    );
+    metric(
+        "pairings_restored_total",
+        "counter",
+        "Pairings rebuilt after a restart with both partners back.",
+        s.pairings_restored_total,
+    );
     metric("sessions_expired_total", "counter", "Sessions ended by grace expiry.", s.sessions_expired_total);
     metric("idle_timeouts_total", "counter", "Connections closed for silence.", s.idle_timeouts_total);
     metric("signals_relayed_total", "counter", "Signals relayed between peers.", s.signals_relayed_total);

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use duet_proto::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_duet-server");
 
@@ -27,8 +29,12 @@ impl Drop for Proc {
 }
 
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    spawn_on("127.0.0.1:0", args, env)
+}
+
+fn spawn_on(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(BIN);
-    cmd.args(["--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(["--listen", listen]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -56,18 +62,74 @@ fn wait_exit(p: &mut Proc, within: Duration) -> std::process::ExitStatus {
 }
 
 #[tokio::test]
-async fn sigterm_tells_partners_and_exits_cleanly() {
+async fn sigterm_closes_every_socket_as_going_away_and_exits_cleanly() {
     let mut p = spawn(&[], &[]);
     let (mut a, mut b) = matched_pair(&p.url).await;
     sigterm(&p);
     for c in [&mut a, &mut b] {
-        let f = c.expect("peer_left").await;
-        assert!(matches!(f.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::ServerShutdown }));
-        let close = c.expect_close().await.expect("close frame");
-        assert_eq!(u16::from(close.code), 1001);
+        // No `peer_left`: the call is the partners' own; they resume when the server is back.
+        loop {
+            match c.next().await {
+                Got::Frame(f) => assert!(!matches!(f.msg, ServerMessage::PeerLeft { .. }), "{f:?}"),
+                Got::Closed(close) => {
+                    assert_eq!(close.map(|c| u16::from(c.code)), Some(1001));
+                    break;
+                }
+            }
+        }
     }
     let status = wait_exit(&mut p, Duration::from_secs(5));
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_server_restarted_with_the_same_secret_gives_both_partners_their_pairing_back() {
+    let env = [("DUET_RESUME_SECRET", "restart-secret-0123456789")];
+    let mut p = spawn(&[], &env);
+    let (mut a, mut b) = matched_pair(&p.url).await;
+    for c in [&mut a, &mut b] {
+        c.expect("token").await;
+    }
+    let listen = p.url.trim_start_matches("ws://").trim_end_matches("/ws").to_string();
+    sigterm(&p);
+    assert!(wait_exit(&mut p, Duration::from_secs(5)).success());
+    for c in [&mut a, &mut b] {
+        c.expect_close().await;
+    }
+
+    let p2 = spawn_on(&listen, &[], &env);
+    let welcome_of = |f: &ServerFrame| match f.msg {
+        ServerMessage::Welcome { resumed, restored, .. } => (resumed, restored),
+        _ => panic!("{f:?}"),
+    };
+    let mut a2 = raw(&p2.url).await;
+    let hello = |token: &str| {
+        ClientFrame::new(ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            resume_token: Some(token.into()),
+            client: None,
+        })
+        .to_json()
+    };
+    a2.send(Message::text(hello(&a.token))).await.unwrap();
+    let mut a2 = Client::from_parts(a2, a.session_id.clone(), a.token.clone());
+    assert_eq!(welcome_of(&a2.expect("welcome").await), (true, true));
+    a2.expect("peer_reconnecting").await;
+    let mut b2 = raw(&p2.url).await;
+    b2.send(Message::text(hello(&b.token))).await.unwrap();
+    let mut b2 = Client::from_parts(b2, b.session_id.clone(), b.token.clone());
+    assert_eq!(welcome_of(&b2.expect("welcome").await), (true, true));
+    b2.expect("peer_resumed").await;
+    a2.expect("peer_resumed").await;
+    a2.send(ClientMessage::Signal { payload: offer("after the restart") }).await;
+    let f = b2.expect("signal").await;
+    assert_eq!(f.msg, ServerMessage::Signal { payload: offer("after the restart") });
+
+    let stream = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    let (status, body) = http_get(stream, &listen, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("duet_sessions_restored_total 2"), "{body}");
+    assert!(body.contains("duet_pairings_restored_total 1"), "{body}");
 }
 
 #[tokio::test]

@@ -103,6 +103,11 @@ function onFrame(text) {
     case "ok":
     case "pong":
       return;
+    case "token":
+      // The pairing changed: a restarted server restores it from this token.
+      token = f.resume_token;
+      sessionStorage.setItem("duet-token", token);
+      return;
     case "error":
       note(`Server: ${f.message}`);
       if (f.code === "room_full" || f.code === "invalid_field") setStatus("idle", "Idle");
@@ -137,7 +142,8 @@ function onWelcome(f) {
   welcomed = true;
   attempts = 0;
   iceServers = f.ice_servers;
-  if (!f.resumed) {
+  // A new session, or one a restarted server rebuilt from its token: its numbering starts again.
+  if (!f.resumed || f.restored) {
     highest = f.seq;
     ackedUpTo = f.seq;
   }

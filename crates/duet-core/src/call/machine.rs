@@ -297,6 +297,7 @@ impl CallMachine {
                 }
             }
             ServerMessage::Welcome { .. }
+            | ServerMessage::Token { .. }
             | ServerMessage::Ok
             | ServerMessage::Pong { .. }
             | ServerMessage::Error { .. } => {}

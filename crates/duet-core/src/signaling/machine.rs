@@ -294,6 +294,7 @@ impl SignalingMachine {
         let request = frame.reply_to.and_then(|id| self.unanswered.remove(&id)).map(|p| p.msg.kind());
         match frame.msg {
             ServerMessage::Ok => {}
+            ServerMessage::Token { resume_token } => self.token = Some(resume_token),
             ServerMessage::Pong { ts } => {
                 if let Some(ts) = ts {
                     let sent = self.epoch + Duration::from_millis(ts);
@@ -316,8 +317,15 @@ impl SignalingMachine {
     }
 
     fn on_welcome(&mut self, now: Instant, seq: u64, welcome: ServerMessage) {
-        let ServerMessage::Welcome { session_id, resume_token: token, heartbeat_ms, ice_servers, resumed, .. } =
-            welcome
+        let ServerMessage::Welcome {
+            session_id,
+            resume_token: token,
+            heartbeat_ms,
+            ice_servers,
+            resumed,
+            restored,
+            ..
+        } = welcome
         else {
             return;
         };
@@ -326,7 +334,9 @@ impl SignalingMachine {
             // The old session is gone: its pending messages belonged to it.
             self.unanswered.clear();
         }
-        if !resumed {
+        // A new session, or one a restarted server rebuilt from its token: the server's
+        // sequence numbers start again here.
+        if !resumed || restored {
             self.highest_seq = seq;
             self.acked_seq = seq;
             self.unacked = 0;
@@ -339,7 +349,7 @@ impl SignalingMachine {
         self.welcomed_once = true;
         self.reconnect_at = None;
         self.last_ping = now;
-        info!(session = %session_id, resumed, "signaling session ready");
+        info!(session = %session_id, resumed, restored, "signaling session ready");
         self.set_state(SessionState::Connected);
         if lost {
             self.out.push_back(Output::Event(SignalingEvent::SessionLost));

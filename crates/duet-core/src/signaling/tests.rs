@@ -80,6 +80,10 @@ impl Sim {
 }
 
 fn welcome(resumed: bool) -> ServerMessage {
+    welcome_with(resumed, false)
+}
+
+fn welcome_with(resumed: bool, restored: bool) -> ServerMessage {
     ServerMessage::Welcome {
         session_id: "s1".into(),
         resume_token: "tok".into(),
@@ -89,6 +93,7 @@ fn welcome(resumed: bool) -> ServerMessage {
         resumed,
         replayed: 0,
         server: ServerInfo { version: "t".into(), protocol: 1, max_frame_bytes: 65536 },
+        restored,
     }
 }
 
@@ -187,6 +192,31 @@ fn a_lost_socket_reconnects_with_backoff_and_resumes() {
     s.take_sent();
     s.welcome(7, true);
     assert!(s.take_sent().is_empty());
+}
+
+#[test]
+fn a_restarted_server_gets_the_newest_token_and_its_sequence_numbers_start_again() {
+    let mut s = Sim::ready();
+    for seq in 2..=40 {
+        s.server(seq, None, ServerMessage::PeerResumed);
+    }
+    // The pairing changed: the server reissued the token.
+    s.server(41, None, ServerMessage::Token { resume_token: "tok-paired".into() });
+    s.take_events();
+    s.take_sent();
+    s.m.socket_closed(s.now, "going away");
+    s.advance(Duration::from_secs(1));
+    s.open();
+    let hello = s.take_sent();
+    assert!(matches!(&hello[0].msg, ClientMessage::Hello { resume_token: Some(t), .. } if t == "tok-paired"));
+    // The restarted process numbers from 1 again: nothing it sends may be taken for a replay.
+    s.server(1, None, welcome_with(true, true));
+    let ev = s.take_events();
+    assert!(!ev.contains(&SignalingEvent::SessionLost), "{ev:?}");
+    s.server(2, None, ServerMessage::PeerResumed);
+    assert!(s.take_events().contains(&SignalingEvent::Message(ServerMessage::PeerResumed)));
+    s.advance(Duration::from_millis(350));
+    assert!(s.take_sent().iter().any(|f| f.msg == ClientMessage::Ack { seq: 2 }));
 }
 
 #[test]

@@ -125,7 +125,7 @@ impl Hub {
                 let room = self.next_room;
                 self.next_room += 1;
                 let name = format!("r-{}", self.random_hex(6));
-                self.rooms.insert(room, Room { name, code: None, members: vec![first, second] });
+                self.rooms.insert(room, Room { name, code: None, members: vec![first, second], awaiting: None });
                 self.announce_match(now, room);
             }
             None => {
@@ -166,6 +166,7 @@ impl Hub {
         });
         for (to, msg) in msgs {
             self.send(to, None, msg);
+            self.reissue_token(now, to);
         }
     }
 
@@ -215,7 +216,10 @@ impl Hub {
                 self.dequeue(key);
                 let room = self.next_room;
                 self.next_room += 1;
-                self.rooms.insert(room, Room { name: code.clone(), code: Some(code.clone()), members: vec![key] });
+                self.rooms.insert(
+                    room,
+                    Room { name: code.clone(), code: Some(code.clone()), members: vec![key], awaiting: None },
+                );
                 self.codes.insert(code.clone(), room);
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.state = State::InRoom(room);
@@ -254,6 +258,7 @@ impl Hub {
             }
         }
         info!(room = %name, session = %self.public_id(key), reason = ?reason, "left room");
+        self.reissue_token(now, key);
         if let Some(p) = partner {
             self.send(p, None, ServerMessage::PeerLeft { reason });
             if !by_code {
@@ -264,6 +269,7 @@ impl Hub {
                     self.enqueue(now, p, None);
                 }
             }
+            self.reissue_token(now, p);
         }
         partner
     }

@@ -10,6 +10,7 @@ mod matching;
 mod session;
 #[cfg(test)]
 mod tests;
+pub mod token;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -27,13 +28,17 @@ use tracing::{debug, info, warn};
 
 use crate::turn::IceConfig;
 use session::{Prefs, Session, State};
+use token::{Claims, Pairing, TokenKey};
 
 /// WebSocket close code sent to a socket that another socket of the same session replaced.
 pub const CLOSE_REPLACED: u16 = 4000;
 /// WebSocket close code sent when a connection was silent longer than the idle timeout.
 pub const CLOSE_IDLE: u16 = 4001;
-/// WebSocket close code ("going away") sent on server shutdown.
+/// WebSocket close code ("going away") sent on server shutdown: clients reconnect (to this
+/// server once it is back, or to another node) and resume their sessions with their tokens.
 pub const CLOSE_SHUTDOWN: u16 = 1001;
+/// A restarted server takes back sessions from tokens issued at most this long ago.
+pub const MAX_RESTORE_AGE_SECS: u64 = 24 * 3600;
 
 /// Identifies one WebSocket connection; assigned by the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,6 +73,9 @@ pub struct HubConfig {
     pub ice: IceConfig,
     /// Seed for session ids and tokens; `None` uses the operating system's randomness.
     pub rng_seed: Option<u64>,
+    /// The key resume tokens are signed with. The same key after a restart lets clients take
+    /// back their sessions and pairings; `None`: a random key per process (a restart ends them).
+    pub resume_key: Option<TokenKey>,
 }
 
 impl Default for HubConfig {
@@ -81,6 +89,7 @@ impl Default for HubConfig {
             max_unacked: 512,
             ice: IceConfig::default(),
             rng_seed: None,
+            resume_key: None,
         }
     }
 }
@@ -139,6 +148,10 @@ pub struct Stats {
     pub matches_total: u64,
     /// Sessions resumed with a token since start.
     pub resumes_total: u64,
+    /// Sessions rebuilt from a token another server process signed (counted in `resumes_total` too).
+    pub sessions_restored_total: u64,
+    /// Pairings rebuilt after a restart because both partners came back.
+    pub pairings_restored_total: u64,
     /// Sessions that ended because their grace period ran out.
     pub sessions_expired_total: u64,
     /// Connections closed for silence.
@@ -165,6 +178,8 @@ enum Timer {
     Grace(u64, u64),
     /// Re-run matching for a queued session (interest wait over, or cooldown over).
     Rematch(u64, u64),
+    /// A restored session's partner had this long to come back to the room.
+    AwaitPartner(u64),
 }
 
 /// A `hello` as received, with its frame's id and ack.
@@ -186,6 +201,9 @@ struct Room {
     name: String,
     code: Option<String>,
     members: Vec<u64>,
+    /// Restored after a restart with one member: the public id of the partner expected back,
+    /// and whether the member there is polite.
+    awaiting: Option<(String, bool)>,
 }
 
 /// The matching/session state machine. See the module docs.
@@ -195,7 +213,11 @@ pub struct Hub {
     rng: StdRng,
     conns: HashMap<ConnId, Conn>,
     sessions: HashMap<u64, Session>,
-    tokens: HashMap<String, u64>,
+    /// Session keys by public id.
+    by_public: HashMap<String, u64>,
+    token_key: TokenKey,
+    /// Identifies this process in the tokens it signs (a token from another process may be restored).
+    instance: u64,
     rooms: HashMap<u64, Room>,
     codes: HashMap<String, u64>,
     /// Waiting sessions by ticket (ascending ticket = longest waiting first).
@@ -212,17 +234,25 @@ pub struct Hub {
 impl Hub {
     /// A hub with this configuration; `server_version` goes into `welcome`.
     pub fn new(cfg: HubConfig, server_version: impl Into<String>) -> Self {
-        let rng = match cfg.rng_seed {
+        let mut rng = match cfg.rng_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
+        let token_key = cfg.resume_key.clone().unwrap_or_else(|| {
+            let mut key = vec![0u8; 32];
+            rng.fill_bytes(&mut key);
+            TokenKey::new(key)
+        });
+        let instance = rng.next_u64();
         Self {
             cfg,
             server_version: server_version.into(),
             rng,
             conns: HashMap::new(),
             sessions: HashMap::new(),
-            tokens: HashMap::new(),
+            by_public: HashMap::new(),
+            token_key,
+            instance,
             rooms: HashMap::new(),
             codes: HashMap::new(),
             queue: BTreeMap::new(),
@@ -288,6 +318,7 @@ impl Hub {
                         self.expire(now, key);
                     }
                 }
+                Timer::AwaitPartner(room) => self.partner_not_back(now, room),
                 Timer::Rematch(key, ticket) => {
                     let still = self
                         .sessions
@@ -438,17 +469,13 @@ impl Hub {
             return;
         }
         self.shutting_down = true;
-        let keys: Vec<u64> = self.sessions.keys().copied().collect();
-        for key in keys {
-            if self.partner(key).is_some() {
-                self.send(key, None, ServerMessage::PeerLeft { reason: PeerLeftReason::ServerShutdown });
-            }
-        }
+        // No `peer_left`: calls go on peer to peer, and clients resume their sessions (and
+        // pairings) from their signed tokens on the restarted server or another node.
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
-            self.out.push_back(Output::Close { conn, code: CLOSE_SHUTDOWN, reason: "server shutting down" });
+            self.out.push_back(Output::Close { conn, code: CLOSE_SHUTDOWN, reason: "server restarting" });
         }
-        info!(sessions = self.sessions.len(), "shutdown: partners told, connections closing");
+        info!(sessions = self.sessions.len(), "shutdown: connections closing; clients will resume");
     }
 
     // ----- sessions ------------------------------------------------------------------------
@@ -467,8 +494,9 @@ impl Hub {
             );
             return;
         }
-        match token.as_deref().and_then(|t| self.tokens.get(t).copied()) {
-            Some(key) => {
+        let claims = token.as_deref().and_then(|t| self.token_key.verify(t));
+        match claims.as_ref().map(|c| (self.by_public.get(&c.session).copied(), c)) {
+            Some((Some(key), _)) => {
                 // A resuming client may ack what it processed before the socket died, so the
                 // replay holds only what it really missed.
                 if let Some(ack) = ack {
@@ -476,27 +504,160 @@ impl Hub {
                 }
                 self.resume(now, conn, key, id, client)
             }
-            None => {
+            Some((None, claims)) if self.restorable(now, claims) => self.restore(now, conn, id, client, claims.clone()),
+            _ => {
                 if token.is_some() {
-                    info!(conn = conn.0, "resume token unknown or expired; starting a new session");
+                    info!(conn = conn.0, "resume token unknown, invalid or expired; starting a new session");
                 }
                 self.new_session(now, conn, id, client);
             }
         }
     }
 
+    /// A token another process signed (a restart, or another node with the same secret), not
+    /// too old, whose session this process does not hold. (A session that ended here stays
+    /// ended: its tokens carry this process's instance.)
+    fn restorable(&self, now: Now, claims: &Claims) -> bool {
+        claims.instance != self.instance
+            && now.unix_secs.saturating_sub(claims.issued) <= MAX_RESTORE_AGE_SECS
+            && !self.by_public.contains_key(&claims.session)
+    }
+
+    /// Rebuilds a session from its token, and its pairing once both partners are back.
+    fn restore(&mut self, now: Now, conn: ConnId, id: Option<u64>, client: Option<ClientInfo>, claims: Claims) {
+        let key = self.add_session(now, conn, claims.session.clone(), client);
+        self.stats.resumes_total += 1;
+        self.stats.sessions_restored_total += 1;
+        info!(session = %claims.session, paired = claims.pairing.is_some(), "session restored from its token");
+        self.welcome(now, key, id, true, 0, true);
+        let Some(Pairing { partner, polite }) = claims.pairing else { return };
+        let waiting = self.by_public.get(&partner).copied().and_then(|p| match self.state(p) {
+            State::InRoom(room)
+                if self
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|r| r.awaiting.as_ref().is_some_and(|(who, _)| *who == claims.session)) =>
+            {
+                Some((p, room))
+            }
+            _ => None,
+        });
+        match waiting {
+            Some((p, room)) => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.awaiting = None;
+                    // members[0] is the impolite side.
+                    if polite {
+                        r.members.push(key);
+                    } else {
+                        r.members.insert(0, key);
+                    }
+                }
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.state = State::InRoom(room);
+                }
+                self.stats.pairings_restored_total += 1;
+                info!(a = %self.public_id(p), b = %claims.session, "pairing restored");
+                for k in [key, p] {
+                    self.send(k, None, ServerMessage::PeerResumed);
+                }
+            }
+            None if self.by_public.contains_key(&partner) => {
+                // The partner is back without this pairing: it moved on.
+                self.send(key, None, ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout });
+                self.reissue_token(now, key);
+            }
+            None => {
+                let room = self.next_room;
+                self.next_room += 1;
+                self.rooms.insert(
+                    room,
+                    Room {
+                        name: format!("restored-{room}"),
+                        code: None,
+                        members: vec![key],
+                        awaiting: Some((partner, polite)),
+                    },
+                );
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.state = State::InRoom(room);
+                }
+                let grace = self.cfg.resume_grace;
+                self.timers.push(Reverse((now.mono + grace, Timer::AwaitPartner(room))));
+                self.send(key, None, ServerMessage::PeerReconnecting { grace_ms: grace.as_millis() as u64 });
+            }
+        }
+    }
+
+    /// A restored session's partner did not come back in time: the call is over.
+    fn partner_not_back(&mut self, now: Now, room: u64) {
+        if self.rooms.get(&room).is_none_or(|r| r.awaiting.is_none()) {
+            return;
+        }
+        let Some(r) = self.rooms.remove(&room) else { return };
+        for key in r.members {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.state = State::Idle;
+            }
+            self.send(key, None, ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout });
+            self.reissue_token(now, key);
+        }
+    }
+
+    /// Signs a token for the session's current pairing.
+    fn sign_token(&mut self, now: Now, key: u64) -> Option<String> {
+        let s = self.sessions.get(&key)?;
+        let pairing = match s.state {
+            State::InRoom(room) => {
+                let r = self.rooms.get(&room)?;
+                match (&r.awaiting, self.partner(key)) {
+                    (Some((partner, polite)), _) => Some(Pairing { partner: partner.clone(), polite: *polite }),
+                    (None, Some(p)) => Some(Pairing {
+                        partner: self.public_id(p).to_string(),
+                        polite: r.members.first() != Some(&key),
+                    }),
+                    (None, None) => None,
+                }
+            }
+            _ => None,
+        };
+        let claims =
+            Claims { session: s.public_id.clone(), pairing, issued: now.unix_secs, instance: self.instance, nonce: 0 };
+        let nonce = self.rng.next_u64();
+        Some(self.token_key.sign(&Claims { nonce, ..claims }))
+    }
+
+    /// The pairing changed: the session gets a token that says so.
+    pub(super) fn reissue_token(&mut self, now: Now, key: u64) {
+        let Some(token) = self.sign_token(now, key) else { return };
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.token = token.clone();
+        }
+        self.send(key, None, ServerMessage::Token { resume_token: token });
+    }
+
     fn new_session(&mut self, now: Now, conn: ConnId, id: Option<u64>, client: Option<ClientInfo>) {
+        let public_id = self.random_hex(16);
+        info!(session = %public_id, client = client.as_ref().map(|c| c.name.as_str()).unwrap_or("-"), "session started");
+        let key = self.add_session(now, conn, public_id, client);
+        self.welcome(now, key, id, false, 0, false);
+    }
+
+    /// Registers a session on `conn` with a freshly signed token; returns its key.
+    fn add_session(&mut self, now: Now, conn: ConnId, public_id: String, client: Option<ClientInfo>) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
-        let public_id = self.random_hex(16);
-        let token = self.random_token();
-        self.tokens.insert(token.clone(), key);
-        info!(session = %public_id, client = client.as_ref().map(|c| c.name.as_str()).unwrap_or("-"), "session started");
-        self.sessions.insert(key, Session::new(public_id, token, conn, client));
+        self.by_public.insert(public_id.clone(), key);
+        self.sessions.insert(key, Session::new(public_id, String::new(), conn, client));
+        if let Some(token) = self.sign_token(now, key) {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.token = token;
+            }
+        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(key);
         }
-        self.welcome(now, key, id, false, 0);
+        key
     }
 
     fn resume(&mut self, now: Now, conn: ConnId, key: u64, id: Option<u64>, client: Option<ClientInfo>) {
@@ -528,7 +689,7 @@ impl Hub {
         }
         self.stats.resumes_total += 1;
         info!(session = %public_id, replayed, replaced_socket = old.is_some(), "session resumed");
-        self.welcome(now, key, id, true, replayed as u32);
+        self.welcome(now, key, id, true, replayed as u32, false);
         if was_detached {
             match self.state(key) {
                 State::InRoom(_) => {
@@ -542,7 +703,7 @@ impl Hub {
         }
     }
 
-    fn welcome(&mut self, now: Now, key: u64, id: Option<u64>, resumed: bool, replayed: u32) {
+    fn welcome(&mut self, now: Now, key: u64, id: Option<u64>, resumed: bool, replayed: u32, restored: bool) {
         let Some(s) = self.sessions.get(&key) else { return };
         let msg = ServerMessage::Welcome {
             session_id: s.public_id.clone(),
@@ -557,6 +718,7 @@ impl Hub {
                 protocol: PROTOCOL_VERSION,
                 max_frame_bytes: duet_proto::MAX_FRAME_BYTES,
             },
+            restored,
         };
         self.send(key, id, msg);
     }
@@ -585,7 +747,7 @@ impl Hub {
             State::Idle => {}
         }
         if let Some(s) = self.sessions.remove(&key) {
-            self.tokens.remove(&s.token);
+            self.by_public.remove(&s.public_id);
             info!(session = %s.public_id, "session ended: grace period over");
         }
     }
@@ -673,12 +835,5 @@ impl Hub {
         let mut buf = vec![0u8; bytes];
         self.rng.fill_bytes(&mut buf);
         buf.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn random_token(&mut self) -> String {
-        use base64::Engine as _;
-        let mut buf = [0u8; 32];
-        self.rng.fill_bytes(&mut buf);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
     }
 }

@@ -89,7 +89,12 @@ impl Sim {
         self.send(conn, ClientFrame::new(msg));
     }
 
+    /// The connection's inbox without `token` messages (see [`Sim::take_all`]).
     fn take(&mut self, conn: ConnId) -> Vec<ServerFrame> {
+        self.take_all(conn).into_iter().filter(|f| f.msg.kind() != "token").collect()
+    }
+
+    fn take_all(&mut self, conn: ConnId) -> Vec<ServerFrame> {
         self.inbox.remove(&conn).unwrap_or_default()
     }
 
@@ -389,7 +394,8 @@ fn resume_within_grace_replays_what_was_missed() {
     // Nothing was acked: queued, matched and the signal are replayed, then welcome.
     assert_eq!(kinds, ["queued", "matched", "signal", "welcome"]);
     assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "replay keeps order and seq");
-    assert!(matches!(got[3].msg, ServerMessage::Welcome { resumed: true, replayed: 3, .. }));
+    // Four replayed: the `token` reissued at the match is among them (filtered from `take`).
+    assert!(matches!(got[3].msg, ServerMessage::Welcome { resumed: true, replayed: 4, restored: false, .. }));
     assert_eq!(sim.kinds(b), ["peer_resumed"]);
     assert_eq!(sim.hub.stats().resumes_total, 1);
 
@@ -523,20 +529,164 @@ fn refused_frames_get_coded_errors_and_are_counted() {
 }
 
 #[test]
-fn shutdown_tells_partners_and_closes_everything() {
+fn shutdown_closes_sockets_and_leaves_calls_to_resume() {
     let mut sim = Sim::new();
     let ((a, ..), (b, ..)) = sim.pair();
     let (idle, ..) = sim.client();
     sim.input(Input::Shutdown);
-    for c in [a, b] {
-        assert!(matches!(sim.take(c)[0].msg, ServerMessage::PeerLeft { reason: PeerLeftReason::ServerShutdown }));
-    }
-    assert!(sim.take(idle).is_empty());
+    // No `peer_left`: the partners' media does not need the server; they resume on its return.
     for c in [a, b, idle] {
+        assert!(sim.take(c).is_empty());
         assert_eq!(sim.closed.get(&c), Some(&CLOSE_SHUTDOWN));
     }
     let late = sim.open();
     assert_eq!(sim.closed.get(&late), Some(&CLOSE_SHUTDOWN));
+}
+
+/// The newest resume token a client was given (welcome or token message).
+fn newest_token(frames: &[ServerFrame], old: &str) -> String {
+    frames
+        .iter()
+        .rev()
+        .find_map(|f| match &f.msg {
+            ServerMessage::Token { resume_token } | ServerMessage::Welcome { resume_token, .. } => {
+                Some(resume_token.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| old.to_string())
+}
+
+fn keyed(seed: u64) -> HubConfig {
+    HubConfig {
+        resume_key: Some(token::TokenKey::new(b"the same secret".to_vec())),
+        idle_timeout: Duration::from_secs(3600),
+        ..HubConfig::default()
+    }
+    .seeded(seed)
+}
+
+impl HubConfig {
+    fn seeded(self, seed: u64) -> Self {
+        HubConfig { rng_seed: Some(seed), ..self }
+    }
+}
+
+impl Sim {
+    fn with_seed(cfg: HubConfig) -> Self {
+        let mut sim = Self::with(cfg.clone());
+        sim.hub = Hub::new(cfg, "test");
+        sim
+    }
+
+    /// A paired couple's newest tokens.
+    fn paired_tokens(&mut self) -> ((ConnId, String), (ConnId, String)) {
+        let a = self.client();
+        let b = self.client();
+        self.queue(a.0, &[], None);
+        self.queue(b.0, &[], None);
+        let (fa, fb) = (self.take_all(a.0), self.take_all(b.0));
+        assert!(fa.iter().any(|f| f.msg.kind() == "matched"), "{fa:?}");
+        ((a.0, newest_token(&fa, &a.1)), (b.0, newest_token(&fb, &b.1)))
+    }
+
+    fn hello_with(&mut self, token: &str) -> (ConnId, Vec<ServerFrame>) {
+        let conn = self.open();
+        self.msg(conn, ClientMessage::Hello { version: 1, resume_token: Some(token.into()), client: None });
+        let frames = self.take_all(conn);
+        (conn, frames)
+    }
+}
+
+fn welcome_flags(frames: &[ServerFrame]) -> (bool, bool) {
+    match &frames[0].msg {
+        ServerMessage::Welcome { resumed, restored, .. } => (*resumed, *restored),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_restarted_server_with_the_same_secret_restores_both_partners_and_their_pairing() {
+    let mut old = Sim::with_seed(keyed(1));
+    let ((_, ta), (_, tb)) = old.paired_tokens();
+    drop(old);
+    let mut new = Sim::with_seed(keyed(2));
+    let (a, fa) = new.hello_with(&ta);
+    assert_eq!(welcome_flags(&fa), (true, true));
+    // Alone so far: the partner is reported as reconnecting.
+    assert!(fa.iter().any(|f| matches!(f.msg, ServerMessage::PeerReconnecting { .. })), "{fa:?}");
+    new.advance(Duration::from_secs(2));
+    let (b, fb) = new.hello_with(&tb);
+    assert_eq!(welcome_flags(&fb), (true, true));
+    assert!(fb.iter().any(|f| f.msg == ServerMessage::PeerResumed), "{fb:?}");
+    assert!(new.take(a).iter().any(|f| f.msg == ServerMessage::PeerResumed));
+    // The pairing works again: signals are relayed both ways.
+    new.msg(a, ClientMessage::Signal { payload: offer() });
+    assert!(new.take(b).iter().any(|f| f.msg == ServerMessage::Signal { payload: offer() }));
+    new.msg(b, ClientMessage::Signal { payload: SignalPayload::Restart });
+    assert!(new.take(a).iter().any(|f| f.msg == ServerMessage::Signal { payload: SignalPayload::Restart }));
+    let stats = new.hub.stats();
+    assert_eq!((stats.sessions_restored_total, stats.pairings_restored_total, stats.rooms), (2, 1, 1));
+    // Past the grace period nothing ends the restored call.
+    new.advance(Duration::from_secs(60));
+    assert!(!new.take(a).iter().any(|f| matches!(f.msg, ServerMessage::PeerLeft { .. })));
+}
+
+#[test]
+fn a_restored_session_whose_partner_never_returns_ends_with_timeout() {
+    let mut old = Sim::with_seed(keyed(1));
+    let ((_, ta), _) = old.paired_tokens();
+    let mut new = Sim::with_seed(keyed(2));
+    let (a, _) = new.hello_with(&ta);
+    new.advance(HubConfig::default().resume_grace + Duration::from_millis(10));
+    let frames = new.take_all(a);
+    assert!(frames.iter().any(|f| f.msg == ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout }), "{frames:?}");
+    // Its newest token no longer claims the partner: after another restart it is alone.
+    let token = newest_token(&frames, &ta);
+    let mut third = Sim::with_seed(keyed(3));
+    let (_, f) = third.hello_with(&token);
+    assert_eq!(welcome_flags(&f), (true, true));
+    assert_eq!(f.len(), 1, "{f:?}");
+}
+
+#[test]
+fn partners_who_moved_on_are_not_paired_again_by_a_restart() {
+    let mut old = Sim::with_seed(keyed(1));
+    let ((a, _), (b, _)) = old.paired_tokens();
+    old.msg(a, ClientMessage::Next);
+    let (ta, tb) = (newest_token(&old.take_all(a), ""), newest_token(&old.take_all(b), ""));
+    let mut new = Sim::with_seed(keyed(2));
+    let (a2, fa) = new.hello_with(&ta);
+    let (b2, fb) = new.hello_with(&tb);
+    for frames in [&fa, &fb] {
+        assert_eq!(welcome_flags(frames), (true, true));
+        assert_eq!(frames.len(), 1, "no pairing claimed: {frames:?}");
+    }
+    assert!(new.take(a2).is_empty() && new.take(b2).is_empty());
+    assert_eq!(new.hub.stats().rooms, 0);
+}
+
+#[test]
+fn forged_foreign_or_expired_tokens_start_a_new_session() {
+    let mut old = Sim::with_seed(keyed(1));
+    let ((_, ta), _) = old.paired_tokens();
+    // Another secret.
+    let mut other = Sim::with_seed(HubConfig { resume_key: Some(token::TokenKey::new(b"x".to_vec())), ..keyed(2) });
+    assert_eq!(welcome_flags(&other.hello_with(&ta).1), (false, false));
+    // Altered claims.
+    let mut forged = ta.clone();
+    forged.insert(5, if forged.as_bytes()[5] == b'A' { 'B' } else { 'A' });
+    let mut new = Sim::with_seed(keyed(2));
+    assert_eq!(welcome_flags(&new.hello_with(&forged).1), (false, false));
+    // A session that ended on this very process stays ended.
+    let (c, token, _) = new.client();
+    new.input(Input::Closed(c));
+    new.advance(HubConfig::default().resume_grace + Duration::from_secs(1));
+    assert_eq!(welcome_flags(&new.hello_with(&token).1), (false, false));
+    // Too old.
+    let mut late = Sim::with_seed(keyed(4));
+    late.unix += MAX_RESTORE_AGE_SECS + 10;
+    assert_eq!(welcome_flags(&late.hello_with(&ta).1), (false, false));
 }
 
 #[test]

@@ -158,6 +158,9 @@ impl Client {
                     if f.seq > self.last_seq && f.msg.kind() != "welcome" {
                         self.last_seq = f.seq;
                     }
+                    if let ServerMessage::Token { resume_token } = &f.msg {
+                        self.token = resume_token.clone();
+                    }
                     return Got::Frame(f);
                 }
                 Some(Ok(Message::Close(c))) => return Got::Closed(c),
