@@ -81,6 +81,9 @@ struct CallArgs {
     /// Chat message to send once connected (repeatable).
     #[arg(long = "chat")]
     chat: Vec<String>,
+    /// Send the --chat messages this many seconds after connecting instead of at once.
+    #[arg(long, default_value_t = 0.0)]
+    chat_after: f64,
     /// Press Next this many seconds after connecting (then hold the next call).
     #[arg(long)]
     next_after: Option<f64>,
@@ -193,13 +196,22 @@ async fn call(args: CallArgs) -> ExitCode {
             None => connect_deadline,
         };
         let next_at = connected_at.zip(args.next_after).map(|(t, s)| t + Duration::from_secs_f64(s));
+        let chat_at = connected_at.filter(|_| !chats_sent).map(|t| t + Duration::from_secs_f64(args.chat_after));
         let wake = match next_at {
             Some(n) if !nexted => n.min(deadline),
             _ => deadline,
         };
+        let wake = chat_at.map_or(wake, |c| c.min(wake));
         let ev = tokio::select! {
             ev = events.recv() => ev,
             _ = tokio::time::sleep_until(wake.into()) => {
+                if chat_at.is_some_and(|c| Instant::now() >= c) {
+                    chats_sent = true;
+                    for text in &args.chat {
+                        call.send(CallCommand::SendChat(text.clone()));
+                    }
+                    continue;
+                }
                 if !nexted && next_at.is_some_and(|n| Instant::now() >= n) {
                     nexted = true;
                     out.line("command", serde_json::json!({"command": "next"}));
@@ -223,12 +235,6 @@ async fn call(args: CallArgs) -> ExitCode {
                 if connected_at.is_none() {
                     connected_at = Some(Instant::now());
                     cpu_at_connect.get_or_insert_with(|| (Instant::now(), usage::cpu_seconds()));
-                }
-                if !chats_sent {
-                    chats_sent = true;
-                    for text in &args.chat {
-                        call.send(CallCommand::SendChat(text.clone()));
-                    }
                 }
             }
             // Refused before any call (e.g. a full room or a bad room code): nothing to wait for.

@@ -277,3 +277,55 @@ async fn a_signaling_blip_mid_call_leaves_the_media_alone() {
     let stats = http_get_json(addr, "/api/webrtc/stats").await;
     assert!(stats["resumes_total"].as_u64().unwrap() >= 1, "{stats}");
 }
+
+/// A server on `listen` signing resume tokens with a fixed secret; stopped (gracefully, as on
+/// SIGTERM) when the returned sender fires or is dropped.
+async fn server_with_secret(listen: SocketAddr) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let mut cfg = duet_server::ServerConfig { listen, ..duet_server::ServerConfig::default() };
+    cfg.hub.resume_key = Some(duet_server::hub::token::TokenKey::new(b"e2e restart secret".to_vec()));
+    let server = duet_server::Server::bind(cfg).await.unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_call_leaves_the_call_and_its_chat_alone() {
+    let _slot = call_slot().await;
+    let (addr, stop) = server_with_secret("127.0.0.1:0".parse().unwrap()).await;
+    // a's chat goes out while the server is down.
+    let a = tokio::spawn(duet(call_args(
+        addr,
+        &["--room", "restart", "--duration", "9", "--chat", "sent during the outage", "--chat-after", "3.5"],
+    )));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = tokio::spawn(duet(call_args(addr, &["--room", "restart", "--duration", "9"])));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(stop);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (addr2, _stop2) = server_with_secret(addr).await;
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!((a.code, b.code), (0, 0), "{}\n{}", a.stderr, b.stderr);
+    for run in [&a, &b] {
+        assert_eq!(run.count("matched"), 1, "the pairing survived: no new match\n{}", run.stderr);
+        for e in run.events.iter().filter(|e| e["state"] == "ended") {
+            assert_eq!(e["reason"], "Your partner left.", "{e}\n{}", run.stderr);
+        }
+        // Media never stopped: no freeze anywhere near the outage's length.
+        let freeze = u(&run.summary()["longest_video_freeze_ms"]);
+        assert!(freeze < 1500, "longest freeze {freeze} ms\n{}", run.stderr);
+    }
+    check_media(&a, &b, 640, 360);
+    check_media(&b, &a, 640, 360);
+    let received: Vec<&serde_json::Value> = b.events.iter().filter(|e| e["event"] == "chat_received").collect();
+    assert_eq!(received.len(), 1, "the chat arrived exactly once: {received:?}");
+    assert_eq!(received[0]["text"], "sent during the outage");
+    assert_eq!(a.count("chat_delivered"), 1);
+    // Both came back to the restarted server and it rebuilt their pairing from the tokens.
+    let stats = http_get_json(addr2, "/api/webrtc/stats").await;
+    assert_eq!(stats["sessions_restored_total"], 2, "{stats}");
+    assert_eq!(stats["pairings_restored_total"], 1, "{stats}");
+}
