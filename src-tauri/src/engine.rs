@@ -774,6 +774,9 @@ impl Task {
                 self.refresh_status();
             }
             CallEvent::Rung { .. } => {}
+            CallEvent::Recovered(r) => {
+                self.notice(format!("Connection back after {:.1} s.", r.took.as_secs_f64()));
+            }
             CallEvent::Notice(text) => {
                 // The call answered the last request, if only with a problem.
                 self.unanswered = None;

@@ -231,11 +231,9 @@ async fn call(args: CallArgs) -> ExitCode {
         };
         let Some(ev) = ev else { break };
         match &ev {
-            CallEvent::State(CallState::Connected) => {
-                if connected_at.is_none() {
-                    connected_at = Some(Instant::now());
-                    cpu_at_connect.get_or_insert_with(|| (Instant::now(), usage::cpu_seconds()));
-                }
+            CallEvent::State(CallState::Connected) if connected_at.is_none() => {
+                connected_at = Some(Instant::now());
+                cpu_at_connect.get_or_insert_with(|| (Instant::now(), usage::cpu_seconds()));
             }
             // Refused before any call (e.g. a full room or a bad room code): nothing to wait for.
             CallEvent::State(CallState::Idle) if connected_at.is_none() && !nexted && !shutdown_sent => {

@@ -99,6 +99,10 @@ impl Printer {
             CallEvent::Quality(q) => ("quality", serde_json::to_value(q).unwrap_or(Value::Null)),
             CallEvent::Stats(s) => ("stats", serde_json::to_value(s).unwrap_or(Value::Null)),
             CallEvent::Notice(text) => ("notice", json!({ "message": text })),
+            CallEvent::Recovered(r) => (
+                "recovered",
+                json!({ "failed": r.failed, "fixed_by": r.fixed_by, "took_ms": r.took.as_millis() as u64 }),
+            ),
             CallEvent::Finished(_) => return,
         };
         if let Some(o) = fields.as_object_mut() {

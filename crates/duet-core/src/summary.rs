@@ -51,6 +51,12 @@ pub struct CallSummary {
     pub longest_audio_gap_ms: Option<u64>,
     /// Mean transport send rate from connecting to the end of the call, kbit/s.
     pub mean_send_kbps: Option<f64>,
+    /// Outages recovered from (media path or signaling; each also a `recovered` event).
+    pub recoveries: u64,
+    /// Longest time in a call with no decoded partner media at all (audio or video), ms.
+    pub longest_media_gap_ms: Option<u64>,
+    /// Signals of replaced peer connections that arrived late and were dropped.
+    pub stale_signals_dropped: u64,
 }
 
 /// Accumulates a [`CallSummary`]. Times are microseconds on the caller's clock.
@@ -63,6 +69,7 @@ pub struct SummaryBuilder {
     connected_at_us: Option<u64>,
     last_video_us: Option<u64>,
     last_audio_us: Option<u64>,
+    last_media_us: Option<u64>,
     audio_only_since_us: Option<u64>,
     last_bytes_us: Option<u64>,
 }
@@ -76,6 +83,26 @@ impl SummaryBuilder {
     /// The server matched us with a partner at `now_us` (the first match counts).
     pub fn matched(&mut self, now_us: u64) {
         self.matched_at_us.get_or_insert(now_us);
+        // The time between two partners is no gap in a call.
+        self.last_media_us = None;
+    }
+
+    /// An outage was recovered from.
+    pub fn recovered(&mut self) {
+        self.summary.recoveries += 1;
+    }
+
+    /// A late signal of a replaced peer connection was dropped.
+    pub fn stale_signal_dropped(&mut self) {
+        self.summary.stale_signals_dropped += 1;
+    }
+
+    /// Any partner media decoded at `now_us`.
+    fn media(&mut self, now_us: u64) {
+        if let Some(last) = self.last_media_us.replace(now_us) {
+            let gap = now_us.saturating_sub(last) / 1000;
+            self.summary.longest_media_gap_ms = Some(self.summary.longest_media_gap_ms.unwrap_or(0).max(gap));
+        }
     }
 
     /// The media path came up at `now_us`.
@@ -110,6 +137,7 @@ impl SummaryBuilder {
     /// (frame number, capture time in µs), if it carried one.
     pub fn video_frame(&mut self, now_us: u64, width: u32, height: u32, marker: Option<(u64, u64)>) {
         self.summary.video_frames_decoded += 1;
+        self.media(now_us);
         self.summary.video_width = Some(width);
         self.summary.video_height = Some(height);
         if self.summary.time_to_first_frame_ms.is_none() {
@@ -140,6 +168,7 @@ impl SummaryBuilder {
     /// A remote audio frame was decoded at `now_us`.
     pub fn audio_frame(&mut self, now_us: u64) {
         self.summary.audio_frames_decoded += 1;
+        self.media(now_us);
         if let Some(last) = self.last_audio_us.replace(now_us) {
             let gap = now_us.saturating_sub(last) / 1000;
             self.summary.longest_audio_gap_ms = Some(self.summary.longest_audio_gap_ms.unwrap_or(0).max(gap));
@@ -273,9 +302,33 @@ mod tests {
             "longest_video_freeze_ms",
             "longest_audio_gap_ms",
             "mean_send_kbps",
+            "recoveries",
+            "longest_media_gap_ms",
+            "stale_signals_dropped",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
+    }
+
+    #[test]
+    fn the_media_gap_spans_audio_and_video_and_not_the_time_between_partners() {
+        let mut b = SummaryBuilder::new();
+        b.matched(0);
+        b.audio_frame(1_000_000);
+        b.video_frame(1_200_000, 64, 48, None);
+        b.audio_frame(1_300_000);
+        // Nothing at all for 2.5 s: the outage.
+        b.video_frame(3_800_000, 64, 48, None);
+        b.audio_frame(3_820_000);
+        // A new partner 10 s later.
+        b.matched(13_000_000);
+        b.audio_frame(14_000_000);
+        b.audio_frame(14_020_000);
+        b.recovered();
+        b.stale_signal_dropped();
+        let s = b.summary();
+        assert_eq!(s.longest_media_gap_ms, Some(2500));
+        assert_eq!((s.recoveries, s.stale_signals_dropped), (1, 1));
     }
 
     #[test]

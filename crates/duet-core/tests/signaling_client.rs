@@ -99,7 +99,7 @@ async fn two_clients_are_matched_and_exchange_signals() {
     b.send(ClientMessage::JoinQueue { interests: vec![], language: None });
     until(&mut a_rx, "matched", is_msg("matched")).await;
     until(&mut b_rx, "matched", is_msg("matched")).await;
-    a.send(ClientMessage::Signal { payload: SignalPayload::Restart });
+    a.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: None });
     until(&mut b_rx, "signal", is_msg("signal")).await;
 }
 
@@ -126,9 +126,9 @@ async fn a_signaling_blip_is_survived_by_resume_without_loss_or_duplicates() {
             sdp_m_line_index: Some(0),
             username_fragment: None,
         };
-        b.send(ClientMessage::Signal { payload: SignalPayload::Candidate { candidate } });
+        b.send(ClientMessage::Signal { payload: SignalPayload::Candidate { candidate }, generation: None });
     }
-    a.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates });
+    a.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: None });
 
     // The replay of what a missed arrives before its `welcome {resumed: true}`.
     let mut got = vec![];
@@ -140,9 +140,10 @@ async fn a_signaling_blip_is_survived_by_resume_without_loss_or_duplicates() {
         .await
         {
             SignalingEvent::Welcome { resumed: r, .. } => resumed = r,
-            SignalingEvent::Message(ServerMessage::Signal { payload: SignalPayload::Candidate { candidate } }) => {
-                got.push(candidate.candidate)
-            }
+            SignalingEvent::Message(ServerMessage::Signal {
+                payload: SignalPayload::Candidate { candidate },
+                generation: None,
+            }) => got.push(candidate.candidate),
             other => panic!("unexpected {other:?}"),
         }
     }

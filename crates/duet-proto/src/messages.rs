@@ -76,6 +76,12 @@ pub enum ClientMessage {
     Signal {
         /// The signal.
         payload: SignalPayload,
+        /// The sender's peer-connection generation in this pairing (1 for the first, one more
+        /// for every fresh peer connection); relayed unchanged. Receivers drop signals of an
+        /// older generation than theirs and follow a newer one. Left out by clients that do
+        /// not track generations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<u32>,
     },
     /// Report the partner; ends the call and the pair is never matched again.
     Report {
@@ -152,6 +158,18 @@ pub enum SignalPayload {
     EndOfCandidates,
     /// Ask the peer to restart ICE (the receiver, if impolite, sends a restart offer).
     Restart,
+}
+
+impl SignalPayload {
+    /// The wire name of the payload (`kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Description { .. } => "description",
+            Self::Candidate { .. } => "candidate",
+            Self::EndOfCandidates => "end_of_candidates",
+            Self::Restart => "restart",
+        }
+    }
 }
 
 /// SDP description type.
@@ -295,6 +313,9 @@ pub enum ServerMessage {
     Signal {
         /// The signal.
         payload: SignalPayload,
+        /// The sender's peer-connection generation, as it sent it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<u32>,
     },
     /// Generic success reply to a client message that has no other answer.
     Ok,

@@ -158,7 +158,7 @@ pub fn validate_client_frame(frame: &ClientFrame) -> Result<(), ProtoError> {
                 )));
             }
         }
-        ClientMessage::Signal { payload } => validate_signal(payload)?,
+        ClientMessage::Signal { payload, .. } => validate_signal(payload)?,
         ClientMessage::Report { reason } => {
             if reason.chars().count() > MAX_REASON_CHARS {
                 return Err(invalid(format!("reason is longer than {MAX_REASON_CHARS} characters")));
@@ -262,14 +262,19 @@ mod tests {
             r#"{"type":"signal","payload":{"kind":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}}"#,
         )
         .unwrap();
-        let ClientMessage::Signal { payload: SignalPayload::Candidate { candidate } } = f.msg else { panic!() };
+        let ClientMessage::Signal { payload: SignalPayload::Candidate { candidate }, generation: None } = f.msg else {
+            panic!()
+        };
         assert_eq!(candidate.sdp_mid.as_deref(), Some("0"));
         assert_eq!(candidate.sdp_m_line_index, Some(0));
         let f = parse_client_frame(
             r#"{"type":"signal","payload":{"kind":"description","description":{"type":"offer","sdp":"v=0"}}}"#,
         )
         .unwrap();
-        assert!(matches!(f.msg, ClientMessage::Signal { payload: SignalPayload::Description { .. } }));
+        assert!(matches!(
+            f.msg,
+            ClientMessage::Signal { payload: SignalPayload::Description { .. }, generation: None }
+        ));
     }
 
     #[test]

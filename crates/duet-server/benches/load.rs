@@ -388,7 +388,7 @@ async fn sender(
                             candidate: format!("candidate:{nanos} 1 udp 2130706431 127.0.0.1 9 typ host"),
                             sdp_mid: Some("0".into()), sdp_m_line_index: Some(0), username_fragment: None,
                         }};
-                        ClientFrame { id: Some(id), ack: (last_seq > 0).then_some(last_seq), msg: ClientMessage::Signal { payload } }.to_json()
+                        ClientFrame { id: Some(id), ack: (last_seq > 0).then_some(last_seq), msg: ClientMessage::Signal { payload, generation: None } }.to_json()
                     }
                     Target::Anchor => format!("{{\"candidate\":\"candidate:{nanos} 1 udp 2130706431 127.0.0.1 9 typ host\"}}"),
                 };

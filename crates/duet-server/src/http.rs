@@ -182,6 +182,7 @@ fn metrics(state: &AppState) -> Response<Body> {
     metric("rooms", "gauge", "Rooms with at least one member.", s.rooms as u64);
     metric("matches_total", "counter", "Pairs matched.", s.matches_total);
     metric("resumes_total", "counter", "Sessions resumed with a token.", s.resumes_total);
+    metric("restarts_relayed_total", "counter", "Restart signals relayed between partners.", s.restarts_relayed_total);
     metric(
         "sessions_restored_total",
         "counter",

@@ -75,7 +75,7 @@ async fn every_malformed_message_gets_its_error_and_the_server_keeps_serving() {
         }
         assert_eq!(f.reply_to, reply_to, "corpus entry {i}");
         // Meanwhile, the call between a and b is unaffected.
-        a.send(ClientMessage::Signal { payload: SignalPayload::Restart }).await;
+        a.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: None }).await;
         b.expect("signal").await;
     }
     // The misbehaving connection is still usable.

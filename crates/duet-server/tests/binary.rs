@@ -121,9 +121,9 @@ async fn a_server_restarted_with_the_same_secret_gives_both_partners_their_pairi
     assert_eq!(welcome_of(&b2.expect("welcome").await), (true, true));
     b2.expect("peer_resumed").await;
     a2.expect("peer_resumed").await;
-    a2.send(ClientMessage::Signal { payload: offer("after the restart") }).await;
+    a2.send(ClientMessage::Signal { payload: offer("after the restart"), generation: None }).await;
     let f = b2.expect("signal").await;
-    assert_eq!(f.msg, ServerMessage::Signal { payload: offer("after the restart") });
+    assert_eq!(f.msg, ServerMessage::Signal { payload: offer("after the restart"), generation: None });
 
     let stream = tokio::net::TcpStream::connect(&listen).await.unwrap();
     let (status, body) = http_get(stream, &listen, "/metrics").await;
@@ -141,7 +141,7 @@ async fn logs_are_json_lines_without_secrets() {
     );
     let (mut a, mut b) = matched_pair(&p.url).await;
     let token = a.token.clone();
-    a.send(ClientMessage::Signal { payload: offer("v=0") }).await;
+    a.send(ClientMessage::Signal { payload: offer("v=0"), generation: None }).await;
     b.expect("signal").await;
     a.send_text("{broken").await;
     a.expect("error").await;

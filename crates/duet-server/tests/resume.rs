@@ -27,20 +27,22 @@ async fn resume_after_a_killed_socket_replays_unacked_messages() {
     let f = b.expect("peer_reconnecting").await;
     assert!(matches!(f.msg, ServerMessage::PeerReconnecting { grace_ms: 15000 }));
     // Signals sent while a is away are kept for it.
-    b.send(ClientMessage::Signal { payload: offer("v=0 while away") }).await;
-    b.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates }).await;
+    b.send(ClientMessage::Signal { payload: offer("v=0 while away"), generation: None }).await;
+    b.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: None }).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let ws = raw(&server.url).await;
     let mut a2 = Client::hello_on_replay(ws, token).await;
     assert_eq!(a2.replayed.len(), 2, "exactly the unacked messages are replayed: {:?}", a2.replayed);
-    assert!(matches!(&a2.replayed[0].msg, ServerMessage::Signal { payload } if *payload == offer("v=0 while away")));
+    assert!(
+        matches!(&a2.replayed[0].msg, ServerMessage::Signal { payload, .. } if *payload == offer("v=0 while away"))
+    );
     assert!(a2.replayed[0].seq > acked && a2.replayed[1].seq == a2.replayed[0].seq + 1);
     assert_eq!(a2.client.session_id, session, "same session");
     b.expect("peer_resumed").await;
 
     // The call continues over the new socket.
-    b.send(ClientMessage::Signal { payload: SignalPayload::Restart }).await;
+    b.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: None }).await;
     a2.client.expect("signal").await;
     let (_, stats) = server.get("/api/webrtc/stats").await;
     assert!(stats.contains("\"resumes_total\":1"), "{stats}");
@@ -56,7 +58,7 @@ async fn a_second_hello_while_the_old_socket_is_half_open_takes_over() {
     assert!(a2.resumed, "resumed, never 'session already active'");
     let close = a.expect_close().await.expect("close frame");
     assert_eq!(u16::from(close.code), CLOSE_REPLACED);
-    b.send(ClientMessage::Signal { payload: SignalPayload::Restart }).await;
+    b.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: None }).await;
     a2.client.expect("signal").await;
     b.expect("ok").await;
     // The partner never saw the takeover: no peer_reconnecting, no peer_resumed.

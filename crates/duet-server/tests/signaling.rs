@@ -14,15 +14,15 @@ async fn two_clients_are_matched_and_relay_a_full_negotiation() {
     let (mut a, mut b) = matched_pair(&server.url).await;
 
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n";
-    let id = a.send(ClientMessage::Signal { payload: offer(sdp) }).await;
+    let id = a.send(ClientMessage::Signal { payload: offer(sdp), generation: None }).await;
     assert_eq!(a.expect("ok").await.reply_to, Some(id));
     let got = b.expect("signal").await;
-    assert!(matches!(&got.msg, ServerMessage::Signal { payload } if *payload == offer(sdp)));
+    assert!(matches!(&got.msg, ServerMessage::Signal { payload, .. } if *payload == offer(sdp)));
 
     let answer = SignalPayload::Description {
         description: SessionDescription { sdp_type: SdpType::Answer, sdp: "v=0\r\n".into() },
     };
-    b.send(ClientMessage::Signal { payload: answer.clone() }).await;
+    b.send(ClientMessage::Signal { payload: answer.clone(), generation: None }).await;
     let cand = SignalPayload::Candidate {
         candidate: IceCandidate {
             candidate: "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host".into(),
@@ -31,11 +31,11 @@ async fn two_clients_are_matched_and_relay_a_full_negotiation() {
             username_fragment: Some("abcd".into()),
         },
     };
-    b.send(ClientMessage::Signal { payload: cand.clone() }).await;
-    b.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates }).await;
+    b.send(ClientMessage::Signal { payload: cand.clone(), generation: None }).await;
+    b.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: None }).await;
     for expected in [answer, cand, SignalPayload::EndOfCandidates] {
         let f = a.expect("signal").await;
-        assert!(matches!(f.msg, ServerMessage::Signal { payload } if payload == expected));
+        assert!(matches!(f.msg, ServerMessage::Signal { payload, .. } if payload == expected));
     }
     let stats = server.get("/api/webrtc/stats").await.1;
     let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
@@ -47,7 +47,7 @@ async fn two_clients_are_matched_and_relay_a_full_negotiation() {
 async fn a_repeated_id_is_answered_but_relayed_once() {
     let server = TestServer::start().await;
     let (mut a, mut b) = matched_pair(&server.url).await;
-    let frame = ClientFrame::with_id(900, ClientMessage::Signal { payload: SignalPayload::Restart });
+    let frame = ClientFrame::with_id(900, ClientMessage::Signal { payload: SignalPayload::Restart, generation: None });
     a.send_frame(frame.clone()).await;
     a.send_frame(frame).await;
     assert_eq!(a.expect("ok").await.reply_to, Some(900));

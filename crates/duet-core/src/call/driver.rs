@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::machine::{CallMachine, CallState, Command, Output, PeerState};
+use super::recovery::Recovery;
 use crate::chat::{Chat, ChatOutput};
 use crate::control::ControlMessage;
 use crate::media::{AudioReceiver, AudioSender, OutgoingAudio, OutgoingVideo, Received, VideoReceiver, VideoSender};
@@ -190,6 +191,8 @@ pub enum CallEvent {
     Stats(Box<CallStats>),
     /// Something the user should read.
     Notice(String),
+    /// Media or signaling came back after an outage: what failed, what fixed it, how long it took.
+    Recovered(Recovery),
     /// The call ended for good (after [`CallCommand::Shutdown`] or a fatal error).
     Finished(Box<CallSummary>),
 }
@@ -412,7 +415,7 @@ impl Driver {
         if let SignalingEvent::Failed(e) = &ev {
             self.notice(e.to_string());
         }
-        self.machine.signaling(ev);
+        self.machine.signaling(Instant::now(), ev);
     }
 
     async fn on_command(&mut self, cmd: CallCommand) {
@@ -561,6 +564,11 @@ impl Driver {
                     }
                 }
                 Output::Negotiate(action) => self.negotiate(action).await,
+                Output::Recovered(recovery) => {
+                    self.summary.recovered();
+                    self.emit(CallEvent::Recovered(recovery));
+                }
+                Output::StaleSignalDropped => self.summary.stale_signal_dropped(),
             }
         }
     }
@@ -572,16 +580,17 @@ impl Driver {
         match result {
             Ok(signal) => {
                 if let Some(payload) = signal {
-                    self.signaling.send(ClientMessage::Signal { payload });
+                    let generation = Some(self.machine.generation());
+                    self.signaling.send(ClientMessage::Signal { payload, generation });
                 }
                 if reports {
-                    self.machine.negotiation_result(Ok(()));
+                    self.machine.negotiation_result(Instant::now(), Ok(()));
                 }
             }
             Err(e) => {
                 warn!(error = %e, "negotiation step failed");
                 if reports {
-                    self.machine.negotiation_result(Err(e.to_string()));
+                    self.machine.negotiation_result(Instant::now(), Err(e.to_string()));
                 }
             }
         }
@@ -589,9 +598,10 @@ impl Driver {
 
     async fn on_peer(&mut self, ev: PeerEvent) {
         match ev {
-            PeerEvent::Candidate(candidate) => {
-                self.signaling.send(ClientMessage::Signal { payload: SignalPayload::Candidate { candidate } })
-            }
+            PeerEvent::Candidate(candidate) => self.signaling.send(ClientMessage::Signal {
+                payload: SignalPayload::Candidate { candidate },
+                generation: Some(self.machine.generation()),
+            }),
             PeerEvent::State(s) => {
                 self.machine.peer_state(Instant::now(), s);
                 self.media_ready = s == PeerState::Connected;

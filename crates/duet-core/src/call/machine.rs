@@ -6,13 +6,22 @@
 //! failures escalate as DESIGN.md describes: ICE `disconnected` for a while, or `failed`,
 //! triggers an ICE restart; a restart that does not recover in time ends in a fresh peer
 //! connection in the same room; a partner that does not come back ends the call.
+//!
+//! Every peer connection of a pairing has a generation (1, 2, ...), carried by every signal
+//! we send. A signal of an older generation is late (from a replaced connection): dropped
+//! and counted. A signal of a newer one means the partner moved to a fresh connection: we
+//! follow. Replacing is decided by one side (the impolite one first; the polite side only
+//! after a longer wait), which announces it with a `restart` signal of the new generation.
+//! Connecting, an unanswered offer and an ICE restart each have a timeout whose next step is
+//! a fresh connection; [`MAX_REPLACEMENTS`] of those in a row without media end the call.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use duet_proto::{ClientMessage, IceServer, PeerLeftReason, ServerMessage, SignalPayload};
+use duet_proto::{ClientMessage, IceServer, PeerLeftReason, SdpType, ServerMessage, SignalPayload};
 use tracing::info;
 
+use super::recovery::{Failure, Fix, Outage, Recovery};
 use crate::negotiation::{self, Negotiator};
 use crate::signaling::{SessionState, SignalingEvent};
 
@@ -20,6 +29,16 @@ use crate::signaling::{SessionState, SignalingEvent};
 pub const DISCONNECTED_GRACE: Duration = Duration::from_secs(2);
 /// How long an ICE restart may take before the peer connection is replaced.
 pub const RESTART_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new peer connection may take to connect before it is replaced.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long our offer may go unanswered (while both sides reach the server) before the peer
+/// connection is replaced.
+pub const OFFER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Fresh peer connections in a row that never connected before the call is given up.
+pub const MAX_REPLACEMENTS: u32 = 3;
+/// The polite side waits this much longer than the impolite side before it replaces the peer
+/// connection itself, so that normally one side decides and the other follows.
+const POLITE_WAIT_FACTOR: u32 = 2;
 
 /// Where the call is, as the user sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +138,10 @@ pub enum Output {
     State(CallState),
     /// Tell the application a user-facing problem.
     Notice(String),
+    /// Media or signaling is back after an outage.
+    Recovered(Recovery),
+    /// A signal of a replaced peer connection arrived late and was dropped.
+    StaleSignalDropped,
 }
 
 /// The call machine. See the module docs.
@@ -131,6 +154,20 @@ pub struct CallMachine {
     restart_started: Option<Instant>,
     signaling_up: bool,
     peer_away: bool,
+    /// The generation of the current peer connection in this pairing.
+    generation: u32,
+    /// When the current peer connection was created, until it first connects.
+    connecting_since: Option<Instant>,
+    /// When our last offer went out, until the answer comes.
+    offer_sent_at: Option<Instant>,
+    /// The last negotiation step handed to the driver is an offer.
+    offering: bool,
+    /// Fresh peer connections since media last flowed.
+    replacements: u32,
+    /// The media path is down (since, what failed, what is being tried).
+    outage: Option<Outage>,
+    /// The signaling connection is down (since when).
+    signaling_lost: Option<Instant>,
     out: VecDeque<Output>,
 }
 
@@ -152,6 +189,13 @@ impl CallMachine {
             restart_started: None,
             signaling_up: false,
             peer_away: false,
+            generation: 0,
+            connecting_since: None,
+            offer_sent_at: None,
+            offering: false,
+            replacements: 0,
+            outage: None,
+            signaling_lost: None,
             out: VecDeque::new(),
         }
     }
@@ -197,8 +241,13 @@ impl CallMachine {
         }
     }
 
-    /// A signaling event.
-    pub fn signaling(&mut self, ev: SignalingEvent) {
+    /// The generation of the current peer connection (stamped on every signal we send).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// A signaling event at `now`.
+    pub fn signaling(&mut self, now: Instant, ev: SignalingEvent) {
         match ev {
             SignalingEvent::State(SessionState::Connected) => {
                 self.signaling_up = true;
@@ -206,20 +255,28 @@ impl CallMachine {
             }
             SignalingEvent::State(SessionState::Reconnecting { .. }) => {
                 self.signaling_up = false;
+                self.signaling_lost.get_or_insert(now);
                 // Media may well keep flowing; only say so while the call needs signaling.
                 if self.in_call() && self.peer_state != PeerState::Connected {
                     self.set_state(CallState::Reconnecting { side: Side::Local });
                 }
             }
             SignalingEvent::State(_) => {}
-            SignalingEvent::Welcome { ice_servers, .. } => self.ice_servers = ice_servers,
+            SignalingEvent::Welcome { ice_servers, resumed, restored, .. } => {
+                self.ice_servers = ice_servers;
+                if let Some(since) = self.signaling_lost.take().filter(|_| resumed) {
+                    let mut outage = Outage::new(since, Failure::Signaling);
+                    outage.escalate(if restored { Fix::SessionRestore } else { Fix::SessionResume });
+                    self.report(outage.recovered(now));
+                }
+            }
             SignalingEvent::SessionLost => {
                 if self.in_call() || self.state == CallState::Searching {
                     self.end_peer();
                     self.set_state(CallState::Ended { reason: "The connection to the server was lost.".into() });
                 }
             }
-            SignalingEvent::Message(msg) => self.server_message(msg),
+            SignalingEvent::Message(msg) => self.server_message(now, msg),
             SignalingEvent::Refused { request, message, .. } => {
                 self.out.push_back(Output::Notice(format!("The server refused {request}: {message}")));
                 if request == "join_room" {
@@ -234,29 +291,56 @@ impl CallMachine {
         }
     }
 
-    fn server_message(&mut self, msg: ServerMessage) {
+    fn server_message(&mut self, now: Instant, msg: ServerMessage) {
         match msg {
             ServerMessage::Matched { polite, ice_servers, peer, room, .. } => {
                 info!(room = %room, peer = %peer.session_id, polite, "matched");
                 self.end_peer();
-                let ice = if ice_servers.is_empty() { self.ice_servers.clone() } else { ice_servers };
-                self.negotiator = Some(Negotiator::new(polite));
-                self.peer_state = PeerState::Connecting;
-                self.out.push_back(Output::CreatePeer { polite, ice_servers: ice });
+                self.ice_servers = if ice_servers.is_empty() { self.ice_servers.clone() } else { ice_servers };
+                self.replacements = 0;
+                self.generation = 0;
+                self.new_peer(now, polite);
                 self.set_state(CallState::Connecting);
-                // The impolite side (which waited longer) makes the first offer.
-                if !polite {
-                    self.negotiate(negotiation::Input::NegotiationNeeded { ice_restart: false });
-                }
             }
-            ServerMessage::Signal { payload } => {
+            ServerMessage::Signal { payload, generation } => {
+                let Some(polite) = self.negotiator.as_ref().map(Negotiator::is_polite) else { return };
+                match generation {
+                    Some(g) if g < self.generation => {
+                        info!(
+                            generation = g,
+                            current = self.generation,
+                            kind = payload.kind(),
+                            "late signal of a replaced peer connection dropped"
+                        );
+                        self.out.push_back(Output::StaleSignalDropped);
+                        return;
+                    }
+                    Some(g) if g > self.generation => {
+                        info!(generation = g, "the partner moved to a fresh peer connection; following");
+                        self.outage
+                            .get_or_insert(Outage::new(now, Failure::IceFailed))
+                            .escalate(Fix::NewPeerConnection);
+                        self.out.push_back(Output::ClosePeer);
+                        self.generation = g - 1;
+                        self.new_peer(now, polite);
+                        if payload == SignalPayload::Restart {
+                            return;
+                        }
+                    }
+                    _ => {}
+                }
                 let input = match payload {
-                    SignalPayload::Description { description } => negotiation::Input::Remote(description),
+                    SignalPayload::Description { description } => {
+                        if description.sdp_type == SdpType::Answer {
+                            self.offer_sent_at = None;
+                        }
+                        negotiation::Input::Remote(description)
+                    }
                     SignalPayload::Candidate { candidate } => negotiation::Input::Candidate(candidate),
                     SignalPayload::EndOfCandidates => return,
                     SignalPayload::Restart => negotiation::Input::RestartRequested,
                 };
-                self.negotiate(input);
+                self.negotiate(now, input);
             }
             ServerMessage::PeerReconnecting { .. } => {
                 self.peer_away = true;
@@ -310,54 +394,89 @@ impl CallMachine {
             return;
         }
         self.peer_state = state;
+        let side = if self.peer_away { Side::Peer } else { Side::Local };
         match state {
             PeerState::Connected => {
                 self.disconnected_since = None;
                 self.restart_started = None;
+                self.connecting_since = None;
+                self.replacements = 0;
+                if let Some(outage) = self.outage.take() {
+                    self.report(outage.recovered(now));
+                }
                 self.refresh_connected();
             }
             PeerState::Disconnected => {
                 self.disconnected_since.get_or_insert(now);
-                self.set_state(CallState::Reconnecting { side: if self.peer_away { Side::Peer } else { Side::Local } });
+                if self.connecting_since.is_none() {
+                    self.outage.get_or_insert(Outage::new(now, Failure::IceDisconnected));
+                }
+                self.set_state(CallState::Reconnecting { side });
             }
             PeerState::Failed => {
-                self.set_state(CallState::Reconnecting { side: if self.peer_away { Side::Peer } else { Side::Local } });
+                if self.connecting_since.is_none() {
+                    self.outage.get_or_insert(Outage::new(now, Failure::IceFailed));
+                }
+                self.set_state(CallState::Reconnecting { side });
                 self.restart_ice(now);
             }
             PeerState::Connecting => {}
         }
     }
 
-    /// The driver finished (or failed) the last negotiation action.
-    pub fn negotiation_result(&mut self, result: Result<(), String>) {
-        self.negotiate(match result {
-            Ok(()) => negotiation::Input::Done,
-            Err(e) => negotiation::Input::Failed(e),
-        });
+    /// The driver finished (or failed) the last negotiation action at `now`.
+    pub fn negotiation_result(&mut self, now: Instant, result: Result<(), String>) {
+        if std::mem::take(&mut self.offering) && result.is_ok() {
+            self.offer_sent_at = Some(now);
+        }
+        self.negotiate(
+            now,
+            match result {
+                Ok(()) => negotiation::Input::Done,
+                Err(e) => negotiation::Input::Failed(e),
+            },
+        );
     }
 
     /// The peer connection wants a negotiation (tracks changed).
-    pub fn negotiation_needed(&mut self) {
-        self.negotiate(negotiation::Input::NegotiationNeeded { ice_restart: false });
+    pub fn negotiation_needed(&mut self, now: Instant) {
+        self.negotiate(now, negotiation::Input::NegotiationNeeded { ice_restart: false });
     }
 
     /// When [`CallMachine::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.disconnected_since, self.restart_started) {
-            (_, Some(t)) => Some(t + RESTART_TIMEOUT),
-            (Some(t), None) => Some(t + DISCONNECTED_GRACE),
-            (None, None) => None,
-        }
+        let waits = self.wait_factor();
+        [
+            self.restart_started.map(|t| t + RESTART_TIMEOUT * waits),
+            self.disconnected_since.filter(|_| self.restart_started.is_none()).map(|t| t + DISCONNECTED_GRACE),
+            self.connecting_since.map(|t| t + CONNECT_TIMEOUT * waits),
+            self.offer_sent_at.map(|t| t + OFFER_TIMEOUT),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs what is due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(t) = self.restart_started {
-            if now >= t + RESTART_TIMEOUT {
-                info!("ICE restart did not recover the media path; replacing the peer connection");
-                self.replace_peer();
+        let waits = self.wait_factor();
+        if self.restart_started.is_some_and(|t| now >= t + RESTART_TIMEOUT * waits) {
+            info!("ICE restart did not recover the media path; replacing the peer connection");
+            self.replace_peer(now, Failure::IceFailed);
+        } else if self.connecting_since.is_some_and(|t| now >= t + CONNECT_TIMEOUT * waits) {
+            info!(generation = self.generation, "the peer connection did not connect in time; replacing it");
+            self.replace_peer(now, Failure::ConnectTimeout);
+        } else if self.offer_sent_at.is_some_and(|t| now >= t + OFFER_TIMEOUT) {
+            if self.signaling_up && !self.peer_away {
+                info!("our offer got no answer; replacing the peer connection");
+                self.replace_peer(now, Failure::OfferUnanswered);
+            } else {
+                // The server holds the offer for the partner; wait for both to be back.
+                self.offer_sent_at = Some(now);
             }
-        } else if self.disconnected_since.is_some_and(|t| now >= t + DISCONNECTED_GRACE) {
+        } else if self.restart_started.is_none()
+            && self.disconnected_since.is_some_and(|t| now >= t + DISCONNECTED_GRACE)
+        {
             self.restart_ice(now);
         }
     }
@@ -367,39 +486,76 @@ impl CallMachine {
         self.out.pop_front()
     }
 
+    /// The impolite side decides on a fresh connection; the polite side waits longer, so it
+    /// normally follows (and still decides if the impolite side never does).
+    fn wait_factor(&self) -> u32 {
+        if self.negotiator.as_ref().is_some_and(Negotiator::is_polite) { POLITE_WAIT_FACTOR } else { 1 }
+    }
+
     fn restart_ice(&mut self, now: Instant) {
         if self.restart_started.is_some() {
             return;
         }
         self.restart_started = Some(now);
+        if let Some(outage) = self.outage.as_mut() {
+            outage.escalate(Fix::IceRestart);
+        }
         info!("media path lost; restarting ICE");
-        self.negotiate(negotiation::Input::NegotiationNeeded { ice_restart: true });
+        self.negotiate(now, negotiation::Input::NegotiationNeeded { ice_restart: true });
     }
 
-    fn replace_peer(&mut self) {
-        let Some(old) = self.negotiator.take() else { return };
-        let polite = old.is_polite();
-        self.out.push_back(Output::ClosePeer);
+    /// Creates the next generation's peer connection (the impolite side offers).
+    fn new_peer(&mut self, now: Instant, polite: bool) {
+        self.generation += 1;
         self.negotiator = Some(Negotiator::new(polite));
         self.peer_state = PeerState::Connecting;
         self.disconnected_since = None;
         self.restart_started = None;
+        self.offer_sent_at = None;
+        self.offering = false;
+        self.connecting_since = Some(now);
         self.out.push_back(Output::CreatePeer { polite, ice_servers: self.ice_servers.clone() });
         if !polite {
-            self.negotiate(negotiation::Input::NegotiationNeeded { ice_restart: false });
+            self.negotiate(now, negotiation::Input::NegotiationNeeded { ice_restart: false });
         }
     }
 
-    fn negotiate(&mut self, input: negotiation::Input) {
+    /// Decides on a fresh peer connection in this pairing and tells the partner (a `restart`
+    /// signal of the new generation), or gives the call up after too many.
+    fn replace_peer(&mut self, now: Instant, failed: Failure) {
+        let Some(polite) = self.negotiator.as_ref().map(Negotiator::is_polite) else { return };
+        if self.replacements >= MAX_REPLACEMENTS {
+            info!(replacements = self.replacements, "no media path after fresh peer connections; giving up");
+            self.end_peer();
+            self.set_state(CallState::Ended { reason: "Could not connect to your partner.".into() });
+            return;
+        }
+        self.replacements += 1;
+        self.outage.get_or_insert(Outage::new(now, failed)).escalate(Fix::NewPeerConnection);
+        self.out.push_back(Output::ClosePeer);
+        self.out.push_back(Output::Signal(ClientMessage::Signal {
+            payload: SignalPayload::Restart,
+            generation: Some(self.generation + 1),
+        }));
+        self.new_peer(now, polite);
+    }
+
+    fn negotiate(&mut self, now: Instant, input: negotiation::Input) {
         let Some(n) = self.negotiator.as_mut() else { return };
         n.handle(input);
         while let Some(action) = n.poll_action() {
             if let negotiation::Action::GiveUp(_) = action {
-                self.replace_peer();
+                self.replace_peer(now, Failure::OfferUnanswered);
                 return;
             }
+            self.offering = matches!(action, negotiation::Action::MakeOffer { .. });
             self.out.push_back(Output::Negotiate(action));
         }
+    }
+
+    fn report(&mut self, recovery: Recovery) {
+        info!(failed = ?recovery.failed, fixed_by = ?recovery.fixed_by, took_ms = recovery.took.as_millis() as u64, "recovered");
+        self.out.push_back(Output::Recovered(recovery));
     }
 
     fn in_call(&self) -> bool {
@@ -418,6 +574,10 @@ impl CallMachine {
         }
         self.disconnected_since = None;
         self.restart_started = None;
+        self.connecting_since = None;
+        self.offer_sent_at = None;
+        self.offering = false;
+        self.outage = None;
         self.peer_away = false;
     }
 

@@ -2,8 +2,13 @@
 
 mod driver;
 mod machine;
+mod recovery;
 #[cfg(test)]
 mod tests;
 
 pub use driver::{Call, CallCommand, CallConfig, CallEvent, CallMedia, CallStats, Quality};
-pub use machine::{CallMachine, CallState, Command, DISCONNECTED_GRACE, Output, PeerState, RESTART_TIMEOUT, Side};
+pub use machine::{
+    CONNECT_TIMEOUT, CallMachine, CallState, Command, DISCONNECTED_GRACE, MAX_REPLACEMENTS, OFFER_TIMEOUT, Output,
+    PeerState, RESTART_TIMEOUT, Side,
+};
+pub use recovery::{Failure, Fix, Recovery};

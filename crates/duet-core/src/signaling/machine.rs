@@ -91,6 +91,8 @@ pub enum SignalingEvent {
         session_id: String,
         /// True when the old session (and its call) survived.
         resumed: bool,
+        /// True when a restarted server rebuilt it from its token.
+        restored: bool,
         /// ICE servers from the server.
         ice_servers: Vec<IceServer>,
     },
@@ -354,7 +356,7 @@ impl SignalingMachine {
         if lost {
             self.out.push_back(Output::Event(SignalingEvent::SessionLost));
         }
-        self.out.push_back(Output::Event(SignalingEvent::Welcome { session_id, resumed, ice_servers }));
+        self.out.push_back(Output::Event(SignalingEvent::Welcome { session_id, resumed, restored, ice_servers }));
         // Everything not yet answered goes (again): the server answers repeated ids without
         // acting twice.
         let pending: Vec<(u64, ClientMessage)> = self.unanswered.iter().map(|(id, p)| (*id, p.msg.clone())).collect();

@@ -165,7 +165,7 @@ fn many_messages_are_acked_at_once() {
 fn a_lost_socket_reconnects_with_backoff_and_resumes() {
     let mut s = Sim::ready();
     s.server(2, None, queued());
-    let id = s.m.send(ClientMessage::Signal { payload: SignalPayload::Restart }).unwrap();
+    let id = s.m.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: None }).unwrap();
     s.drain();
     s.take_sent();
     s.m.socket_closed(s.now, "reset");
@@ -241,7 +241,7 @@ fn backoff_grows_while_the_server_stays_away() {
 #[test]
 fn a_failed_resume_reports_the_session_lost() {
     let mut s = Sim::ready();
-    s.m.send(ClientMessage::Signal { payload: SignalPayload::Restart });
+    s.m.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: None });
     s.drain();
     s.m.socket_closed(s.now, "reset");
     s.advance(Duration::from_secs(1));

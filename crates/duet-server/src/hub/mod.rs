@@ -158,6 +158,8 @@ pub struct Stats {
     pub idle_timeouts_total: u64,
     /// Signals relayed between peers.
     pub signals_relayed_total: u64,
+    /// `restart` signals relayed (a side moved to a fresh peer connection, or asked for an ICE restart).
+    pub restarts_relayed_total: u64,
     /// Reports received.
     pub reports_total: u64,
     /// Blocks received.
@@ -425,10 +427,13 @@ impl Hub {
                 }
                 self.reply(key, id, ServerMessage::Ok);
             }
-            ClientMessage::Signal { payload } => match self.partner(key) {
+            ClientMessage::Signal { payload, generation } => match self.partner(key) {
                 Some(partner) => {
                     self.stats.signals_relayed_total += 1;
-                    self.send(partner, None, ServerMessage::Signal { payload });
+                    if payload == duet_proto::SignalPayload::Restart {
+                        self.stats.restarts_relayed_total += 1;
+                    }
+                    self.send(partner, None, ServerMessage::Signal { payload, generation });
                     if id.is_some() {
                         self.reply(key, id, ServerMessage::Ok);
                     }

@@ -193,9 +193,9 @@ fn two_queued_clients_are_matched_and_relay_signals() {
     assert!(!a_polite && b_polite, "the one who waited longer is impolite");
     assert_eq!(room_a, room_b);
 
-    sim.msg(a, ClientMessage::Signal { payload: offer() });
+    sim.msg(a, ClientMessage::Signal { payload: offer(), generation: None });
     let got = sim.take(b);
-    assert!(matches!(&got[0].msg, ServerMessage::Signal { payload } if *payload == offer()));
+    assert!(matches!(&got[0].msg, ServerMessage::Signal { payload, .. } if *payload == offer()));
     assert!(sim.take(a).is_empty(), "a signal without id gets no reply");
 }
 
@@ -214,7 +214,7 @@ fn sequence_numbers_increase_per_session() {
 fn signal_without_partner_is_refused() {
     let mut sim = Sim::new();
     let (a, ..) = sim.client();
-    sim.send(a, ClientFrame::with_id(9, ClientMessage::Signal { payload: offer() }));
+    sim.send(a, ClientFrame::with_id(9, ClientMessage::Signal { payload: offer(), generation: None }));
     let f = sim.take(a);
     assert!(matches!(f[0].msg, ServerMessage::Error { code: ErrorCode::NotInCall, .. }));
     assert_eq!(f[0].reply_to, Some(9));
@@ -384,7 +384,7 @@ fn resume_within_grace_replays_what_was_missed() {
     let ((a, a_token, _), (b, ..)) = sim.pair();
     sim.input(Input::Closed(a));
     assert!(matches!(sim.take(b)[0].msg, ServerMessage::PeerReconnecting { grace_ms: 15000 }));
-    sim.msg(b, ClientMessage::Signal { payload: SignalPayload::Restart });
+    sim.msg(b, ClientMessage::Signal { payload: SignalPayload::Restart, generation: None });
     sim.advance(Duration::from_secs(10));
 
     let a2 = sim.open();
@@ -400,7 +400,7 @@ fn resume_within_grace_replays_what_was_missed() {
     assert_eq!(sim.hub.stats().resumes_total, 1);
 
     // The call goes on over the new socket.
-    sim.msg(b, ClientMessage::Signal { payload: offer() });
+    sim.msg(b, ClientMessage::Signal { payload: offer(), generation: None });
     assert_eq!(sim.kinds(a2), ["signal"]);
 }
 
@@ -408,16 +408,16 @@ fn resume_within_grace_replays_what_was_missed() {
 fn acked_messages_are_not_replayed() {
     let mut sim = Sim::new();
     let ((a, a_token, _), (b, ..)) = sim.pair();
-    sim.msg(b, ClientMessage::Signal { payload: offer() });
+    sim.msg(b, ClientMessage::Signal { payload: offer(), generation: None });
     let last = sim.take(a).last().map(|f| f.seq).unwrap();
     sim.send(a, ClientFrame { id: None, ack: Some(last), msg: ClientMessage::Ping { ts: None } });
     sim.take(a);
-    sim.msg(b, ClientMessage::Signal { payload: SignalPayload::EndOfCandidates });
+    sim.msg(b, ClientMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: None });
     sim.input(Input::Closed(a));
     let a2 = sim.open();
     sim.msg(a2, ClientMessage::Hello { version: 1, resume_token: Some(a_token), client: None });
     let got = sim.take(a2);
-    assert!(matches!(&got[0].msg, ServerMessage::Signal { payload: SignalPayload::EndOfCandidates }));
+    assert!(matches!(&got[0].msg, ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: None }));
     assert!(matches!(got[1].msg, ServerMessage::Welcome { replayed: 1, .. }));
 }
 
@@ -456,7 +456,7 @@ fn hello_on_a_new_socket_replaces_a_half_open_one() {
     assert!(sim.take(b).is_empty());
     sim.input(Input::Closed(a));
     assert!(sim.take(b).is_empty());
-    sim.msg(b, ClientMessage::Signal { payload: offer() });
+    sim.msg(b, ClientMessage::Signal { payload: offer(), generation: None });
     assert_eq!(sim.kinds(a2), ["signal"]);
 }
 
@@ -465,7 +465,7 @@ fn duplicate_ids_are_answered_again_but_acted_on_once() {
     let mut sim = Sim::new();
     let ((a, ..), (b, ..)) = sim.pair();
     for _ in 0..3 {
-        sim.send(a, ClientFrame::with_id(5, ClientMessage::Signal { payload: offer() }));
+        sim.send(a, ClientFrame::with_id(5, ClientMessage::Signal { payload: offer(), generation: None }));
     }
     let replies = sim.take(a);
     assert_eq!(replies.len(), 3);
@@ -621,10 +621,15 @@ fn a_restarted_server_with_the_same_secret_restores_both_partners_and_their_pair
     assert!(fb.iter().any(|f| f.msg == ServerMessage::PeerResumed), "{fb:?}");
     assert!(new.take(a).iter().any(|f| f.msg == ServerMessage::PeerResumed));
     // The pairing works again: signals are relayed both ways.
-    new.msg(a, ClientMessage::Signal { payload: offer() });
-    assert!(new.take(b).iter().any(|f| f.msg == ServerMessage::Signal { payload: offer() }));
-    new.msg(b, ClientMessage::Signal { payload: SignalPayload::Restart });
-    assert!(new.take(a).iter().any(|f| f.msg == ServerMessage::Signal { payload: SignalPayload::Restart }));
+    new.msg(a, ClientMessage::Signal { payload: offer(), generation: None });
+    assert!(new.take(b).iter().any(|f| f.msg == ServerMessage::Signal { payload: offer(), generation: None }));
+    new.msg(b, ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(2) });
+    assert!(
+        new.take(a)
+            .iter()
+            .any(|f| f.msg == ServerMessage::Signal { payload: SignalPayload::Restart, generation: Some(2) })
+    );
+    assert_eq!(new.hub.stats().restarts_relayed_total, 1, "relayed with its generation, and counted");
     let stats = new.hub.stats();
     assert_eq!((stats.sessions_restored_total, stats.pairings_restored_total, stats.rooms), (2, 1, 1));
     // Past the grace period nothing ends the restored call.
@@ -743,15 +748,18 @@ fn a_queued_client_that_drops_is_not_matched_until_it_resumes() {
 fn an_ack_in_the_resuming_hello_trims_the_replay() {
     let mut sim = Sim::patient();
     let ((a, token, _), (b, ..)) = sim.pair();
-    sim.msg(b, ClientMessage::Signal { payload: offer() });
+    sim.msg(b, ClientMessage::Signal { payload: offer(), generation: None });
     let seen = sim.take(a).last().map(|f| f.seq).unwrap();
-    sim.msg(b, ClientMessage::Signal { payload: SignalPayload::Restart });
+    sim.msg(b, ClientMessage::Signal { payload: SignalPayload::Restart, generation: None });
     sim.input(Input::Closed(a));
     let a2 = sim.open();
     let hello = ClientMessage::Hello { version: 1, resume_token: Some(token), client: None };
     sim.send(a2, ClientFrame { id: None, ack: Some(seen), msg: hello });
     let got = sim.take(a2);
-    assert!(matches!(&got[0].msg, ServerMessage::Signal { payload: SignalPayload::Restart }), "{got:?}");
+    assert!(
+        matches!(&got[0].msg, ServerMessage::Signal { payload: SignalPayload::Restart, generation: None }),
+        "{got:?}"
+    );
     assert!(matches!(got[1].msg, ServerMessage::Welcome { replayed: 1, .. }));
 }
 
@@ -759,7 +767,7 @@ fn an_ack_in_the_resuming_hello_trims_the_replay() {
 fn a_refused_message_can_be_retried_with_the_same_id() {
     let mut sim = Sim::new();
     let (a, ..) = sim.client();
-    sim.send(a, ClientFrame::with_id(3, ClientMessage::Signal { payload: offer() }));
+    sim.send(a, ClientFrame::with_id(3, ClientMessage::Signal { payload: offer(), generation: None }));
     assert!(matches!(sim.take(a)[0].msg, ServerMessage::Error { code: ErrorCode::NotInCall, .. }));
     sim.send(a, ClientFrame::with_id(3, ClientMessage::JoinQueue { interests: vec![], language: None }));
     assert_eq!(sim.kinds(a), ["queued"], "an error is not remembered as the answer to id 3");
