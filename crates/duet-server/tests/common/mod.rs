@@ -237,6 +237,9 @@ pub async fn matched_pair(url: &str) -> (Client, Client) {
     let mb = b.expect("matched").await;
     assert!(matches!(ma.msg, ServerMessage::Matched { polite: false, .. }));
     assert!(matches!(mb.msg, ServerMessage::Matched { polite: true, .. }));
+    // Each side's resume token is reissued for the pairing right after `matched`.
+    a.expect("token").await;
+    b.expect("token").await;
     (a, b)
 }
 
