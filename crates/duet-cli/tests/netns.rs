@@ -14,6 +14,7 @@ mod netns;
 
 use netns::{Net, client, events, server};
 
+
 /// One scenario at a time: each runs two media processes on a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -128,4 +129,57 @@ fn a_48_kbps_cap_falls_back_to_audio_only_both_ways_and_video_comes_back() {
     let (got, sent) = (f(&sb["audio_frames_decoded"]), f(&sa["audio_frames_sent"]));
     assert!(got >= sent * 0.85, "partner decoded {got} of {sent} audio frames");
     assert!(f(&sa["audio_only_ms"]) >= 5000.0, "{sa}");
+}
+
+/// A call in which client `a`'s link goes down at `down_at` for `outage` seconds; returns
+/// both sides' events.
+fn call_with_outage(tag: &str, down_at: f64, outage: f64) -> (Vec<Value>, Vec<Value>) {
+    let net = Net::new(tag);
+    let (_server, url) = server(&net);
+    let t0 = Instant::now();
+    let room = format!("netns-{tag}-{}", std::process::id());
+    let video = "synthetic:320x180@15";
+    let secs = (down_at + outage + 10.0) as u32;
+    let a = client(&net.a, "10.77.1.2", &url, &room, video, secs);
+    let b = client(&net.b, "10.77.2.2", &url, &room, video, secs);
+    let a = std::thread::spawn(move || events(a, t0));
+    let b = std::thread::spawn(move || events(b, t0));
+    std::thread::sleep(Duration::from_secs_f64(down_at));
+    net.outage(true);
+    std::thread::sleep(Duration::from_secs_f64(outage));
+    net.outage(false);
+    (a.join().unwrap(), b.join().unwrap())
+}
+
+#[test]
+fn link_outages_of_3_10_and_20_s_end_with_media_back_soon_after_the_link_returns() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut report = Vec::new();
+    for (tag, outage) in [("o3", 3.0), ("o10", 10.0), ("o20", 20.0)] {
+        let (a, b) = call_with_outage(tag, 6.0, outage);
+        for (name, me) in [("a", &a), ("b", &b)] {
+            let s = summary(me);
+            assert_eq!(s["connected"], true, "{name}: {s}");
+            // Still in the same call: never ended before the end of the run, never re-matched.
+            let ends: Vec<&Value> = me.iter().filter(|e| e["state"] == "ended").collect();
+            assert!(ends.iter().all(|e| e["reason"] == "Your partner left."), "{name} after {outage} s: {ends:?}");
+            assert_eq!(me.iter().filter(|e| e["event"] == "matched").count(), 1, "{name}");
+            // The longest time without any partner media is the outage plus the recovery.
+            let gap = f(&s["longest_media_gap_ms"]) / 1000.0;
+            let back = gap - outage;
+            report.push(format!("{outage} s outage: {name} got media back {back:.2} s after the link returned"));
+            assert!(back < 2.0, "{name}: media back {back:.2} s after a {outage} s outage; {:?}", recoveries(me));
+            // Media was really flowing again afterwards.
+            assert!(f(&s["audio_frames_decoded"]) > 0.0);
+        }
+    }
+    eprintln!("{report:#?}");
+}
+
+fn recoveries(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "recovered" || e["event"] == "state")
+        .map(|e| format!("{:.1}s {} {} {} {}", f(&e["_t"]), e["state"], e["failed"], e["fixed_by"], e["took_ms"]))
+        .collect()
 }

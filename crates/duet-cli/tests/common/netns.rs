@@ -55,6 +55,38 @@ impl Net {
         net
     }
 
+    /// Takes client `a`'s link down (`true`: every packet from and to it dropped in the router,
+    /// signaling and media alike, while the interfaces stay up) or back up.
+    pub fn outage(&self, down: bool) {
+        let id = &self.r[2..];
+        let nft = |script: &str| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.r, "nft", "-f", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write;
+                    child.stdin.take().unwrap().write_all(script.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .unwrap();
+            assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        if down {
+            nft(&format!(
+                "table inet outage {{
+                  chain drop_in {{ type filter hook prerouting priority -300; iifname \"ra{id}\" drop; }}
+                  chain drop_fwd {{ type filter hook forward priority -300; oifname \"ra{id}\" drop; }}
+                  chain drop_out {{ type filter hook output priority -300; oifname \"ra{id}\" drop; }}
+                }}"
+            ));
+        } else {
+            nft("delete table inet outage");
+        }
+    }
+
     /// Caps both of the router's links toward the clients at `kbit` kb/s (`None`: lifted).
     pub fn cap(&self, kbit: Option<u32>) {
         let id = &self.r[2..];
@@ -113,10 +145,16 @@ pub fn server_bin() -> PathBuf {
 
 /// Starts `duet-server` in the router namespace; returns it and its WebSocket URL.
 pub fn server(net: &Net) -> (Proc, String) {
+    server_with(net, &[])
+}
+
+/// [`server`] with extra flags.
+pub fn server_with(net: &Net, args: &[&str]) -> (Proc, String) {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &net.r])
         .arg(server_bin())
         .args(["--listen", "10.77.1.1:0"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

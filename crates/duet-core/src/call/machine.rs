@@ -460,14 +460,25 @@ impl CallMachine {
     /// Runs what is due.
     pub fn handle_timeout(&mut self, now: Instant) {
         let waits = self.wait_factor();
+        // A fresh connection needs both sides on the server; until then the current one is
+        // kept (it may well come back by itself when the network does) and the timer re-armed.
+        let reachable = self.signaling_up && !self.peer_away;
         if self.restart_started.is_some_and(|t| now >= t + RESTART_TIMEOUT * waits) {
-            info!("ICE restart did not recover the media path; replacing the peer connection");
-            self.replace_peer(now, Failure::IceFailed);
+            if reachable {
+                info!("ICE restart did not recover the media path; replacing the peer connection");
+                self.replace_peer(now, Failure::IceFailed);
+            } else {
+                self.restart_started = Some(now);
+            }
         } else if self.connecting_since.is_some_and(|t| now >= t + CONNECT_TIMEOUT * waits) {
-            info!(generation = self.generation, "the peer connection did not connect in time; replacing it");
-            self.replace_peer(now, Failure::ConnectTimeout);
+            if reachable {
+                info!(generation = self.generation, "the peer connection did not connect in time; replacing it");
+                self.replace_peer(now, Failure::ConnectTimeout);
+            } else {
+                self.connecting_since = Some(now);
+            }
         } else if self.offer_sent_at.is_some_and(|t| now >= t + OFFER_TIMEOUT) {
-            if self.signaling_up && !self.peer_away {
+            if reachable {
                 info!("our offer got no answer; replacing the peer connection");
                 self.replace_peer(now, Failure::OfferUnanswered);
             } else {

@@ -26,6 +26,7 @@ fn matched(polite: bool) -> SignalingEvent {
 fn in_call(polite: bool) -> (CallMachine, Instant) {
     let mut m = CallMachine::new();
     let now = Instant::now();
+    m.signaling(now, SignalingEvent::State(SessionState::Connected));
     m.command(Command::Start { interests: vec![], language: None });
     m.signaling(Instant::now(), matched(polite));
     // Complete the first offer/answer so the negotiator is idle and stable.
@@ -252,6 +253,7 @@ fn the_impolite_side_decides_and_the_polite_side_only_after_waiting_twice_as_lon
 fn a_connection_that_never_connects_is_replaced_and_the_call_given_up_after_three() {
     let mut m = CallMachine::new();
     let t0 = Instant::now();
+    m.signaling(t0, SignalingEvent::State(SessionState::Connected));
     m.signaling(t0, matched(false));
     outputs(&mut m);
     let mut t = t0;
@@ -322,4 +324,22 @@ fn each_recovery_says_what_failed_what_fixed_it_and_how_long_it_took() {
     );
     let r = recovered(&outputs(&mut m));
     assert_eq!((r.failed, r.fixed_by, r.took), (Failure::Signaling, Fix::SessionRestore, Duration::from_secs(3)));
+}
+
+#[test]
+fn no_fresh_connection_while_the_partner_cannot_be_reached_the_old_one_may_come_back() {
+    let (mut m, t0) = in_call(false);
+    m.peer_state(t0, PeerState::Disconnected);
+    m.handle_timeout(t0 + DISCONNECTED_GRACE);
+    outputs(&mut m);
+    // The partner's link is down too: the server says it is reconnecting.
+    m.signaling(t0 + Duration::from_secs(5), SignalingEvent::Message(ServerMessage::PeerReconnecting { grace_ms: 30000 }));
+    for s in [10, 20, 30] {
+        m.handle_timeout(t0 + Duration::from_secs(s) + RESTART_TIMEOUT);
+    }
+    assert!(!outputs(&mut m).contains(&Output::ClosePeer), "kept the connection while the partner was away");
+    // The link returns: the same connection recovers by itself.
+    m.peer_state(t0 + Duration::from_secs(41), PeerState::Connected);
+    assert_eq!(m.generation(), 1);
+    assert_eq!(m.state(), &CallState::Connected);
 }
