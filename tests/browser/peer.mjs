@@ -14,8 +14,11 @@ const seconds = Number(arg("--seconds", "6"));
 const chat = arg("--chat", null);
 const restartAfter = arg("--restart-after", null);
 const chatAfter = arg("--chat-after", null);
-// --timeline: sample the page's stats every second for the whole run (benchmarks).
+// --timeline: sample the page's stats every second (--sample-ms N: every N ms) for the whole
+// run (benchmarks).
 const timeline = process.argv.includes("--timeline");
+const sampleAt = process.argv.indexOf("--sample-ms");
+const sampleMs = sampleAt > 0 ? Number(process.argv[sampleAt + 1]) : 1000;
 // --chromium-arg X (repeatable): extra Chromium flags.
 const extraArgs = process.argv.flatMap((a, i) => (a === "--chromium-arg" ? [process.argv[i + 1]] : []));
 import { existsSync } from "node:fs";
@@ -73,13 +76,13 @@ try {
     waited = Math.max(waited, t);
   }
   if (timeline) {
-    // One sample a second, stamped with seconds since the process started.
+    // One sample every sampleMs, stamped with seconds since the process started.
     result.timeline = [];
     const end = Date.now() + Math.max(0, seconds - waited) * 1000;
     while (Date.now() < end) {
       const sample = await page.evaluate(() => window.duetStats());
       result.timeline.push({ t: performance.now() / 1000, ...sample });
-      await page.waitForTimeout(1000);
+      await page.waitForTimeout(sampleMs);
     }
   } else {
     await page.waitForTimeout(Math.max(0, seconds - waited) * 1000);

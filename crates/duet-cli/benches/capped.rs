@@ -21,12 +21,11 @@
 
 #[path = "../tests/common/netns.rs"]
 mod netns;
+#[path = "common/chromium.rs"]
+mod chromium;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use duet_media::{FrameRate, MediaClock, SyntheticVideoSource, VideoSink, VideoSource, Y4mWriter};
 use netns::{Net, client, events, server};
 use serde_json::Value;
 
@@ -154,52 +153,15 @@ fn audio_only_periods(events: &[Value], end: f64) -> Vec<(f64, f64)> {
     out
 }
 
-/// A 1280x720 30 fps Y4M clip with the moving test pattern, for Chromium's fake camera.
-fn clip(dir: &Path) -> PathBuf {
-    let path = dir.join("clip.y4m");
-    let mut source = SyntheticVideoSource::new(1280, 720, 30, MediaClock::new()).unwrap();
-    let mut y4m = Y4mWriter::create(&path, 1280, 720, FrameRate::from_fps(30)).unwrap();
-    for _ in 0..90 {
-        y4m.render(source.next_frame().unwrap().unwrap()).unwrap();
-    }
-    y4m.finish().unwrap();
-    path
-}
-
 fn chromium_call(profile: &Profile, secs: u32) -> Series {
     let dir = tempfile::tempdir().unwrap();
-    let clip = clip(dir.path());
+    let clip = chromium::clip(dir.path(), 1280, 720);
     let net = Net::new("bc");
     let (_server, url) = server(&net);
-    let http = url.replace("ws://", "http://").replace("/ws", "");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/peer.mjs");
-    let peer = |ns: &str| {
-        // Chromium runs inside the client's namespace through a wrapper.
-        let wrapper = dir.path().join(format!("chromium-{ns}"));
-        std::fs::write(&wrapper, format!("#!/bin/sh\nexec ip netns exec {ns} /usr/lib/chromium/chromium \"$@\"\n"))
-            .unwrap();
-        Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
-        Command::new("node")
-            .arg(&script)
-            .args(["--url", &format!("{http}/?room=bench-chromium"), "--seconds", &secs.to_string(), "--timeline"])
-            .args(["--chromium-arg", &format!("--unsafely-treat-insecure-origin-as-secure={http}")])
-            .args(["--chromium-arg", &format!("--use-file-for-fake-video-capture={}", clip.display())])
-            .env("CHROMIUM", &wrapper)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node must be installed (scripts/test.sh installs it)")
-    };
     let t0 = Instant::now();
-    let a = peer(&net.a);
-    let b = peer(&net.b);
+    let (a, b) = chromium::pair(dir.path(), &net, &url, "bench-chromium", &clip, secs, 1000);
     apply(&net, t0, profile);
-    let parse = |child: std::process::Child| -> Value {
-        let out = child.wait_with_output().unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)))
-    };
-    let (a, b) = (parse(a), parse(b));
-    assert_eq!(a["ok"], true, "{a}");
+    let (a, b) = (chromium::result(a), chromium::result(b));
     let n = secs as usize + 1;
     // Per-second deltas of a running counter from the timeline.
     let deltas = |v: &Value, key: &str, scale: f64| -> Vec<f64> {
