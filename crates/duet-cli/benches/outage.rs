@@ -14,10 +14,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/common/netns.rs"]
-mod netns;
 #[path = "common/chromium.rs"]
 mod chromium;
+#[path = "../tests/common/netns.rs"]
+mod netns;
 
 use std::time::{Duration, Instant};
 

@@ -18,6 +18,7 @@ use duet_core::call::{Call, CallCommand, CallConfig, CallEvent, CallState, Comma
 use tracing_subscriber::EnvFilter;
 
 use duet_core::sources::{AudioSpec, VideoSpec};
+use duet_proto::IceServer;
 use output::Printer;
 
 #[derive(Parser)]
@@ -63,6 +64,13 @@ struct Common {
     /// Local UDP address for media (127.0.0.1:0 keeps a test on loopback).
     #[arg(long, default_value = "0.0.0.0:0")]
     bind: SocketAddr,
+    /// Your own TURN server (repeatable): turn:[USER:PASS@]HOST:PORT[?transport=udp]; without
+    /// credentials it uses those the Duet server issues.
+    #[arg(long = "turn", value_parser = parse_turn)]
+    turn: Vec<IceServer>,
+    /// Send media only through TURN relays: the partner never learns your address.
+    #[arg(long)]
+    relay_only: bool,
     /// Print one JSON object per line.
     #[arg(long)]
     json: bool,
@@ -99,6 +107,10 @@ struct BotArgs {
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long)]
     duration: Option<f64>,
+}
+
+fn parse_turn(s: &str) -> Result<IceServer, String> {
+    duet_core::turn::parse_turn_url(s).map_err(|e| e.to_string())
 }
 
 fn parse_quality(s: &str) -> Result<Quality, String> {
@@ -158,6 +170,8 @@ fn config(common: &Common, echo: bool) -> CallConfig {
     cfg.client.name = if echo { "duet-bot".into() } else { "duet-cli".into() };
     cfg.client.platform = Some(std::env::consts::OS.into());
     cfg.bind = common.bind;
+    cfg.ice_servers = common.turn.clone();
+    cfg.relay_only = common.relay_only;
     cfg.quality = common.quality;
     cfg.echo = echo;
     cfg

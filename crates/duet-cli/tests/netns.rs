@@ -14,7 +14,6 @@ mod netns;
 
 use netns::{Net, client, events, server};
 
-
 /// One scenario at a time: each runs two media processes on a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 

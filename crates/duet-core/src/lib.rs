@@ -29,3 +29,4 @@ pub mod quality;
 pub mod signaling;
 pub mod sources;
 pub mod summary;
+pub mod turn;

@@ -67,7 +67,7 @@ fn absorb(s: &mut Side, ev: PeerEvent, other: &mut Side) {
     match ev {
         PeerEvent::Candidate(c) => other.neg.handle(Input::Candidate(c)),
         PeerEvent::State(st) => s.state = st,
-        PeerEvent::NegotiationNeeded => {}
+        PeerEvent::NegotiationNeeded | PeerEvent::GatheringComplete => {}
         PeerEvent::VideoFrame { data, .. } => s.frames.push(data),
         PeerEvent::VideoGap => {}
         PeerEvent::AudioPacket { .. } => s.audio += 1,

@@ -28,7 +28,8 @@ pub fn peer(dir: &Path, ns: &str, http: &str, room: &str, clip: &Path, secs: u32
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/peer.mjs");
     // Chromium runs inside the client's namespace through a wrapper.
     let wrapper = dir.join(format!("chromium-{ns}"));
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec ip netns exec {ns} /usr/lib/chromium/chromium \"$@\"\n")).unwrap();
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec ip netns exec {ns} /usr/lib/chromium/chromium \"$@\"\n"))
+        .unwrap();
     Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
     Command::new("node")
         .arg(&script)

@@ -21,6 +21,7 @@ use crate::peer::{Channel, Peer, PeerConfig, PeerEvent, PeerStats};
 use crate::quality::{AudioOnlyCause, QualityController, QualityOutput, QualityStatus, RungReason};
 use crate::signaling::{SignalingClient, SignalingConfig, SignalingEvent};
 use crate::summary::{CallSummary, SummaryBuilder};
+use crate::turn;
 
 /// The user's quality choice: Auto follows the ladder, High, Medium and Low cap it, Audio only
 /// forces audio (see [`crate::quality`]).
@@ -224,6 +225,10 @@ const QUALITY_INTERVAL: Duration = Duration::from_millis(200);
 struct Live {
     peer: Peer,
     events: mpsc::UnboundedReceiver<PeerEvent>,
+    /// The ICE servers it was given (to name a TURN server that gave no relay address).
+    ice_servers: Vec<IceServer>,
+    /// A relay candidate was gathered.
+    relay_gathered: bool,
 }
 
 struct Driver {
@@ -539,10 +544,9 @@ impl Driver {
                     self.chat.closed();
                 }
                 Output::CreatePeer { polite, ice_servers } => {
-                    let mut ice = ice_servers;
-                    ice.extend(self.cfg.ice_servers.iter().cloned());
+                    let ice = turn::merge(&self.cfg.ice_servers, &ice_servers);
                     let cfg = PeerConfig {
-                        ice_servers: ice,
+                        ice_servers: ice.clone(),
                         bind: self.cfg.bind,
                         relay_only: self.cfg.relay_only,
                         ..PeerConfig::default()
@@ -550,7 +554,7 @@ impl Driver {
                     match Peer::new(cfg).await {
                         Ok((peer, events)) => {
                             info!(polite, "peer connection ready");
-                            self.live = Some(Live { peer, events });
+                            self.live = Some(Live { peer, events, ice_servers: ice, relay_gathered: false });
                             // A new connection starts a new estimate, and perhaps a new partner.
                             self.controller = QualityController::new(self.source_size, self.quality);
                             self.partner_video_on = true;
@@ -598,10 +602,30 @@ impl Driver {
 
     async fn on_peer(&mut self, ev: PeerEvent) {
         match ev {
-            PeerEvent::Candidate(candidate) => self.signaling.send(ClientMessage::Signal {
-                payload: SignalPayload::Candidate { candidate },
-                generation: Some(self.machine.generation()),
-            }),
+            PeerEvent::Candidate(candidate) => {
+                let relay = turn::is_relay_candidate(&candidate.candidate);
+                if let Some(live) = self.live.as_mut() {
+                    live.relay_gathered |= relay;
+                }
+                // Hide my IP: only relay addresses ever reach the partner.
+                if self.cfg.relay_only && !relay {
+                    debug!("non-relay candidate withheld (relay-only)");
+                } else {
+                    self.signaling.send(ClientMessage::Signal {
+                        payload: SignalPayload::Candidate { candidate },
+                        generation: Some(self.machine.generation()),
+                    });
+                }
+            }
+            PeerEvent::GatheringComplete => {
+                let problem = self
+                    .live
+                    .as_ref()
+                    .and_then(|l| turn::relay_problem(&l.ice_servers, l.relay_gathered, self.cfg.relay_only));
+                if let Some(text) = problem {
+                    self.notice(text);
+                }
+            }
             PeerEvent::State(s) => {
                 self.machine.peer_state(Instant::now(), s);
                 self.media_ready = s == PeerState::Connected;

@@ -333,7 +333,10 @@ fn no_fresh_connection_while_the_partner_cannot_be_reached_the_old_one_may_come_
     m.handle_timeout(t0 + DISCONNECTED_GRACE);
     outputs(&mut m);
     // The partner's link is down too: the server says it is reconnecting.
-    m.signaling(t0 + Duration::from_secs(5), SignalingEvent::Message(ServerMessage::PeerReconnecting { grace_ms: 30000 }));
+    m.signaling(
+        t0 + Duration::from_secs(5),
+        SignalingEvent::Message(ServerMessage::PeerReconnecting { grace_ms: 30000 }),
+    );
     for s in [10, 20, 30] {
         m.handle_timeout(t0 + Duration::from_secs(s) + RESTART_TIMEOUT);
     }

@@ -40,8 +40,8 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder, configure_rtcp_reports,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder, configure_rtcp_reports,
     configure_simulcast_extension_headers,
 };
 use webrtc::rtp_transceiver::RtpSender;
@@ -98,6 +98,8 @@ pub enum Channel {
 /// What the peer connection reports.
 #[derive(Debug, Clone)]
 pub enum PeerEvent {
+    /// Local candidate gathering finished (every STUN/TURN server answered or gave up).
+    GatheringComplete,
     /// A local ICE candidate to signal to the partner.
     Candidate(IceCandidate),
     /// The connection state changed.
@@ -172,6 +174,12 @@ impl PeerConnectionEventHandler for Handler {
                 let _ = self.events.send(PeerEvent::Candidate(candidate));
             }
             Err(e) => warn!(error = %e, "local candidate could not be serialised"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.events.send(PeerEvent::GatheringComplete);
         }
     }
 

@@ -1,0 +1,144 @@
+//! TURN through a real coturn on 127.0.0.1 (started by the test; Debian's `coturn` package):
+//! a relay-only call with credentials the Duet server issues, a wrong password named in a
+//! clear message with the call falling back to its other candidates, and relay-only with a
+//! wrong password failing clearly.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+mod common;
+
+use common::*;
+use duet_server::turn::{IceConfig, Secret, TurnRest};
+
+const SECRET: &str = "coturn-test-secret";
+
+/// coturn on 127.0.0.1, REST credentials from [`SECRET`]; killed on drop.
+struct Coturn {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Coturn {
+    fn start() -> Self {
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("turnserver")
+            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .args(["--use-auth-secret", &format!("--static-auth-secret={SECRET}"), "--realm=duet.test"])
+            .args(["--allow-loopback-peers", "--min-port=40000", "--max-port=40999", "--log-file=stdout"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnserver must be installed (Debian package coturn; scripts/test.sh installs it)");
+        // It answers as soon as it listens.
+        std::thread::sleep(Duration::from_millis(700));
+        Coturn { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("turn:127.0.0.1:{}?transport=udp", self.port)
+    }
+}
+
+/// A Duet server issuing REST credentials for `turn`.
+async fn server_issuing(turn: &Coturn) -> SocketAddr {
+    let mut cfg = duet_server::ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    cfg.hub.ice = IceConfig {
+        servers: vec![],
+        turn: Some(TurnRest { urls: vec![turn.url()], secret: Secret::new(SECRET), ttl: Duration::from_secs(600) }),
+    };
+    let server = duet_server::Server::bind(cfg).await.unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.run(std::future::pending()));
+    addr
+}
+
+fn last_stats(run: &Run) -> &serde_json::Value {
+    run.events.iter().rev().find(|e| e["event"] == "stats").unwrap_or_else(|| panic!("no stats: {}", run.stderr))
+}
+
+fn notices(run: &Run) -> Vec<String> {
+    run.events.iter().filter(|e| e["event"] == "notice").map(|e| e["message"].to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_call_goes_through_coturn_with_credentials_the_server_issues() {
+    let _slot = call_slot().await;
+    let turn = Coturn::start();
+    let addr = server_issuing(&turn).await;
+    let args = ["--room", "relay", "--duration", "4", "--relay-only", "--video", "synthetic:320x180@15"];
+    let a = tokio::spawn(duet(call_args(addr, &args)));
+    let b = duet(call_args(addr, &args)).await;
+    let a = a.await.unwrap();
+    for run in [&a, &b] {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let s = last_stats(run);
+        // Both ends of the selected pair are relay candidates: neither side saw the other's address.
+        assert_eq!(
+            (s["local_candidate"].as_str(), s["remote_candidate"].as_str()),
+            (Some("relay"), Some("relay")),
+            "{s}"
+        );
+        assert!(u(&run.summary()["video_frames_decoded"]) > 20, "{}", run.summary());
+        assert!(notices(run).is_empty(), "{:?}", notices(run));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_turn_password_is_named_and_the_call_falls_back_to_other_candidates() {
+    let _slot = call_slot().await;
+    let turn = Coturn::start();
+    let addr = server().await;
+    let bad = format!("turn:duet:wrong-password@127.0.0.1:{}?transport=udp", turn.port);
+    let args = ["--room", "badturn", "--duration", "3", "--turn", bad.as_str(), "--video", "synthetic:320x180@15"];
+    let a = tokio::spawn(duet(call_args(addr, &args)));
+    let b = duet(call_args(addr, &args)).await;
+    let a = a.await.unwrap();
+    for run in [&a, &b] {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let n = notices(run);
+        let named = format!("turn:127.0.0.1:{}", turn.port);
+        assert!(n.iter().any(|m| m.contains(&named) && m.contains("without a relay")), "{n:?}");
+        assert!(n.iter().all(|m| !m.contains("wrong-password")), "no password in messages: {n:?}");
+        assert_eq!(last_stats(run)["local_candidate"], "host");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_with_a_wrong_turn_password_fails_with_a_clear_message() {
+    let _slot = call_slot().await;
+    let turn = Coturn::start();
+    let addr = server().await;
+    let bad = format!("turn:duet:wrong-password@127.0.0.1:{}?transport=udp", turn.port);
+    let args = ["--room", "badrelay", "--relay-only", "--turn", bad.as_str(), "--connect-timeout", "8"];
+    let a = tokio::spawn(duet(call_args(addr, &args)));
+    let b = duet(call_args(addr, &args)).await;
+    let a = a.await.unwrap();
+    for run in [&a, &b] {
+        assert_eq!(run.code, 2, "no call connected: {}", run.stderr);
+        let n = notices(run);
+        assert!(n.iter().any(|m| m.contains("cannot connect while your IP is hidden")), "{n:?}");
+    }
+}
+
+#[test]
+fn a_malformed_turn_url_is_refused_before_anything_starts() {
+    let out = std::process::Command::new(DUET)
+        .args(["call", "--turn", "turn:alice@127.0.0.1:3478", "--server", "ws://127.0.0.1:9/ws"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("USER:PASS"), "{err}");
+}
