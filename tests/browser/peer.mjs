@@ -111,5 +111,6 @@ try {
   await context.close();
   rmSync(profile, { recursive: true, force: true });
 }
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+// Exit only once the whole line is written: process.exit() right after a large write to a
+// pipe cuts it short (long --timeline runs print well over 64 KiB).
+process.stdout.write(JSON.stringify(result) + "\n", () => process.exit(result.ok ? 0 : 1));

@@ -182,3 +182,35 @@ fn recoveries(events: &[Value]) -> Vec<String> {
         .map(|e| format!("{:.1}s {} {} {} {}", f(&e["_t"]), e["state"], e["failed"], e["fixed_by"], e["took_ms"]))
         .collect()
 }
+
+#[test]
+fn a_client_moved_to_a_new_address_mid_call_is_back_within_3_s() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let net = Net::new("mv");
+    let (_server, url) = server(&net);
+    let t0 = Instant::now();
+    let room = format!("netns-mv-{}", std::process::id());
+    let video = "synthetic:320x180@15";
+    // Bound to every interface, as the app is: the socket survives the change of address.
+    let a = client(&net.a, "0.0.0.0", &url, &room, video, 18);
+    let b = client(&net.b, "10.77.2.2", &url, &room, video, 18);
+    let a = std::thread::spawn(move || events(a, t0));
+    let b = std::thread::spawn(move || events(b, t0));
+    std::thread::sleep(Duration::from_secs(6));
+    net.move_a("10.77.1.3");
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    for (name, me) in [("a", &a), ("b", &b)] {
+        let s = summary(me);
+        assert_eq!(s["connected"], true, "{name}: {s}");
+        assert_eq!(me.iter().filter(|e| e["event"] == "matched").count(), 1, "{name}: the same call");
+        let gap = f(&s["longest_media_gap_ms"]) / 1000.0;
+        eprintln!("{name}: longest media gap {gap:.2} s; {:?}", recoveries(me));
+        assert!(gap < 3.0, "{name}: no media for {gap:.2} s after the move; {:?}", recoveries(me));
+        assert!(f(&s["audio_frames_decoded"]) > 0.0);
+    }
+    // The mover noticed the change itself: signaling was back at once (a dead socket would
+    // only be noticed after the heartbeat timeout, 7.5 s).
+    let signaling = a.iter().find(|e| e["event"] == "recovered" && e["failed"] == "signaling");
+    let took = signaling.map(|e| f(&e["took_ms"]));
+    assert!(took.is_some_and(|t| t < 2000.0), "signaling recovery {took:?}: {:?}", recoveries(&a));
+}

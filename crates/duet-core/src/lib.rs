@@ -24,6 +24,7 @@ pub mod control;
 pub mod jitter;
 pub mod media;
 pub mod negotiation;
+pub mod netwatch;
 pub mod peer;
 pub mod quality;
 pub mod signaling;

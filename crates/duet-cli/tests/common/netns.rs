@@ -87,6 +87,16 @@ impl Net {
         }
     }
 
+    /// Moves client `a` from 10.77.1.2 to `new_ip` (same subnet) as a DHCP renewal or a
+    /// different access point would: the new address is added, the old one removed.
+    pub fn move_a(&self, new_ip: &str) {
+        let dev = format!("ar{}", &self.a[2..]);
+        sh(&["ip", "netns", "exec", &self.a, "sysctl", "-qw", &format!("net.ipv4.conf.{dev}.promote_secondaries=1")]);
+        sh(&["ip", "-n", &self.a, "addr", "add", &format!("{new_ip}/24"), "dev", &dev]);
+        sh(&["ip", "-n", &self.a, "addr", "del", "10.77.1.2/24", "dev", &dev]);
+        sh(&["ip", "-n", &self.a, "route", "replace", "default", "via", "10.77.1.1"]);
+    }
+
     /// Caps both of the router's links toward the clients at `kbit` kb/s (`None`: lifted).
     pub fn cap(&self, kbit: Option<u32>) {
         let id = &self.r[2..];
@@ -171,7 +181,7 @@ pub fn client(ns: &str, ip: &str, url: &str, room: &str, video: &str, secs: u32)
     let child = Command::new("ip")
         .args(["netns", "exec", ns, DUET, "call", "--json", "--server", url, "--room", room])
         .args(["--bind", &format!("{ip}:0"), "--video", video, "--duration", &secs.to_string()])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("DUET_NETNS_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -198,7 +208,8 @@ pub fn events(mut p: Proc, t0: Instant) -> Vec<Value> {
     }
     let _ = p.0.wait();
     let errors = errors.join().unwrap_or_default();
-    if !out.iter().any(|e| e["event"] == "summary" && e["connected"] == true) {
+    if std::env::var("DUET_NETNS_LOG").is_ok() || !out.iter().any(|e| e["event"] == "summary" && e["connected"] == true)
+    {
         eprintln!("duet call printed on stderr:\n{errors}");
     }
     out

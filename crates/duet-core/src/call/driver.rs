@@ -330,6 +330,7 @@ async fn run(
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut quality_tick = tokio::time::interval(QUALITY_INTERVAL);
     quality_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut network_changes = crate::netwatch::spawn();
     let mut shutting_down = false;
     loop {
         d.drain().await;
@@ -375,6 +376,10 @@ async fn run(
             }
             Some(r) = recv_rx.recv() => d.on_received(r).await,
             _ = quality_tick.tick() => d.on_quality_tick().await,
+            Some(address_lost) = network_changes.recv() => {
+                d.signaling.network_changed();
+                d.machine.network_changed(Instant::now(), address_lost);
+            }
             _ = stats_tick.tick() => {
                 d.on_stats().await;
                 d.chat.retransmit();

@@ -424,6 +424,20 @@ impl CallMachine {
         }
     }
 
+    /// This machine's network addresses changed at `now`. If one went away (a new network, a
+    /// new lease), the media path may be gone without ICE knowing yet, and the connection's
+    /// sockets are bound to addresses that no longer exist: move to a fresh peer connection at
+    /// once (bound to the addresses there are now; the partner follows its generation). An
+    /// address that only appeared changes nothing that works.
+    pub fn network_changed(&mut self, now: Instant, address_lost: bool) {
+        if !address_lost || self.negotiator.is_none() {
+            return;
+        }
+        info!("a local address went away; moving media to a fresh peer connection");
+        self.outage.get_or_insert(Outage::new(now, Failure::NetworkChanged));
+        self.replace_peer(now, Failure::NetworkChanged);
+    }
+
     /// The driver finished (or failed) the last negotiation action at `now`.
     pub fn negotiation_result(&mut self, now: Instant, result: Result<(), String>) {
         if std::mem::take(&mut self.offering) && result.is_ok() {

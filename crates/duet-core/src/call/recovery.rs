@@ -19,6 +19,10 @@ pub enum Failure {
     OfferUnanswered,
     /// The connection to the signaling server was lost.
     Signaling,
+    /// This machine's network addresses changed.
+    NetworkChanged,
+    /// The partner moved to a fresh peer connection (we followed).
+    PartnerNewConnection,
 }
 
 /// What brought it back.

@@ -346,3 +346,26 @@ fn no_fresh_connection_while_the_partner_cannot_be_reached_the_old_one_may_come_
     assert_eq!(m.generation(), 1);
     assert_eq!(m.state(), &CallState::Connected);
 }
+
+#[test]
+fn a_lost_local_address_moves_media_to_a_fresh_connection_at_once_and_a_new_one_changes_nothing() {
+    let (mut m, t0) = in_call(true);
+    // Only a new address (a VPN, a second interface): the working path stays.
+    m.network_changed(t0, false);
+    assert!(outputs(&mut m).is_empty());
+    // The address in use went away: no waiting for ICE to notice, even on the polite side.
+    m.network_changed(t0 + Duration::from_secs(5), true);
+    let out = outputs(&mut m);
+    assert_eq!(out[..2], [Output::ClosePeer, restart(2)], "{out:?}");
+    assert!(matches!(out[2], Output::CreatePeer { polite: true, .. }));
+    m.peer_state(t0 + Duration::from_millis(5_400), PeerState::Connected);
+    let r = outputs(&mut m).into_iter().find_map(|o| match o {
+        Output::Recovered(r) => Some(r),
+        _ => None,
+    });
+    let r = r.expect("recovered");
+    assert_eq!(
+        (r.failed, r.fixed_by, r.took),
+        (Failure::NetworkChanged, Fix::NewPeerConnection, Duration::from_millis(400))
+    );
+}

@@ -17,6 +17,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 enum Command {
     Send(ClientMessage),
+    NetworkChanged,
     Close,
 }
 
@@ -39,6 +40,12 @@ impl SignalingClient {
     /// Sends a message (queued while reconnecting, re-sent after a resume until answered).
     pub fn send(&self, msg: ClientMessage) {
         let _ = self.commands.send(Command::Send(msg));
+    }
+
+    /// This machine's addresses changed: reconnect now rather than wait for the old socket
+    /// to be noticed dead.
+    pub fn network_changed(&self) {
+        let _ = self.commands.send(Command::NetworkChanged);
     }
 
     /// Closes the connection for good.
@@ -108,6 +115,7 @@ async fn run(
             _ = tokio::time::sleep_until(deadline.into()) => machine.handle_timeout(Instant::now()),
             cmd = commands.recv() => match cmd {
                 Some(Command::Send(msg)) => { machine.send(msg); }
+                Some(Command::NetworkChanged) => machine.network_changed(Instant::now()),
                 Some(Command::Close) | None => machine.close(),
             },
             msg = next_frame(&mut ws) => match msg {

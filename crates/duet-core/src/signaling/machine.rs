@@ -248,6 +248,23 @@ impl SignalingMachine {
         self.out.push_back(Output::Transmit(ClientFrame { id: None, ack, msg: hello }.to_json()));
     }
 
+    /// This machine's network changed: the socket may be dead without anything saying so.
+    /// Reconnect (and resume) at once, without backoff.
+    pub fn network_changed(&mut self, now: Instant) {
+        if matches!(self.state, SessionState::Closed | SessionState::Failed) {
+            return;
+        }
+        if self.socket != Socket::None {
+            self.out.push_back(Output::Disconnect);
+            self.socket = Socket::None;
+        }
+        info!("network changed; reconnecting signaling now");
+        self.reconnect_at = Some(now);
+        if self.welcomed_once {
+            self.set_state(SessionState::Reconnecting { attempt: self.attempts.max(1) });
+        }
+    }
+
     /// The socket closed or failed (or could not be opened).
     pub fn socket_closed(&mut self, now: Instant, reason: &str) {
         if self.socket == Socket::None || matches!(self.state, SessionState::Closed | SessionState::Failed) {

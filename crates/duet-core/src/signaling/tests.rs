@@ -331,3 +331,18 @@ fn closing_stops_everything() {
     s.m.socket_closed(s.now, "closed");
     assert!(s.m.poll_timeout().is_none(), "no reconnect after close");
 }
+
+#[test]
+fn a_network_change_reconnects_at_once_without_backoff_and_resumes() {
+    let mut s = Sim::ready();
+    s.m.network_changed(s.now);
+    s.drain();
+    assert_eq!(s.disconnects, 1, "the old socket is dropped");
+    assert!(s.take_events().contains(&SignalingEvent::State(SessionState::Reconnecting { attempt: 1 })));
+    assert_eq!(s.m.poll_timeout(), Some(s.now), "no backoff");
+    s.advance(Duration::ZERO);
+    assert_eq!(s.connects, 2);
+    s.open();
+    let hello = s.take_sent();
+    assert!(matches!(&hello[0].msg, ClientMessage::Hello { resume_token: Some(_), .. }));
+}
