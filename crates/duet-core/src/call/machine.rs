@@ -318,7 +318,7 @@ impl CallMachine {
                     Some(g) if g > self.generation => {
                         info!(generation = g, "the partner moved to a fresh peer connection; following");
                         self.outage
-                            .get_or_insert(Outage::new(now, Failure::IceFailed))
+                            .get_or_insert(Outage::new(now, Failure::PartnerNewConnection))
                             .escalate(Fix::NewPeerConnection);
                         self.out.push_back(Output::ClosePeer);
                         self.generation = g - 1;
