@@ -92,6 +92,13 @@ struct CallArgs {
     /// Send the --chat messages this many seconds after connecting instead of at once.
     #[arg(long, default_value_t = 0.0)]
     chat_after: f64,
+    /// Also send this many numbered chat messages ("chat 1", "chat 2", ...) once connected,
+    /// one every --chat-every-ms (a chat load through reconnections).
+    #[arg(long, default_value_t = 0)]
+    chat_count: u32,
+    /// Interval of the --chat-count messages, ms.
+    #[arg(long, default_value_t = 20)]
+    chat_every_ms: u64,
     /// Press Next this many seconds after connecting (then hold the next call).
     #[arg(long)]
     next_after: Option<f64>,
@@ -200,6 +207,7 @@ async fn call(args: CallArgs) -> ExitCode {
     let mut connected_at: Option<Instant> = None;
     let mut nexted = false;
     let mut chats_sent = false;
+    let mut numbered_sent = 0u32;
     let mut fatal: Option<String> = None;
     let mut shutdown_sent = false;
     let mut cpu_at_connect: Option<(Instant, Option<f64>)> = None;
@@ -216,9 +224,18 @@ async fn call(args: CallArgs) -> ExitCode {
             _ => deadline,
         };
         let wake = chat_at.map_or(wake, |c| c.min(wake));
+        let numbered_at = connected_at
+            .filter(|_| numbered_sent < args.chat_count)
+            .map(|t| t + Duration::from_millis(args.chat_every_ms * u64::from(numbered_sent)));
+        let wake = numbered_at.map_or(wake, |n| n.min(wake));
         let ev = tokio::select! {
             ev = events.recv() => ev,
             _ = tokio::time::sleep_until(wake.into()) => {
+                if numbered_at.is_some_and(|n| Instant::now() >= n) {
+                    numbered_sent += 1;
+                    call.send(CallCommand::SendChat(format!("chat {numbered_sent}")));
+                    continue;
+                }
                 if chat_at.is_some_and(|c| Instant::now() >= c) {
                     chats_sent = true;
                     for text in &args.chat {

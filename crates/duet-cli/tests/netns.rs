@@ -214,3 +214,45 @@ fn a_client_moved_to_a_new_address_mid_call_is_back_within_3_s() {
     let took = signaling.map(|e| f(&e["took_ms"]));
     assert!(took.is_some_and(|t| t < 2000.0), "signaling recovery {took:?}: {:?}", recoveries(&a));
 }
+
+#[test]
+fn a_thousand_chat_messages_through_five_reconnections_arrive_once_each() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let net = Net::new("ch");
+    let (_server, url) = server(&net);
+    let t0 = Instant::now();
+    let room = format!("netns-ch-{}", std::process::id());
+    let video = "synthetic:320x180@15";
+    let a = netns::client_with(
+        &net.a,
+        "0.0.0.0",
+        &url,
+        &room,
+        video,
+        30,
+        &["--chat-count", "1000", "--chat-every-ms", "18"],
+    );
+    let b = client(&net.b, "10.77.2.2", &url, &room, video, 30);
+    let a = std::thread::spawn(move || events(a, t0));
+    let b = std::thread::spawn(move || events(b, t0));
+    // Five moves to a new address while the messages go out: each one a signaling reconnect
+    // and a fresh peer connection (so a fresh chat channel).
+    let mut from = 2;
+    for (i, at) in [4.0, 7.0, 10.0, 13.0, 16.0].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_secs_f64(at).saturating_sub(t0.elapsed()));
+        let to = 3 + i;
+        net.move_a_from(&format!("10.77.1.{from}"), &format!("10.77.1.{to}"));
+        from = to;
+    }
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    let reconnects = a.iter().filter(|e| e["event"] == "recovered" && e["failed"] == "network_changed").count();
+    assert!(reconnects >= 5, "{:?}", recoveries(&a));
+    let texts: Vec<&str> =
+        b.iter().filter(|e| e["event"] == "chat_received").filter_map(|e| e["text"].as_str()).collect();
+    let unique: std::collections::BTreeSet<&str> = texts.iter().copied().collect();
+    let missing: Vec<u32> = (1..=1000).filter(|i| !unique.contains(format!("chat {i}").as_str())).collect();
+    assert!(missing.is_empty(), "{} lost: {:?}", missing.len(), &missing[..missing.len().min(20)]);
+    assert_eq!(texts.len(), 1000, "{} shown twice", texts.len() - unique.len());
+    let delivered = a.iter().filter(|e| e["event"] == "chat_delivered").count();
+    assert_eq!(delivered, 1000, "every message acknowledged once");
+}

@@ -90,10 +90,15 @@ impl Net {
     /// Moves client `a` from 10.77.1.2 to `new_ip` (same subnet) as a DHCP renewal or a
     /// different access point would: the new address is added, the old one removed.
     pub fn move_a(&self, new_ip: &str) {
+        self.move_a_from("10.77.1.2", new_ip);
+    }
+
+    /// [`Net::move_a`] from another address than the first.
+    pub fn move_a_from(&self, old_ip: &str, new_ip: &str) {
         let dev = format!("ar{}", &self.a[2..]);
         sh(&["ip", "netns", "exec", &self.a, "sysctl", "-qw", &format!("net.ipv4.conf.{dev}.promote_secondaries=1")]);
         sh(&["ip", "-n", &self.a, "addr", "add", &format!("{new_ip}/24"), "dev", &dev]);
-        sh(&["ip", "-n", &self.a, "addr", "del", "10.77.1.2/24", "dev", &dev]);
+        sh(&["ip", "-n", &self.a, "addr", "del", &format!("{old_ip}/24"), "dev", &dev]);
         sh(&["ip", "-n", &self.a, "route", "replace", "default", "via", "10.77.1.1"]);
     }
 
@@ -178,9 +183,15 @@ pub fn server_with(net: &Net, args: &[&str]) -> (Proc, String) {
 
 /// Starts a `duet call` in namespace `ns` bound to `ip`, joining `room` for `secs`.
 pub fn client(ns: &str, ip: &str, url: &str, room: &str, video: &str, secs: u32) -> Proc {
+    client_with(ns, ip, url, room, video, secs, &[])
+}
+
+/// [`client`] with extra `duet call` flags.
+pub fn client_with(ns: &str, ip: &str, url: &str, room: &str, video: &str, secs: u32, extra: &[&str]) -> Proc {
     let child = Command::new("ip")
         .args(["netns", "exec", ns, DUET, "call", "--json", "--server", url, "--room", room])
         .args(["--bind", &format!("{ip}:0"), "--video", video, "--duration", &secs.to_string()])
+        .args(extra)
         .env("RUST_LOG", std::env::var("DUET_NETNS_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
