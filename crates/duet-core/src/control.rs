@@ -1,5 +1,6 @@
 //! Messages on the `control` data channel between partners (JSON text, `t`-tagged), shared with
-//! the browser client: camera and audio-only state, and the size the partner's video is shown at.
+//! the browser client: camera and audio-only state, the size the partner's video is shown at,
+//! and the keepalive ([`crate::keepalive`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,16 @@ pub enum ControlMessage {
         /// Height.
         h: u32,
     },
+    /// Keepalive probe; answered with a `pong` carrying the same `ts`.
+    Ping {
+        /// The sender's clock, ms (opaque to the receiver).
+        ts: u64,
+    },
+    /// Keepalive answer.
+    Pong {
+        /// The `ts` of the ping answered.
+        ts: u64,
+    },
 }
 
 impl ControlMessage {
@@ -38,7 +49,7 @@ impl ControlMessage {
         Some(match msg {
             ControlMessage::View { w, h } if w == 0 || h == 0 => return None,
             ControlMessage::View { w, h } => ControlMessage::View { w: w.min(MAX_VIEW), h: h.min(MAX_VIEW) },
-            video => video,
+            other => other,
         })
     }
 
@@ -73,6 +84,12 @@ mod cause {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keepalive_messages_have_a_short_wire_shape() {
+        assert_eq!(ControlMessage::Ping { ts: 7 }.encode(), r#"{"t":"ping","ts":7}"#);
+        assert_eq!(ControlMessage::parse(r#"{"t":"pong","ts":7}"#), Some(ControlMessage::Pong { ts: 7 }));
+    }
 
     #[test]
     fn messages_round_trip_in_the_shape_the_browser_client_uses() {

@@ -53,18 +53,20 @@ impl AudioJitterBuffer {
     /// A packet with RTP sequence number `seq` arrived at `now`.
     pub fn push(&mut self, now: Instant, seq: u16, payload: Bytes) {
         let ext = extend(seq, self.last);
-        self.last = Some(self.last.map_or(ext, |l| l.max(ext)));
         let next = *self.next.get_or_insert(ext);
-        if ext < next {
+        if ext.abs_diff(next) > MAX_GAP {
+            // A new stream (a new partner or peer connection numbers from a random point, ahead
+            // of the old one or behind it) or a very long outage: start over from here.
+            self.held.clear();
+            self.next = Some(ext);
+            self.last = Some(ext);
+            self.waiting_since = None;
+        } else if ext < next {
             self.late += 1;
             return;
         }
-        if ext - next > MAX_GAP {
-            // The sender restarted (or a very long outage): start over from here.
-            self.held.clear();
-            self.next = Some(ext);
-            self.waiting_since = None;
-        }
+        self.last = Some(self.last.map_or(ext, |l| l.max(ext)));
+        let next = self.next.unwrap_or(ext);
         self.held.insert(ext, payload);
         if self.held.len() > MAX_HELD {
             if let Some((&first, _)) = self.held.iter().next() {
@@ -141,6 +143,24 @@ mod tests {
 
     fn drain(j: &mut AudioJitterBuffer, now: Instant) -> Vec<Playout> {
         std::iter::from_fn(|| j.poll(now)).collect()
+    }
+
+    #[test]
+    fn a_new_stream_numbered_behind_the_old_one_starts_over() {
+        // A new partner (or a fresh peer connection) starts at a random sequence number, here
+        // far behind where the last stream ended: it is not "late", it is a new stream.
+        let t0 = Instant::now();
+        let mut j = AudioJitterBuffer::new();
+        for seq in 30_000..30_010u16 {
+            j.push(t0, seq, p(1));
+        }
+        drain(&mut j, t0);
+        for (i, seq) in (1_000..1_005u16).enumerate() {
+            j.push(t0, seq, p(2 + i as u8));
+        }
+        let played = drain(&mut j, t0);
+        assert_eq!(played.len(), 5, "{played:?}");
+        assert_eq!(played[0], Playout::Packet(p(2)));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod call;
 pub mod chat;
 pub mod control;
 pub mod jitter;
+pub mod keepalive;
 pub mod media;
 pub mod negotiation;
 pub mod netwatch;

@@ -67,7 +67,13 @@ function connect() {
 function reconnect() {
   timers.forEach(clearInterval);
   timers = [];
-  if (welcomed || attempts > 0) setStatus("reconnecting", "Reconnecting to the server…");
+  if (pc && pc.connectionState === "connected") {
+    // The call is peer to peer and goes on: only a small indicator while signaling comes back.
+    $("status").dataset.server = "reconnecting";
+    $("status").title = "Reconnecting to the server; the call goes on";
+  } else if (welcomed || attempts > 0) {
+    setStatus("reconnecting", "Reconnecting to the server…");
+  }
   attempts += 1;
   const windowMs = Math.min(8000, 250 * 2 ** (attempts - 1));
   setTimeout(connect, Math.random() * windowMs);
@@ -141,6 +147,8 @@ function onWelcome(f) {
   heartbeatMs = f.heartbeat_ms;
   welcomed = true;
   attempts = 0;
+  delete $("status").dataset.server;
+  $("status").title = "";
   iceServers = f.ice_servers;
   // A new session, or one a restarted server rebuilt from its token: its numbering starts again.
   if (!f.resumed || f.restored) {
@@ -231,6 +239,8 @@ async function onMatched(f) {
   control.onmessage = (ev) => {
     try {
       const m = JSON.parse(ev.data);
+      // The partner's keepalive: answer with its timestamp (it measures the round trip).
+      if (m.t === "ping") return control.send(JSON.stringify({ t: "pong", ts: m.ts }));
       if (m.t === "video" && (m.cause === "network" || m.cause === "choice")) {
         // The partner's Duet suspended its video (audio-only): show a placeholder, not a frozen frame.
         duet.partnerAudioOnly = m.on ? null : `partner_${m.cause}`;

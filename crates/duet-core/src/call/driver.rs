@@ -15,6 +15,7 @@ use super::machine::{CallMachine, CallState, Command, Output, PeerState};
 use super::recovery::Recovery;
 use crate::chat::{Chat, ChatOutput};
 use crate::control::ControlMessage;
+use crate::keepalive::{KeepAlive, KeepAliveOutput};
 use crate::media::{AudioReceiver, AudioSender, OutgoingAudio, OutgoingVideo, Received, VideoReceiver, VideoSender};
 use crate::negotiation::Action;
 use crate::peer::{Channel, Peer, PeerConfig, PeerEvent, PeerStats};
@@ -130,6 +131,8 @@ pub struct CallStats {
     pub recv_fps: f64,
     /// Encoder target, kbit/s.
     pub encoder_kbps: u32,
+    /// Round trip of the last keepalive on the `control` channel, ms.
+    pub control_rtt_ms: Option<f64>,
     /// Video frames encoded so far.
     pub frames_encoded: u64,
     /// Encoded frames dropped before the network (queue full) so far.
@@ -154,7 +157,7 @@ pub enum CallEvent {
         /// Room name.
         room: String,
     },
-    /// First media of a kind arrived (`"video"` / `"audio"`).
+    /// First media of a kind arrived from this partner (`"video"` / `"audio"`).
     MediaStarted(&'static str),
     /// A chat message from the partner.
     ChatReceived(String),
@@ -257,6 +260,12 @@ struct Driver {
     frames_decoded: u64,
     last_size: Option<(u32, u32)>,
     media_ready: bool,
+    /// The keepalive of the current `control` channel.
+    keepalive: Option<KeepAlive>,
+    control_rtt: Option<Duration>,
+    /// When partner media (any RTP) last arrived: a silent control channel alone, with media
+    /// still arriving, is no lost path.
+    last_media_rx: Instant,
 }
 
 async fn run(
@@ -299,6 +308,9 @@ async fn run(
         frames_decoded: 0,
         last_size: None,
         media_ready: false,
+        keepalive: None,
+        control_rtt: None,
+        last_media_rx: Instant::now(),
         cfg,
     };
     if let Some((source, paced)) = media.video {
@@ -338,6 +350,7 @@ async fn run(
             break;
         }
         let deadline = d.machine.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let keepalive_at = d.keepalive.as_ref().map_or(deadline, KeepAlive::poll_timeout);
         tokio::select! {
             ev = sig_rx.recv() => match ev {
                 Some(ev) => d.on_signaling(ev),
@@ -386,6 +399,10 @@ async fn run(
                 d.flush_chat().await;
             }
             _ = tokio::time::sleep_until(deadline.into()) => d.machine.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(keepalive_at.into()), if d.keepalive.is_some() => {
+                let out = d.keepalive.as_mut().map(|k| k.handle_timeout(Instant::now())).unwrap_or_default();
+                d.on_keepalive(out).await;
+            }
         }
     }
     if let Some(live) = d.live.take() {
@@ -420,6 +437,9 @@ impl Driver {
     fn on_signaling(&mut self, ev: SignalingEvent) {
         if let SignalingEvent::Message(duet_proto::ServerMessage::Matched { peer, room, .. }) = &ev {
             self.summary.matched(self.clock.now_us());
+            // `media_started` is per partner.
+            self.seen_video = false;
+            self.seen_audio = false;
             self.emit(CallEvent::Matched { peer: peer.session_id.clone(), room: room.clone() });
         }
         if let SignalingEvent::Failed(e) = &ev {
@@ -543,6 +563,7 @@ impl Driver {
                 Output::Notice(n) => self.notice(n),
                 Output::ClosePeer => {
                     self.media_ready = false;
+                    self.keepalive = None;
                     if let Some(live) = self.live.take() {
                         live.peer.close().await;
                     }
@@ -645,6 +666,7 @@ impl Driver {
             // machine starts itself.
             PeerEvent::NegotiationNeeded => {}
             PeerEvent::VideoFrame { data, .. } => {
+                self.last_media_rx = Instant::now();
                 if self.cfg.echo {
                     if let Some(live) = &self.live {
                         live.peer.send_video(data.clone(), Instant::now(), Duration::from_micros(33_333)).await;
@@ -657,6 +679,7 @@ impl Driver {
             }
             PeerEvent::VideoGap => self.request_keyframe().await,
             PeerEvent::AudioPacket { seq, data } => {
+                self.last_media_rx = Instant::now();
                 if self.cfg.echo {
                     if let Some(live) = &self.live {
                         live.peer.send_audio(data.clone(), Instant::now(), Duration::from_millis(20)).await;
@@ -679,6 +702,7 @@ impl Driver {
             }
             PeerEvent::ChannelOpen(Channel::Chat) => self.chat.opened(),
             PeerEvent::ChannelOpen(Channel::Control) => {
+                self.keepalive = Some(KeepAlive::new(Instant::now()));
                 let cause = self.controller.suspended().filter(|_| self.camera_on);
                 // An echo bot sends the partner's own video back: it counts as sending video.
                 let on = self.camera_on && cause.is_none() && (self.video_sender.is_some() || self.cfg.echo);
@@ -688,24 +712,52 @@ impl Driver {
                 }
             }
             PeerEvent::ChannelMessage(Channel::Chat, text) => self.chat.received(&text),
-            PeerEvent::ChannelMessage(Channel::Control, text) => match ControlMessage::parse(&text) {
-                Some(ControlMessage::Video { on, cause }) => {
-                    self.on_partner_video(on, cause);
-                    // An echo sends back exactly what it gets, video state included.
-                    if self.cfg.echo {
-                        self.send_control(ControlMessage::Video { on, cause }).await;
+            PeerEvent::ChannelMessage(Channel::Control, text) => {
+                let msg = ControlMessage::parse(&text);
+                // Anything on the channel shows the partner is there.
+                let out = self.keepalive.as_mut().map(|k| k.received(Instant::now(), msg.as_ref())).unwrap_or_default();
+                self.on_keepalive(out).await;
+                match msg {
+                    Some(ControlMessage::Video { on, cause }) => {
+                        self.on_partner_video(on, cause);
+                        // An echo sends back exactly what it gets, video state included.
+                        if self.cfg.echo {
+                            self.send_control(ControlMessage::Video { on, cause }).await;
+                        }
                     }
+                    Some(ControlMessage::View { w, h }) => {
+                        self.controller.set_partner_view(w, h);
+                        self.apply_quality().await;
+                    }
+                    Some(ControlMessage::Ping { .. } | ControlMessage::Pong { .. }) => {}
+                    None => debug!("control message ignored"),
                 }
-                Some(ControlMessage::View { w, h }) => {
-                    self.controller.set_partner_view(w, h);
-                    self.apply_quality().await;
-                }
-                None => debug!("control message ignored"),
-            },
+            }
             PeerEvent::ChannelClosed(Channel::Chat) => self.chat.closed(),
-            PeerEvent::ChannelClosed(Channel::Control) => {}
+            PeerEvent::ChannelClosed(Channel::Control) => self.keepalive = None,
         }
         self.flush_chat().await;
+    }
+
+    /// Carries out what the keepalive asked for.
+    async fn on_keepalive(&mut self, out: Vec<KeepAliveOutput>) {
+        for o in out {
+            match o {
+                KeepAliveOutput::Send(msg) => self.send_control(msg).await,
+                KeepAliveOutput::Rtt(rtt) => self.control_rtt = Some(rtt),
+                KeepAliveOutput::Silent => {
+                    let now = Instant::now();
+                    if now.saturating_duration_since(self.last_media_rx) >= crate::keepalive::SILENT_AFTER {
+                        self.machine.media_silent(now);
+                    }
+                }
+                // ICE never said otherwise: the path is back.
+                KeepAliveOutput::Heard if self.media_ready => {
+                    self.machine.peer_state(Instant::now(), PeerState::Connected)
+                }
+                KeepAliveOutput::Heard => {}
+            }
+        }
     }
 
     /// Asks the partner for a keyframe, unless its video is off (nothing to repair then).
@@ -787,6 +839,7 @@ impl Driver {
         let mut out = CallStats {
             peer: stats.clone(),
             encoder_kbps: quality.target_kbps,
+            control_rtt_ms: self.control_rtt.map(|d| d.as_secs_f64() * 1000.0),
             frames_encoded,
             frames_dropped,
             frames_decoded: self.frames_decoded,

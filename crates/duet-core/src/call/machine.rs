@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use duet_proto::{ClientMessage, IceServer, PeerLeftReason, SdpType, ServerMessage, SignalPayload};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::recovery::{Failure, Fix, Outage, Recovery};
 use crate::negotiation::{self, Negotiator};
@@ -352,6 +352,10 @@ impl CallMachine {
                 self.peer_away = false;
                 self.refresh_connected();
             }
+            // About a call we already left (hung up, pressed Next): nothing to do.
+            ServerMessage::PeerLeft { reason } if !self.in_call() => {
+                debug!(?reason, "peer_left for a call already left; ignored");
+            }
             ServerMessage::PeerLeft { reason } => {
                 self.end_peer();
                 let text = match reason {
@@ -436,6 +440,17 @@ impl CallMachine {
         info!("a local address went away; moving media to a fresh peer connection");
         self.outage.get_or_insert(Outage::new(now, Failure::NetworkChanged));
         self.replace_peer(now, Failure::NetworkChanged);
+    }
+
+    /// The keepalive heard nothing from the partner for a while at `now`, although ICE still
+    /// says connected: handled as a lost path (ICE restart after the grace, and so on).
+    pub fn media_silent(&mut self, now: Instant) {
+        if self.negotiator.is_none() || self.peer_state != PeerState::Connected {
+            return;
+        }
+        info!("the partner went silent on the control channel");
+        self.outage.get_or_insert(Outage::new(now, Failure::KeepaliveSilent));
+        self.peer_state(now, PeerState::Disconnected);
     }
 
     /// The driver finished (or failed) the last negotiation action at `now`.

@@ -23,6 +23,8 @@ pub enum Failure {
     NetworkChanged,
     /// The partner moved to a fresh peer connection (we followed).
     PartnerNewConnection,
+    /// Nothing heard on the `control` channel for a while although ICE still said connected.
+    KeepaliveSilent,
 }
 
 /// What brought it back.

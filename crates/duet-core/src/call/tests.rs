@@ -369,3 +369,42 @@ fn a_lost_local_address_moves_media_to_a_fresh_connection_at_once_and_a_new_one_
         (Failure::NetworkChanged, Fix::NewPeerConnection, Duration::from_millis(400))
     );
 }
+
+#[test]
+fn a_partner_silent_on_the_control_channel_while_ice_says_connected_is_a_lost_path() {
+    let (mut m, t0) = in_call(false);
+    m.media_silent(t0);
+    assert_eq!(m.state(), &CallState::Reconnecting { side: Side::Local });
+    m.handle_timeout(t0 + DISCONNECTED_GRACE);
+    assert!(outputs(&mut m).contains(&Output::Negotiate(Action::MakeOffer { ice_restart: true })));
+    m.peer_state(t0 + Duration::from_secs(3), PeerState::Connected);
+    let r = outputs(&mut m).into_iter().find_map(|o| match o {
+        Output::Recovered(r) => Some(r),
+        _ => None,
+    });
+    let r = r.expect("recovered");
+    assert_eq!((r.failed, r.fixed_by, r.took), (Failure::KeepaliveSilent, Fix::IceRestart, Duration::from_secs(3)));
+    // Silence while the path is already being recovered changes nothing.
+    m.peer_state(t0 + Duration::from_secs(10), PeerState::Disconnected);
+    outputs(&mut m);
+    m.media_silent(t0 + Duration::from_secs(11));
+    assert!(outputs(&mut m).is_empty());
+}
+
+#[test]
+fn a_peer_left_arriving_after_we_left_or_moved_on_changes_nothing() {
+    // Both sides hang up at once: the server tells each that the other left, after each has
+    // already left on its own.
+    let (mut m, t0) = in_call(false);
+    m.command(Command::Stop);
+    outputs(&mut m);
+    m.signaling(t0, SignalingEvent::Message(ServerMessage::PeerLeft { reason: PeerLeftReason::Left }));
+    assert_eq!(m.state(), &CallState::Idle);
+    assert!(outputs(&mut m).is_empty());
+    // We pressed Next; the old partner's departure must not end the new search.
+    let (mut m, t0) = in_call(false);
+    m.command(Command::Next);
+    outputs(&mut m);
+    m.signaling(t0, SignalingEvent::Message(ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout }));
+    assert_eq!(m.state(), &CallState::Searching);
+}
