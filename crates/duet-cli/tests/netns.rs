@@ -114,7 +114,8 @@ fn a_48_kbps_cap_falls_back_to_audio_only_both_ways_and_video_comes_back() {
             .find(|e| e["event"] == "audio_only" && e["on"] == true && e["cause"] == "network")
             .map(|e| f(&e["_t"]));
         let on = on.unwrap_or_else(|| panic!("{name} never went audio-only: {:?}", timeline(me)));
-        assert!((cap_on..cap_on + 5.0).contains(&on), "{name} audio-only at {on:.1}s: {:?}", timeline(me));
+        // Typically 2 to 3 s after the cap (BENCHMARKS.md); the margin is for a loaded machine.
+        assert!((cap_on..cap_on + 6.5).contains(&on), "{name} audio-only at {on:.1}s: {:?}", timeline(me));
         // The partner is told, with the cause.
         assert!(
             partner.iter().any(|e| e["event"] == "audio_only" && e["on"] == true && e["cause"] == "partner_network"),
