@@ -299,10 +299,11 @@ async fn a_server_restart_mid_call_leaves_the_call_and_its_chat_alone() {
     // a's chat goes out while the server is down.
     let a = tokio::spawn(duet(call_args(
         addr,
-        &["--room", "restart", "--duration", "9", "--chat", "sent during the outage", "--chat-after", "3.5"],
+        &["--room", "restart", "--duration", "16", "--chat", "sent during the outage", "--chat-after", "3.5"],
     )));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = tokio::spawn(duet(call_args(addr, &["--room", "restart", "--duration", "9"])));
+    // Long enough for both to come back: reconnection backs off (with jitter) up to 8 s.
+    let b = tokio::spawn(duet(call_args(addr, &["--room", "restart", "--duration", "16"])));
     tokio::time::sleep(Duration::from_secs(3)).await;
     drop(stop);
     tokio::time::sleep(Duration::from_secs(3)).await;
