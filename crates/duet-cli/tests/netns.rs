@@ -12,7 +12,7 @@ use serde_json::Value;
 #[path = "common/netns.rs"]
 mod netns;
 
-use netns::{Net, client, events, server};
+use netns::{Net, client, events, server, server_with};
 
 /// One scenario at a time: each runs two media processes on a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -256,4 +256,45 @@ fn a_thousand_chat_messages_through_five_reconnections_arrive_once_each() {
     assert_eq!(texts.len(), 1000, "{} shown twice", texts.len() - unique.len());
     let delivered = a.iter().filter(|e| e["event"] == "chat_delivered").count();
     assert_eq!(delivered, 1000, "every message acknowledged once");
+}
+
+#[test]
+fn a_relay_only_call_gets_fresh_turn_credentials_and_reconnects_after_they_expired() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let net = Net::new("tu");
+    // coturn in the router, reachable from both clients; credentials issued for 4 s.
+    let turn = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.r, "turnserver", "-n", "--no-cli", "--no-tls", "--no-dtls"])
+        .args(["--listening-ip=10.77.1.1", "--relay-ip=10.77.1.1", "--listening-port=3478", "--realm=duet.test"])
+        .args(["--use-auth-secret", "--static-auth-secret=netns-turn-secret", "--log-file=stdout"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("turnserver (Debian package coturn)");
+    let _turn = netns::Proc(turn);
+    std::thread::sleep(Duration::from_millis(700));
+    let turn_args = ["--turn-url", "turn:10.77.1.1:3478?transport=udp", "--turn-secret", "netns-turn-secret"];
+    let (_server, url) = server_with(&net, &[&turn_args[..], &["--turn-ttl-s", "4"]].concat());
+    let t0 = Instant::now();
+    let room = format!("netns-tu-{}", std::process::id());
+    let video = "synthetic:320x180@15";
+    let relay = ["--relay-only"];
+    let a = netns::client_with(&net.a, "0.0.0.0", &url, &room, video, 20, &relay);
+    let b = netns::client_with(&net.b, "10.77.2.2", &url, &room, video, 20, &relay);
+    let a = std::thread::spawn(move || events(a, t0));
+    let b = std::thread::spawn(move || events(b, t0));
+    // Well past the first credentials' expiry, a's address changes: the fresh peer connection
+    // needs a new TURN allocation, which expired credentials would not get.
+    std::thread::sleep(Duration::from_secs(9));
+    net.move_a("10.77.1.3");
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    for (name, me) in [("a", &a), ("b", &b)] {
+        let s = summary(me);
+        assert_eq!(s["connected"], true, "{name}: {s}");
+        let gap = f(&s["longest_media_gap_ms"]) / 1000.0;
+        // A relay connection takes 3 to 4 s here (allocation, relay checks).
+        assert!(gap < 6.0, "{name}: no media for {gap:.1} s after the move; {:?}", recoveries(me));
+        let last = me.iter().rev().find(|e| e["event"] == "stats").unwrap();
+        assert_eq!(last["local_candidate"], "relay", "{name}: {last}");
+    }
 }

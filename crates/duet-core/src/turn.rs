@@ -103,6 +103,19 @@ pub fn relay_problem(servers: &[IceServer], relay_gathered: bool, relay_only: bo
     ))
 }
 
+/// How long until the issued TURN credentials among `servers` should be replaced: two thirds
+/// of the way to the earliest expiry (REST usernames are `EXPIRY:ID`, Unix seconds), at least
+/// a second. `None` when no credential expires.
+pub fn refresh_after(servers: &[IceServer], now_unix: u64) -> Option<std::time::Duration> {
+    let expiry = servers
+        .iter()
+        .filter(|s| is_turn(s))
+        .filter_map(|s| s.username.as_deref()?.split_once(':')?.0.parse::<u64>().ok())
+        .min()?;
+    let left = expiry.saturating_sub(now_unix);
+    Some(std::time::Duration::from_secs(left * 2 / 3).max(std::time::Duration::from_secs(1)))
+}
+
 /// True if an SDP candidate line is a relay candidate.
 pub fn is_relay_candidate(line: &str) -> bool {
     line.split_whitespace().skip_while(|w| *w != "typ").nth(1) == Some("relay")
@@ -154,6 +167,20 @@ mod tests {
         assert_eq!(relay_problem(&servers, true, true), None);
         assert_eq!(relay_problem(&[], false, false), None);
         assert!(relay_problem(&[], false, true).unwrap().contains("none is configured"));
+    }
+
+    #[test]
+    fn issued_credentials_are_replaced_two_thirds_of_the_way_to_their_expiry() {
+        let issued = |user: &str| IceServer {
+            urls: vec!["turn:127.0.0.1:3478".into()],
+            username: Some(user.into()),
+            credential: Some("x".into()),
+        };
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(refresh_after(&[issued("1000:s1"), issued("1600:s1")], 100), Some(secs(600)));
+        assert_eq!(refresh_after(&[issued("1000:s1")], 999), Some(secs(1)), "at least a second");
+        assert_eq!(refresh_after(&[issued("alice")], 100), None, "a user's own credential does not expire");
+        assert_eq!(refresh_after(&[], 100), None);
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ts: Option<u64>,
     },
+    /// Ask for fresh ICE servers (TURN credentials about to expire in a long call); answered
+    /// by `ice_servers`.
+    RefreshIceServers,
     /// Standalone acknowledgement of server messages up to `seq`.
     Ack {
         /// Highest server sequence number processed.
@@ -117,14 +120,27 @@ impl ClientMessage {
             Self::Report { .. } => "report",
             Self::Block => "block",
             Self::Ping { .. } => "ping",
+            Self::RefreshIceServers => "refresh_ice_servers",
             Self::Ack { .. } => "ack",
         }
     }
 }
 
 /// Every client message type name, for classifying unknown types.
-pub const CLIENT_MESSAGE_TYPES: &[&str] =
-    &["hello", "join_queue", "leave_queue", "next", "join_room", "leave", "signal", "report", "block", "ping", "ack"];
+pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
+    "hello",
+    "join_queue",
+    "leave_queue",
+    "next",
+    "join_room",
+    "leave",
+    "signal",
+    "report",
+    "block",
+    "ping",
+    "refresh_ice_servers",
+    "ack",
+];
 
 /// Self-description of a client, sent in `hello`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -264,6 +280,11 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         restored: bool,
     },
+    /// Fresh ICE servers (new TURN credentials), the answer to `refresh_ice_servers`.
+    IceServers {
+        /// STUN/TURN servers to use from now on.
+        ice_servers: Vec<IceServer>,
+    },
     /// The session's resume token changed (its pairing did): resume with this one from now on.
     /// Never log it.
     Token {
@@ -340,6 +361,7 @@ impl ServerMessage {
         match self {
             Self::Welcome { .. } => "welcome",
             Self::Token { .. } => "token",
+            Self::IceServers { .. } => "ice_servers",
             Self::Queued { .. } => "queued",
             Self::RoomJoined { .. } => "room_joined",
             Self::Matched { .. } => "matched",

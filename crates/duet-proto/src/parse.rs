@@ -169,6 +169,7 @@ pub fn validate_client_frame(frame: &ClientFrame) -> Result<(), ProtoError> {
         | ClientMessage::Leave
         | ClientMessage::Block
         | ClientMessage::Ping { .. }
+        | ClientMessage::RefreshIceServers
         | ClientMessage::Ack { .. } => {}
     }
     Ok(())

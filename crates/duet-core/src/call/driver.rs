@@ -260,6 +260,8 @@ struct Driver {
     frames_decoded: u64,
     last_size: Option<(u32, u32)>,
     media_ready: bool,
+    /// When to ask the server for fresh TURN credentials.
+    ice_refresh_at: Option<Instant>,
     /// The keepalive of the current `control` channel.
     keepalive: Option<KeepAlive>,
     control_rtt: Option<Duration>,
@@ -309,6 +311,7 @@ async fn run(
         last_size: None,
         media_ready: false,
         keepalive: None,
+        ice_refresh_at: None,
         control_rtt: None,
         last_media_rx: Instant::now(),
         cfg,
@@ -353,6 +356,10 @@ async fn run(
         let keepalive_at = d.keepalive.as_ref().map_or(deadline, KeepAlive::poll_timeout);
         tokio::select! {
             ev = sig_rx.recv() => match ev {
+                Some(SignalingEvent::Message(duet_proto::ServerMessage::IceServers { ice_servers })) => {
+                    d.refresh_ice_servers(&ice_servers).await;
+                    d.on_signaling(SignalingEvent::Message(duet_proto::ServerMessage::IceServers { ice_servers }));
+                }
                 Some(ev) => d.on_signaling(ev),
                 None => {
                     // Signaling gave up (its Failed event was already handled).
@@ -399,6 +406,10 @@ async fn run(
                 d.flush_chat().await;
             }
             _ = tokio::time::sleep_until(deadline.into()) => d.machine.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(d.ice_refresh_at.unwrap_or(deadline).into()), if d.ice_refresh_at.is_some() => {
+                d.ice_refresh_at = None;
+                d.signaling.send(ClientMessage::RefreshIceServers);
+            }
             _ = tokio::time::sleep_until(keepalive_at.into()), if d.keepalive.is_some() => {
                 let out = d.keepalive.as_mut().map(|k| k.handle_timeout(Instant::now())).unwrap_or_default();
                 d.on_keepalive(out).await;
@@ -580,6 +591,7 @@ impl Driver {
                     match Peer::new(cfg).await {
                         Ok((peer, events)) => {
                             info!(polite, "peer connection ready");
+                            self.ice_refresh_at = turn::refresh_after(&ice, unix_now()).map(|d| Instant::now() + d);
                             self.live = Some(Live { peer, events, ice_servers: ice, relay_gathered: false });
                             // A new connection starts a new estimate, and perhaps a new partner.
                             self.controller = QualityController::new(self.source_size, self.quality);
@@ -739,6 +751,20 @@ impl Driver {
         self.flush_chat().await;
     }
 
+    /// New TURN credentials from the server: the live connection re-signs its allocations with
+    /// them before the old ones expire.
+    async fn refresh_ice_servers(&mut self, from_server: &[IceServer]) {
+        let merged = turn::merge(&self.cfg.ice_servers, from_server);
+        if let Some(live) = self.live.as_mut() {
+            if let Err(e) = live.peer.set_ice_servers(&merged, self.cfg.relay_only).await {
+                warn!(error = %e, "fresh TURN credentials could not be applied");
+            }
+            live.ice_servers = merged.clone();
+        }
+        info!("TURN credentials refreshed");
+        self.ice_refresh_at = turn::refresh_after(&merged, unix_now()).map(|d| Instant::now() + d);
+    }
+
     /// Carries out what the keepalive asked for.
     async fn on_keepalive(&mut self, out: Vec<KeepAliveOutput>) {
         for o in out {
@@ -860,4 +886,9 @@ impl Driver {
         self.emit(CallEvent::Stats(Box::new(out)));
         self.emit(CallEvent::Quality(Box::new(quality)));
     }
+}
+
+/// Wall-clock seconds since the Unix epoch (TURN credential expiry is in those).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -384,6 +384,7 @@ impl CallMachine {
                     self.set_state(CallState::WaitingInRoom { code });
                 }
             }
+            ServerMessage::IceServers { ice_servers } => self.ice_servers = ice_servers,
             ServerMessage::Welcome { .. }
             | ServerMessage::Token { .. }
             | ServerMessage::Ok

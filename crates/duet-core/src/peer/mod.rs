@@ -141,6 +141,20 @@ pub struct PeerError {
     source: webrtc::error::Error,
 }
 
+/// webrtc's configuration for these ICE servers and policy.
+fn rtc_configuration(servers: &[IceServer], relay_only: bool) -> webrtc::peer_connection::RTCConfiguration {
+    let ice_servers = servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let policy = if relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All };
+    RTCConfigurationBuilder::new().with_ice_servers(ice_servers).with_ice_transport_policy(policy).build()
+}
+
 fn ctx(context: &'static str) -> impl FnOnce(webrtc::error::Error) -> PeerError {
     move |source| PeerError { context, source }
 }
@@ -283,18 +297,7 @@ impl Peer {
             // in three connected a second late on loopback. Accept it at once.
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
             .build();
-        let ice_servers = cfg
-            .ice_servers
-            .iter()
-            .map(|s| RTCIceServer {
-                urls: s.urls.clone(),
-                username: s.username.clone().unwrap_or_default(),
-                credential: s.credential.clone().unwrap_or_default(),
-            })
-            .collect();
-        let policy = if cfg.relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All };
-        let config =
-            RTCConfigurationBuilder::new().with_ice_servers(ice_servers).with_ice_transport_policy(policy).build();
+        let config = rtc_configuration(&cfg.ice_servers, cfg.relay_only);
         let local_ufrag = Arc::new(Mutex::new(String::new()));
         let remote_video: RemoteVideo = Arc::default();
         let handler = Arc::new(Handler {
@@ -502,6 +505,13 @@ impl Peer {
             Channel::Control => &self.control,
         };
         dc.send_text(text).await.is_ok()
+    }
+
+    /// Uses these ICE servers from now on: new credentials for the same TURN servers re-sign
+    /// the allocations in place (webrtc refreshes them with the new credential; the media path
+    /// is not interrupted).
+    pub async fn set_ice_servers(&self, servers: &[IceServer], relay_only: bool) -> Result<(), PeerError> {
+        self.pc.set_configuration(rtc_configuration(servers, relay_only)).await.map_err(ctx("updating ICE servers"))
     }
 
     /// Asks the partner for a keyframe (after a decode error or loss we cannot repair).

@@ -402,6 +402,10 @@ impl Hub {
                 self.fail(conn, Some(key), id, ErrorCode::AlreadyWelcomed, "this connection already said hello")
             }
             ClientMessage::Ping { ts } => self.reply(key, id, ServerMessage::Pong { ts }),
+            ClientMessage::RefreshIceServers => {
+                let ice_servers = self.cfg.ice.servers_for(self.public_id(key), now.unix_secs);
+                self.reply(key, id, ServerMessage::IceServers { ice_servers });
+            }
             ClientMessage::Ack { .. } => {}
             ClientMessage::JoinQueue { interests, language } => {
                 let prefs = Prefs::new(&interests, language.as_deref());

@@ -716,6 +716,31 @@ fn turn_rest_credentials_are_issued_per_session() {
 }
 
 #[test]
+fn fresh_turn_credentials_are_issued_on_request_later_in_the_call() {
+    let ice = crate::turn::IceConfig {
+        servers: vec![],
+        turn: Some(TurnRest {
+            urls: vec!["turn:127.0.0.1:3478".into()],
+            secret: Secret::new("s3cret"),
+            ttl: Duration::from_secs(60),
+        }),
+    };
+    let mut sim = Sim::with(HubConfig { ice, idle_timeout: Duration::from_secs(3600), ..HubConfig::default() });
+    let (conn, _, session_id) = sim.client();
+    sim.advance(Duration::from_secs(50));
+    sim.send(conn, ClientFrame::with_id(9, ClientMessage::RefreshIceServers));
+    let f = sim.take(conn);
+    let ServerMessage::IceServers { ice_servers } = &f[0].msg else { panic!("{f:?}") };
+    assert_eq!(f[0].reply_to, Some(9));
+    let expected_user = format!("{}:{}", 1_700_000_000 + 50 + 60, session_id);
+    assert_eq!(
+        ice_servers[0].username.as_deref(),
+        Some(expected_user.as_str()),
+        "valid from now, not from the welcome"
+    );
+}
+
+#[test]
 fn leave_queue_and_join_while_busy() {
     let mut sim = Sim::new();
     let ((a, ..), _) = sim.pair();
