@@ -11,16 +11,11 @@ use std::time::{Duration, Instant};
 use duet_core::call::{Call, CallCommand, CallConfig, CallEvent, CallState, Command};
 use duet_core::media::DiscardVideoSink;
 use duet_core::sources::{self, AudioSpec, Playback, VideoSpec};
-use duet_server::{Server, ServerConfig};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-async fn start_server() -> SocketAddr {
-    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
-    let server = Server::bind(cfg).await.unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(server.run(std::future::pending()));
-    addr
-}
+mod common;
+
+use common::start_server;
 
 fn engine(addr: SocketAddr) -> (Call, UnboundedReceiver<CallEvent>) {
     let mut cfg = CallConfig::new(format!("ws://{addr}/ws"));

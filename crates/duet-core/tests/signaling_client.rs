@@ -10,20 +10,15 @@ use std::time::{Duration, Instant};
 
 use duet_core::signaling::{SessionState, SignalingClient, SignalingConfig, SignalingError, SignalingEvent};
 use duet_proto::*;
-use duet_server::{Server, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
-const STEP: Duration = Duration::from_secs(10);
+mod common;
 
-async fn start_server() -> SocketAddr {
-    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
-    let server = Server::bind(cfg).await.unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(server.run(std::future::pending()));
-    addr
-}
+use common::start_server;
+
+const STEP: Duration = Duration::from_secs(10);
 
 fn client(addr: SocketAddr) -> (SignalingClient, UnboundedReceiver<SignalingEvent>) {
     let cfg = SignalingConfig {

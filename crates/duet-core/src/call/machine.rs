@@ -439,7 +439,6 @@ impl CallMachine {
             return;
         }
         info!("a local address went away; moving media to a fresh peer connection");
-        self.outage.get_or_insert(Outage::new(now, Failure::NetworkChanged));
         self.replace_peer(now, Failure::NetworkChanged);
     }
 
