@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../benches/common/chromium.rs"]
+mod chromium;
 #[path = "common/netns.rs"]
 mod netns;
 
@@ -296,5 +298,34 @@ fn a_relay_only_call_gets_fresh_turn_credentials_and_reconnects_after_they_expir
         assert!(gap < 6.0, "{name}: no media for {gap:.1} s after the move; {:?}", recoveries(me));
         let last = me.iter().rev().find(|e| e["event"] == "stats").unwrap();
         assert_eq!(last["local_candidate"], "relay", "{name}: {last}");
+    }
+}
+
+/// The anchor of the outage scenario: two Chromiums on the browser client, `a`'s link cut for
+/// 10 s mid-call; each must have audio arriving again soon after the link returns.
+#[test]
+fn chromium_peers_on_the_browser_client_get_media_back_after_a_10_s_outage() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let clip = chromium::clip(dir.path(), 320, 180);
+    let net = Net::new("oc10");
+    let (_server, url) = server(&net);
+    let t0 = Instant::now();
+    let (down_at, outage) = (8.0, 10.0);
+    let (a, b) = chromium::pair(dir.path(), &net, &url, "netns-chromium-outage", &clip, 26, 100);
+    std::thread::sleep(Duration::from_secs_f64(down_at).saturating_sub(t0.elapsed()));
+    net.outage(true);
+    std::thread::sleep(Duration::from_secs_f64(outage));
+    net.outage(false);
+    let returned = t0.elapsed().as_secs_f64();
+    for (name, result) in [("a", chromium::result(a)), ("b", chromium::result(b))] {
+        let samples = result["timeline"].as_array().cloned().unwrap_or_default();
+        let received = |s: &Value| f(&s["audioPacketsReceived"]);
+        let back = samples
+            .windows(2)
+            .find(|w| f(&w[0]["t"]) >= returned && received(&w[1]) > received(&w[0]))
+            .map(|w| f(&w[1]["t"]) - returned);
+        eprintln!("Chromium {name}: audio back {back:?} s after the link returned");
+        assert!(back.is_some_and(|s| s < 3.0), "{name}: {back:?}; {result}");
     }
 }

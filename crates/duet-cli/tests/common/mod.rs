@@ -120,3 +120,98 @@ impl CutRelay {
         }
     }
 }
+
+/// A WebSocket relay in front of the server that makes the signals of a replaced peer
+/// connection arrive late, as a slow signaling path would: when its client is the impolite side
+/// (the offerer), it holds back every partner signal of generation 1, so the client's offer goes
+/// unanswered and the call moves to a fresh peer connection (generation 2); a few seconds after
+/// that generation's first signal, it delivers what it held. Server frames are renumbered so
+/// the held ones arrive as new frames (not as replays the client would skip by `seq`).
+pub struct LateSignalRelay {
+    pub addr: SocketAddr,
+    /// How many signals were held back and delivered late.
+    pub delivered_late: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LateSignalRelay {
+    pub async fn start(target: SocketAddr, hold_for: std::time::Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let delivered_late = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = delivered_late.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(relay_late(tcp, target, hold_for, counter.clone()));
+            }
+        });
+        Self { addr, delivered_late }
+    }
+}
+
+async fn relay_late(
+    tcp: tokio::net::TcpStream,
+    target: SocketAddr,
+    hold_for: std::time::Duration,
+    delivered_late: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let Ok(client) = tokio_tungstenite::accept_async(tcp).await else { return };
+    let Ok((server, _)) = tokio_tungstenite::connect_async(format!("ws://{target}/ws")).await else { return };
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_server, mut from_server) = server.split();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = from_client.next().await {
+            if to_server.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (late_tx, mut late_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Value>>();
+    let mut next_seq = 0u64;
+    let mut impolite = false;
+    let mut held: Vec<Value> = Vec::new();
+    let mut release_scheduled = false;
+    loop {
+        let frames: Vec<Value> = tokio::select! {
+            m = from_server.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == "matched" {
+                        impolite = v["polite"] == false;
+                    }
+                    let generation = v["generation"].as_u64();
+                    if v["type"] == "signal" && impolite && generation == Some(1) && !release_scheduled {
+                        held.push(v);
+                        continue;
+                    }
+                    if v["type"] == "signal" && generation.is_some_and(|g| g >= 2) && !held.is_empty() && !release_scheduled {
+                        release_scheduled = true;
+                        let (late, tx) = (std::mem::take(&mut held), late_tx.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(hold_for).await;
+                            let _ = tx.send(late);
+                        });
+                    }
+                    vec![v]
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => continue,
+            },
+            Some(late) = late_rx.recv() => {
+                delivered_late.fetch_add(late.len(), std::sync::atomic::Ordering::SeqCst);
+                late
+            }
+        };
+        for mut v in frames {
+            if v["seq"].as_u64().is_some_and(|s| s >= 1) {
+                next_seq += 1;
+                v["seq"] = next_seq.into();
+            }
+            if to_client.send(Message::text(v.to_string())).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = to_client.close().await;
+}
