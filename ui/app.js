@@ -179,6 +179,11 @@ function onEvent(ev) {
       if (li) li.classList.replace('pending', 'delivered');
       break;
     }
+    case 'chat_undelivered': {
+      const li = document.querySelector(`#chat-log li.me[data-id="${ev.id}"]`);
+      if (li) { li.classList.replace('pending', 'undelivered'); li.title = 'Not delivered: your partner left.'; }
+      break;
+    }
     case 'peer_video': if (!ev.on) addChat('Your partner turned their camera off.', 'system'); break;
     case 'stats': showStats(ev); break;
     case 'notice': notice(ev.text); break;

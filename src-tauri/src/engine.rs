@@ -144,6 +144,11 @@ pub enum UiEvent {
         /// Its id.
         id: u64,
     },
+    /// The partner left before it had our message `id`.
+    ChatUndelivered {
+        /// Its id.
+        id: u64,
+    },
     /// The partner turned their camera on or off.
     PeerVideo {
         /// On?
@@ -751,6 +756,7 @@ impl Task {
             CallEvent::ChatReceived(text) => self.emit(UiEvent::ChatReceived { text }),
             CallEvent::ChatSent { id, text } => self.emit(UiEvent::ChatSent { id, text }),
             CallEvent::ChatDelivered(id) => self.emit(UiEvent::ChatDelivered { id }),
+            CallEvent::ChatUndelivered(id) => self.emit(UiEvent::ChatUndelivered { id }),
             CallEvent::PeerVideo(on) => {
                 self.peer_video = on;
                 self.emit(UiEvent::PeerVideo { on });

@@ -330,3 +330,100 @@ async fn a_server_restart_mid_call_leaves_the_call_and_its_chat_alone() {
     assert_eq!(stats["sessions_restored_total"], 2, "{stats}");
     assert_eq!(stats["pairings_restored_total"], 1, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_and_late_candidates_of_a_replaced_peer_connection_are_dropped() {
+    let _slot = call_slot().await;
+    let addr = server().await;
+    // Both reach the server through relays; the offerer's holds back its partner's first
+    // answer and candidates and delivers them 3 s into the second peer connection.
+    let (relay_a, relay_b) = (
+        LateSignalRelay::start(addr, Duration::from_secs(3)).await,
+        LateSignalRelay::start(addr, Duration::from_secs(3)).await,
+    );
+    let args = |relay: &LateSignalRelay| {
+        call_args(relay.addr, &["--room", "late", "--duration", "16", "--video", "synthetic:320x180@15"])
+    };
+    let a = tokio::spawn(duet(args(&relay_a)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = tokio::spawn(duet(args(&relay_b)));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!((a.code, b.code), (0, 0), "{}\n{}", a.stderr, b.stderr);
+    let late = relay_a.delivered_late.load(std::sync::atomic::Ordering::SeqCst)
+        + relay_b.delivered_late.load(std::sync::atomic::Ordering::SeqCst);
+    // An answer and at least one candidate came late.
+    assert!(late >= 2, "held back {late} signals");
+    let dropped: u64 = [&a, &b].iter().map(|r| u(&r.summary()["stale_signals_dropped"])).sum();
+    assert_eq!(dropped, late as u64, "every late signal was dropped\n{}\n{}", a.summary(), b.summary());
+    for (run, other) in [(&a, &b), (&b, &a)] {
+        let s = run.summary();
+        assert_eq!(s["connected"], true, "{s}\n{}", run.stderr);
+        assert_eq!(run.count("matched"), 1);
+        for e in run.events.iter().filter(|e| e["state"] == "ended") {
+            assert_eq!(e["reason"], "Your partner left.", "{e}\n{}", run.stderr);
+        }
+        // The second peer connection carried the call without a break after the late signals.
+        assert!(u(&s["longest_media_gap_ms"]) < 1000, "{s}");
+        assert!(u(&s["video_frames_decoded"]) > 90, "{s}");
+        assert!(u(&s["audio_frames_decoded"]) * 10 >= u(&other.summary()["audio_frames_sent"]) * 5, "{s}");
+        // Only the one planned replacement: the late signals started no recovery.
+        let recovered: Vec<&serde_json::Value> = run.events.iter().filter(|e| e["event"] == "recovered").collect();
+        assert!(recovered.len() <= 1, "{recovered:?}");
+    }
+}
+
+fn chats_received(run: &Run) -> Vec<String> {
+    run.events
+        .iter()
+        .filter(|e| e["event"] == "chat_received")
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_belongs_to_one_partner_and_nothing_of_it_reaches_the_next() {
+    let _slot = call_slot().await;
+    let addr = server().await;
+    // a chats with b and presses Next at once (its message may still be unacknowledged); b
+    // leaves soon after; c arrives later and meets a.
+    let a = tokio::spawn(duet(call_args(
+        addr,
+        &[
+            "--duration",
+            "6",
+            "--chat",
+            "for b only",
+            "--chat-after",
+            "2",
+            "--next-after",
+            "2",
+            "--video",
+            "synthetic:160x90@10",
+        ],
+    )));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = tokio::spawn(duet(call_args(
+        addr,
+        &["--duration", "2.3", "--chat", "from b", "--video", "synthetic:160x90@10"],
+    )));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let c = duet(call_args(
+        addr,
+        &["--duration", "4", "--chat", "from c 1", "--chat", "from c 2", "--video", "synthetic:160x90@10"],
+    ))
+    .await;
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!((a.code, b.code, c.code), (0, 0, 0), "{}\n{}\n{}", a.stderr, b.stderr, c.stderr);
+    assert_eq!((a.count("matched"), b.count("matched"), c.count("matched")), (2, 1, 1), "a met b, then c");
+    // c's messages all arrive at a, although b used the same message ids before.
+    assert_eq!(chats_received(&a), ["from b", "from c 1", "from c 2"], "{}", a.stderr);
+    assert_eq!(c.count("chat_delivered"), 2);
+    // Nothing of a's chat with b reaches c.
+    assert!(chats_received(&c).is_empty(), "{:?}", chats_received(&c));
+    // a's message to b was either delivered to b or reported undelivered, never both.
+    let to_b = b.events.iter().any(|e| e["event"] == "chat_received" && e["text"] == "for b only");
+    assert_eq!(a.count("chat_delivered") + a.count("chat_undelivered"), 1, "{:?}", a.events);
+    if a.count("chat_delivered") == 1 {
+        assert!(to_b, "delivered means b has it");
+    }
+}

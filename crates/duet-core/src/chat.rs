@@ -4,6 +4,9 @@
 //! Unacknowledged messages are sent again whenever a (new) channel opens, so a chat survives
 //! a replaced peer connection: nothing lost, nothing duplicated.
 //!
+//! A chat belongs to one pairing: nothing of it (messages not yet acknowledged, the ids seen)
+//! outlives the partner. Between partners nothing can be sent or received.
+//!
 //! Wire format (JSON text on the channel): `{"t":"msg","id":7,"text":"hi"}` and
 //! `{"t":"ack","id":7}`.
 
@@ -42,6 +45,9 @@ pub enum ChatError {
     /// Longer than [`MAX_CHAT_CHARS`].
     #[error("the message is longer than {MAX_CHAT_CHARS} characters")]
     TooLong,
+    /// No partner to send it to.
+    #[error("there is no partner to send the message to")]
+    NoPartner,
 }
 
 /// What the chat machine produced.
@@ -61,12 +67,18 @@ pub enum ChatOutput {
         /// The id.
         id: u64,
     },
+    /// The pairing ended before the partner acknowledged our message `id`; it is dropped.
+    Undelivered {
+        /// The id.
+        id: u64,
+    },
 }
 
-/// Chat state of one call.
+/// Chat state of one call: of its current pairing, if any.
 #[derive(Debug, Default)]
 pub struct Chat {
     next_id: u64,
+    paired: bool,
     open: bool,
     unacked: BTreeMap<u64, String>,
     seen: HashSet<u64>,
@@ -79,8 +91,28 @@ impl Chat {
         Self { next_id: 1, ..Self::default() }
     }
 
-    /// Queues a message; returns its id.
+    /// A new partner: the chat starts empty.
+    pub fn start_pairing(&mut self) {
+        self.end_pairing();
+        self.paired = true;
+    }
+
+    /// The partner is gone: messages it did not acknowledge are reported undelivered and
+    /// dropped, and the ids it used are forgotten (the next partner numbers from 1 again).
+    pub fn end_pairing(&mut self) {
+        for id in std::mem::take(&mut self.unacked).into_keys() {
+            self.out.push(ChatOutput::Undelivered { id });
+        }
+        self.seen.clear();
+        self.paired = false;
+        self.open = false;
+    }
+
+    /// Queues a message for the partner; returns its id.
     pub fn send(&mut self, text: &str) -> Result<u64, ChatError> {
+        if !self.paired {
+            return Err(ChatError::NoPartner);
+        }
         let text = text.trim();
         if text.is_empty() {
             return Err(ChatError::Empty);
@@ -99,6 +131,9 @@ impl Chat {
 
     /// The channel opened (first time or after a reconnect): everything unacknowledged goes.
     pub fn opened(&mut self) {
+        if !self.paired {
+            return;
+        }
         self.open = true;
         for (id, text) in &self.unacked {
             self.out.push(ChatOutput::Transmit(frame_json(&ChatFrame::Msg { id: *id, text: text.clone() })));
@@ -120,6 +155,9 @@ impl Chat {
 
     /// A text arrived on the channel.
     pub fn received(&mut self, text: &str) {
+        if !self.paired {
+            return;
+        }
         match serde_json::from_str::<ChatFrame>(text) {
             Ok(ChatFrame::Msg { id, text }) => {
                 // Always ack (the first ack may have been lost); deliver once.
@@ -157,6 +195,12 @@ fn frame_json(f: &ChatFrame) -> String {
 mod tests {
     use super::*;
 
+    fn paired() -> Chat {
+        let mut chat = Chat::new();
+        chat.start_pairing();
+        chat
+    }
+
     fn transmitted(out: &[ChatOutput]) -> Vec<String> {
         out.iter()
             .filter_map(|o| match o {
@@ -168,7 +212,7 @@ mod tests {
 
     #[test]
     fn messages_are_delivered_once_and_acknowledged() {
-        let (mut a, mut b) = (Chat::new(), Chat::new());
+        let (mut a, mut b) = (paired(), paired());
         a.opened();
         b.opened();
         let id = a.send(" hello ").unwrap();
@@ -189,7 +233,7 @@ mod tests {
 
     #[test]
     fn unacknowledged_messages_survive_a_new_channel() {
-        let mut a = Chat::new();
+        let mut a = paired();
         a.send("sent while connecting").unwrap();
         assert!(transmitted(&a.drain()).is_empty(), "nothing goes before the channel opens");
         a.opened();
@@ -203,7 +247,7 @@ mod tests {
 
     #[test]
     fn unacknowledged_messages_are_retransmitted_until_acked() {
-        let (mut a, mut b) = (Chat::new(), Chat::new());
+        let (mut a, mut b) = (paired(), paired());
         a.opened();
         b.opened();
         a.send("lost the first time").unwrap();
@@ -221,11 +265,45 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_or_ignored() {
-        let mut a = Chat::new();
+        let mut a = paired();
         assert_eq!(a.send("   "), Err(ChatError::Empty));
         assert_eq!(a.send(&"x".repeat(MAX_CHAT_CHARS + 1)), Err(ChatError::TooLong));
         a.received("not json");
         a.received(r#"{"t":"ack","id":99}"#);
+        assert!(a.drain().is_empty());
+    }
+
+    #[test]
+    fn a_new_partner_gets_nothing_of_the_previous_chat() {
+        let (mut a, mut b, mut c) = (paired(), paired(), paired());
+        a.opened();
+        b.opened();
+        // b's message 1 reaches a; a's message 1 to b is never acknowledged.
+        b.send("from b").unwrap();
+        a.received(&transmitted(&b.drain())[0]);
+        a.send("for b only").unwrap();
+        a.drain();
+        // a moves on to c.
+        a.start_pairing();
+        assert_eq!(a.drain(), [ChatOutput::Undelivered { id: 1 }]);
+        a.opened();
+        c.opened();
+        assert!(transmitted(&a.drain()).is_empty(), "nothing of b's chat goes to c");
+        // c's message 1 is new to a, although b used the same id.
+        c.send("from c").unwrap();
+        a.received(&transmitted(&c.drain())[0]);
+        let out = a.drain();
+        assert!(out.contains(&ChatOutput::Received { id: 1, text: "from c".into() }), "{out:?}");
+    }
+
+    #[test]
+    fn between_partners_nothing_is_sent_or_received() {
+        let mut a = paired();
+        a.opened();
+        a.end_pairing();
+        assert_eq!(a.send("anyone there?"), Err(ChatError::NoPartner));
+        a.opened();
+        a.received(r#"{"t":"msg","id":1,"text":"late"}"#);
         assert!(a.drain().is_empty());
     }
 }

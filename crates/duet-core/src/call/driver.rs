@@ -170,6 +170,8 @@ pub enum CallEvent {
     },
     /// The partner has our chat message `id`.
     ChatDelivered(u64),
+    /// The partner left before it had our chat message `id`; it will not be delivered.
+    ChatUndelivered(u64),
     /// The partner turned their camera on/off.
     PeerVideo(bool),
     /// Our sending rung changed.
@@ -572,6 +574,8 @@ impl Driver {
                     self.emit(CallEvent::State(s));
                 }
                 Output::Notice(n) => self.notice(n),
+                Output::PairingStarted => self.chat.start_pairing(),
+                Output::PairingEnded => self.chat.end_pairing(),
                 Output::ClosePeer => {
                     self.media_ready = false;
                     self.keepalive = None;
@@ -613,6 +617,7 @@ impl Driver {
                 Output::StaleSignalDropped => self.summary.stale_signal_dropped(),
             }
         }
+        self.flush_chat().await;
     }
 
     async fn negotiate(&mut self, action: Action) {
@@ -828,6 +833,7 @@ impl Driver {
                     self.emit(CallEvent::ChatReceived(text));
                 }
                 ChatOutput::Delivered { id } => self.emit(CallEvent::ChatDelivered(id)),
+                ChatOutput::Undelivered { id } => self.emit(CallEvent::ChatUndelivered(id)),
             }
         }
     }

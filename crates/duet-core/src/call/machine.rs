@@ -142,6 +142,10 @@ pub enum Output {
     Recovered(Recovery),
     /// A signal of a replaced peer connection arrived late and was dropped.
     StaleSignalDropped,
+    /// A new partner: what belongs to one pairing (the chat) starts afresh.
+    PairingStarted,
+    /// The partner is gone: nothing of the pairing may reach the next one.
+    PairingEnded,
 }
 
 /// The call machine. See the module docs.
@@ -296,6 +300,7 @@ impl CallMachine {
             ServerMessage::Matched { polite, ice_servers, peer, room, .. } => {
                 info!(room = %room, peer = %peer.session_id, polite, "matched");
                 self.end_peer();
+                self.out.push_back(Output::PairingStarted);
                 self.ice_servers = if ice_servers.is_empty() { self.ice_servers.clone() } else { ice_servers };
                 self.replacements = 0;
                 self.generation = 0;
@@ -611,6 +616,7 @@ impl CallMachine {
     fn end_peer(&mut self) {
         if self.negotiator.take().is_some() {
             self.out.push_back(Output::ClosePeer);
+            self.out.push_back(Output::PairingEnded);
         }
         self.disconnected_since = None;
         self.restart_started = None;

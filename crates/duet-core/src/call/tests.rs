@@ -60,7 +60,8 @@ fn start_match_offer_connect() {
     assert_eq!(out[1], Output::State(CallState::Searching));
     m.signaling(Instant::now(), matched(false));
     let out = outputs(&mut m);
-    assert!(matches!(out[0], Output::CreatePeer { polite: false, .. }));
+    assert_eq!(out[0], Output::PairingStarted, "the chat starts afresh");
+    assert!(matches!(out[1], Output::CreatePeer { polite: false, .. }));
     assert!(out.contains(&Output::State(CallState::Connecting)));
     assert!(out.contains(&Output::Negotiate(Action::MakeOffer { ice_restart: false })), "impolite offers first");
     m.peer_state(Instant::now(), PeerState::Connected);
@@ -146,7 +147,7 @@ fn next_and_stop_close_the_peer_and_tell_the_server() {
     let (mut m, _) = in_call(false);
     m.command(Command::Next);
     let out = outputs(&mut m);
-    assert_eq!(out[..2], [Output::ClosePeer, Output::Signal(ClientMessage::Next)]);
+    assert_eq!(out[..3], [Output::ClosePeer, Output::PairingEnded, Output::Signal(ClientMessage::Next)]);
     assert_eq!(m.state(), &CallState::Searching);
     m.command(Command::Stop);
     assert!(outputs(&mut m).contains(&Output::Signal(ClientMessage::Leave)));
