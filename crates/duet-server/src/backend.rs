@@ -41,8 +41,9 @@ pub trait Backend: Send + Sync + 'static {
     fn tick(&self) -> Option<Instant>;
     /// Current counters.
     fn stats(&self) -> Stats;
-    /// ICE servers for an anonymous user (`/api/webrtc/config`).
-    fn ice_servers(&self, user: &str) -> Vec<IceServer>;
+    /// ICE servers for the live session holding resume token `token` (`/api/webrtc/config`),
+    /// or `None` when no live session does.
+    fn ice_servers_for_token(&self, token: &str) -> Option<Vec<IceServer>>;
     /// The hub configuration (heartbeat, grace) announced to clients.
     fn hub_config(&self) -> HubConfig;
 }
@@ -143,9 +144,8 @@ impl Backend for InMemoryBackend {
         self.lock().hub.stats()
     }
 
-    fn ice_servers(&self, user: &str) -> Vec<IceServer> {
-        let inner = self.lock();
-        inner.hub.config().ice.servers_for(user, now().unix_secs)
+    fn ice_servers_for_token(&self, token: &str) -> Option<Vec<IceServer>> {
+        self.lock().hub.ice_servers_for_token(now(), token)
     }
 
     fn hub_config(&self) -> HubConfig {

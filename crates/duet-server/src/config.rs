@@ -12,6 +12,7 @@ use duet_proto::IceServer;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::access::AccessConfig;
 use crate::hub::HubConfig;
 use crate::hub::token::TokenKey;
 use crate::turn::{IceConfig, Secret, TurnRest};
@@ -113,6 +114,16 @@ pub struct Cli {
     /// File holding the resume secret
     #[arg(long, env = "DUET_RESUME_SECRET_FILE")]
     pub resume_secret_file: Option<PathBuf>,
+    /// Web origin (https://host[:port]) allowed to use /ws besides the served browser
+    /// client's own (repeatable); its host is also accepted on a loopback server
+    #[arg(long = "allow-origin", env = "DUET_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Open connections at most [default: 50000]
+    #[arg(long, env = "DUET_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open connections from one non-loopback address at most, 0 for no limit [default: 64]
+    #[arg(long, env = "DUET_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
     /// Log format
     #[arg(long, env = "DUET_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -151,6 +162,10 @@ pub struct FileConfig {
     turn_ttl_s: Option<u64>,
     resume_secret: Option<Secret>,
     resume_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     log_format: Option<LogFormat>,
 }
 
@@ -172,6 +187,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Hub tunables and ICE servers.
     pub hub: HubConfig,
+    /// Allowed origins and connection caps.
+    pub access: AccessConfig,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -182,6 +199,7 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8787))),
             tls: None,
             hub: HubConfig::default(),
+            access: AccessConfig::default(),
             log_format: LogFormat::Text,
         }
     }
@@ -308,8 +326,30 @@ impl ServerConfig {
             }
         };
 
+        let allowed_origins = if cli.allowed_origins.is_empty() { file.allowed_origins } else { cli.allowed_origins };
+        for origin in &allowed_origins {
+            check_origin(origin)?;
+        }
+        let access_defaults = AccessConfig::default();
+        let max_connections = cli.max_connections.or(file.max_connections).unwrap_or(access_defaults.max_connections);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "max_connections",
+                message: "must be greater than zero".into(),
+            });
+        }
+        let access = AccessConfig {
+            allowed_origins,
+            max_connections,
+            max_connections_per_ip: cli
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(access_defaults.max_connections_per_ip),
+        };
+
         Ok(Self {
             listen: cli.listen.or(file.listen).unwrap_or(ServerConfig::default().listen),
+            access,
             tls,
             hub: HubConfig {
                 heartbeat,
@@ -337,6 +377,18 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 fn read_secret(path: &Path) -> Result<Secret, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
     Ok(Secret::new(text.trim()))
+}
+
+/// An origin as browsers send it: `http(s)://host[:port]`, nothing after.
+fn check_origin(origin: &str) -> Result<(), ConfigError> {
+    let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    match rest.map(|r| r.trim_end_matches('/')) {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => Ok(()),
+        _ => Err(ConfigError::Invalid {
+            setting: "allowed_origins",
+            message: format!("{origin:?} is not an origin such as https://duet.example or http://localhost:5173"),
+        }),
+    }
 }
 
 fn check_ice_url(url: &str, setting: &'static str) -> Result<(), ConfigError> {

@@ -2,8 +2,9 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::debug;
 
+use crate::access::{AccessConfig, Admission, Refusal, check_request};
 use crate::backend::Backend;
 use crate::guard::GuardConfig;
 use crate::ws::{serve_socket, ws_config};
@@ -40,18 +42,53 @@ pub struct AppState {
     pub shutting_down: AtomicBool,
     /// Live WebSocket connections.
     pub live_sockets: AtomicUsize,
+    /// The listen address (the `Host` check depends on it being loopback).
+    pub listen: SocketAddr,
+    /// Allowed origins and connection caps.
+    pub access: AccessConfig,
+    /// Open connections, overall and per address.
+    pub admission: Mutex<Admission>,
+}
+
+impl AppState {
+    /// Admits a new connection from `ip` (see [`Admission`]); the permit releases it when the
+    /// connection, and any WebSocket it upgraded to, is gone.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<Permit>, Refusal> {
+        let mut admission = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+        admission.admit(&self.access, ip)?;
+        Ok(Arc::new(Permit { state: self.clone(), ip }))
+    }
+}
+
+/// An admitted connection; dropping the last clone releases it.
+pub struct Permit {
+    state: Arc<AppState>,
+    ip: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.state.admission.lock().unwrap_or_else(|e| e.into_inner()).release(self.ip);
+    }
 }
 
 type Body = Full<Bytes>;
 
-/// Serves HTTP/1.1 (with upgrades) on one accepted stream.
-pub async fn serve_http<S>(stream: S, state: Arc<AppState>)
+/// Serves HTTP/1.1 (with upgrades) on one accepted stream; a connection that was not
+/// admitted gets only the refusal, on every request.
+pub async fn serve_http<S>(stream: S, state: Arc<AppState>, admitted: Result<Arc<Permit>, Refusal>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(route(req, state)) }
+        let admitted = admitted.clone();
+        async move {
+            Ok::<_, Infallible>(match admitted {
+                Ok(permit) => route(req, state, permit),
+                Err(refusal) => refused(refusal),
+            })
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -64,15 +101,25 @@ where
     }
 }
 
-fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
+fn route(req: Request<Incoming>, state: Arc<AppState>, permit: Arc<Permit>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "only GET and HEAD are supported"}));
     }
+    let header_str = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+    // HTTP/1.1 requests carry `Host`; an absolute URI also names it.
+    let host = header_str(header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if let Err(refusal) = check_request(&state.access, state.listen, host, header_str(header::ORIGIN)) {
+        debug!(?refusal, "request refused");
+        return refused(refusal);
+    }
+    if state.shutting_down.load(Ordering::Relaxed) && path != "/health" {
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "the server is shutting down"}));
+    }
     match path.as_str() {
-        "/ws" => upgrade(req, state),
+        "/ws" => upgrade(req, state, permit),
         "/health" => health(&state),
-        "/api/webrtc/config" => webrtc_config(&state),
+        "/api/webrtc/config" => webrtc_config(&state, bearer(&req)),
         "/api/webrtc/stats" => stats(&state),
         "/metrics" => metrics(&state),
         "/" | "/index.html" => web("text/html; charset=utf-8", include_str!("../web/index.html")),
@@ -82,10 +129,24 @@ fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
     }
 }
 
-fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
-    if state.shutting_down.load(Ordering::Relaxed) {
-        return json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "server shutting down"}));
-    }
+/// The answer to a request turned away by [`check_request`] or admission.
+fn refused(refusal: Refusal) -> Response<Body> {
+    let status = match refusal {
+        Refusal::ForeignOrigin | Refusal::ForeignHost => StatusCode::FORBIDDEN,
+        Refusal::Full => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::TooManyFromAddress => StatusCode::TOO_MANY_REQUESTS,
+    };
+    json_response(status, json!({"error": refusal.message()}))
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, permit: Arc<Permit>) -> Response<Body> {
     let headers = req.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         headers
@@ -113,6 +174,7 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
                 serve_socket(ws, state.backend.clone(), state.guard).await;
                 state.live_sockets.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
             }
             Err(err) => debug!(error = %err, "websocket upgrade failed"),
         }
@@ -145,13 +207,22 @@ fn health(state: &AppState) -> Response<Body> {
     )
 }
 
-fn webrtc_config(state: &AppState) -> Response<Body> {
+/// ICE servers (with TURN credentials bound to the session) for a live session only: the
+/// caller proves it with the session's resume token.
+fn webrtc_config(state: &AppState, token: Option<&str>) -> Response<Body> {
     let cfg = state.backend.hub_config();
-    let user = format!("web-{:016x}", rand::random::<u64>());
+    let Some(ice_servers) = token.and_then(|t| state.backend.ice_servers_for_token(t)) else {
+        let mut resp = json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "ICE servers are issued to live sessions only: send the session's resume token as Authorization: Bearer <token>"}),
+        );
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    };
     json_response(
         StatusCode::OK,
         json!({
-            "ice_servers": state.backend.ice_servers(&user),
+            "ice_servers": ice_servers,
             "heartbeat_ms": cfg.heartbeat.as_millis() as u64,
             "resume_grace_ms": cfg.resume_grace.as_millis() as u64,
             "protocol": PROTOCOL_VERSION,

@@ -4,9 +4,11 @@
 //! - [`backend`]: the boundary between sockets and state; the in-memory backend.
 //! - [`ws`], [`http`], [`server`]: the thin drivers (WebSocket, HTTP endpoints, TLS, shutdown).
 //! - [`guard`]: per-connection rate limits and abuse detection.
+//! - [`access`]: `Origin`/`Host` checks and connection caps.
 //! - [`config`]: flags, environment and TOML file.
 //! - [`turn`]: ICE servers and TURN REST credentials.
 
+pub mod access;
 pub mod backend;
 pub mod config;
 pub mod guard;

@@ -62,6 +62,9 @@ impl Server {
             guard: GuardConfig::default(),
             shutting_down: AtomicBool::new(false),
             live_sockets: AtomicUsize::new(0),
+            listen: listener.local_addr().unwrap_or(cfg.listen),
+            access: cfg.access,
+            admission: Default::default(),
         });
         Ok(Self { listener, tls, state })
     }
@@ -87,41 +90,66 @@ impl Server {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let state = self.state.clone();
-                        match self.tls.clone() {
-                            None => { tokio::spawn(serve_http(stream, state)); }
-                            Some(acceptor) => {
-                                tokio::spawn(async move {
-                                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                        Ok(Ok(tls)) => serve_http(tls, state).await,
-                                        Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
-                                        Err(_) => debug!(%peer, "TLS handshake timed out"),
-                                    }
-                                });
-                            }
-                        }
-                    }
-                    Err(err) => {
-                        // Usually out of file descriptors: back off instead of spinning.
-                        warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                accepted = self.listener.accept() => self.accept(accepted).await,
             }
         }
         info!("shutting down");
         self.state.shutting_down.store(true, Ordering::Relaxed);
         self.state.backend.input(Input::Shutdown);
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while self.state.live_sockets.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // While the sockets drain, new requests are still answered: with 503.
+        let drained = async {
+            while self.state.live_sockets.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::pin!(drained);
+        let deadline = tokio::time::sleep(DRAIN_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut drained => break,
+                _ = &mut deadline => break,
+                accepted = self.listener.accept() => self.accept(accepted).await,
+            }
         }
         let _ = stop_tx.send(true);
         let _ = timers.await;
         info!(remaining = self.state.live_sockets.load(Ordering::Relaxed), "stopped");
+    }
+}
+
+impl Server {
+    /// Serves one accepted connection (admitted or only told why not) on its own task.
+    async fn accept(&self, accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(err) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = self.state.clone();
+        let admitted = state.admit(peer.ip());
+        if let Err(refusal) = admitted {
+            debug!(?refusal, "connection over the limits; answering with the refusal");
+        }
+        match self.tls.clone() {
+            None => {
+                tokio::spawn(serve_http(stream, state, admitted));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_http(tls, state, admitted).await,
+                        Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 

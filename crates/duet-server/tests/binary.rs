@@ -192,8 +192,11 @@ fn config_file_and_environment_are_read() {
     let addr = p.url.trim_start_matches("ws://").trim_end_matches("/ws").to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let body = rt.block_on(async {
+        // ICE servers go to live sessions only.
+        let client = Client::connect(&p.url).await;
         let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        http_get(stream, &addr, "/api/webrtc/config").await.1
+        let auth = format!("Bearer {}", client.token);
+        http_get_with(stream, &addr, "/api/webrtc/config", &[("Authorization", &auth)]).await.1
     });
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["resume_grace_ms"], 4321);

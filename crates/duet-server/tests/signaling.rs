@@ -108,7 +108,7 @@ async fn block_means_never_again() {
 #[tokio::test]
 async fn http_endpoints_answer() {
     let server = TestServer::start().await;
-    let _c = Client::connect(&server.url).await;
+    let c = Client::connect(&server.url).await;
     let (status, body) = server.get("/health").await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -117,7 +117,8 @@ async fn http_endpoints_answer() {
     assert!(v["uptime_s"].is_u64() && v["version"].is_string());
     assert_eq!(v["sessions"], 1);
 
-    let (status, body) = server.get("/api/webrtc/config").await;
+    let (status, body) =
+        server.get_with("/api/webrtc/config", &[("Authorization", &format!("Bearer {}", c.token))]).await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(v["ice_servers"].is_array());

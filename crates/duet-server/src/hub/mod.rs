@@ -268,6 +268,14 @@ impl Hub {
         }
     }
 
+    /// ICE servers, with TURN credentials bound to the session, for the live session whose
+    /// resume token this is; `None` for anything else.
+    pub fn ice_servers_for_token(&self, now: Now, token: &str) -> Option<Vec<duet_proto::IceServer>> {
+        let claims = self.token_key.verify(token)?;
+        let key = self.by_public.get(&claims.session)?;
+        Some(self.cfg.ice.servers_for(self.public_id(*key), now.unix_secs))
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &HubConfig {
         &self.cfg

@@ -59,8 +59,20 @@ impl TestServer {
 
     /// GET a path over plain HTTP/1.1; returns (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
+        self.get_with(path, &[]).await
+    }
+
+    /// [`TestServer::get`] with extra request headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
         let stream = TcpStream::connect(self.addr).await.unwrap();
-        http_get(stream, &self.addr.to_string(), path).await
+        http_get_with(stream, &self.addr.to_string(), path, headers).await
+    }
+
+    /// Starts graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
     }
 }
 
@@ -73,8 +85,19 @@ impl Drop for TestServer {
 }
 
 /// A minimal HTTP/1.1 GET over any stream (Connection: close).
-pub async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, host: &str, path: &str) -> (u16, String) {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+pub async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(stream: S, host: &str, path: &str) -> (u16, String) {
+    http_get_with(stream, host, path, &[]).await
+}
+
+/// [`http_get`] with extra request headers.
+pub async fn http_get_with<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut buf)).await;
