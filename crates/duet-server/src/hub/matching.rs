@@ -149,7 +149,8 @@ impl Hub {
         self.stats.matches_total += 1;
         let (Some(a), Some(b)) = (self.sessions.get(&first), self.sessions.get(&second)) else { return };
         let common = a.prefs.common(&b.prefs);
-        info!(room = %name, a = %a.public_id, b = %b.public_id, common = common.len(), "matched");
+        let by_code = self.rooms.get(&room).is_some_and(|r| r.code.is_some());
+        info!(room, by_code, a = %a.public_id, b = %b.public_id, common = common.len(), "matched");
         let msgs = [(first, b, false), (second, a, true)].map(|(to, peer, polite)| {
             let msg = ServerMessage::Matched {
                 room: name.clone(),
@@ -202,7 +203,7 @@ impl Hub {
                 let members = self.rooms.get(&room).map(|r| r.members.clone()).unwrap_or_default();
                 let refused = members.len() >= 2 || members.iter().any(|m| self.blocked(*m, key));
                 if refused {
-                    self.fail(conn, Some(key), id, ErrorCode::RoomFull, format!("room {code} is full"));
+                    self.fail(conn, Some(key), id, ErrorCode::RoomFull, "the room is full");
                     return;
                 }
                 self.dequeue(key);
@@ -213,6 +214,11 @@ impl Hub {
                 self.announce_match(now, room);
             }
             None => {
+                // Opening a room is what a wrong guess of another's code does: limited.
+                if !self.sessions.get_mut(&key).is_some_and(|s| s.room_attempt(now.mono)) {
+                    self.fail(conn, Some(key), id, ErrorCode::RateLimited, "too many room codes tried; wait a minute");
+                    return;
+                }
                 self.dequeue(key);
                 let room = self.next_room;
                 self.next_room += 1;
@@ -224,7 +230,7 @@ impl Hub {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.state = State::InRoom(room);
                 }
-                info!(session = %self.public_id(key), room = %code, "waiting in room");
+                info!(session = %self.public_id(key), room, "waiting in room");
                 self.reply(key, id, ServerMessage::RoomJoined { code });
             }
         }
@@ -249,7 +255,6 @@ impl Hub {
         r.members.retain(|m| *m != key);
         let partner = r.members.first().copied();
         let by_code = r.code.is_some();
-        let name = r.name.clone();
         if !by_code || r.members.is_empty() {
             if let Some(r) = self.rooms.remove(&room) {
                 if let Some(code) = r.code {
@@ -257,7 +262,7 @@ impl Hub {
                 }
             }
         }
-        info!(room = %name, session = %self.public_id(key), reason = ?reason, "left room");
+        info!(room, by_code, session = %self.public_id(key), reason = ?reason, "left room");
         self.reissue_token(now, key);
         if let Some(p) = partner {
             self.send(p, None, ServerMessage::PeerLeft { reason });
@@ -290,15 +295,14 @@ impl Hub {
         };
         for (a, b) in [(key, partner), (partner, key)] {
             if let Some(s) = self.sessions.get_mut(&a) {
-                if !s.blocked.contains(&b) {
-                    s.blocked.push(b);
-                }
+                s.block(b);
             }
         }
         match &report {
             Some(text) => {
                 self.stats.reports_total += 1;
-                info!(reporter = %self.public_id(key), reported = %self.public_id(partner), reason = %text, "report");
+                let reason = super::loggable(text);
+                info!(reporter = %self.public_id(key), reported = %self.public_id(partner), ?reason, "report");
             }
             None => {
                 self.stats.blocks_total += 1;

@@ -30,6 +30,17 @@ use crate::turn::IceConfig;
 use session::{Prefs, Session, State};
 use token::{Claims, Pairing, TokenKey};
 
+/// A client-supplied string as it may appear in a log: at most 40 characters (escaped by
+/// logging it with `?`).
+pub(crate) fn loggable(text: &str) -> String {
+    const MAX: usize = 40;
+    let mut out: String = text.chars().take(MAX).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// WebSocket close code sent to a socket that another socket of the same session replaced.
 pub const CLOSE_REPLACED: u16 = 4000;
 /// WebSocket close code sent when a connection was silent longer than the idle timeout.
@@ -69,6 +80,8 @@ pub struct HubConfig {
     pub rematch_cooldown: Duration,
     /// Most unacknowledged messages kept per session for replay.
     pub max_unacked: usize,
+    /// Most bytes of unacknowledged messages kept per session for replay.
+    pub max_unacked_bytes: usize,
     /// ICE servers handed out.
     pub ice: IceConfig,
     /// Seed for session ids and tokens; `None` uses the operating system's randomness.
@@ -87,6 +100,7 @@ impl Default for HubConfig {
             interest_wait: Duration::from_secs(3),
             rematch_cooldown: Duration::from_secs(30),
             max_unacked: 512,
+            max_unacked_bytes: 1 << 20,
             ice: IceConfig::default(),
             rng_seed: None,
             resume_key: None,
@@ -655,7 +669,8 @@ impl Hub {
 
     fn new_session(&mut self, now: Now, conn: ConnId, id: Option<u64>, client: Option<ClientInfo>) {
         let public_id = self.random_hex(16);
-        info!(session = %public_id, client = client.as_ref().map(|c| c.name.as_str()).unwrap_or("-"), "session started");
+        let client_name = client.as_ref().map_or_else(|| "-".into(), |c| loggable(&c.name));
+        info!(session = %public_id, client = ?client_name, "session started");
         let key = self.add_session(now, conn, public_id, client);
         self.welcome(now, key, id, false, 0, false);
     }
@@ -685,7 +700,7 @@ impl Hub {
         if client.is_some() {
             s.client = client;
         }
-        let replay: Vec<Arc<str>> = s.outbox.iter().map(|(_, t)| t.clone()).collect();
+        let replay: Vec<Arc<str>> = s.unacked().cloned().collect();
         let public_id = s.public_id.clone();
         if let Some(old) = old {
             // The old socket may be half-open: replace it, never refuse the new one.
@@ -771,9 +786,7 @@ impl Hub {
 
     fn apply_ack(&mut self, key: u64, ack: u64) {
         if let Some(s) = self.sessions.get_mut(&key) {
-            while s.outbox.front().is_some_and(|(seq, _)| *seq <= ack) {
-                s.outbox.pop_front();
-            }
+            s.acked(ack);
         }
     }
 
@@ -782,7 +795,7 @@ impl Hub {
     /// Sends a sequenced message to a session (stored for replay unless it is a `welcome`,
     /// `pong` or `error`); delivered now if the session has a socket.
     fn send(&mut self, key: u64, reply_to: Option<u64>, msg: ServerMessage) {
-        let max_unacked = self.cfg.max_unacked;
+        let (max_unacked, max_bytes) = (self.cfg.max_unacked, self.cfg.max_unacked_bytes);
         let Some(s) = self.sessions.get_mut(&key) else { return };
         let seq = s.next_seq;
         s.next_seq += 1;
@@ -790,10 +803,9 @@ impl Hub {
             !matches!(msg, ServerMessage::Welcome { .. } | ServerMessage::Pong { .. } | ServerMessage::Error { .. });
         let text: Arc<str> = ServerFrame { seq, reply_to, msg }.to_json().into();
         if stored {
-            s.outbox.push_back((seq, text.clone()));
-            if s.outbox.len() > max_unacked {
-                s.outbox.pop_front();
-                warn!(session = %s.public_id, max_unacked, "client does not ack; oldest unacked message dropped");
+            let dropped = s.store_unacked(seq, text.clone(), max_unacked, max_bytes);
+            if dropped > 0 {
+                warn!(session = %s.public_id, dropped, max_unacked, max_bytes, "client does not ack; oldest unacked messages dropped");
             }
         }
         if let Some(conn) = s.conn {

@@ -12,6 +12,13 @@ use super::ConnId;
 const REMEMBERED_REPLIES: usize = 64;
 /// How many recent partners (for the `next` cooldown) a session remembers.
 const REMEMBERED_PARTNERS: usize = 16;
+/// How many sessions one session may block; the oldest block goes first beyond it.
+pub(super) const MAX_BLOCKED: usize = 256;
+/// How many rooms by code one session may open per [`ROOM_ATTEMPT_WINDOW`]: opening a room is
+/// what a wrong guess of someone else's code does.
+pub(super) const MAX_ROOM_ATTEMPTS: usize = 10;
+/// The window of [`MAX_ROOM_ATTEMPTS`].
+pub(super) const ROOM_ATTEMPT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a session is in the matching lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +73,9 @@ pub(super) struct Session {
     pub detach_epoch: u64,
     pub next_seq: u64,
     /// Sent but unacknowledged messages, by sequence number, for replay on resume.
-    pub outbox: VecDeque<(u64, Arc<str>)>,
+    outbox: VecDeque<(u64, Arc<str>)>,
+    /// Bytes of the frames in `outbox`.
+    outbox_bytes: usize,
     replies: VecDeque<(u64, ServerMessage)>,
     pub client: Option<ClientInfo>,
     pub prefs: Prefs,
@@ -75,6 +84,8 @@ pub(super) struct Session {
     pub blocked: Vec<u64>,
     /// Recent partners and until when they may not be matched again.
     pub recent: Vec<(u64, Instant)>,
+    /// When this session recently opened rooms by code.
+    room_attempts: VecDeque<Instant>,
 }
 
 impl Session {
@@ -87,13 +98,66 @@ impl Session {
             detach_epoch: 0,
             next_seq: 1,
             outbox: VecDeque::new(),
+            outbox_bytes: 0,
             replies: VecDeque::new(),
             client,
             prefs: Prefs::default(),
             state: State::Idle,
             blocked: Vec::new(),
             recent: Vec::new(),
+            room_attempts: VecDeque::new(),
         }
+    }
+
+    /// Stores a sent frame for replay, keeping at most `max_frames` frames and `max_bytes`
+    /// bytes (the oldest go first); returns how many were dropped.
+    pub fn store_unacked(&mut self, seq: u64, text: Arc<str>, max_frames: usize, max_bytes: usize) -> usize {
+        self.outbox_bytes += text.len();
+        self.outbox.push_back((seq, text));
+        let mut dropped = 0;
+        while self.outbox.len() > max_frames || (self.outbox_bytes > max_bytes && self.outbox.len() > 1) {
+            if let Some((_, t)) = self.outbox.pop_front() {
+                self.outbox_bytes -= t.len();
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Drops every stored frame up to `ack`.
+    pub fn acked(&mut self, ack: u64) {
+        while self.outbox.front().is_some_and(|(seq, _)| *seq <= ack) {
+            if let Some((_, t)) = self.outbox.pop_front() {
+                self.outbox_bytes -= t.len();
+            }
+        }
+    }
+
+    /// The stored frames, oldest first.
+    pub fn unacked(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.outbox.iter().map(|(_, t)| t)
+    }
+
+    /// Blocks `other` (the oldest block goes beyond [`MAX_BLOCKED`]).
+    pub fn block(&mut self, other: u64) {
+        if !self.blocked.contains(&other) {
+            if self.blocked.len() == MAX_BLOCKED {
+                self.blocked.remove(0);
+            }
+            self.blocked.push(other);
+        }
+    }
+
+    /// Counts an attempt to open a room by code at `now`; false when over the limit.
+    pub fn room_attempt(&mut self, now: Instant) -> bool {
+        while self.room_attempts.front().is_some_and(|t| now.saturating_duration_since(*t) >= ROOM_ATTEMPT_WINDOW) {
+            self.room_attempts.pop_front();
+        }
+        if self.room_attempts.len() >= MAX_ROOM_ATTEMPTS {
+            return false;
+        }
+        self.room_attempts.push_back(now);
+        true
     }
 
     /// The answer already given to message `id`, if remembered.

@@ -831,3 +831,66 @@ fn rooms_by_code_ignore_old_queue_preferences() {
     let ServerMessage::Matched { common_interests, peer, .. } = &m.msg else { unreachable!() };
     assert!(common_interests.is_empty() && peer.language.is_none());
 }
+
+#[test]
+fn the_replay_buffer_is_bounded_in_bytes_not_only_in_count() {
+    let mut sim = Sim::with(HubConfig {
+        idle_timeout: Duration::from_secs(3600),
+        max_unacked_bytes: 64 * 1024,
+        ..HubConfig::default()
+    });
+    let ((a, a_token, _), (b, ..)) = sim.pair();
+    sim.input(Input::Closed(a));
+    // The partner sends 100 signals of 30 KB each while `a` is away: 3 MB.
+    let big = SignalPayload::Description {
+        description: SessionDescription { sdp_type: SdpType::Offer, sdp: "v".repeat(30_000) },
+    };
+    for _ in 0..100 {
+        sim.msg(b, ClientMessage::Signal { payload: big.clone(), generation: None });
+    }
+    let a2 = sim.open();
+    sim.msg(a2, ClientMessage::Hello { version: 1, resume_token: Some(a_token), client: None });
+    let got = sim.take(a2);
+    let signals = got.iter().filter(|f| f.msg.kind() == "signal").count();
+    assert!((1..=2).contains(&signals), "replayed {signals} signals of 30 KB under a 64 KiB cap");
+    assert!(matches!(got.last().unwrap().msg, ServerMessage::Welcome { resumed: true, .. }));
+}
+
+#[test]
+fn guessing_room_codes_is_limited_and_a_full_room_does_not_echo_its_code() {
+    let mut sim = Sim::patient();
+    let (x, ..) = sim.client();
+    let (y, ..) = sim.client();
+    let (z, ..) = sim.client();
+    sim.msg(x, ClientMessage::JoinRoom { code: "secret-room-code".into() });
+    sim.msg(y, ClientMessage::JoinRoom { code: "secret-room-code".into() });
+    sim.take_all(x);
+    sim.take_all(y);
+    sim.msg(z, ClientMessage::JoinRoom { code: "secret-room-code".into() });
+    let ServerMessage::Error { code, message } = &sim.take(z)[0].msg else { panic!() };
+    assert_eq!(*code, ErrorCode::RoomFull);
+    assert!(!message.contains("secret"), "{message}");
+    // Every wrong guess opens a room (and is left again); the eleventh within a minute is refused.
+    for i in 0..10 {
+        sim.msg(z, ClientMessage::JoinRoom { code: format!("guess-{i}") });
+        assert_eq!(sim.kinds(z), ["room_joined"], "guess {i}");
+        sim.msg(z, ClientMessage::Leave);
+        sim.take_all(z);
+    }
+    sim.msg(z, ClientMessage::JoinRoom { code: "guess-10".into() });
+    assert!(matches!(sim.take(z)[0].msg, ServerMessage::Error { code: ErrorCode::RateLimited, .. }));
+    sim.advance(Duration::from_secs(61));
+    sim.msg(z, ClientMessage::JoinRoom { code: "guess-10".into() });
+    assert_eq!(sim.kinds(z), ["room_joined"]);
+}
+
+#[test]
+fn a_session_keeps_its_most_recent_blocks_within_a_bound() {
+    let mut s = session::Session::new("p".into(), String::new(), ConnId(1), None);
+    for other in 0..(session::MAX_BLOCKED as u64 + 10) {
+        s.block(other);
+        s.block(other);
+    }
+    assert_eq!(s.blocked.len(), session::MAX_BLOCKED);
+    assert!(!s.blocked.contains(&0) && s.blocked.contains(&(session::MAX_BLOCKED as u64 + 9)));
+}
