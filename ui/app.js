@@ -245,6 +245,7 @@ async function openSettings() {
   const s = await call('get_settings');
   state.settings = s;
   $('set-server').value = s.server_url;
+  $('set-ca-cert').value = s.ca_cert || '';
   $('turn-list').replaceChildren();
   s.turn_servers.forEach(turnRow);
   $('set-relay-only').checked = s.relay_only;
@@ -265,6 +266,7 @@ async function saveSettings() {
   const rows = [...document.querySelectorAll('#turn-list .turn-row')];
   const update = {
     server_url: $('set-server').value,
+    ca_cert: $('set-ca-cert').value || null,
     turn_servers: rows.map((r) => {
       const cred = r.querySelector('.turn-cred').value;
       return {

@@ -7,6 +7,7 @@
 //! states to what the user sees and turns settings into call configurations.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -531,8 +532,15 @@ impl Task {
         cfg.bind = self.cfg.bind;
         cfg.ice_servers = s.ice_servers();
         cfg.relay_only = s.relay_only;
+        cfg.ca_cert = s.ca_cert.as_ref().map(PathBuf::from);
         cfg.quality = self.controls.quality.into();
-        info!(server = %cfg.server_url, relay_only = cfg.relay_only, turn_servers = cfg.ice_servers.len(), "starting the call engine");
+        info!(
+            server = %cfg.server_url,
+            relay_only = cfg.relay_only,
+            turn_servers = cfg.ice_servers.len(),
+            extra_ca = cfg.ca_cert.is_some(),
+            "starting the call engine"
+        );
         let (call, events) = Call::start(cfg, media);
         if self.controls.muted {
             call.send(CallCommand::SetMuted(true));
@@ -612,7 +620,8 @@ impl Task {
                     || settings.microphone != self.cfg.settings.microphone
                     || settings.speaker != self.cfg.settings.speaker
                     || settings.turn_servers != self.cfg.settings.turn_servers
-                    || settings.relay_only != self.cfg.settings.relay_only;
+                    || settings.relay_only != self.cfg.settings.relay_only
+                    || settings.ca_cert != self.cfg.settings.ca_cert;
                 let quality = settings.quality;
                 let idle = matches!(self.state, CallState::Idle | CallState::Ended { .. });
                 self.cfg.settings = *settings;
@@ -721,6 +730,8 @@ impl Task {
         // Same interface as the user's call, its own port.
         cfg.bind = SocketAddr::new(self.cfg.bind.ip(), 0);
         cfg.ice_servers = self.cfg.settings.ice_servers();
+        // The bot reaches the same server, so it trusts the same CA.
+        cfg.ca_cert = self.cfg.settings.ca_cert.as_ref().map(PathBuf::from);
         cfg.echo = true;
         let (bot, events) = Call::start(cfg, opened.media);
         bot.send(CallCommand::Call(Command::JoinRoom { code: code.clone() }));

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use duet_core::call::Quality;
+use duet_core::tls::CaCertError;
 use duet_proto::{IceServer, MAX_INTEREST_CHARS, MAX_INTERESTS, valid_language};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -22,6 +23,7 @@ pub const FILE_NAME: &str = "settings.json";
 pub const MAX_TURN_SERVERS: usize = 8;
 const MAX_URL_CHARS: usize = 512;
 const MAX_FIELD_CHARS: usize = 256;
+const MAX_PATH_CHARS: usize = 4096;
 
 /// A TURN (or STUN) server the user added.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -88,6 +90,10 @@ pub struct SettingsOf<T> {
     pub turn_servers: Vec<T>,
     /// "Hide my IP": relay-only ICE.
     pub relay_only: bool,
+    /// Full path of a PEM file of CA certificates trusted for a `wss://` server, in addition to
+    /// the system's (a server with a private or self-signed certificate); `None`: the system's
+    /// only.
+    pub ca_cert: Option<String>,
     /// Camera device id; `None`: the first camera.
     pub camera: Option<String>,
     /// Microphone device id; `None`: the default.
@@ -119,6 +125,7 @@ impl<T> Default for SettingsOf<T> {
             server_url: String::new(),
             turn_servers: Vec::new(),
             relay_only: false,
+            ca_cert: None,
             camera: None,
             microphone: None,
             speaker: None,
@@ -138,6 +145,7 @@ impl<T> SettingsOf<T> {
             server_url: self.server_url,
             turn_servers: self.turn_servers.into_iter().filter_map(f).collect(),
             relay_only: self.relay_only,
+            ca_cert: self.ca_cert,
             camera: self.camera,
             microphone: self.microphone,
             speaker: self.speaker,
@@ -171,10 +179,21 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> SettingsErro
 }
 
 impl Settings {
-    /// Checks every value; the first problem is returned.
+    /// Checks every value; the first problem is returned. Files are not read here (a CA
+    /// certificate file that went missing does not make the settings file damaged): see
+    /// [`Settings::check_ca_cert`].
     pub fn validate(&self) -> Result<(), SettingsError> {
         if !self.server_url.is_empty() {
             validate_server_url(&self.server_url)?;
+        }
+        if let Some(path) = &self.ca_cert {
+            let field = "CA certificate";
+            if path.is_empty() || path.chars().count() > MAX_PATH_CHARS {
+                return Err(invalid(field, format!("the path must be 1..={MAX_PATH_CHARS} characters")));
+            }
+            if !Path::new(path).is_absolute() {
+                return Err(invalid(field, "give the full path of the PEM file (e.g. /etc/ssl/certs/my-ca.pem)"));
+            }
         }
         if self.turn_servers.len() > MAX_TURN_SERVERS {
             return Err(invalid("TURN servers", format!("at most {MAX_TURN_SERVERS}")));
@@ -207,6 +226,23 @@ impl Settings {
         Ok(())
     }
 
+    /// Reads the CA certificate file, if one is set: it must hold at least one PEM
+    /// certificate. Done when the user saves, not when settings are loaded.
+    pub fn check_ca_cert(&self) -> Result<(), SettingsError> {
+        let Some(path) = &self.ca_cert else { return Ok(()) };
+        duet_core::tls::load_ca_certs(Path::new(path)).map(drop).map_err(|e| {
+            let message = match e {
+                CaCertError::Read { path, source } => format!("cannot read {}: {source}", path.display()),
+                CaCertError::NoCertificates { path } => format!(
+                    "{} holds no certificate: it must be PEM (-----BEGIN CERTIFICATE----- blocks)",
+                    path.display()
+                ),
+                other => other.to_string(),
+            };
+            invalid("CA certificate", message)
+        })
+    }
+
     /// The user's ICE servers in the engine's form.
     pub fn ice_servers(&self) -> Vec<IceServer> {
         self.turn_servers
@@ -227,7 +263,8 @@ impl Settings {
     }
 
     /// Applies an update from the page: TURN credentials left out are kept from the saved
-    /// entry with the same URL and username; blank rows are dropped. The result is validated.
+    /// entry with the same URL and username; blank rows are dropped. The result is validated,
+    /// and the CA certificate file, if any, read.
     pub fn updated(&self, update: SettingsUpdate) -> Result<Settings, SettingsError> {
         let mut next = update.map_turn(|t| {
             let url = t.url.trim().to_string();
@@ -248,8 +285,10 @@ impl Settings {
         next.microphone = clean(next.microphone);
         next.speaker = clean(next.speaker);
         next.language = clean(next.language);
+        next.ca_cert = clean(next.ca_cert);
         next.interests = next.interests.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         next.validate()?;
+        next.check_ca_cert()?;
         Ok(next)
     }
 
@@ -597,6 +636,78 @@ mod tests {
         assert!(ok.validate().is_ok());
         let ok = Settings { relay_only: true, server_url: "wss://x.org/ws".into(), ..Settings::default() };
         assert!(ok.validate().is_ok());
+    }
+
+    /// A self-signed CA certificate (P-256, valid until 2126).
+    const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBljCCAT2gAwIBAgIUFuQxgdYhqheMbF9+NzPHr+Za34AwCgYIKoZIzj0EAwIw
+IDEeMBwGA1UEAwwVRHVldCBzZXR0aW5ncyB0ZXN0IENBMCAXDTI2MTIwMjA4NDc1
+NVoYDzIxMjYxMTA4MDg0NzU1WjAgMR4wHAYDVQQDDBVEdWV0IHNldHRpbmdzIHRl
+c3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQX63CUjBtQWNc8Zf5lAMwl
+qe7dKruU/Hi+YE2hJPf3BUkyI2+L+g1NiRYKrKyx6oVrbMnhJFtc88VSF2D7Ukki
+o1MwUTAdBgNVHQ4EFgQUdTRtLK78+uTNN/G8oQP7D3AY644wHwYDVR0jBBgwFoAU
+dTRtLK78+uTNN/G8oQP7D3AY644wDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQD
+AgNHADBEAiBNiZ31jrCd6h8QwpayffMpn3gm7Z+0bPjfpSy9xCGyUwIgKOseA5x1
+P2uwi2CfDX2SMghjygDkOyQy2OTenkPeObI=
+-----END CERTIFICATE-----
+";
+
+    fn with_ca_cert(path: &str) -> SettingsUpdate {
+        serde_json::from_value(serde_json::json!({"server_url": "wss://x.org/ws", "ca_cert": path})).unwrap()
+    }
+
+    #[test]
+    fn a_ca_cert_that_does_not_exist_is_refused_on_save_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope").join("ca.pem");
+        let missing = missing.to_str().unwrap();
+        let err = Settings::default().updated(with_ca_cert(missing)).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("CA certificate: cannot read {missing}: ")), "{err}");
+        // A directory is no better.
+        let err = Settings::default().updated(with_ca_cert(dir.path().to_str().unwrap())).unwrap_err();
+        assert!(err.to_string().starts_with("CA certificate: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_cert_that_is_not_pem_is_refused_on_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.txt");
+        fs::write(&path, "just some text").unwrap();
+        let err = Settings::default().updated(with_ca_cert(path.to_str().unwrap())).unwrap_err().to_string();
+        assert!(err.starts_with("CA certificate: ") && err.contains("holds no certificate"), "{err}");
+        assert!(err.contains("BEGIN CERTIFICATE") && err.contains("ca.txt"), "{err}");
+    }
+
+    #[test]
+    fn a_readable_pem_ca_cert_is_saved_and_a_blank_one_means_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        fs::write(&path, TEST_CA_PEM).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        let next = Settings::default().updated(with_ca_cert(&format!(" {path} "))).unwrap();
+        assert_eq!(next.ca_cert.as_deref(), Some(path.as_str()));
+        assert_eq!(next.view().ca_cert.as_deref(), Some(path.as_str()));
+        assert_eq!(Settings::from_entries(next.to_entries()), Ok(next));
+        let cleared = Settings::default().updated(with_ca_cert("  ")).unwrap();
+        assert_eq!(cleared.ca_cert, None);
+    }
+
+    #[test]
+    fn a_relative_ca_cert_path_is_invalid() {
+        let s = Settings { ca_cert: Some("certs/ca.pem".into()), ..Settings::default() };
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.starts_with("CA certificate: give the full path"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_cert_that_went_missing_does_not_make_the_settings_file_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let ca = dir.path().join("gone.pem");
+        let json = serde_json::json!({"server_url": "wss://x.org/ws", "ca_cert": ca.to_str().unwrap()});
+        fs::write(&path, json.to_string()).unwrap();
+        assert_eq!(check_file(&path), FileCheck::Valid);
+        assert!(path.exists());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod output;
 mod usage;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,10 @@ struct Common {
     /// Send media only through TURN relays: the partner never learns your address.
     #[arg(long)]
     relay_only: bool,
+    /// PEM file of CA certificates to trust for a wss:// server, in addition to the system's
+    /// (a server with a private or self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Print one JSON object per line.
     #[arg(long)]
     json: bool,
@@ -179,9 +184,18 @@ fn config(common: &Common, echo: bool) -> CallConfig {
     cfg.bind = common.bind;
     cfg.ice_servers = common.turn.clone();
     cfg.relay_only = common.relay_only;
+    cfg.ca_cert = common.ca_cert.clone();
     cfg.quality = common.quality;
     cfg.echo = echo;
     cfg
+}
+
+/// A `--ca-cert` file that cannot be used is bad input: say so before connecting.
+fn check_ca_cert(common: &Common) -> Result<(), String> {
+    match &common.ca_cert {
+        Some(path) => duet_core::tls::load_ca_certs(path).map(drop).map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
 }
 
 fn start_command(common: &Common) -> Command {
@@ -193,6 +207,10 @@ fn start_command(common: &Common) -> Command {
 
 async fn call(args: CallArgs) -> ExitCode {
     let mut out = Printer::new(args.common.json);
+    if let Err(e) = check_ca_cert(&args.common) {
+        out.error(&e);
+        return ExitCode::from(1);
+    }
     let media = match media::open(&args.common.video, &args.common.audio, &mut out) {
         Ok(m) => m,
         Err(e) => {
@@ -297,6 +315,10 @@ async fn call(args: CallArgs) -> ExitCode {
 
 async fn bot(args: BotArgs) -> ExitCode {
     let mut out = Printer::new(args.common.json);
+    if let Err(e) = check_ca_cert(&args.common) {
+        out.error(&e);
+        return ExitCode::from(1);
+    }
     let (video, audio) = if args.synthetic {
         (args.common.video.clone(), args.common.audio.clone())
     } else {

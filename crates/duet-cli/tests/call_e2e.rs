@@ -1,6 +1,7 @@
 //! End to end: a real `duet-server` on 127.0.0.1 and real `duet` processes holding calls
 //! with synthetic VP8/Opus media, chat, rooms, next, receive-only, the echo bot, and bad
-//! input (missing file, unreachable server, wrong protocol version).
+//! input (missing file, unreachable server, wrong protocol version), and `wss://` to a server
+//! with a private CA (trusted through `--ca-cert`, refused without it).
 
 #![allow(clippy::unwrap_used)]
 
@@ -425,5 +426,99 @@ async fn chat_belongs_to_one_partner_and_nothing_of_it_reaches_the_next() {
     assert_eq!(a.count("chat_delivered") + a.count("chat_undelivered"), 1, "{:?}", a.events);
     if a.count("chat_delivered") == 1 {
         assert!(to_b, "delivered means b has it");
+    }
+}
+
+/// A `wss://` server on 127.0.0.1 whose certificate (for `127.0.0.1` and `localhost`) is signed
+/// by a CA of its own, as a private deployment would have. Returns its address and the
+/// directory holding that CA's certificate as `ca.pem` (nothing on this machine trusts it).
+async fn tls_server() -> (SocketAddr, tempfile::TempDir) {
+    use duet_server::config::TlsFiles;
+    use duet_server::{Server, ServerConfig};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(DnType::CommonName, "Duet e2e test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("server.pem"), dir.path().join("server-key.pem"));
+    std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let cfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(TlsFiles { cert: cert_path, key: key_path }),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(cfg).await.unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.run(std::future::pending()));
+    (addr, dir)
+}
+
+/// `duet call` against `wss://ADDR/ws`, with `--ca-cert ca` if given.
+fn wss_call_args(addr: SocketAddr, ca: Option<&std::path::Path>, extra: &[&str]) -> Vec<String> {
+    let mut v = call_args(addr, extra);
+    v[2] = format!("wss://{addr}/ws");
+    if let Some(ca) = ca {
+        v.extend(["--ca-cert".to_string(), ca.display().to_string()]);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_with_the_servers_ca_certificate_holds_a_call_with_media() {
+    let _slot = call_slot().await;
+    let (addr, dir) = tls_server().await;
+    let ca = dir.path().join("ca.pem");
+    let a = tokio::spawn(duet(wss_call_args(addr, Some(&ca), &["--duration", "3", "--chat", "over tls"])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = duet(wss_call_args(addr, Some(&ca), &["--duration", "3"])).await;
+    let a = a.await.unwrap();
+    assert_eq!((a.code, b.code), (0, 0), "a: {}\nb: {}", a.stderr, b.stderr);
+    check_media(&a, &b, 640, 360);
+    check_media(&b, &a, 640, 360);
+    assert_eq!(chats_received(&b), ["over tls"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_without_the_ca_certificate_fails_promptly_naming_the_certificate() {
+    let (addr, _dir) = tls_server().await;
+    let started = Instant::now();
+    let run = duet(wss_call_args(addr, None, &["--duration", "2"])).await;
+    let took = started.elapsed();
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("cannot verify the server's certificate"), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("wss://{addr}/ws")), "{}", run.stderr);
+    assert!(run.stderr.contains("not signed by an authority this computer trusts"), "{}", run.stderr);
+    // Given up at the first attempt: no retries with backoff.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    let errors: Vec<_> = run.events.iter().filter(|e| e["event"] == "error").collect();
+    assert_eq!(errors.len(), 1, "{:?}", run.events);
+    assert_eq!(run.summary()["connected"], false);
+}
+
+#[tokio::test]
+async fn wss_with_an_unusable_ca_file_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-a-cert.txt");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+    for (ca, expected) in
+        [(dir.path().join("missing.pem"), "cannot read the CA certificate file"), (not_pem, "holds no certificate")]
+    {
+        let started = Instant::now();
+        let run = duet(wss_call_args(addr, Some(&ca), &[])).await;
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains(expected) && run.stderr.contains(&ca.display().to_string()), "{}", run.stderr);
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 }

@@ -17,6 +17,8 @@
 //!   the desktop app).
 //! - [`negotiation`]: perfect negotiation (glare, duplicate/stale descriptions, early
 //!   candidates) as a sans-IO machine.
+//! - [`tls`]: `wss://` with the platform's trust store plus an optional CA file, and which
+//!   TLS failures are not worth retrying.
 
 pub mod call;
 pub mod chat;
@@ -31,4 +33,5 @@ pub mod quality;
 pub mod signaling;
 pub mod sources;
 pub mod summary;
+pub mod tls;
 pub mod turn;

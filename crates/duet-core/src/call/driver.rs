@@ -3,6 +3,7 @@
 //! [`Call`] (commands) and a stream of [`CallEvent`]s.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use duet_media::{AudioSink, AudioSource, MediaClock, VideoSink, VideoSource};
@@ -70,6 +71,9 @@ pub struct CallConfig {
     pub ice_servers: Vec<IceServer>,
     /// Relay-only ("hide my IP").
     pub relay_only: bool,
+    /// PEM file of CA certificates trusted for a `wss://` server, in addition to the
+    /// platform's roots.
+    pub ca_cert: Option<PathBuf>,
     /// Initial quality.
     pub quality: Quality,
     /// How often [`CallEvent::Stats`] is emitted.
@@ -87,6 +91,7 @@ impl CallConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             ice_servers: Vec::new(),
             relay_only: false,
+            ca_cert: None,
             quality: Quality::Auto,
             stats_interval: Duration::from_secs(1),
             echo: false,
@@ -278,7 +283,8 @@ async fn run(
     mut commands: mpsc::UnboundedReceiver<CallCommand>,
     events: mpsc::UnboundedSender<CallEvent>,
 ) {
-    let sig_cfg = SignalingConfig { client: cfg.client.clone(), ..SignalingConfig::default() };
+    let sig_cfg =
+        SignalingConfig { client: cfg.client.clone(), ca_cert: cfg.ca_cert.clone(), ..SignalingConfig::default() };
     let (signaling, mut sig_rx) = SignalingClient::start(cfg.server_url.clone(), sig_cfg);
     let (video_tx, mut video_rx) = mpsc::channel::<OutgoingVideo>(crate::media::VIDEO_OUT_QUEUE);
     let (audio_tx, mut audio_rx) = mpsc::channel::<OutgoingAudio>(16);

@@ -1,5 +1,7 @@
 //! The tokio driver of [`SignalingMachine`]: one task owning the WebSocket.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duet_proto::{ClientMessage, MAX_FRAME_BYTES};
@@ -7,11 +9,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::TlsError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::debug;
 
-use super::machine::{Output, SignalingConfig, SignalingEvent, SignalingMachine};
+use super::machine::{Output, SignalingConfig, SignalingError, SignalingEvent, SignalingMachine};
+use crate::tls;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -61,23 +65,52 @@ async fn run(
     events: mpsc::UnboundedSender<SignalingEvent>,
 ) {
     let connect_timeout = cfg.connect_timeout;
+    let secure = url.get(..6).is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"));
+    let ca_cert = cfg.ca_cert.clone();
+    if !secure && ca_cert.is_some() {
+        debug!("not a wss:// URL: the CA certificate file is not used");
+    }
     let mut machine = SignalingMachine::new(cfg, Instant::now());
     let mut ws: Option<Ws> = None;
+    // Built on the first wss:// attempt and kept for every reconnection.
+    let mut tls_config: Option<Arc<rustls::ClientConfig>> = None;
     loop {
         // Carry out everything the machine asked for.
         while let Some(out) = machine.poll_output() {
             match out {
                 Output::Connect => {
+                    let connector = if secure {
+                        if tls_config.is_none() {
+                            match build_tls(ca_cert.clone()).await {
+                                Ok(c) => tls_config = Some(c),
+                                Err(reason) => {
+                                    machine.give_up(SignalingError::TlsSetup { url: url.clone(), reason });
+                                    continue;
+                                }
+                            }
+                        }
+                        tls_config.clone().map(Connector::Rustls)
+                    } else {
+                        Some(Connector::Plain)
+                    };
                     let ws_config = WebSocketConfig::default()
                         .max_message_size(Some(MAX_FRAME_BYTES))
                         .max_frame_size(Some(MAX_FRAME_BYTES));
-                    let attempt = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true);
+                    let attempt = tokio_tungstenite::connect_async_tls_with_config(
+                        url.as_str(),
+                        Some(ws_config),
+                        true,
+                        connector,
+                    );
                     match tokio::time::timeout(connect_timeout, attempt).await {
                         Ok(Ok((socket, _))) => {
                             ws = Some(socket);
                             machine.socket_opened(Instant::now());
                         }
-                        Ok(Err(e)) => machine.socket_closed(Instant::now(), &e.to_string()),
+                        Ok(Err(e)) => match definitive_failure(&url, &e) {
+                            Some(err) => machine.give_up(err),
+                            None => machine.socket_closed(Instant::now(), &e.to_string()),
+                        },
                         Err(_) => machine.socket_closed(Instant::now(), "connection timed out"),
                     }
                 }
@@ -146,5 +179,31 @@ async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<Message, tokio_tungste
     match ws.as_mut() {
         Some(socket) => socket.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The TLS configuration for `wss://` (reads the CA file and the system's roots: off the async
+/// threads).
+async fn build_tls(ca_cert: Option<PathBuf>) -> Result<Arc<rustls::ClientConfig>, String> {
+    match tokio::task::spawn_blocking(move || tls::client_config(ca_cert.as_deref())).await {
+        Ok(Ok(config)) => Ok(config),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("TLS setup did not finish: {e}")),
+    }
+}
+
+/// A failed connection attempt that retrying cannot fix: the server's certificate is not
+/// trusted, or the host name cannot be used with TLS. Anything else (refused, reset, timed
+/// out, a TLS protocol error) is retried.
+fn definitive_failure(url: &str, err: &tokio_tungstenite::tungstenite::Error) -> Option<SignalingError> {
+    if let Some(reason) = tls::certificate_problem(err) {
+        return Some(SignalingError::Certificate { url: url.to_string(), reason });
+    }
+    match err {
+        tokio_tungstenite::tungstenite::Error::Tls(TlsError::InvalidDnsName) => Some(SignalingError::TlsSetup {
+            url: url.to_string(),
+            reason: "its host name cannot be used with TLS".into(),
+        }),
+        _ => None,
     }
 }

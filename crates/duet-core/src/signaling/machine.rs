@@ -7,6 +7,7 @@
 //! [`SignalingMachine::handle_timeout`] at [`SignalingMachine::poll_timeout`].
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use duet_proto::{
@@ -35,6 +36,8 @@ pub struct SignalingConfig {
     pub ack_delay: Duration,
     /// Seed for the reconnect jitter (`None`: from the OS).
     pub jitter_seed: Option<u64>,
+    /// PEM file of CA certificates trusted for `wss://`, in addition to the platform's roots.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Default for SignalingConfig {
@@ -47,6 +50,7 @@ impl Default for SignalingConfig {
             ack_every: 16,
             ack_delay: Duration::from_millis(300),
             jitter_seed: None,
+            ca_cert: None,
         }
     }
 }
@@ -78,6 +82,24 @@ pub enum SignalingError {
     /// The server speaks another protocol version.
     #[error("the server speaks a different Duet protocol: {0}")]
     VersionMismatch(String),
+    /// The server's TLS certificate failed verification (unknown issuer, expired, issued for
+    /// another name...): retrying cannot help.
+    #[error("cannot verify the server's certificate ({url}): {reason}")]
+    Certificate {
+        /// The server URL.
+        url: String,
+        /// What is wrong with the certificate.
+        reason: String,
+    },
+    /// TLS could not be set up on this side (an unusable CA certificate file, no trusted
+    /// certificates at all, a host name TLS cannot use).
+    #[error("cannot set up TLS for {url}: {reason}")]
+    TlsSetup {
+        /// The server URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What the application learns from signaling.
@@ -285,6 +307,17 @@ impl SignalingMachine {
         if self.welcomed_once {
             self.set_state(SessionState::Reconnecting { attempt: self.attempts });
         }
+    }
+
+    /// The socket could not be opened and retrying cannot help (the server's certificate is
+    /// not trusted, TLS cannot be set up): give up now with `err`, whatever the state.
+    pub fn give_up(&mut self, err: SignalingError) {
+        if matches!(self.state, SessionState::Closed | SessionState::Failed) {
+            return;
+        }
+        warn!(error = %err, "signaling cannot connect; giving up");
+        self.socket = Socket::None;
+        self.fail(err);
     }
 
     /// A text frame arrived.

@@ -270,6 +270,43 @@ fn an_unreachable_server_fails_promptly() {
 }
 
 #[test]
+fn an_untrusted_certificate_is_final_at_once_even_mid_session() {
+    let cert = || SignalingError::Certificate {
+        url: "wss://x.org/ws".into(),
+        reason: "it is not signed by an authority this computer trusts".into(),
+    };
+    // The first attempt: no retries.
+    let mut s = Sim::new();
+    s.m.give_up(cert());
+    s.drain();
+    assert_eq!(s.m.state(), SessionState::Failed);
+    assert!(s.take_events().contains(&SignalingEvent::Failed(cert())));
+    assert!(s.m.poll_timeout().is_none(), "nothing more to do");
+    s.advance(Duration::from_secs(60));
+    assert_eq!(s.connects, 1, "never retried");
+    assert_eq!(
+        cert().to_string(),
+        "cannot verify the server's certificate (wss://x.org/ws): it is not signed by an authority this computer trusts"
+    );
+
+    // A reconnection after the certificate changed under a live session: also final.
+    let mut s = Sim::ready();
+    s.m.socket_closed(s.now, "connection reset");
+    s.drain();
+    s.advance(Duration::from_secs(1));
+    assert_eq!(s.connects, 2, "one reconnection attempt");
+    s.m.give_up(cert());
+    s.drain();
+    assert_eq!(s.m.state(), SessionState::Failed);
+    s.advance(Duration::from_secs(60));
+    assert_eq!(s.connects, 2, "never retried");
+    // Once closed, nothing more happens.
+    s.m.give_up(cert());
+    s.drain();
+    assert_eq!(s.take_events().iter().filter(|e| matches!(e, SignalingEvent::Failed(_))).count(), 1);
+}
+
+#[test]
 fn a_version_mismatch_is_final() {
     let mut s = Sim::new();
     s.open();
