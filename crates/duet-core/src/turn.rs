@@ -72,9 +72,14 @@ pub fn merge(user: &[IceServer], from_server: &[IceServer]) -> Vec<IceServer> {
             _ => s.clone(),
         })
         .collect();
-    out.extend(from_server.iter().cloned());
+    out.extend(from_server.iter().take(MAX_SERVER_ICE_SERVERS).cloned());
     out
 }
+
+/// The most ICE servers taken from the signaling server (each one is contacted while gathering).
+pub const MAX_SERVER_ICE_SERVERS: usize = 8;
+/// The longest wait before refreshing TURN credentials, whatever expiry the server claims.
+pub const MAX_REFRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn is_turn(s: &IceServer) -> bool {
     s.urls.iter().any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
@@ -113,12 +118,20 @@ pub fn refresh_after(servers: &[IceServer], now_unix: u64) -> Option<std::time::
         .filter_map(|s| s.username.as_deref()?.split_once(':')?.0.parse::<u64>().ok())
         .min()?;
     let left = expiry.saturating_sub(now_unix);
-    Some(std::time::Duration::from_secs(left * 2 / 3).max(std::time::Duration::from_secs(1)))
+    Some(std::time::Duration::from_secs(left / 3 * 2).clamp(std::time::Duration::from_secs(1), MAX_REFRESH_AFTER))
 }
 
 /// True if an SDP candidate line is a relay candidate.
 pub fn is_relay_candidate(line: &str) -> bool {
     line.split_whitespace().skip_while(|w| *w != "typ").nth(1) == Some("relay")
+}
+
+/// A session description as a relay-only client may send it: every `a=candidate` line that
+/// is not a relay is removed (a description made after gathering lists the candidates too).
+pub fn without_non_relay_candidates(sdp: &str) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|line| !line.trim_start().starts_with("a=candidate:") || is_relay_candidate(line))
+        .collect()
 }
 
 #[cfg(test)]
@@ -187,5 +200,30 @@ mod tests {
     fn relay_candidates_are_recognised() {
         assert!(is_relay_candidate("candidate:1 1 udp 16777215 127.0.0.1 50000 typ relay raddr 0.0.0.0 rport 0"));
         assert!(!is_relay_candidate("candidate:1 1 udp 2130706431 10.0.0.1 50000 typ host"));
+    }
+
+    #[test]
+    fn a_relay_only_description_keeps_only_relay_candidates() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+                   a=candidate:1 1 udp 2130706431 192.168.1.20 50000 typ host\r\n\
+                   a=candidate:2 1 udp 1694498815 203.0.113.9 50001 typ srflx raddr 192.168.1.20 rport 50000\r\n\
+                   a=candidate:3 1 udp 16777215 198.51.100.4 60000 typ relay raddr 203.0.113.9 rport 50001\r\n\
+                   a=end-of-candidates\r\n";
+        let out = without_non_relay_candidates(sdp);
+        assert!(!out.contains("192.168.1.20 50000 typ host") && !out.contains("typ srflx"), "{out}");
+        assert!(out.contains("typ relay") && out.contains("a=end-of-candidates\r\n") && out.starts_with("v=0\r\n"));
+    }
+
+    #[test]
+    fn hostile_server_ice_values_are_bounded() {
+        let turn = |user: &str| IceServer {
+            urls: vec!["turn:127.0.0.1:3478".into()],
+            username: Some(user.into()),
+            credential: Some("c".into()),
+        };
+        // An expiry at the end of time neither overflows nor waits longer than a day.
+        assert_eq!(refresh_after(&[turn(&format!("{}:s", u64::MAX))], 0), Some(MAX_REFRESH_AFTER));
+        let many: Vec<IceServer> = (0..1000).map(|i| turn(&format!("1:{i}"))).collect();
+        assert_eq!(merge(&[], &many).len(), MAX_SERVER_ICE_SERVERS);
     }
 }

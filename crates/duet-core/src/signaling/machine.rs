@@ -19,6 +19,12 @@ use tracing::{debug, info, warn};
 
 use super::Backoff;
 
+/// The shortest heartbeat period taken from a server.
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(200);
+/// The longest heartbeat period taken from a server (a longer one would let a dead socket
+/// go unnoticed, and a huge one overflow the deadlines computed from it).
+pub const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
+
 /// Tunables of the signaling client.
 #[derive(Debug, Clone)]
 pub struct SignalingConfig {
@@ -348,16 +354,17 @@ impl SignalingMachine {
             ServerMessage::Ok => {}
             ServerMessage::Token { resume_token } => self.token = Some(resume_token),
             ServerMessage::Pong { ts } => {
-                if let Some(ts) = ts {
-                    let sent = self.epoch + Duration::from_millis(ts);
-                    self.out.push_back(Output::Event(SignalingEvent::Rtt(now.saturating_duration_since(sent))));
+                // The server echoes our timestamp; one from the future is not ours.
+                let sent = ts.and_then(|ts| self.epoch.checked_add(Duration::from_millis(ts))).filter(|s| *s <= now);
+                if let Some(sent) = sent {
+                    self.out.push_back(Output::Event(SignalingEvent::Rtt(now - sent)));
                 }
             }
             ServerMessage::Error { code: ErrorCode::VersionMismatch, message } => {
                 self.fail(SignalingError::VersionMismatch(message));
             }
             ServerMessage::Error { code, message } => {
-                warn!(code = code.as_str(), %message, "server refused a message");
+                warn!(code = code.as_str(), message = ?message.chars().take(120).collect::<String>(), "server refused a message");
                 let request = request.unwrap_or("unknown");
                 self.out.push_back(Output::Event(SignalingEvent::Refused { request, code, message }));
             }
@@ -395,13 +402,13 @@ impl SignalingMachine {
             self.first_unacked_at = None;
         }
         self.token = Some(token);
-        self.heartbeat = Duration::from_millis(heartbeat_ms.max(200));
+        self.heartbeat = Duration::from_millis(heartbeat_ms).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
         self.socket = Socket::Ready;
         self.attempts = 0;
         self.welcomed_once = true;
         self.reconnect_at = None;
         self.last_ping = now;
-        info!(session = %session_id, resumed, restored, "signaling session ready");
+        info!(session = ?session_id.chars().take(64).collect::<String>(), resumed, restored, "signaling session ready");
         self.set_state(SessionState::Connected);
         if lost {
             self.out.push_back(Output::Event(SignalingEvent::SessionLost));

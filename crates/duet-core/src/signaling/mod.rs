@@ -8,4 +8,7 @@ mod tests;
 
 pub use backoff::Backoff;
 pub use client::SignalingClient;
-pub use machine::{Output, SessionState, SignalingConfig, SignalingError, SignalingEvent, SignalingMachine};
+pub use machine::{
+    MAX_HEARTBEAT, MIN_HEARTBEAT, Output, SessionState, SignalingConfig, SignalingError, SignalingEvent,
+    SignalingMachine,
+};

@@ -383,3 +383,23 @@ fn a_network_change_reconnects_at_once_without_backoff_and_resumes() {
     let hello = s.take_sent();
     assert!(matches!(&hello[0].msg, ClientMessage::Hello { resume_token: Some(_), .. }));
 }
+
+#[test]
+fn hostile_server_values_are_range_checked_without_panicking() {
+    let mut hostile = welcome(false);
+    let mut s = Sim::new();
+    s.m.socket_opened(s.now);
+    s.drain();
+    // A heartbeat of u64::MAX ms would overflow every deadline computed from it.
+    let ServerMessage::Welcome { heartbeat_ms, .. } = &mut hostile else { unreachable!() };
+    *heartbeat_ms = u64::MAX;
+    s.server(1, None, hostile);
+    assert!(s.m.poll_timeout().is_some_and(|t| t <= s.now + MAX_HEARTBEAT * 2), "heartbeat capped");
+    // A pong echoing a timestamp from the far future (or u64::MAX) is no RTT.
+    s.server(0, None, ServerMessage::Pong { ts: Some(u64::MAX) });
+    s.server(0, None, ServerMessage::Pong { ts: Some(u64::MAX / 2) });
+    assert!(!s.events.iter().any(|e| matches!(e, SignalingEvent::Rtt(_))), "{:?}", s.events);
+    // Sequence numbers at the end of the range.
+    s.server(u64::MAX, None, queued());
+    s.advance(Duration::from_secs(120));
+}
