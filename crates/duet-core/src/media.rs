@@ -4,7 +4,8 @@
 //! libvpx contexts are not `Send`, and encoding must never stall the async driver, so each
 //! codec lives on its own OS thread. Threads talk to the driver over channels; every queue
 //! is bounded and drops video (never audio) when full, so a slow machine loses frames
-//! instead of building latency.
+//! instead of building latency. Reports to the driver are dropped when it is
+//! [`RECEIVED_QUEUE`] reports behind.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,18 +18,19 @@ use duet_media::{
     AudioFrame, AudioSink, AudioSource, FrameDuration, MediaClock, OpusConfig, OpusDecoder, OpusEncoder, VideoFrame,
     VideoSink, VideoSource, Vp8Config, Vp8Decoder, Vp8Encoder, read_marker, scale_i420,
 };
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tracing::{debug, info, warn};
 
 use crate::jitter::{AudioJitterBuffer, Playout};
 use crate::quality::AudioSettings;
+use crate::quality::keyframe::{KEYFRAME_MIN_INTERVAL, KeyframeThrottle};
 
 /// Encoded video frames waiting for the network, at most (older ones are dropped).
 pub const VIDEO_OUT_QUEUE: usize = 4;
-/// Keyframes forced by requests come at most this often.
-pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// Encoded frames waiting for the decoder, at most.
 const VIDEO_IN_QUEUE: usize = 8;
+/// Reports from the receive threads waiting for the driver, at most.
+pub const RECEIVED_QUEUE: usize = 256;
 
 /// An encoded VP8 frame on its way to the peer.
 #[derive(Debug)]
@@ -140,6 +142,8 @@ pub struct VideoSender {
 pub struct VideoCounters {
     /// Frames encoded.
     pub encoded: AtomicU64,
+    /// Keyframes among them.
+    pub keyframes: AtomicU64,
     /// Encoded frames dropped because the network queue was full.
     pub dropped: AtomicU64,
 }
@@ -173,6 +177,11 @@ impl VideoSender {
         (self.counters.encoded.load(Ordering::Relaxed), self.counters.dropped.load(Ordering::Relaxed))
     }
 
+    /// Keyframes encoded so far.
+    pub fn keyframes(&self) -> u64 {
+        self.counters.keyframes.load(Ordering::Relaxed)
+    }
+
     /// Sets the encoder's target bitrate (kbit/s), within the limits.
     pub fn set_bitrate(&self, kbps: u32) {
         self.control(VideoControl::Bitrate(kbps));
@@ -184,7 +193,8 @@ impl VideoSender {
         self.control(VideoControl::Limits(limits));
     }
 
-    /// Makes the next frame a keyframe.
+    /// Makes a keyframe: at once, or when the last forced one is [`KEYFRAME_MIN_INTERVAL`] old
+    /// (requests in between are one).
     pub fn request_keyframe(&self) {
         self.control(VideoControl::Keyframe);
     }
@@ -234,7 +244,7 @@ fn video_send_loop(
     // Keyframe requests (the partner's PLIs, our pacer's drops) are served at most once per
     // KEYFRAME_MIN_INTERVAL: a burst of them must not turn the encoder into a keyframe source.
     let mut keyframe_pending = false;
-    let mut last_forced_keyframe: Option<Instant> = None;
+    let mut keyframe_throttle = KeyframeThrottle::new(KEYFRAME_MIN_INTERVAL);
     loop {
         loop {
             match control.try_recv() {
@@ -283,11 +293,9 @@ fn video_send_loop(
             continue;
         }
         let captured = Instant::now();
-        if keyframe_pending && last_forced_keyframe.is_none_or(|t| captured.duration_since(t) >= KEYFRAME_MIN_INTERVAL)
-        {
+        if keyframe_pending && keyframe_throttle.allow(captured) {
             encoder.request_keyframe();
             keyframe_pending = false;
-            last_forced_keyframe = Some(captured);
         }
         // Skip frames to stay at the rung's frame rate (a 30 fps source at 15 fps: every other).
         let min_gap = Duration::from_secs_f64(0.9 / f64::from(limits.max_fps.max(1)));
@@ -311,6 +319,9 @@ fn video_send_loop(
         match encoder.encode(&frame) {
             Ok(Some(encoded)) => {
                 counters.encoded.fetch_add(1, Ordering::Relaxed);
+                if encoded.keyframe {
+                    counters.keyframes.fetch_add(1, Ordering::Relaxed);
+                }
                 let item = OutgoingVideo { data: Bytes::from(encoded.data), captured, duration };
                 if out.try_send(item).is_err() {
                     if out.is_closed() {
@@ -435,9 +446,15 @@ fn audio_send_loop(
     }
 }
 
+/// Sends a report unless the driver is [`RECEIVED_QUEUE`] reports behind; false once it is gone.
+fn report(reports: &mpsc::Sender<Received>, received: Received) -> bool {
+    !matches!(reports.try_send(received), Err(TrySendError::Closed(_)))
+}
+
 /// The VP8 decode thread: frames in, decoded frames to a sink, reports to the driver.
 pub struct VideoReceiver {
     worker: Worker<std_mpsc::SyncSender<Bytes>>,
+    too_large: Arc<AtomicU64>,
 }
 
 impl VideoReceiver {
@@ -445,18 +462,26 @@ impl VideoReceiver {
     pub fn start(
         sink: Box<dyn VideoSink>,
         clock: MediaClock,
-        reports: mpsc::UnboundedSender<Received>,
+        reports: mpsc::Sender<Received>,
     ) -> Result<Self, duet_media::MediaError> {
         let decoder = Vp8Decoder::new()?;
         let (input, rx) = std_mpsc::sync_channel(VIDEO_IN_QUEUE);
-        let worker =
-            Worker::spawn("duet-video-recv", input, move || video_receive_loop(decoder, sink, clock, rx, reports))?;
-        Ok(Self { worker })
+        let too_large = Arc::new(AtomicU64::new(0));
+        let counter = too_large.clone();
+        let worker = Worker::spawn("duet-video-recv", input, move || {
+            video_receive_loop(decoder, sink, clock, rx, reports, &counter)
+        })?;
+        Ok(Self { worker, too_large })
     }
 
     /// Queues an encoded frame; returns false if the decoder is behind and it was dropped.
     pub fn push(&self, frame: Bytes) -> bool {
         self.worker.input().is_some_and(|tx| tx.try_send(frame).is_ok())
+    }
+
+    /// Keyframes refused so far for declaring a picture over [`duet_media::MAX_DECODE_PIXELS`].
+    pub fn frames_too_large(&self) -> u64 {
+        self.too_large.load(Ordering::Relaxed)
     }
 }
 
@@ -465,25 +490,30 @@ fn video_receive_loop(
     mut sink: Box<dyn VideoSink>,
     clock: MediaClock,
     input: std_mpsc::Receiver<Bytes>,
-    reports: mpsc::UnboundedSender<Received>,
+    reports: mpsc::Sender<Received>,
+    too_large: &AtomicU64,
 ) {
     while let Ok(data) = input.recv() {
         match decoder.decode(&data, clock.now_us()) {
             Ok(Some(frame)) => {
                 let now_us = clock.now_us();
                 let marker = read_marker(&frame).map(|m| (m.frame_number, m.timestamp_us));
-                let report = Received::Video { now_us, width: frame.width(), height: frame.height(), marker };
+                let decoded = Received::Video { now_us, width: frame.width(), height: frame.height(), marker };
                 if let Err(e) = sink.render(frame) {
                     debug!(error = %e, "video sink refused a frame");
                 }
-                if reports.send(report).is_err() {
+                if !report(&reports, decoded) {
                     return;
                 }
             }
             Ok(None) => {}
+            Err(duet_media::MediaError::FrameTooLarge { width, height }) => {
+                let refused = too_large.fetch_add(1, Ordering::Relaxed) + 1;
+                debug!(width, height, refused, "partner keyframe over the size bound refused");
+            }
             Err(e) => {
                 debug!(error = %e, "decode failed; asking for a keyframe");
-                if e.needs_keyframe() && reports.send(Received::NeedKeyframe).is_err() {
+                if e.needs_keyframe() && !report(&reports, Received::NeedKeyframe) {
                     return;
                 }
             }
@@ -499,10 +529,7 @@ pub struct AudioReceiver {
 
 impl AudioReceiver {
     /// Starts decoding into `sink`.
-    pub fn start(
-        sink: Box<dyn AudioSink>,
-        reports: mpsc::UnboundedSender<Received>,
-    ) -> Result<Self, duet_media::MediaError> {
+    pub fn start(sink: Box<dyn AudioSink>, reports: mpsc::Sender<Received>) -> Result<Self, duet_media::MediaError> {
         let decoder = OpusDecoder::new(1)?;
         let (input, rx) = std_mpsc::sync_channel(64);
         let worker = Worker::spawn("duet-audio-recv", input, move || audio_receive_loop(decoder, sink, rx, reports))?;
@@ -521,7 +548,7 @@ fn audio_receive_loop(
     mut decoder: OpusDecoder,
     mut sink: Box<dyn AudioSink>,
     input: std_mpsc::Receiver<(u16, Bytes)>,
-    reports: mpsc::UnboundedSender<Received>,
+    reports: mpsc::Sender<Received>,
 ) {
     let mut jitter = AudioJitterBuffer::new();
     // Concealment covers one packet of the duration last heard.
@@ -553,7 +580,7 @@ fn audio_receive_loop(
                         _ => FrameDuration::Ms10,
                     };
                     play(&mut sink, &frame);
-                    if received && reports.send(Received::Audio).is_err() {
+                    if received && !report(&reports, Received::Audio) {
                         return;
                     }
                 }

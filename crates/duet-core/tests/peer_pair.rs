@@ -1,6 +1,7 @@
 //! Two real webrtc peer connections in one process on 127.0.0.1, negotiated by the perfect
 //! negotiation machine: media frames arrive intact, data channels carry text both ways, an
-//! ICE restart keeps media flowing, and crossing offers (glare) still end connected.
+//! ICE restart keeps media flowing, crossing offers (glare) still end connected, and a storm of
+//! keyframe requests makes at most one keyframe per half second.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use duet_core::call::PeerState;
+use duet_core::media::{VideoLimits, VideoSender};
 use duet_core::negotiation::{Action, Input, Negotiator};
-use duet_core::peer::{Channel, Peer, PeerConfig, PeerEvent};
+use duet_core::peer::{Channel, Peer, PeerConfig, PeerEvent, PeerEvents};
+use duet_media::{MediaClock, SyntheticVideoSource};
 use duet_proto::SignalPayload;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 struct Side {
     peer: Peer,
-    events: UnboundedReceiver<PeerEvent>,
+    events: PeerEvents,
     neg: Negotiator,
     state: PeerState,
     frames: Vec<Bytes>,
@@ -198,6 +200,68 @@ async fn crossing_offers_resolve_by_politeness() {
     .await;
     send_frames(&mut a, &mut b, 0, 10).await;
     pump(&mut a, &mut b, Duration::from_secs(5), |_, b| b.frames.len() >= 9).await;
+    a.peer.close().await;
+    b.peer.close().await;
+}
+
+/// The partner sends 1000 PLIs within a second: the peer passes on one per 500 ms, and a real
+/// encoder fed with them (as the call driver feeds it) makes at most two keyframes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_keyframe_requests_makes_at_most_two_keyframes() {
+    let (mut a, mut b) = (side(false).await, side(true).await);
+    a.neg.handle(Input::NegotiationNeeded { ice_restart: false });
+    pump(&mut a, &mut b, Duration::from_secs(10), |a, b| {
+        a.state == PeerState::Connected && b.state == PeerState::Connected
+    })
+    .await;
+    // B addresses its PLIs to the video track it receives from A.
+    send_frames(&mut a, &mut b, 0, 5).await;
+    pump(&mut a, &mut b, Duration::from_secs(5), |_, b| !b.frames.is_empty()).await;
+
+    let source = SyntheticVideoSource::new(320, 180, 30, MediaClock::new()).unwrap();
+    let limits = VideoLimits { max_width: 320, max_height: 180, max_kbps: 300, max_fps: 30 };
+    let (out, mut encoded) = tokio::sync::mpsc::channel(4);
+    let encoder = VideoSender::start(Box::new(source), true, limits, out).unwrap();
+    let drain = tokio::spawn(async move { while encoded.recv().await.is_some() {} });
+    let first = Instant::now() + Duration::from_secs(5);
+    while encoder.keyframes() == 0 {
+        assert!(Instant::now() < first, "no first keyframe");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let keyframes_before = encoder.keyframes();
+
+    let storm_started = Instant::now();
+    let flood = async {
+        // 100 bursts of 10, 9 ms apart: 1000 requests in 0.9 s.
+        let mut tick = tokio::time::interval(Duration::from_millis(9));
+        for _ in 0..100 {
+            tick.tick().await;
+            for _ in 0..10 {
+                b.peer.request_keyframe().await;
+            }
+        }
+        storm_started.elapsed()
+    };
+    let serve = async {
+        let mut passed_on = 0;
+        let until = storm_started + Duration::from_millis(1600);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(until.into(), a.events.recv()).await {
+            if matches!(ev, PeerEvent::KeyframeRequested) {
+                passed_on += 1;
+                encoder.request_keyframe();
+            }
+        }
+        passed_on
+    };
+    let (storm, passed_on) = tokio::join!(flood, serve);
+    assert!(storm < Duration::from_secs(1), "the storm took {storm:?}");
+    let stats = a.peer.stats().await;
+    assert!((1..=2).contains(&passed_on), "{passed_on} requests passed on, {stats:?}");
+    assert!(stats.keyframe_requests_ignored >= 500, "{stats:?}");
+    let keyframes = encoder.keyframes() - keyframes_before;
+    assert!((1..=2).contains(&keyframes), "{keyframes} keyframes for the storm");
+    drop(encoder);
+    drain.await.unwrap();
     a.peer.close().await;
     b.peer.close().await;
 }

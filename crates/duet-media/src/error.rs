@@ -91,6 +91,16 @@ pub enum MediaError {
     /// Request a keyframe.
     #[error("VP8 decoder is waiting for a keyframe; delta frame dropped")]
     KeyframeRequired,
+    /// A VP8 keyframe declares a picture larger than [`crate::MAX_DECODE_PIXELS`]: refused before decoding,
+    /// and delta frames after it too. Not a [`MediaError::needs_keyframe`] error: a keyframe of the same
+    /// size would be refused again.
+    #[error("VP8 keyframe of {width}x{height} refused (larger than the decoder accepts)")]
+    FrameTooLarge {
+        /// The declared width.
+        width: u32,
+        /// The declared height.
+        height: u32,
+    },
 }
 
 impl MediaError {

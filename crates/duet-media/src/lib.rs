@@ -35,7 +35,9 @@ pub mod synthetic;
 
 pub use clock::MediaClock;
 pub use codec::opus::{EncodedAudio, OpusConfig, OpusDecoder, OpusEncoder};
-pub use codec::vp8::{EncodedFrame, Vp8Config, Vp8Decoder, Vp8Encoder, is_vp8_keyframe};
+pub use codec::vp8::{
+    EncodedFrame, MAX_DECODE_PIXELS, Vp8Config, Vp8Decoder, Vp8Encoder, is_vp8_keyframe, vp8_keyframe_size,
+};
 #[cfg(feature = "camera")]
 pub use device::camera::{CameraConfig, CameraSource};
 #[cfg(feature = "audio-device")]

@@ -211,10 +211,10 @@ fn decoder_reports_garbage_and_waits_for_a_keyframe() {
     let error = decoder.decode(&packets[1].data, 0).unwrap_err();
     assert!(matches!(error, MediaError::KeyframeRequired) && error.needs_keyframe());
 
-    // Keyframe-shaped garbage (valid tag and start code, nonsense after): libvpx rejects it.
+    // Keyframe-shaped garbage (valid tag and start code, a new size, nonsense after): libvpx rejects it.
     let mut fake_key = packets[0].data[..10].to_vec();
     fake_key.extend((0..500u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
-    fake_key[6..10].copy_from_slice(&[0xff, 0x3f, 0xff, 0x3f]);
+    fake_key[6..10].copy_from_slice(&[0x80, 0x02, 0x68, 0x01]);
     let error = decoder.decode(&fake_key, 0).unwrap_err();
     assert!(matches!(error, MediaError::CorruptFrame { .. }), "{error}");
 

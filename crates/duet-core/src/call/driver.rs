@@ -19,7 +19,8 @@ use crate::control::ControlMessage;
 use crate::keepalive::{KeepAlive, KeepAliveOutput};
 use crate::media::{AudioReceiver, AudioSender, OutgoingAudio, OutgoingVideo, Received, VideoReceiver, VideoSender};
 use crate::negotiation::Action;
-use crate::peer::{Channel, Peer, PeerConfig, PeerEvent, PeerStats};
+use crate::peer::{Channel, Peer, PeerConfig, PeerEvent, PeerEvents, PeerStats};
+use crate::quality::keyframe::KeyframeNeed;
 use crate::quality::{AudioOnlyCause, QualityController, QualityOutput, QualityStatus, RungReason};
 use crate::signaling::{SignalingClient, SignalingConfig, SignalingEvent};
 use crate::summary::{CallSummary, SummaryBuilder};
@@ -144,6 +145,10 @@ pub struct CallStats {
     pub frames_dropped: u64,
     /// Partner frames decoded so far.
     pub frames_decoded: u64,
+    /// Keyframes encoded so far (the first, on request, after drops).
+    pub keyframes_encoded: u64,
+    /// Partner keyframes refused so far for declaring too large a picture.
+    pub video_frames_too_large: u64,
     /// Remote video size.
     pub recv_width: Option<u32>,
     /// Remote video height.
@@ -234,7 +239,7 @@ const QUALITY_INTERVAL: Duration = Duration::from_millis(200);
 
 struct Live {
     peer: Peer,
-    events: mpsc::UnboundedReceiver<PeerEvent>,
+    events: PeerEvents,
     /// The ICE servers it was given (to name a TURN server that gave no relay address).
     ice_servers: Vec<IceServer>,
     /// A relay candidate was gathered.
@@ -275,6 +280,8 @@ struct Driver {
     /// When partner media (any RTP) last arrived: a silent control channel alone, with media
     /// still arriving, is no lost path.
     last_media_rx: Instant,
+    /// Whether we need a keyframe from the current partner, and when to ask again.
+    keyframe_need: KeyframeNeed,
 }
 
 async fn run(
@@ -288,7 +295,7 @@ async fn run(
     let (signaling, mut sig_rx) = SignalingClient::start(cfg.server_url.clone(), sig_cfg);
     let (video_tx, mut video_rx) = mpsc::channel::<OutgoingVideo>(crate::media::VIDEO_OUT_QUEUE);
     let (audio_tx, mut audio_rx) = mpsc::channel::<OutgoingAudio>(16);
-    let (recv_tx, mut recv_rx) = mpsc::unbounded_channel::<Received>();
+    let (recv_tx, mut recv_rx) = mpsc::channel::<Received>(crate::media::RECEIVED_QUEUE);
     let source_size = media.video.as_ref().map_or((1280, 720, 30), |(s, _)| {
         let f = s.format();
         (f.width, f.height, f.frame_rate.as_f64().round() as u32)
@@ -322,6 +329,7 @@ async fn run(
         ice_refresh_at: None,
         control_rtt: None,
         last_media_rx: Instant::now(),
+        keyframe_need: KeyframeNeed::default(),
         cfg,
     };
     if let Some((source, paced)) = media.video {
@@ -606,6 +614,7 @@ impl Driver {
                             // A new connection starts a new estimate, and perhaps a new partner.
                             self.controller = QualityController::new(self.source_size, self.quality);
                             self.partner_video_on = true;
+                            self.keyframe_need = KeyframeNeed::default();
                             self.video_dropped_seen = 0;
                             self.apply_quality().await;
                             if let Some(v) = &self.video_sender {
@@ -688,8 +697,9 @@ impl Driver {
             // the only negotiations are the first offer and ICE restarts, which the call
             // machine starts itself.
             PeerEvent::NegotiationNeeded => {}
-            PeerEvent::VideoFrame { data, .. } => {
-                self.last_media_rx = Instant::now();
+            PeerEvent::VideoFrame { data, keyframe } => {
+                let now = Instant::now();
+                self.last_media_rx = now;
                 if self.cfg.echo {
                     if let Some(live) = &self.live {
                         live.peer.send_video(data.clone(), Instant::now(), Duration::from_micros(33_333)).await;
@@ -697,10 +707,12 @@ impl Driver {
                 }
                 let queued = self.video_receiver.as_ref().is_some_and(|r| r.push(data));
                 if !queued {
+                    self.keyframe_needed().await;
+                } else if self.keyframe_need.frame(now, keyframe) {
                     self.request_keyframe().await;
                 }
             }
-            PeerEvent::VideoGap => self.request_keyframe().await,
+            PeerEvent::VideoGap => self.keyframe_needed().await,
             PeerEvent::AudioPacket { seq, data } => {
                 self.last_media_rx = Instant::now();
                 if self.cfg.echo {
@@ -797,6 +809,14 @@ impl Driver {
         }
     }
 
+    /// Our decoder needs a keyframe: the partner is asked now, or with its next frames if it was
+    /// asked less than [`crate::quality::keyframe::KEYFRAME_REQUEST_INTERVAL`] ago.
+    async fn keyframe_needed(&mut self) {
+        if self.keyframe_need.needed(Instant::now()) {
+            self.request_keyframe().await;
+        }
+    }
+
     /// Asks the partner for a keyframe, unless its video is off (nothing to repair then).
     async fn request_keyframe(&self) {
         if !self.partner_video_on {
@@ -855,7 +875,7 @@ impl Driver {
                     self.emit(CallEvent::MediaStarted("video"));
                 }
             }
-            Received::NeedKeyframe => self.request_keyframe().await,
+            Received::NeedKeyframe => self.keyframe_needed().await,
             Received::Audio => {
                 self.summary.audio_frame(self.clock.now_us());
                 if !self.seen_audio {
@@ -881,6 +901,8 @@ impl Driver {
             frames_encoded,
             frames_dropped,
             frames_decoded: self.frames_decoded,
+            keyframes_encoded: self.video_sender.as_ref().map_or(0, VideoSender::keyframes),
+            video_frames_too_large: self.video_receiver.as_ref().map_or(0, VideoReceiver::frames_too_large),
             recv_width: self.last_size.map(|s| s.0),
             recv_height: self.last_size.map(|s| s.1),
             ..CallStats::default()

@@ -7,6 +7,10 @@
 //! released in order; an incomplete frame is given up when a newer one is complete and the
 //! old one has waited longer than [`MAX_WAIT`] (or too many frames are pending), and the
 //! caller learns of the gap so it can ask for a keyframe.
+//!
+//! What the partner can make it hold is bounded: at most [`MAX_HELD_BYTES`] and
+//! [`MAX_HELD_PACKETS`] in all frames under assembly (a stream that never sets the marker bit
+//! included). Beyond that the oldest frames are dropped, counted, and reported as a gap.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,18 +21,26 @@ use bytes::{Bytes, BytesMut};
 pub const MAX_WAIT: Duration = Duration::from_millis(150);
 /// Most frames held at once.
 const MAX_PENDING: usize = 8;
+/// Most payload bytes held for frames under assembly, in all (several keyframes of 4K video).
+pub const MAX_HELD_BYTES: usize = 4 << 20;
+/// Most packets held for frames under assembly, in all.
+pub const MAX_HELD_PACKETS: usize = 4096;
 
 #[derive(Default)]
 struct Partial {
     first_seen: Option<Instant>,
     /// Payloads by extended sequence number.
     parts: BTreeMap<u64, Bytes>,
+    /// Their total length.
+    bytes: usize,
     head: Option<u64>,
     tail: Option<u64>,
+    /// Every packet from head to tail is here (updated on each packet).
+    complete: bool,
 }
 
 impl Partial {
-    fn complete(&self) -> bool {
+    fn is_complete(&self) -> bool {
         match (self.head, self.tail) {
             (Some(h), Some(t)) if t >= h => (h..=t).all(|s| self.parts.contains_key(&s)),
             _ => false,
@@ -58,6 +70,11 @@ pub enum Assembled {
 pub struct Vp8Assembler {
     /// Partial frames by extended RTP timestamp.
     pending: BTreeMap<u64, Partial>,
+    /// Bytes and packets in `pending`.
+    held_bytes: usize,
+    held_packets: usize,
+    /// Frames dropped because the held bytes or packets went over their bound.
+    overflowed: u64,
     last_seq: Option<u64>,
     last_ts: Option<u64>,
     /// Newest timestamp released or given up: older packets are late and dropped.
@@ -116,41 +133,68 @@ impl Vp8Assembler {
         }
         let Some((head, offset)) = parse_descriptor(payload) else { return Vec::new() };
         let data = payload.slice(offset..);
+        let added = data.len();
         let partial = self.pending.entry(ts).or_default();
         partial.first_seen.get_or_insert(now);
-        partial.parts.insert(seq, data);
+        // A retransmitted packet replaces its first copy.
+        let replaced = partial.parts.insert(seq, data);
+        let removed = replaced.as_ref().map_or(0, Bytes::len);
+        partial.bytes = partial.bytes + added - removed;
         if head {
             partial.head = Some(seq);
         }
         if marker {
             partial.tail = Some(seq);
         }
-        self.release(now)
+        partial.complete = partial.is_complete();
+        self.held_bytes = self.held_bytes + added - removed;
+        self.held_packets += usize::from(replaced.is_none());
+        let mut out = Vec::new();
+        // Frames are released in order: the oldest goes first, up to the one being flooded.
+        while self.held_bytes > MAX_HELD_BYTES || self.held_packets > MAX_HELD_PACKETS {
+            self.give_up_oldest(&mut out);
+            self.overflowed += 1;
+        }
+        self.release(now, &mut out);
+        out
     }
 
-    fn release(&mut self, now: Instant) -> Vec<Assembled> {
-        let mut out = Vec::new();
-        while let Some((&oldest, partial)) = self.pending.first_key_value() {
-            if partial.complete() {
-                if let Some((ts, p)) = self.pending.pop_first() {
-                    self.released_ts = Some(ts);
+    /// Frames dropped so far because they (with the others held) went over [`MAX_HELD_BYTES`]
+    /// or [`MAX_HELD_PACKETS`].
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed
+    }
+
+    fn pop_oldest(&mut self) -> Option<Partial> {
+        let (ts, partial) = self.pending.pop_first()?;
+        self.released_ts = Some(ts);
+        self.held_bytes -= partial.bytes;
+        self.held_packets -= partial.parts.len();
+        Some(partial)
+    }
+
+    fn give_up_oldest(&mut self, out: &mut Vec<Assembled>) {
+        if self.pop_oldest().is_some() && out.last() != Some(&Assembled::Gap) {
+            out.push(Assembled::Gap);
+        }
+    }
+
+    fn release(&mut self, now: Instant, out: &mut Vec<Assembled>) {
+        while let Some(partial) = self.pending.values().next() {
+            if partial.complete {
+                if let Some(p) = self.pop_oldest() {
                     out.push(Assembled::Frame(p.assemble()));
                 }
                 continue;
             }
-            let newer_complete = self.pending.iter().skip(1).any(|(_, p)| p.complete());
+            let newer_complete = self.pending.values().skip(1).any(|p| p.complete);
             let waited = partial.first_seen.is_some_and(|t| now.duration_since(t) > MAX_WAIT);
             if (newer_complete && waited) || self.pending.len() > MAX_PENDING {
-                self.pending.pop_first();
-                self.released_ts = Some(oldest);
-                if out.last() != Some(&Assembled::Gap) {
-                    out.push(Assembled::Gap);
-                }
+                self.give_up_oldest(out);
                 continue;
             }
             break;
         }
-        out
     }
 }
 
@@ -216,6 +260,50 @@ mod tests {
         assert_eq!(parse_descriptor(&[0x11, 0x00]), Some((false, 1)), "partition 1 is not a frame start");
         assert_eq!(parse_descriptor(&[0x90, 0x80]), None, "truncated");
         assert_eq!(parse_descriptor(&[0x10]), None, "no data");
+    }
+
+    #[test]
+    fn a_stream_without_marker_bits_is_held_within_bounds_and_frames_resume_after() {
+        let mut a = Vp8Assembler::new();
+        let t = Instant::now();
+        let body = Bytes::from(vec![0x10; 1200]);
+        let mut gaps = 0;
+        // 20 MB on one timestamp, then on a few more: never a marker bit.
+        for i in 0..20_000u32 {
+            let out = a.push(t, i as u16, 3000 * (i / 5000), false, &body);
+            gaps += out.iter().filter(|o| **o == Assembled::Gap).count();
+            assert!(a.held_bytes <= MAX_HELD_BYTES && a.held_packets <= MAX_HELD_PACKETS, "packet {i}");
+        }
+        assert!(a.overflowed() >= 4, "{}", a.overflowed());
+        assert!(gaps >= 4, "each dropped frame is reported: {gaps}");
+        // A normal frame afterwards comes out whole.
+        a.push(t, 20_000, 90_000, false, &pkt(true, b"ab"));
+        assert_eq!(frames(a.push(t, 20_001, 90_000, true, &pkt(false, b"cd"))), [Bytes::from_static(b"abcd")]);
+        assert_eq!(a.held_bytes, 0);
+    }
+
+    #[test]
+    fn tiny_packets_are_bounded_by_count() {
+        let mut a = Vp8Assembler::new();
+        let t = Instant::now();
+        for i in 0..3 * MAX_HELD_PACKETS as u32 {
+            a.push(t, i as u16, 7, false, &pkt(false, b"x"));
+            assert!(a.held_packets <= MAX_HELD_PACKETS);
+        }
+        assert_eq!(a.overflowed(), 1, "later packets of the dropped frame are late");
+        assert_eq!(frames(a.push(t, 0, 3007, true, &pkt(true, b"n"))), [Bytes::from_static(b"n")]);
+    }
+
+    #[test]
+    fn retransmitted_copies_are_not_counted_twice() {
+        let mut a = Vp8Assembler::new();
+        let t = Instant::now();
+        for _ in 0..10 {
+            a.push(t, 5, 3000, false, &pkt(true, b"abc"));
+        }
+        assert_eq!((a.held_bytes, a.held_packets), (3, 1));
+        assert_eq!(frames(a.push(t, 6, 3000, true, &pkt(false, b"d"))), [Bytes::from_static(b"abcd")]);
+        assert_eq!((a.held_bytes, a.held_packets), (0, 0));
     }
 
     #[test]

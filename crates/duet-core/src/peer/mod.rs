@@ -3,10 +3,13 @@
 //! keyframe requests both ways, and stats.
 //!
 //! The peer moves *encoded* media: the media pipeline encodes/decodes on its own threads.
-//! Everything the connection reports arrives as [`PeerEvent`]s on one channel; negotiation
-//! decisions are taken by [`crate::negotiation::Negotiator`], this type only performs them.
+//! Everything the connection reports arrives as [`PeerEvent`]s through [`PeerEvents`], bounded
+//! wherever the partner feeds them; negotiation decisions are taken by
+//! [`crate::negotiation::Negotiator`], this type only performs them. The partner's keyframe
+//! requests are passed on at most once per [`KEYFRAME_MIN_INTERVAL`].
 
 mod assembler;
+mod events;
 mod interceptors;
 mod stats;
 
@@ -30,7 +33,6 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind, TYPE_RTCP_FB_NACK, TYPE_RTCP_FB_TRANSPORT_CC,
 };
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit, RTCDataChannelState};
@@ -46,12 +48,15 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+pub use events::PeerEvents;
 pub use stats::{PeerStats, TrackStats};
 
 use crate::call::PeerState;
 use crate::negotiation::Action;
 use crate::quality::bwe::Estimator;
+use crate::quality::keyframe::{KEYFRAME_MIN_INTERVAL, KeyframeThrottle};
 use crate::quality::{MAX_ESTIMATE_BPS, MIN_ESTIMATE_BPS, START_ESTIMATE_BPS};
+use events::{EventSender, Refusals};
 use interceptors::{KeyframeRequestForwarder, PriorityPacer, ReportingEstimator, TransportMeters};
 
 const VIDEO_SSRC_BASE: u32 = 0x4455_0000;
@@ -122,7 +127,8 @@ pub enum PeerEvent {
         /// The packet.
         data: Bytes,
     },
-    /// The partner asked for a keyframe (PLI/FIR).
+    /// The partner asked for a keyframe (PLI/FIR). Passed on at most once per
+    /// [`KEYFRAME_MIN_INTERVAL`]: the requests in between are ignored.
     KeyframeRequested,
     /// A data channel opened.
     ChannelOpen(Channel),
@@ -163,15 +169,16 @@ fn ctx(context: &'static str) -> impl FnOnce(webrtc::error::Error) -> PeerError 
 type RemoteVideo = Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>;
 
 struct Handler {
-    events: mpsc::UnboundedSender<PeerEvent>,
+    events: EventSender,
     local_ufrag: Arc<Mutex<String>>,
     remote_video: RemoteVideo,
+    refusals: Arc<Refusals>,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_negotiation_needed(&self) {
-        let _ = self.events.send(PeerEvent::NegotiationNeeded);
+        self.events.send(PeerEvent::NegotiationNeeded).await;
     }
 
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
@@ -185,7 +192,7 @@ impl PeerConnectionEventHandler for Handler {
                     sdp_m_line_index: Some(init.sdp_mline_index.unwrap_or(0)),
                     username_fragment: (!ufrag.is_empty()).then_some(ufrag),
                 };
-                let _ = self.events.send(PeerEvent::Candidate(candidate));
+                self.events.send(PeerEvent::Candidate(candidate)).await;
             }
             Err(e) => warn!(error = %e, "local candidate could not be serialised"),
         }
@@ -193,7 +200,7 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
-            let _ = self.events.send(PeerEvent::GatheringComplete);
+            self.events.send(PeerEvent::GatheringComplete).await;
         }
     }
 
@@ -205,11 +212,11 @@ impl PeerConnectionEventHandler for Handler {
             RTCPeerConnectionState::Failed => PeerState::Failed,
             _ => PeerState::Connecting,
         };
-        let _ = self.events.send(PeerEvent::State(mapped));
+        self.events.send(PeerEvent::State(mapped)).await;
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        tokio::spawn(receive_track(track, self.events.clone(), self.remote_video.clone()));
+        tokio::spawn(receive_track(track, self.events.clone(), self.remote_video.clone(), self.refusals.clone()));
     }
 }
 
@@ -228,6 +235,7 @@ pub struct Peer {
     control: Arc<dyn DataChannel>,
     local_ufrag: Arc<Mutex<String>>,
     meters: Arc<TransportMeters>,
+    refusals: Arc<Refusals>,
     remote_video: RemoteVideo,
     closed: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
@@ -236,8 +244,9 @@ pub struct Peer {
 impl Peer {
     /// Builds the connection with both tracks and both data channels; events arrive on the
     /// returned receiver.
-    pub async fn new(cfg: PeerConfig) -> Result<(Self, mpsc::UnboundedReceiver<PeerEvent>), PeerError> {
-        let (events_tx, events) = mpsc::unbounded_channel();
+    pub async fn new(cfg: PeerConfig) -> Result<(Self, PeerEvents), PeerError> {
+        let refusals = Arc::new(Refusals::default());
+        let (events_tx, events) = events::queues(refusals.clone());
         let vp8 = RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
                 mime_type: MIME_TYPE_VP8.to_owned(),
@@ -304,6 +313,7 @@ impl Peer {
             events: events_tx.clone(),
             local_ufrag: local_ufrag.clone(),
             remote_video: remote_video.clone(),
+            refusals: refusals.clone(),
         });
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
@@ -362,7 +372,7 @@ impl Peer {
         let tasks = vec![
             tokio::spawn(channel_loop(chat.clone(), Channel::Chat, events_tx.clone())),
             tokio::spawn(channel_loop(control.clone(), Channel::Control, events_tx.clone())),
-            tokio::spawn(keyframe_requests(video.clone(), events_tx.clone(), closed.clone())),
+            tokio::spawn(keyframe_requests(video.clone(), events_tx, closed.clone(), refusals.clone())),
         ];
         info!(bind = %cfg.bind, relay_only = cfg.relay_only, "peer connection created");
         Ok((
@@ -380,6 +390,7 @@ impl Peer {
                 control,
                 local_ufrag,
                 meters,
+                refusals,
                 remote_video,
                 closed,
                 tasks,
@@ -514,7 +525,8 @@ impl Peer {
         self.pc.set_configuration(rtc_configuration(servers, relay_only)).await.map_err(ctx("updating ICE servers"))
     }
 
-    /// Asks the partner for a keyframe (after a decode error or loss we cannot repair).
+    /// Asks the partner for a keyframe (after a decode error or loss we cannot repair). Not
+    /// throttled here: see [`crate::quality::keyframe::KeyframeNeed`].
     pub async fn request_keyframe(&self) {
         let remote = self.remote_video.lock().ok().and_then(|r| r.clone());
         if let Some((track, media_ssrc)) = remote {
@@ -544,7 +556,11 @@ impl Peer {
     /// A snapshot of the connection's statistics.
     pub async fn stats(&self) -> PeerStats {
         let report = self.pc.get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None).await;
-        stats::from_report(&report, self.target_bitrate_bps())
+        let mut stats = stats::from_report(&report, self.target_bitrate_bps());
+        stats.video_frames_oversized = self.refusals.oversized_frames.load(Ordering::Relaxed);
+        stats.media_dropped = self.refusals.media_dropped.load(Ordering::Relaxed);
+        stats.keyframe_requests_ignored = self.refusals.keyframe_requests_ignored.load(Ordering::Relaxed);
+        stats
     }
 
     /// Closes the connection and ends its tasks.
@@ -633,7 +649,7 @@ fn to_proto(desc: &RTCSessionDescription) -> SessionDescription {
 /// Reports a data channel's events. Negotiated channels do not always deliver `OnOpen` on
 /// the side whose SCTP association opened first (webrtc 0.21), so the ready state is also
 /// polled until the channel is seen open.
-async fn channel_loop(dc: Arc<dyn DataChannel>, channel: Channel, events: mpsc::UnboundedSender<PeerEvent>) {
+async fn channel_loop(dc: Arc<dyn DataChannel>, channel: Channel, events: EventSender) {
     let mut open = false;
     let mut check = tokio::time::interval(Duration::from_millis(50));
     loop {
@@ -645,7 +661,7 @@ async fn channel_loop(dc: Arc<dyn DataChannel>, channel: Channel, events: mpsc::
             _ = check.tick(), if !open => {
                 if matches!(dc.ready_state().await, Ok(RTCDataChannelState::Open)) {
                     open = true;
-                    if events.send(PeerEvent::ChannelOpen(channel)).is_err() {
+                    if !events.send(PeerEvent::ChannelOpen(channel)).await {
                         return;
                     }
                 }
@@ -668,22 +684,27 @@ async fn channel_loop(dc: Arc<dyn DataChannel>, channel: Channel, events: mpsc::
             }
             _ => continue,
         };
-        if events.send(out).is_err() {
+        if !events.send(out).await {
             return;
         }
     }
 }
 
-/// Watches the video sender for PLI/FIR from the partner.
+/// Watches the video sender for PLI/FIR from the partner; passes on one per
+/// [`KEYFRAME_MIN_INTERVAL`] and counts the others.
 async fn keyframe_requests(
     video: Arc<TrackLocalStaticSample>,
-    events: mpsc::UnboundedSender<PeerEvent>,
+    events: EventSender,
     closed: Arc<AtomicBool>,
+    refusals: Arc<Refusals>,
 ) {
+    let mut throttle = KeyframeThrottle::new(KEYFRAME_MIN_INTERVAL);
     while !closed.load(Ordering::Relaxed) {
         match video.poll().await {
             Some(TrackLocalEvent::OnRtcpPacket(_)) => {
-                if events.send(PeerEvent::KeyframeRequested).is_err() {
+                if !throttle.allow(Instant::now()) {
+                    refusals.keyframe_requests_ignored.fetch_add(1, Ordering::Relaxed);
+                } else if !events.send(PeerEvent::KeyframeRequested).await {
                     return;
                 }
             }
@@ -697,8 +718,9 @@ async fn keyframe_requests(
 /// Reassembles the partner's RTP into whole frames/packets.
 async fn receive_track(
     track: Arc<dyn TrackRemote>,
-    events: mpsc::UnboundedSender<PeerEvent>,
+    events: EventSender,
     remote_video: RemoteVideo,
+    refusals: Arc<Refusals>,
 ) {
     let kind = track.kind().await;
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
@@ -711,7 +733,14 @@ async fn receive_track(
         while let Some(ev) = track.poll().await {
             if let TrackRemoteEvent::OnRtpPacket(pkt) = ev {
                 let h = &pkt.header;
-                for out in assembler.push(Instant::now(), h.sequence_number, h.timestamp, h.marker, &pkt.payload) {
+                let before = assembler.overflowed();
+                let assembled = assembler.push(Instant::now(), h.sequence_number, h.timestamp, h.marker, &pkt.payload);
+                let dropped = assembler.overflowed() - before;
+                if dropped > 0 {
+                    let total = refusals.oversized_frames.fetch_add(dropped, Ordering::Relaxed) + dropped;
+                    debug!(total, "partner video frame over the size bound dropped");
+                }
+                for out in assembled {
                     let event = match out {
                         assembler::Assembled::Frame(data) => {
                             // VP8 frame tag: the P bit (bit 0 of the first byte) is 0 on keyframes.
@@ -720,7 +749,7 @@ async fn receive_track(
                         }
                         assembler::Assembled::Gap => PeerEvent::VideoGap,
                     };
-                    if events.send(event).is_err() {
+                    if !events.send(event).await {
                         return;
                     }
                 }
@@ -730,9 +759,9 @@ async fn receive_track(
         while let Some(ev) = track.poll().await {
             if let TrackRemoteEvent::OnRtpPacket(pkt) = ev {
                 if !pkt.payload.is_empty()
-                    && events
+                    && !events
                         .send(PeerEvent::AudioPacket { seq: pkt.header.sequence_number, data: pkt.payload.clone() })
-                        .is_err()
+                        .await
                 {
                     return;
                 }

@@ -44,6 +44,12 @@ pub struct PeerStats {
     pub audio_in: TrackStats,
     /// The congestion controller's target, in bit/s.
     pub target_bitrate_bps: f64,
+    /// Partner video frames dropped during assembly for going over the size bound.
+    pub video_frames_oversized: u64,
+    /// Partner video frames and audio packets dropped because the call engine was behind.
+    pub media_dropped: u64,
+    /// Partner keyframe requests ignored for coming too soon after the last one.
+    pub keyframe_requests_ignored: u64,
 }
 
 pub(super) fn from_report(report: &RTCStatsReport, target_bitrate_bps: f64) -> PeerStats {

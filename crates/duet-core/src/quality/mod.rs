@@ -6,8 +6,10 @@
 //! is suspended (audio-only) and why. It also computes the [`QualityStatus`] every UI displays
 //! as it is: rung, estimate, RTT, loss, bars with the reason, audio-only with its cause on
 //! either side. [`pacer`] is the send queue that keeps audio first and the delay bounded.
+//! [`keyframe`] throttles keyframe requests both ways.
 
 pub mod bwe;
+pub mod keyframe;
 pub mod ladder;
 pub mod opus;
 pub mod pacer;

@@ -464,12 +464,25 @@ pub fn is_vp8_keyframe(data: &[u8]) -> bool {
     data.len() >= 10 && data[0] & 1 == 0 && data[3..6] == [0x9d, 0x01, 0x2a]
 }
 
+/// The largest picture [`Vp8Decoder`] accepts, in pixels: 4096x2304 (above 4K UHD, 3840x2160). libvpx
+/// allocates its frame buffers for whatever size a keyframe declares (16383x16383 costs it about 2 GB).
+pub const MAX_DECODE_PIXELS: u64 = 4096 * 2304;
+
+/// The picture size a VP8 keyframe declares (RFC 6386 section 9.1: 14 bits each after the start code,
+/// the top 2 bits being the scaling mode); `None` if `data` is not a keyframe.
+#[must_use]
+pub fn vp8_keyframe_size(data: &[u8]) -> Option<(u32, u32)> {
+    let dimension = |at: usize| u32::from(u16::from_le_bytes([data[at], data[at + 1]]) & 0x3fff);
+    is_vp8_keyframe(data).then(|| (dimension(6), dimension(8)))
+}
+
 /// A VP8 decoder producing I420 [`VideoFrame`]s.
 ///
 /// Errors tell the caller to ask the sender for a keyframe ([`MediaError::needs_keyframe`]): a frame libvpx
 /// rejects or flags as corrupt gives [`MediaError::CorruptFrame`], and from then on (as at the start of the
 /// stream) delta frames give [`MediaError::KeyframeRequired`] without being decoded, so a broken reference
-/// never turns into smeared pictures. The next keyframe resumes decoding.
+/// never turns into smeared pictures. The next keyframe resumes decoding. A keyframe larger than
+/// [`MAX_DECODE_PIXELS`] is refused before libvpx sees it ([`MediaError::FrameTooLarge`]).
 ///
 /// `Send` but not `Sync`, like [`Vp8Encoder`].
 pub struct Vp8Decoder {
@@ -510,7 +523,13 @@ impl Vp8Decoder {
     /// Decodes one complete VP8 frame; the output carries `timestamp_us`. `Ok(None)` for a frame that is
     /// not meant to be shown (a hidden reference frame).
     pub fn decode(&mut self, data: &[u8], timestamp_us: u64) -> Result<Option<VideoFrame>, MediaError> {
-        let keyframe = is_vp8_keyframe(data);
+        let size = vp8_keyframe_size(data);
+        if let Some((width, height)) = size.filter(|&(w, h)| u64::from(w) * u64::from(h) > MAX_DECODE_PIXELS) {
+            // The frames predicted from it cannot be decoded either.
+            self.awaiting_keyframe = true;
+            return Err(MediaError::FrameTooLarge { width, height });
+        }
+        let keyframe = size.is_some();
         if self.awaiting_keyframe && !keyframe {
             return Err(MediaError::KeyframeRequired);
         }
