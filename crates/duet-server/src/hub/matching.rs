@@ -215,7 +215,7 @@ impl Hub {
             }
             None => {
                 // Opening a room is what a wrong guess of another's code does: limited.
-                if !self.sessions.get_mut(&key).is_some_and(|s| s.room_attempt(now.mono)) {
+                if !self.sessions.get_mut(&key).is_some_and(|s| s.room_attempt(now.mono, &code)) {
                     self.fail(conn, Some(key), id, ErrorCode::RateLimited, "too many room codes tried; wait a minute");
                     return;
                 }

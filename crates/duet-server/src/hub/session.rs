@@ -14,8 +14,9 @@ const REMEMBERED_REPLIES: usize = 64;
 const REMEMBERED_PARTNERS: usize = 16;
 /// How many sessions one session may block; the oldest block goes first beyond it.
 pub(super) const MAX_BLOCKED: usize = 256;
-/// How many rooms by code one session may open per [`ROOM_ATTEMPT_WINDOW`]: opening a room is
-/// what a wrong guess of someone else's code does.
+/// How many different room codes one session may open rooms for per [`ROOM_ATTEMPT_WINDOW`]:
+/// opening a room is what a wrong guess of someone else's code does (opening the same room
+/// again, as friends who leave and rejoin do, is no guess).
 pub(super) const MAX_ROOM_ATTEMPTS: usize = 10;
 /// The window of [`MAX_ROOM_ATTEMPTS`].
 pub(super) const ROOM_ATTEMPT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
@@ -84,8 +85,8 @@ pub(super) struct Session {
     pub blocked: Vec<u64>,
     /// Recent partners and until when they may not be matched again.
     pub recent: Vec<(u64, Instant)>,
-    /// When this session recently opened rooms by code.
-    room_attempts: VecDeque<Instant>,
+    /// When this session recently opened rooms by code, and a hash of each code.
+    room_attempts: VecDeque<(Instant, u64)>,
 }
 
 impl Session {
@@ -148,15 +149,23 @@ impl Session {
         }
     }
 
-    /// Counts an attempt to open a room by code at `now`; false when over the limit.
-    pub fn room_attempt(&mut self, now: Instant) -> bool {
-        while self.room_attempts.front().is_some_and(|t| now.saturating_duration_since(*t) >= ROOM_ATTEMPT_WINDOW) {
+    /// Counts an attempt to open a room for `code` at `now`; false when over the limit.
+    pub fn room_attempt(&mut self, now: Instant, code: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        code.hash(&mut hasher);
+        let code = hasher.finish();
+        while self.room_attempts.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) >= ROOM_ATTEMPT_WINDOW)
+        {
             self.room_attempts.pop_front();
+        }
+        if self.room_attempts.iter().any(|(_, c)| *c == code) {
+            return true;
         }
         if self.room_attempts.len() >= MAX_ROOM_ATTEMPTS {
             return false;
         }
-        self.room_attempts.push_back(now);
+        self.room_attempts.push_back((now, code));
         true
     }
 

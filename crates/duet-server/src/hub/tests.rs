@@ -879,6 +879,11 @@ fn guessing_room_codes_is_limited_and_a_full_room_does_not_echo_its_code() {
     }
     sim.msg(z, ClientMessage::JoinRoom { code: "guess-10".into() });
     assert!(matches!(sim.take(z)[0].msg, ServerMessage::Error { code: ErrorCode::RateLimited, .. }));
+    // Reopening a room already tried is no guess: friends leave and rejoin.
+    sim.msg(z, ClientMessage::JoinRoom { code: "guess-3".into() });
+    assert_eq!(sim.kinds(z), ["room_joined"]);
+    sim.msg(z, ClientMessage::Leave);
+    sim.take_all(z);
     sim.advance(Duration::from_secs(61));
     sim.msg(z, ClientMessage::JoinRoom { code: "guess-10".into() });
     assert_eq!(sim.kinds(z), ["room_joined"]);
