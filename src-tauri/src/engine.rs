@@ -619,9 +619,19 @@ impl Task {
                 let media_changed = settings.camera != self.cfg.settings.camera
                     || settings.microphone != self.cfg.settings.microphone
                     || settings.speaker != self.cfg.settings.speaker
-                    || settings.turn_servers != self.cfg.settings.turn_servers
-                    || settings.relay_only != self.cfg.settings.relay_only
                     || settings.ca_cert != self.cfg.settings.ca_cert;
+                // TURN servers and "Hide my IP" apply to the live engine at once: its next peer
+                // connection (after Next, or when the server re-queues us) uses them.
+                let ice_changed = settings.turn_servers != self.cfg.settings.turn_servers
+                    || settings.relay_only != self.cfg.settings.relay_only;
+                if ice_changed {
+                    if let Some(l) = &self.live {
+                        l.call.send(CallCommand::SetIce {
+                            servers: settings.ice_servers(),
+                            relay_only: settings.relay_only,
+                        });
+                    }
+                }
                 let quality = settings.quality;
                 let idle = matches!(self.state, CallState::Idle | CallState::Ended { .. });
                 self.cfg.settings = *settings;
@@ -842,6 +852,11 @@ impl Task {
     }
 }
 
+/// A real coturn for the engine's tests (shared with the CLI's TURN tests).
+#[cfg(test)]
+#[path = "../../crates/duet-cli/tests/common/coturn.rs"]
+mod coturn;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -974,6 +989,40 @@ mod tests {
         wait_for("a idle", 10, || status(&a) == Status::Idle).await;
         a.quit().await;
         b.quit().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hide_my_ip_turned_on_in_a_call_holds_for_the_next_partner() {
+        let turn = super::coturn::Coturn::with_user();
+        let server = crate::embedded::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (a, ui_a, _) = engine(server.url(), None);
+        let (b, _, _) = engine(server.url(), None);
+        a.send(AppCommand::Start { interests: vec![], language: None });
+        b.send(AppCommand::Start { interests: vec![], language: None });
+        wait_for("a and b connected", 15, || status(&a) == Status::Connected && status(&b) == Status::Connected).await;
+        // Mid-call, a adds its TURN server and hides its IP, then presses Next.
+        let settings = Settings {
+            relay_only: true,
+            turn_servers: vec![crate::settings::TurnServer {
+                url: turn.url(),
+                username: super::coturn::USER.0.into(),
+                credential: super::coturn::USER.1.into(),
+            }],
+            ..Settings::default()
+        };
+        a.send(AppCommand::Reconfigure { settings: Box::new(settings), server_url: server.url() });
+        a.send(AppCommand::Next);
+        b.send(AppCommand::Stop);
+        wait_for("b gone", 10, || status(&b) == Status::Idle).await;
+        b.quit().await;
+        let (c, ui_c, _) = engine(server.url(), None);
+        c.send(AppCommand::Start { interests: vec![], language: None });
+        wait_for("a and c connected", 20, || status(&a) == Status::Connected && status(&c) == Status::Connected).await;
+        // c reaches a only through the relay, never at its address.
+        wait_for("a relayed path", 10, || ui_c.has(|ev| matches!(ev, UiEvent::Stats(s) if s.path == "relayed"))).await;
+        assert!(!ui_a.has(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("next call"))));
+        a.quit().await;
+        c.quit().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

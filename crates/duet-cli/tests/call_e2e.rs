@@ -338,11 +338,9 @@ async fn a_late_answer_and_late_candidates_of_a_replaced_peer_connection_are_dro
     let addr = server().await;
     // Both reach the server through relays; the offerer's holds back its partner's first
     // answer and candidates and delivers them 3 s into the second peer connection.
-    let (relay_a, relay_b) = (
-        LateSignalRelay::start(addr, Duration::from_secs(3)).await,
-        LateSignalRelay::start(addr, Duration::from_secs(3)).await,
-    );
-    let args = |relay: &LateSignalRelay| {
+    let late = Some(Duration::from_secs(3));
+    let (relay_a, relay_b) = (SignalRelay::start(addr, late).await, SignalRelay::start(addr, late).await);
+    let args = |relay: &SignalRelay| {
         call_args(relay.addr, &["--room", "late", "--duration", "16", "--video", "synthetic:320x180@15"])
     };
     let a = tokio::spawn(duet(args(&relay_a)));

@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 mod common;
@@ -14,42 +13,10 @@ mod common;
 use common::*;
 use duet_server::turn::{IceConfig, Secret, TurnRest};
 
-const SECRET: &str = "coturn-test-secret";
+#[path = "common/coturn.rs"]
+mod coturn;
 
-/// coturn on 127.0.0.1, REST credentials from [`SECRET`]; killed on drop.
-struct Coturn {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Coturn {
-    fn start() -> Self {
-        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("turnserver")
-            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
-            .arg(format!("--listening-port={port}"))
-            .args(["--use-auth-secret", &format!("--static-auth-secret={SECRET}"), "--realm=duet.test"])
-            .args(["--allow-loopback-peers", "--min-port=40000", "--max-port=40999", "--log-file=stdout"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("turnserver must be installed (Debian package coturn; scripts/test.sh installs it)");
-        // It answers as soon as it listens.
-        std::thread::sleep(Duration::from_millis(700));
-        Coturn { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("turn:127.0.0.1:{}?transport=udp", self.port)
-    }
-}
+use coturn::{Coturn, SECRET};
 
 /// A Duet server issuing REST credentials for `turn`.
 async fn server_issuing(turn: &Coturn) -> SocketAddr {
@@ -141,4 +108,60 @@ fn a_malformed_turn_url_is_refused_before_anything_starts() {
     assert_eq!(out.status.code(), Some(2), "clap usage error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("USER:PASS"), "{err}");
+}
+
+/// Every address a client signalled (trickled candidates and candidates inside descriptions),
+/// as `typ` of each candidate line.
+fn signalled_candidate_types(frames: &[String]) -> Vec<String> {
+    let mut types = Vec::new();
+    for frame in frames {
+        let v: serde_json::Value = serde_json::from_str(frame).unwrap();
+        if v["type"] != "signal" {
+            continue;
+        }
+        let p = &v["payload"];
+        let lines: Vec<String> = match p["kind"].as_str() {
+            Some("candidate") => vec![p["candidate"]["candidate"].as_str().unwrap_or_default().to_string()],
+            Some("description") => p["description"]["sdp"]
+                .as_str()
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("a=candidate:"))
+                .map(str::to_string)
+                .collect(),
+            _ => vec![],
+        };
+        for line in lines.iter().filter(|l| !l.is_empty()) {
+            let typ = line.split_whitespace().skip_while(|w| *w != "typ").nth(1).unwrap_or("?");
+            types.push(typ.to_string());
+        }
+    }
+    types
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_client_signals_only_relay_addresses_to_every_partner_across_next() {
+    let _slot = call_slot().await;
+    let turn = Coturn::start();
+    let addr = server_issuing(&turn).await;
+    // a hides its IP; everything it sends the server is recorded.
+    let tap = SignalRelay::start(addr, None).await;
+    let video = ["--video", "synthetic:160x90@10"];
+    let a_args =
+        [&["--relay-only", "--duration", "4", "--next-after", "3", "--connect-timeout", "20"][..], &video].concat();
+    let a = tokio::spawn(duet(call_args(tap.addr, &a_args)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // b leaves soon after a's Next (re-queued, it must not meet c); then c comes.
+    let b = duet(call_args(addr, &[&["--duration", "3.5"][..], &video].concat())).await;
+    let c = duet(call_args(addr, &[&["--duration", "4"][..], &video].concat())).await;
+    let a = a.await.unwrap();
+    assert_eq!((a.code, b.code, c.code), (0, 0, 0), "{}\n{}\n{}", a.stderr, b.stderr, c.stderr);
+    assert_eq!(a.count("matched"), 2, "a met b, then c: {}", a.stderr);
+    for partner in [&b, &c] {
+        let s = last_stats(partner);
+        assert_eq!(s["remote_candidate"], "relay", "the partner reached a only through the relay: {s}");
+    }
+    let types = signalled_candidate_types(&tap.sent.lock().unwrap());
+    assert!(types.iter().filter(|t| *t == "relay").count() >= 2, "a relay candidate for each partner: {types:?}");
+    assert!(types.iter().all(|t| t == "relay"), "a signalled a non-relay address: {types:?}");
 }

@@ -121,38 +121,43 @@ impl CutRelay {
     }
 }
 
-/// A WebSocket relay in front of the server that makes the signals of a replaced peer
-/// connection arrive late, as a slow signaling path would: when its client is the impolite side
-/// (the offerer), it holds back every partner signal of generation 1, so the client's offer goes
-/// unanswered and the call moves to a fresh peer connection (generation 2); a few seconds after
-/// that generation's first signal, it delivers what it held. Server frames are renumbered so
-/// the held ones arrive as new frames (not as replays the client would skip by `seq`).
-pub struct LateSignalRelay {
+/// A WebSocket relay in front of the server that records what its client sends and can make
+/// the signals of a replaced peer connection arrive late, as a slow signaling path would.
+///
+/// With `late`, when its client is the impolite side (the offerer), it holds back every partner
+/// signal of generation 1, so the client's offer goes unanswered and the call moves to a fresh
+/// peer connection (generation 2); `late` after that generation's first signal, it delivers
+/// what it held. Server frames are renumbered so the held ones arrive as new frames (not as
+/// replays the client would skip by `seq`).
+pub struct SignalRelay {
     pub addr: SocketAddr,
     /// How many signals were held back and delivered late.
     pub delivered_late: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Every text frame the client sent.
+    pub sent: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-impl LateSignalRelay {
-    pub async fn start(target: SocketAddr, hold_for: std::time::Duration) -> Self {
+impl SignalRelay {
+    pub async fn start(target: SocketAddr, late: Option<std::time::Duration>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let delivered_late = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = delivered_late.clone();
+        let relay = Self { addr, delivered_late: Default::default(), sent: Default::default() };
+        let (counter, sent) = (relay.delivered_late.clone(), relay.sent.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(relay_late(tcp, target, hold_for, counter.clone()));
+                tokio::spawn(relay_signals(tcp, target, late, counter.clone(), sent.clone()));
             }
         });
-        Self { addr, delivered_late }
+        relay
     }
 }
 
-async fn relay_late(
+async fn relay_signals(
     tcp: tokio::net::TcpStream,
     target: SocketAddr,
-    hold_for: std::time::Duration,
+    late: Option<std::time::Duration>,
     delivered_late: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
@@ -162,6 +167,9 @@ async fn relay_late(
     let (mut to_server, mut from_server) = server.split();
     tokio::spawn(async move {
         while let Some(Ok(m)) = from_client.next().await {
+            if let Message::Text(t) = &m {
+                sent.lock().unwrap().push(t.to_string());
+            }
             if to_server.send(m).await.is_err() {
                 break;
             }
@@ -181,16 +189,16 @@ async fn relay_late(
                         impolite = v["polite"] == false;
                     }
                     let generation = v["generation"].as_u64();
-                    if v["type"] == "signal" && impolite && generation == Some(1) && !release_scheduled {
+                    if v["type"] == "signal" && late.is_some() && impolite && generation == Some(1) && !release_scheduled {
                         held.push(v);
                         continue;
                     }
                     if v["type"] == "signal" && generation.is_some_and(|g| g >= 2) && !held.is_empty() && !release_scheduled {
                         release_scheduled = true;
-                        let (late, tx) = (std::mem::take(&mut held), late_tx.clone());
+                        let (frames, tx, wait) = (std::mem::take(&mut held), late_tx.clone(), late.unwrap_or_default());
                         tokio::spawn(async move {
-                            tokio::time::sleep(hold_for).await;
-                            let _ = tx.send(late);
+                            tokio::time::sleep(wait).await;
+                            let _ = tx.send(frames);
                         });
                     }
                     vec![v]

@@ -115,6 +115,14 @@ pub enum CallCommand {
     SetQuality(Quality),
     /// The partner's video is shown at this size (pixels): the partner never sends more.
     SetViewSize(u32, u32),
+    /// The user's TURN servers or "Hide my IP" changed: they apply from the next peer
+    /// connection on (the next partner, or a fresh connection with this one).
+    SetIce {
+        /// The user's own STUN/TURN servers (the server's are added to them).
+        servers: Vec<IceServer>,
+        /// Use and signal only relay addresses.
+        relay_only: bool,
+    },
     /// End everything (leave, close signaling) and emit the summary.
     Shutdown,
 }
@@ -244,6 +252,8 @@ struct Live {
     ice_servers: Vec<IceServer>,
     /// A relay candidate was gathered.
     relay_gathered: bool,
+    /// Made relay-only ("Hide my IP"): nothing but relay addresses leaves it.
+    relay_only: bool,
 }
 
 struct Driver {
@@ -500,6 +510,11 @@ impl Driver {
                 self.controller.set_choice(Instant::now(), q);
                 self.apply_quality().await;
             }
+            CallCommand::SetIce { servers, relay_only } => {
+                info!(relay_only, servers = servers.len(), "ICE settings apply from the next peer connection");
+                self.cfg.ice_servers = servers;
+                self.cfg.relay_only = relay_only;
+            }
             CallCommand::SetViewSize(w, h) => {
                 self.view = Some((w, h));
                 self.send_control(ControlMessage::View { w, h }).await;
@@ -610,7 +625,13 @@ impl Driver {
                         Ok((peer, events)) => {
                             info!(polite, "peer connection ready");
                             self.ice_refresh_at = turn::refresh_after(&ice, unix_now()).map(|d| Instant::now() + d);
-                            self.live = Some(Live { peer, events, ice_servers: ice, relay_gathered: false });
+                            self.live = Some(Live {
+                                peer,
+                                events,
+                                ice_servers: ice,
+                                relay_gathered: false,
+                                relay_only: self.cfg.relay_only,
+                            });
                             // A new connection starts a new estimate, and perhaps a new partner.
                             self.controller = QualityController::new(self.source_size, self.quality);
                             self.partner_video_on = true;
@@ -641,7 +662,12 @@ impl Driver {
         let result = live.peer.perform(&action).await;
         match result {
             Ok(signal) => {
-                if let Some(payload) = signal {
+                if let Some(mut payload) = signal {
+                    if let SignalPayload::Description { description } = &mut payload {
+                        if live.relay_only {
+                            description.sdp = turn::without_non_relay_candidates(&description.sdp);
+                        }
+                    }
                     let generation = Some(self.machine.generation());
                     self.signaling.send(ClientMessage::Signal { payload, generation });
                 }
@@ -662,11 +688,11 @@ impl Driver {
         match ev {
             PeerEvent::Candidate(candidate) => {
                 let relay = turn::is_relay_candidate(&candidate.candidate);
-                if let Some(live) = self.live.as_mut() {
-                    live.relay_gathered |= relay;
-                }
+                let Some(live) = self.live.as_mut() else { return };
+                live.relay_gathered |= relay;
+                let relay_only = live.relay_only;
                 // Hide my IP: only relay addresses ever reach the partner.
-                if self.cfg.relay_only && !relay {
+                if relay_only && !relay {
                     debug!("non-relay candidate withheld (relay-only)");
                 } else {
                     self.signaling.send(ClientMessage::Signal {
@@ -679,7 +705,7 @@ impl Driver {
                 let problem = self
                     .live
                     .as_ref()
-                    .and_then(|l| turn::relay_problem(&l.ice_servers, l.relay_gathered, self.cfg.relay_only));
+                    .and_then(|l| turn::relay_problem(&l.ice_servers, l.relay_gathered, l.relay_only));
                 if let Some(text) = problem {
                     self.notice(text);
                 }
@@ -779,7 +805,7 @@ impl Driver {
     async fn refresh_ice_servers(&mut self, from_server: &[IceServer]) {
         let merged = turn::merge(&self.cfg.ice_servers, from_server);
         if let Some(live) = self.live.as_mut() {
-            if let Err(e) = live.peer.set_ice_servers(&merged, self.cfg.relay_only).await {
+            if let Err(e) = live.peer.set_ice_servers(&merged, live.relay_only).await {
                 warn!(error = %e, "fresh TURN credentials could not be applied");
             }
             live.ice_servers = merged.clone();
