@@ -239,6 +239,8 @@ pub struct EngineConfig {
     pub bind: SocketAddr,
     /// Video to the page.
     pub bridge: VideoBridge,
+    /// This installation's id for the server (blocks follow it across sessions).
+    pub device_id: Option<String>,
 }
 
 /// What the page reads when it (re)loads.
@@ -529,6 +531,7 @@ impl Task {
         let mut cfg = CallConfig::new(self.cfg.server_url.clone());
         cfg.client.name = "duet-desktop".into();
         cfg.client.platform = Some(std::env::consts::OS.into());
+        cfg.client.device = self.cfg.device_id.clone();
         cfg.bind = self.cfg.bind;
         cfg.ice_servers = s.ice_servers();
         cfg.relay_only = s.relay_only;
@@ -913,6 +916,7 @@ mod tests {
             },
             bind: "127.0.0.1:0".parse().unwrap(),
             bridge: bridge.clone(),
+            device_id: None,
         };
         (Engine::start(cfg, ui.clone()), ui, bridge)
     }

@@ -14,6 +14,7 @@
 //! `DUET_BIND` (local media address, e.g. `127.0.0.1:0`), `DUET_EMBEDDED_ADDR`.
 
 pub mod commands;
+pub mod device;
 pub mod embedded;
 pub mod engine;
 pub mod settings;
@@ -166,6 +167,7 @@ fn setup<R: Runtime>(app: &tauri::App<R>, opts: LaunchOptions) -> Result<(), Box
             overrides: opts.overrides.clone(),
             bind: opts.bind,
             bridge: bridge.clone(),
+            device_id: Some(device::device_id(&dir)),
         };
         let engine = Engine::start(cfg, Arc::new(TauriUi { app: handle.clone(), early: early.clone() }));
         (engine, embedded, server)

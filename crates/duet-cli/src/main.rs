@@ -72,6 +72,10 @@ struct Common {
     /// Send media only through TURN relays: the partner never learns your address.
     #[arg(long)]
     relay_only: bool,
+    /// This installation's id for the server (16-64 characters of A-Z a-z 0-9 - _): blocks
+    /// follow it to later sessions. Only the server sees it.
+    #[arg(long, value_parser = parse_device_id)]
+    device_id: Option<String>,
     /// PEM file of CA certificates to trust for a wss:// server, in addition to the system's
     /// (a server with a private or self-signed certificate).
     #[arg(long, value_name = "FILE")]
@@ -119,6 +123,14 @@ struct BotArgs {
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long)]
     duration: Option<f64>,
+}
+
+fn parse_device_id(s: &str) -> Result<String, String> {
+    if duet_proto::valid_device_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err("a device id is 16 to 64 characters of A-Z, a-z, 0-9, '-' or '_'".into())
+    }
 }
 
 fn parse_turn(s: &str) -> Result<IceServer, String> {
@@ -184,6 +196,7 @@ fn config(common: &Common, echo: bool) -> CallConfig {
     cfg.bind = common.bind;
     cfg.ice_servers = common.turn.clone();
     cfg.relay_only = common.relay_only;
+    cfg.client.device = common.device_id.clone();
     cfg.ca_cert = common.ca_cert.clone();
     cfg.quality = common.quality;
     cfg.echo = echo;

@@ -22,7 +22,7 @@ const STEP: Duration = Duration::from_secs(10);
 
 fn client(addr: SocketAddr) -> (SignalingClient, UnboundedReceiver<SignalingEvent>) {
     let cfg = SignalingConfig {
-        client: ClientInfo { name: "duet-test".into(), version: None, platform: None },
+        client: ClientInfo { name: "duet-test".into(), version: None, platform: None, device: None },
         ..SignalingConfig::default()
     };
     SignalingClient::start(format!("ws://{addr}/ws"), cfg)

@@ -24,3 +24,5 @@ pub const MAX_REASON_CHARS: usize = 200;
 pub const MAX_RESUME_TOKEN_BYTES: usize = 512;
 /// Longest client name/version/platform string, in characters.
 pub const MAX_CLIENT_FIELD_CHARS: usize = 64;
+/// Shortest `client.device` (a random id needs some length to be unguessable).
+pub const MIN_DEVICE_ID_CHARS: usize = 16;

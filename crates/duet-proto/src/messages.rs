@@ -153,6 +153,11 @@ pub struct ClientInfo {
     /// Operating system or browser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// A random id of this installation, the same across sessions, so that a block follows
+    /// the person to their next session. 16 to 64 characters of `A-Z a-z 0-9 - _`. Only the
+    /// server sees it (never a partner); it keeps only a hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// What a `signal` carries. Field names inside follow the browser's `toJSON()` shapes so a

@@ -131,6 +131,11 @@ pub fn validate_client_frame(frame: &ClientFrame) -> Result<(), ProtoError> {
                         return Err(invalid(format!("{name} is longer than {MAX_CLIENT_FIELD_CHARS} characters")));
                     }
                 }
+                if c.device.as_deref().is_some_and(|d| !valid_device_id(d)) {
+                    return Err(invalid(format!(
+                        "client.device must be {MIN_DEVICE_ID_CHARS}..={MAX_CLIENT_FIELD_CHARS} characters of A-Z, a-z, 0-9, '-' or '_'"
+                    )));
+                }
             }
         }
         ClientMessage::JoinQueue { interests, language } => {
@@ -206,6 +211,12 @@ pub fn valid_room_code(code: &str) -> bool {
         && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// True if `id` is a well-formed `client.device`.
+pub fn valid_device_id(id: &str) -> bool {
+    (MIN_DEVICE_ID_CHARS..=MAX_CLIENT_FIELD_CHARS).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// True if `lang` is a plausible language tag.
 pub fn valid_language(lang: &str) -> bool {
     (1..=MAX_LANGUAGE_CHARS).contains(&lang.len())
@@ -255,6 +266,16 @@ mod tests {
         assert_eq!(f.id, Some(7));
         assert_eq!(f.ack, Some(3));
         assert!(matches!(f.msg, ClientMessage::Hello { version: 1, resume_token: None, client: Some(_) }));
+    }
+
+    #[test]
+    fn a_device_id_must_be_long_and_plain() {
+        let hello =
+            |device: &str| format!(r#"{{"type":"hello","version":1,"client":{{"name":"t","device":"{device}"}}}}"#);
+        assert!(parse_client_frame(&hello("0123456789abcdef_-AZ")).is_ok());
+        for bad in ["short", "has spaces in it here", "é-é-é-é-é-é-é-é-é", &"x".repeat(65)] {
+            assert_eq!(code_of(&hello(bad)), ErrorCode::InvalidField, "{bad}");
+        }
     }
 
     #[test]

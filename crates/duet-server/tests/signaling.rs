@@ -92,6 +92,30 @@ async fn next_rematches_with_a_third_client() {
 }
 
 #[tokio::test]
+async fn a_block_follows_the_person_to_a_new_session_on_the_same_device() {
+    let server = TestServer::start().await;
+    let mut a = Client::connect_on(&server.url, "device-alice-0000001").await;
+    let mut b = Client::connect_on(&server.url, "device-bob-000000001").await;
+    for c in [&mut a, &mut b] {
+        c.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
+    }
+    a.expect("matched").await;
+    b.expect("matched").await;
+    a.send(ClientMessage::Block).await;
+    a.expect("ok").await;
+    // b quits the app and starts again: a new session on the same device.
+    b.send(ClientMessage::Leave).await;
+    drop(b);
+    let mut b2 = Client::connect_on(&server.url, "device-bob-000000001").await;
+    for c in [&mut a, &mut b2] {
+        c.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
+        c.expect("queued").await;
+    }
+    a.expect_silence(std::time::Duration::from_millis(500)).await;
+    b2.expect_silence(std::time::Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
 async fn block_means_never_again() {
     let server = TestServer::start().await;
     let (mut a, mut b) = matched_pair(&server.url).await;

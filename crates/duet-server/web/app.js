@@ -47,13 +47,27 @@ function note(text) {
   $("chat").append(li);
 }
 
+// This browser's id for the server (`client.device`): blocks follow it to later sessions.
+function deviceId() {
+  try {
+    let id = localStorage.getItem("duet-device");
+    if (!/^[A-Za-z0-9_-]{16,64}$/.test(id || "")) {
+      id = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+      localStorage.setItem("duet-device", id);
+    }
+    return id;
+  } catch {
+    return undefined; // storage blocked: blocks hold for this session only
+  }
+}
+
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   ws = new WebSocket(`${scheme}://${location.host}/ws`);
   welcomed = false;
   ws.onopen = () => {
     lastRx = Date.now();
-    const hello = { type: "hello", version: 1, client: { name: "duet-web", version: "0.1", platform: "browser" } };
+    const hello = { type: "hello", version: 1, client: { name: "duet-web", version: "0.1", platform: "browser", device: deviceId() } };
     if (token) {
       hello.resume_token = token;
       if (highest > 0) hello.ack = highest;

@@ -88,7 +88,12 @@ impl CallConfig {
     pub fn new(server_url: impl Into<String>) -> Self {
         Self {
             server_url: server_url.into(),
-            client: ClientInfo { name: "duet".into(), version: Some(env!("CARGO_PKG_VERSION").into()), platform: None },
+            client: ClientInfo {
+                name: "duet".into(),
+                version: Some(env!("CARGO_PKG_VERSION").into()),
+                platform: None,
+                device: None,
+            },
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             ice_servers: Vec::new(),
             relay_only: false,

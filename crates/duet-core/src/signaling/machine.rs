@@ -49,7 +49,7 @@ pub struct SignalingConfig {
 impl Default for SignalingConfig {
     fn default() -> Self {
         Self {
-            client: ClientInfo { name: "duet".into(), version: None, platform: None },
+            client: ClientInfo { name: "duet".into(), version: None, platform: None, device: None },
             backoff: Backoff::default(),
             initial_attempts: 3,
             connect_timeout: Duration::from_secs(5),

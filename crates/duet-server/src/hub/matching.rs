@@ -77,9 +77,11 @@ impl Hub {
         }
     }
 
-    fn blocked(&self, a: u64, b: u64) -> bool {
+    fn blocked(&self, now: Now, a: u64, b: u64) -> bool {
         let has = |x: u64, y: u64| self.sessions.get(&x).is_some_and(|s| s.blocked.contains(&y));
-        has(a, b) || has(b, a)
+        let device = |k: u64| self.sessions.get(&k).and_then(|s| s.device);
+        let by_device = device(a).zip(device(b)).is_some_and(|(da, db)| self.device_blocks.blocked(now.mono, da, db));
+        has(a, b) || has(b, a) || by_device
     }
 
     /// Looks for a partner for queued session `key`: the longest-waiting session that shares
@@ -100,7 +102,7 @@ impl Hub {
                 continue;
             }
             let Some(o) = self.sessions.get(&other) else { continue };
-            if o.conn.is_none() || self.blocked(key, other) {
+            if o.conn.is_none() || self.blocked(now, key, other) {
                 continue;
             }
             let cooldown = me.cooldown_until(other, now.mono).or_else(|| o.cooldown_until(key, now.mono));
@@ -201,7 +203,7 @@ impl Hub {
         match self.codes.get(&code).copied() {
             Some(room) => {
                 let members = self.rooms.get(&room).map(|r| r.members.clone()).unwrap_or_default();
-                let refused = members.len() >= 2 || members.iter().any(|m| self.blocked(*m, key));
+                let refused = members.len() >= 2 || members.iter().any(|m| self.blocked(now, *m, key));
                 if refused {
                     self.fail(conn, Some(key), id, ErrorCode::RoomFull, "the room is full");
                     return;
@@ -297,6 +299,10 @@ impl Hub {
             if let Some(s) = self.sessions.get_mut(&a) {
                 s.block(b);
             }
+        }
+        let device = |k: u64| self.sessions.get(&k).and_then(|s| s.device);
+        if let (Some(a), Some(b)) = (device(key), device(partner)) {
+            self.device_blocks.block(now.mono, a, b);
         }
         match &report {
             Some(text) => {

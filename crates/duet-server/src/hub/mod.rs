@@ -6,6 +6,7 @@
 //! is unit-tested on simulated time (see `tests.rs`). The WebSocket driver in `crate::ws`
 //! feeds it.
 
+mod blocks;
 mod matching;
 mod session;
 #[cfg(test)]
@@ -234,6 +235,8 @@ pub struct Hub {
     token_key: TokenKey,
     /// Identifies this process in the tokens it signs (a token from another process may be restored).
     instance: u64,
+    /// Blocks between devices (they outlive sessions).
+    device_blocks: blocks::DeviceBlocks,
     rooms: HashMap<u64, Room>,
     codes: HashMap<String, u64>,
     /// Waiting sessions by ticket (ascending ticket = longest waiting first).
@@ -269,6 +272,7 @@ impl Hub {
             by_public: HashMap::new(),
             token_key,
             instance,
+            device_blocks: blocks::DeviceBlocks::default(),
             rooms: HashMap::new(),
             codes: HashMap::new(),
             queue: BTreeMap::new(),
@@ -675,12 +679,22 @@ impl Hub {
         self.welcome(now, key, id, false, 0, false);
     }
 
+    /// The device of a client's `hello`, taken out of its self-description (which partners see:
+    /// the id is the server's alone, and only its keyed hash is kept).
+    fn take_device(&self, client: &mut Option<ClientInfo>) -> Option<blocks::Device> {
+        let id = client.as_mut()?.device.take()?;
+        Some(blocks::Device::of(&id, self.instance))
+    }
+
     /// Registers a session on `conn` with a freshly signed token; returns its key.
-    fn add_session(&mut self, now: Now, conn: ConnId, public_id: String, client: Option<ClientInfo>) -> u64 {
+    fn add_session(&mut self, now: Now, conn: ConnId, public_id: String, mut client: Option<ClientInfo>) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
         self.by_public.insert(public_id.clone(), key);
-        self.sessions.insert(key, Session::new(public_id, String::new(), conn, client));
+        let device = self.take_device(&mut client);
+        let mut session = Session::new(public_id, String::new(), conn, client);
+        session.device = device;
+        self.sessions.insert(key, session);
         if let Some(token) = self.sign_token(now, key) {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.token = token;
@@ -692,13 +706,15 @@ impl Hub {
         key
     }
 
-    fn resume(&mut self, now: Now, conn: ConnId, key: u64, id: Option<u64>, client: Option<ClientInfo>) {
+    fn resume(&mut self, now: Now, conn: ConnId, key: u64, id: Option<u64>, mut client: Option<ClientInfo>) {
+        let device = self.take_device(&mut client);
         let Some(s) = self.sessions.get_mut(&key) else { return };
         let old = s.conn.replace(conn);
         let was_detached = s.detached_at.take().is_some();
         s.detach_epoch += 1;
         if client.is_some() {
             s.client = client;
+            s.device = device;
         }
         let replay: Vec<Arc<str>> = s.unacked().cloned().collect();
         let public_id = s.public_id.clone();

@@ -83,6 +83,8 @@ pub(super) struct Session {
     pub state: State,
     /// Sessions this one must never be matched with.
     pub blocked: Vec<u64>,
+    /// The client's device, if it said (blocks follow it to new sessions).
+    pub device: Option<super::blocks::Device>,
     /// Recent partners and until when they may not be matched again.
     pub recent: Vec<(u64, Instant)>,
     /// When this session recently opened rooms by code, and a hash of each code.
@@ -105,6 +107,7 @@ impl Session {
             prefs: Prefs::default(),
             state: State::Idle,
             blocked: Vec::new(),
+            device: None,
             recent: Vec::new(),
             room_attempts: VecDeque::new(),
         }

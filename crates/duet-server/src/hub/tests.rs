@@ -899,3 +899,49 @@ fn a_session_keeps_its_most_recent_blocks_within_a_bound() {
     assert_eq!(s.blocked.len(), session::MAX_BLOCKED);
     assert!(!s.blocked.contains(&0) && s.blocked.contains(&(session::MAX_BLOCKED as u64 + 9)));
 }
+
+impl Sim {
+    /// A client on device `device` (its `client.device` id).
+    fn client_on(&mut self, device: &str) -> ConnId {
+        let conn = self.open();
+        let client = ClientInfo { name: "t".into(), version: None, platform: None, device: Some(device.into()) };
+        self.msg(conn, ClientMessage::Hello { version: 1, resume_token: None, client: Some(client) });
+        assert_eq!(self.kinds(conn), ["welcome"]);
+        conn
+    }
+}
+
+#[test]
+fn a_block_follows_the_person_to_a_new_session_on_the_same_device() {
+    let mut sim = Sim::patient();
+    let (a, b) = (sim.client_on("device-of-alice-0001"), sim.client_on("device-of-bob-000001"));
+    sim.queue(a, &[], None);
+    sim.queue(b, &[], None);
+    assert!(sim.matched(a).is_some());
+    sim.take_all(b);
+    sim.msg(a, ClientMessage::Block);
+    sim.take_all(a);
+    // Bob comes back in a brand-new session (an app restart) on the same device.
+    sim.input(Input::Closed(b));
+    let b2 = sim.client_on("device-of-bob-000001");
+    sim.queue(a, &[], None);
+    sim.queue(b2, &[], None);
+    sim.advance(Duration::from_secs(600));
+    assert!(sim.matched(a).is_none() && sim.matched(b2).is_none(), "the block held across sessions");
+    // Anyone else still meets Alice.
+    let c = sim.client_on("device-of-carol-0001");
+    sim.queue(c, &[], None);
+    assert!(sim.matched(c).is_some());
+}
+
+#[test]
+fn a_device_id_never_reaches_the_partner() {
+    let mut sim = Sim::patient();
+    let (a, b) = (sim.client_on("secret-device-id-aaaa"), sim.client_on("secret-device-id-bbbb"));
+    sim.queue(a, &[], None);
+    sim.queue(b, &[], None);
+    for conn in [a, b] {
+        let text: String = sim.take_all(conn).iter().map(|f| f.to_json()).collect();
+        assert!(text.contains("matched") && !text.contains("secret-device-id"), "{text}");
+    }
+}

@@ -121,6 +121,7 @@ pub struct Client {
 
 /// What a read produced.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Got {
     Frame(ServerFrame),
     Closed(Option<CloseFrame>),
@@ -133,13 +134,22 @@ impl Client {
         Self::hello_on(ws, None).await
     }
 
+    /// Connects and says hello as a client on `device` (its `client.device` id).
+    pub async fn connect_on(url: &str, device: &str) -> Self {
+        Self::hello_as(raw(url).await, None, Some(device.into())).await
+    }
+
     /// Says hello (optionally resuming) on an open socket.
     pub async fn hello_on(ws: Ws, token: Option<String>) -> Self {
+        Self::hello_as(ws, token, None).await
+    }
+
+    async fn hello_as(ws: Ws, token: Option<String>, device: Option<String>) -> Self {
         let mut c = Client { ws, session_id: String::new(), token: String::new(), next_id: 1, last_seq: 0 };
         c.send(ClientMessage::Hello {
             version: PROTOCOL_VERSION,
             resume_token: token,
-            client: Some(ClientInfo { name: "duet-test".into(), version: None, platform: None }),
+            client: Some(ClientInfo { name: "duet-test".into(), version: None, platform: None, device }),
         })
         .await;
         let welcome = c.expect("welcome").await;
