@@ -116,6 +116,7 @@ function showStatus(view) {
   $('btn-test').disabled = inCall(s) || s === 'searching' || s === 'waiting';
   $('btn-join').disabled = inCall(s);
   if (!inCall(s)) {
+    $('verify').hidden = true;
     remote.clear();
     $('link').dataset.link = '';
     $('link').dataset.bars = '';
@@ -179,6 +180,11 @@ function onEvent(ev) {
       if (li) li.classList.replace('pending', 'delivered');
       break;
     }
+    case 'verify':
+      $('verify').textContent = ev.emoji;
+      $('verify').setAttribute('aria-label', `Verify your partner: ${ev.words}`);
+      $('verify').hidden = false;
+      break;
     case 'chat_undelivered': {
       const li = document.querySelector(`#chat-log li.me[data-id="${ev.id}"]`);
       if (li) { li.classList.replace('pending', 'undelivered'); li.title = 'Not delivered: your partner left.'; }

@@ -150,6 +150,13 @@ pub enum UiEvent {
         /// Its id.
         id: u64,
     },
+    /// What to compare with the partner to know no one sits in the middle.
+    Verify {
+        /// Six emoji.
+        emoji: String,
+        /// Their names, to read out.
+        words: String,
+    },
     /// The partner turned their camera on or off.
     PeerVideo {
         /// On?
@@ -781,6 +788,7 @@ impl Task {
             CallEvent::ChatSent { id, text } => self.emit(UiEvent::ChatSent { id, text }),
             CallEvent::ChatDelivered(id) => self.emit(UiEvent::ChatDelivered { id }),
             CallEvent::ChatUndelivered(id) => self.emit(UiEvent::ChatUndelivered { id }),
+            CallEvent::Verify(sas) => self.emit(UiEvent::Verify { emoji: sas.emoji(), words: sas.words() }),
             CallEvent::PeerVideo(on) => {
                 self.peer_video = on;
                 self.emit(UiEvent::PeerVideo { on });

@@ -98,6 +98,7 @@ try {
         firstFrameMs: d.firstFrameMs,
         log: d.log,
         partnerAudioOnly: d.partnerAudioOnly,
+        verify: d.verify,
         remoteVideoHidden: document.getElementById("remote").style.visibility === "hidden",
       };
       const report = await window.duetStats();

@@ -92,6 +92,7 @@ impl Printer {
             CallEvent::ChatSent { id, text } => ("chat_sent", json!({ "id": id, "text": text })),
             CallEvent::ChatDelivered(id) => ("chat_delivered", json!({ "id": id })),
             CallEvent::ChatUndelivered(id) => ("chat_undelivered", json!({ "id": id })),
+            CallEvent::Verify(sas) => ("verify", json!({ "emoji": sas.emoji(), "words": sas.words() })),
             CallEvent::PeerVideo(on) => ("peer_video", json!({ "on": on })),
             CallEvent::Rung { rung, target_kbps, reason } => {
                 ("rung", json!({ "rung": rung, "target_kbps": target_kbps, "reason": reason }))

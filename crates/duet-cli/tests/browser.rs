@@ -53,8 +53,12 @@ async fn chromium(addr: SocketAddr, path: &str, seconds: u32, chat: &str, extra:
 }
 
 /// The summary of a `duet` run.
+/// The summary of a `duet` run, with its last "verify your partner" words as `verify_words`.
 async fn duet_summary(args: Vec<String>) -> Value {
-    duet(args).await.summary().clone()
+    let run = duet(args).await;
+    let mut summary = run.summary().clone();
+    summary["verify_words"] = run.verify_words().into();
+    summary
 }
 
 fn check_chromium_received_duet(c: &Value) {
@@ -89,6 +93,9 @@ async fn chromium_and_duet(chromium_first: bool) {
     assert!(n(&d["audio_frames_decoded"]) > 100, "duet decoded Chromium's Opus: {d}");
     assert_eq!(c["chatReceived"], serde_json::json!(["hello from duet"]));
     assert_eq!(n(&d["chat_received"]), 1, "{d}");
+    // Chromium on the browser client and duet show the same string to compare.
+    assert!(d["verify_words"].is_string(), "{d}");
+    assert_eq!(c["verify"]["words"], d["verify_words"], "{c}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,10 @@ async fn two_clients_hold_a_call_with_media_and_chat_both_ways() {
         b.events.iter().filter(|e| e["event"] == "chat_received").filter_map(|e| e["text"].as_str()).collect();
     assert_eq!(texts, ["hello from a", "second"]);
     assert!(a.count("stats") >= 3);
+    // Both show the same string to compare: no one in the middle of the encryption.
+    let words = a.verify_words().expect("a verify event");
+    assert_eq!(words.split(", ").count(), 6, "{words}");
+    assert_eq!(b.verify_words(), Some(words));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,8 @@
 //!   the desktop app).
 //! - [`negotiation`]: perfect negotiation (glare, duplicate/stale descriptions, early
 //!   candidates) as a sans-IO machine.
+//! - [`verify`]: the short authentication string both partners compare ("verify your
+//!   partner"), from the two DTLS certificate fingerprints.
 //! - [`tls`]: `wss://` with the platform's trust store plus an optional CA file, and which
 //!   TLS failures are not worth retrying.
 
@@ -35,3 +37,4 @@ pub mod sources;
 pub mod summary;
 pub mod tls;
 pub mod turn;
+pub mod verify;

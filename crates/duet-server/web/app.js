@@ -296,11 +296,105 @@ async function onMatched(f) {
   };
   pc.onconnectionstatechange = () => {
     const s = pc.connectionState;
-    if (s === "connected") setStatus("connected", "Connected");
+    if (s === "connected") {
+      setStatus("connected", "Connected");
+      showVerification(pc);
+    }
     if (s === "disconnected") setStatus("reconnecting", "Reconnecting…");
     if (s === "failed") pc.restartIce();
   };
   setButtons(true);
+}
+
+// ----- verify your partner (same derivation as duet-core's `verify` module, v1) -----------
+const SAS_SYMBOLS = [
+  ["🐶", "dog"],
+  ["🐱", "cat"],
+  ["🦁", "lion"],
+  ["🐴", "horse"],
+  ["🦄", "unicorn"],
+  ["🐷", "pig"],
+  ["🐘", "elephant"],
+  ["🐰", "rabbit"],
+  ["🐼", "panda"],
+  ["🐓", "rooster"],
+  ["🐧", "penguin"],
+  ["🐢", "turtle"],
+  ["🐟", "fish"],
+  ["🐙", "octopus"],
+  ["🦋", "butterfly"],
+  ["🌷", "tulip"],
+  ["🌳", "tree"],
+  ["🌵", "cactus"],
+  ["🍄", "mushroom"],
+  ["🌍", "globe"],
+  ["🌙", "moon"],
+  ["☁️", "cloud"],
+  ["🔥", "fire"],
+  ["🍌", "banana"],
+  ["🍎", "apple"],
+  ["🍓", "strawberry"],
+  ["🌽", "corn"],
+  ["🍕", "pizza"],
+  ["🎂", "cake"],
+  ["❤️", "heart"],
+  ["😀", "smiley"],
+  ["🤖", "robot"],
+  ["🎩", "hat"],
+  ["👓", "glasses"],
+  ["🔧", "spanner"],
+  ["🎅", "santa"],
+  ["👍", "thumbs up"],
+  ["☂️", "umbrella"],
+  ["⌛", "hourglass"],
+  ["⏰", "clock"],
+  ["🎁", "gift"],
+  ["💡", "light bulb"],
+  ["📕", "book"],
+  ["✏️", "pencil"],
+  ["📎", "paperclip"],
+  ["✂️", "scissors"],
+  ["🔒", "lock"],
+  ["🔑", "key"],
+  ["🔨", "hammer"],
+  ["☎️", "telephone"],
+  ["🏁", "flag"],
+  ["🚂", "train"],
+  ["🚲", "bicycle"],
+  ["✈️", "aeroplane"],
+  ["🚀", "rocket"],
+  ["🏆", "trophy"],
+  ["⚽", "ball"],
+  ["🎸", "guitar"],
+  ["🎺", "trumpet"],
+  ["🔔", "bell"],
+  ["⚓", "anchor"],
+  ["🎧", "headphones"],
+  ["📁", "folder"],
+  ["📌", "pin"]
+];
+
+function fingerprint(sdp) {
+  const line = (sdp || "").split(/\r?\n/).find((l) => l.startsWith("a=fingerprint:"));
+  if (!line) return null;
+  const [algorithm, value] = line.slice("a=fingerprint:".length).trim().split(" ");
+  return algorithm && value ? `${algorithm.toLowerCase()} ${value.toUpperCase()}` : null;
+}
+
+async function showVerification(conn) {
+  const a = fingerprint(conn.localDescription && conn.localDescription.sdp);
+  const b = fingerprint(conn.remoteDescription && conn.remoteDescription.sdp);
+  if (!a || !b || !crypto.subtle) return;
+  const [first, second] = a <= b ? [a, b] : [b, a];
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`duet-sas-v1\n${first}\n${second}`)));
+  let bits = 0n;
+  for (let i = 0; i < 5; i++) bits = (bits << 8n) | BigInt(digest[i]);
+  const symbols = [];
+  for (let i = 0; i < 6; i++) symbols.push(SAS_SYMBOLS[Number((bits >> BigInt(34 - 6 * i)) & 63n)]);
+  duet.verify = { emoji: symbols.map((s) => s[0]).join(" "), words: symbols.map((s) => s[1]).join(", ") };
+  $("verify").textContent = duet.verify.emoji;
+  $("verify").title = `Verify your partner: if they see the same (${duet.verify.words}), no one sits in the middle`;
+  $("verify").hidden = false;
 }
 
 async function onSignal(p) {
@@ -389,6 +483,8 @@ function endCall(reason) {
 }
 
 function onPeerLeft(reason) {
+  duet.verify = null;
+  $("verify").hidden = true;
   const text = {
     left: "Your partner left.",
     next: "Your partner moved on to someone else.",

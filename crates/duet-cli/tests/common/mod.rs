@@ -44,6 +44,11 @@ impl Run {
             .unwrap_or_else(|| panic!("no summary: {}", self.stderr))
     }
 
+    /// The words of the last "verify your partner" string shown.
+    pub fn verify_words(&self) -> Option<String> {
+        self.events.iter().rev().find(|e| e["event"] == "verify").and_then(|e| e["words"].as_str()).map(str::to_string)
+    }
+
     pub fn count(&self, event: &str) -> usize {
         self.events.iter().filter(|e| e["event"] == event).count()
     }

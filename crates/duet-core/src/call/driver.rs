@@ -25,6 +25,7 @@ use crate::quality::{AudioOnlyCause, QualityController, QualityOutput, QualitySt
 use crate::signaling::{SignalingClient, SignalingConfig, SignalingEvent};
 use crate::summary::{CallSummary, SummaryBuilder};
 use crate::turn;
+use crate::verify::ShortAuthString;
 
 /// The user's quality choice: Auto follows the ladder, High, Medium and Low cap it, Audio only
 /// forces audio (see [`crate::quality`]).
@@ -195,6 +196,10 @@ pub enum CallEvent {
     ChatDelivered(u64),
     /// The partner left before it had our chat message `id`; it will not be delivered.
     ChatUndelivered(u64),
+    /// The string to compare with the partner's ("verify your partner"): the same on both
+    /// sides unless someone sits in the middle of the call's encryption. New with each peer
+    /// connection whose certificates differ.
+    Verify(ShortAuthString),
     /// The partner turned their camera on/off.
     PeerVideo(bool),
     /// Our sending rung changed.
@@ -268,6 +273,8 @@ struct Driver {
     machine: CallMachine,
     live: Option<Live>,
     chat: Chat,
+    /// The string last shown to compare with the partner.
+    verification: Option<ShortAuthString>,
     summary: SummaryBuilder,
     clock: MediaClock,
     video_sender: Option<VideoSender>,
@@ -321,6 +328,7 @@ async fn run(
         machine: CallMachine::new(),
         live: None,
         chat: Chat::new(),
+        verification: None,
         summary: SummaryBuilder::new(),
         clock: media.clock,
         video_sender: None,
@@ -608,7 +616,10 @@ impl Driver {
                     self.emit(CallEvent::State(s));
                 }
                 Output::Notice(n) => self.notice(n),
-                Output::PairingStarted => self.chat.start_pairing(),
+                Output::PairingStarted => {
+                    self.chat.start_pairing();
+                    self.verification = None;
+                }
                 Output::PairingEnded => self.chat.end_pairing(),
                 Output::ClosePeer => {
                     self.media_ready = false;
@@ -722,6 +733,7 @@ impl Driver {
                     if let Some(v) = &self.video_sender {
                         v.request_keyframe();
                     }
+                    self.show_verification().await;
                 }
             }
             // Tracks are fixed for the life of a connection (camera off = stop writing), so
@@ -803,6 +815,20 @@ impl Driver {
             PeerEvent::ChannelClosed(Channel::Control) => self.keepalive = None,
         }
         self.flush_chat().await;
+    }
+
+    /// Tells the application the string to compare with the partner, when it changed.
+    async fn show_verification(&mut self) {
+        let Some(live) = &self.live else { return };
+        let Some((local, remote)) = live.peer.fingerprints().await else {
+            warn!("no DTLS fingerprints to verify the partner with");
+            return;
+        };
+        let sas = ShortAuthString::derive(&local, &remote);
+        if self.verification.as_ref() != Some(&sas) {
+            self.verification = Some(sas.clone());
+            self.emit(CallEvent::Verify(sas));
+        }
     }
 
     /// New TURN credentials from the server: the live connection re-signs its allocations with

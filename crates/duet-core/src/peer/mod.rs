@@ -13,6 +13,7 @@ mod events;
 mod interceptors;
 mod stats;
 
+use crate::verify::Fingerprint;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -551,6 +552,14 @@ impl Peer {
             loss: TransportMeters::load(&self.meters.loss),
             video_packets_dropped: self.meters.video_dropped.load(Ordering::Relaxed),
         }
+    }
+
+    /// The DTLS certificate fingerprints of our description and the partner's, once both are
+    /// applied.
+    pub async fn fingerprints(&self) -> Option<(Fingerprint, Fingerprint)> {
+        let local = self.pc.current_local_description().await.or(self.pc.local_description().await)?;
+        let remote = self.pc.current_remote_description().await.or(self.pc.remote_description().await)?;
+        Some((Fingerprint::from_sdp(&local.sdp)?, Fingerprint::from_sdp(&remote.sdp)?))
     }
 
     /// A snapshot of the connection's statistics.
