@@ -301,6 +301,16 @@ impl Engine {
     }
 }
 
+/// Runs `open` (a device open, which may block for seconds in a driver) without holding up
+/// the async runtime's other tasks: on a multi-threaded runtime the worker hands them off.
+fn off_runtime<T>(open: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(open),
+        _ => open(),
+    }
+}
+
 /// `relayed` if either end of the selected pair is a TURN relay.
 pub fn path_kind(local: Option<&str>, remote: Option<&str>) -> &'static str {
     match (local, remote) {
@@ -514,7 +524,8 @@ impl Task {
         let audio = self.cfg.overrides.audio.clone().unwrap_or_else(|| AudioSpec::Mic(s.microphone.clone()));
         let playback =
             if self.cfg.overrides.mute_playback { Playback::Discard } else { Playback::Speaker(s.speaker.clone()) };
-        let opened = match sources::open(&video, &audio, &playback, Box::new(self.cfg.bridge.remote_sink())) {
+        let sink = Box::new(self.cfg.bridge.remote_sink());
+        let opened = match off_runtime(|| sources::open(&video, &audio, &playback, sink)) {
             Ok(o) => o,
             Err(e) => {
                 self.notice(format!("Cannot open your camera or microphone: {e}"));
@@ -1001,6 +1012,26 @@ mod tests {
         wait_for("a idle", 10, || status(&a) == Status::Idle).await;
         a.quit().await;
         b.quit().await;
+    }
+
+    /// A camera or microphone that takes a second to open must not stall the app's other
+    /// tasks (the page, the tray, the embedded server) on the one runtime worker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn opening_a_slow_device_does_not_stall_the_runtime() {
+        let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        off_runtime(|| std::thread::sleep(Duration::from_millis(500)));
+        let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+        ticker.abort();
+        assert!(during >= 10, "the runtime stalled while the device opened: {during} ticks in 500 ms");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

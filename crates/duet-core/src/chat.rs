@@ -10,13 +10,22 @@
 //! Wire format (JSON text on the channel): `{"t":"msg","id":7,"text":"hi"}` and
 //! `{"t":"ack","id":7}`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 /// Longest chat message, in characters.
 pub const MAX_CHAT_CHARS: usize = 2000;
+/// Messages a partner may deliver per second on average; more are neither delivered nor
+/// acknowledged (an honest sender sends them again a second later).
+pub const MAX_RECEIVED_PER_SEC: f64 = 50.0;
+/// Messages a partner may deliver in a burst (a reconnection re-sends what was unacknowledged).
+pub const RECEIVED_BURST: f64 = 100.0;
+/// Message ids remembered for duplicate detection; beyond it the oldest half is folded into a
+/// floor below which every id counts as seen.
+pub const MAX_SEEN_IDS: usize = 4096;
 
 /// A frame on the chat channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,14 +90,19 @@ pub struct Chat {
     paired: bool,
     open: bool,
     unacked: BTreeMap<u64, String>,
-    seen: HashSet<u64>,
+    seen: BTreeSet<u64>,
+    /// Every id at or below it counts as seen.
+    seen_floor: u64,
+    /// Messages the partner may still deliver now, and when that was last topped up.
+    allowance: f64,
+    topped_up: Option<Instant>,
     out: Vec<ChatOutput>,
 }
 
 impl Chat {
     /// A chat with nothing sent or received.
     pub fn new() -> Self {
-        Self { next_id: 1, ..Self::default() }
+        Self { next_id: 1, allowance: RECEIVED_BURST, ..Self::default() }
     }
 
     /// A new partner: the chat starts empty.
@@ -104,6 +118,9 @@ impl Chat {
             self.out.push(ChatOutput::Undelivered { id });
         }
         self.seen.clear();
+        self.seen_floor = 0;
+        self.allowance = RECEIVED_BURST;
+        self.topped_up = None;
         self.paired = false;
         self.open = false;
     }
@@ -153,16 +170,20 @@ impl Chat {
         self.open = false;
     }
 
-    /// A text arrived on the channel.
-    pub fn received(&mut self, text: &str) {
+    /// A text arrived on the channel at `now`.
+    pub fn received(&mut self, now: Instant, text: &str) {
         if !self.paired {
             return;
         }
         match serde_json::from_str::<ChatFrame>(text) {
             Ok(ChatFrame::Msg { id, text }) => {
+                if !self.allow(now) {
+                    return;
+                }
                 // Always ack (the first ack may have been lost); deliver once.
                 self.out.push(ChatOutput::Transmit(frame_json(&ChatFrame::Ack { id })));
-                if self.seen.insert(id) {
+                if id > self.seen_floor && self.seen.insert(id) {
+                    self.forget_oldest_ids();
                     let text: String = text.chars().take(MAX_CHAT_CHARS).collect();
                     self.out.push(ChatOutput::Received { id, text });
                 }
@@ -173,6 +194,26 @@ impl Chat {
                 }
             }
             Err(e) => warn!(error = %e, "unreadable chat frame ignored"),
+        }
+    }
+
+    /// Takes one message from the partner's allowance, topped up at [`MAX_RECEIVED_PER_SEC`].
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = self.topped_up.map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.allowance = (self.allowance + elapsed * MAX_RECEIVED_PER_SEC).min(RECEIVED_BURST);
+        self.topped_up = Some(now);
+        if self.allowance < 1.0 {
+            return false;
+        }
+        self.allowance -= 1.0;
+        true
+    }
+
+    fn forget_oldest_ids(&mut self) {
+        if self.seen.len() > MAX_SEEN_IDS {
+            let keep = self.seen.split_off(&self.seen.iter().nth(MAX_SEEN_IDS / 2).copied().unwrap_or(0));
+            self.seen_floor = self.seen.last().copied().unwrap_or(self.seen_floor).max(self.seen_floor);
+            self.seen = keep;
         }
     }
 
@@ -218,15 +259,15 @@ mod tests {
         let id = a.send(" hello ").unwrap();
         let wire = transmitted(&a.drain());
         assert_eq!(wire, [r#"{"t":"msg","id":1,"text":"hello"}"#]);
-        b.received(&wire[0]);
-        b.received(&wire[0]);
+        b.received(Instant::now(), &wire[0]);
+        b.received(Instant::now(), &wire[0]);
         let out = b.drain();
         let received: Vec<_> = out.iter().filter(|o| matches!(o, ChatOutput::Received { .. })).collect();
         assert_eq!(received.len(), 1, "delivered once");
         let acks = transmitted(&out);
         assert_eq!(acks.len(), 2, "acked every time");
-        a.received(&acks[0]);
-        a.received(&acks[1]);
+        a.received(Instant::now(), &acks[0]);
+        a.received(Instant::now(), &acks[1]);
         assert_eq!(a.drain(), [ChatOutput::Delivered { id }]);
         assert_eq!(a.pending(), 0);
     }
@@ -255,9 +296,9 @@ mod tests {
         a.retransmit();
         let again = transmitted(&a.drain());
         assert_eq!(again.len(), 1);
-        b.received(&again[0]);
+        b.received(Instant::now(), &again[0]);
         let ack = transmitted(&b.drain());
-        a.received(&ack[0]);
+        a.received(Instant::now(), &ack[0]);
         a.drain();
         a.retransmit();
         assert!(a.drain().is_empty(), "nothing left to resend");
@@ -268,8 +309,8 @@ mod tests {
         let mut a = paired();
         assert_eq!(a.send("   "), Err(ChatError::Empty));
         assert_eq!(a.send(&"x".repeat(MAX_CHAT_CHARS + 1)), Err(ChatError::TooLong));
-        a.received("not json");
-        a.received(r#"{"t":"ack","id":99}"#);
+        a.received(Instant::now(), "not json");
+        a.received(Instant::now(), r#"{"t":"ack","id":99}"#);
         assert!(a.drain().is_empty());
     }
 
@@ -280,7 +321,7 @@ mod tests {
         b.opened();
         // b's message 1 reaches a; a's message 1 to b is never acknowledged.
         b.send("from b").unwrap();
-        a.received(&transmitted(&b.drain())[0]);
+        a.received(Instant::now(), &transmitted(&b.drain())[0]);
         a.send("for b only").unwrap();
         a.drain();
         // a moves on to c.
@@ -291,7 +332,7 @@ mod tests {
         assert!(transmitted(&a.drain()).is_empty(), "nothing of b's chat goes to c");
         // c's message 1 is new to a, although b used the same id.
         c.send("from c").unwrap();
-        a.received(&transmitted(&c.drain())[0]);
+        a.received(Instant::now(), &transmitted(&c.drain())[0]);
         let out = a.drain();
         assert!(out.contains(&ChatOutput::Received { id: 1, text: "from c".into() }), "{out:?}");
     }
@@ -303,7 +344,35 @@ mod tests {
         a.end_pairing();
         assert_eq!(a.send("anyone there?"), Err(ChatError::NoPartner));
         a.opened();
-        a.received(r#"{"t":"msg","id":1,"text":"late"}"#);
+        a.received(Instant::now(), r#"{"t":"msg","id":1,"text":"late"}"#);
         assert!(a.drain().is_empty());
+    }
+
+    #[test]
+    fn a_partner_flooding_the_chat_is_held_to_the_rate_and_memory_stays_bounded() {
+        let mut a = paired();
+        a.opened();
+        let t0 = Instant::now();
+        // 10 000 distinct messages within one second: only the burst gets through.
+        for id in 1..=10_000u64 {
+            a.received(t0, &format!(r#"{{"t":"msg","id":{id},"text":"spam"}}"#));
+        }
+        let delivered = a.drain().iter().filter(|o| matches!(o, ChatOutput::Received { .. })).count();
+        assert_eq!(delivered, RECEIVED_BURST as usize);
+        // Over a long call at the full rate, the ids remembered stay bounded.
+        let mut now = t0;
+        for id in 20_000..40_000u64 {
+            now += std::time::Duration::from_millis(20);
+            a.received(now, &format!(r#"{{"t":"msg","id":{id},"text":"x"}}"#));
+        }
+        assert!(a.seen.len() <= MAX_SEEN_IDS, "{}", a.seen.len());
+        a.drain();
+        // An old id below the floor is a duplicate: acknowledged, not shown again.
+        now += std::time::Duration::from_secs(1);
+        a.received(now, r#"{"t":"msg","id":20001,"text":"again"}"#);
+        assert!(!a.drain().iter().any(|o| matches!(o, ChatOutput::Received { .. })));
+        // A new message at the allowed rate still arrives.
+        a.received(now, r#"{"t":"msg","id":40001,"text":"still here"}"#);
+        assert!(a.drain().iter().any(|o| matches!(o, ChatOutput::Received { .. })));
     }
 }

@@ -8,7 +8,7 @@
 //! [`RECEIVED_QUEUE`] reports behind.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -347,6 +347,15 @@ enum AudioControl {
 /// The capture + Opus encode thread.
 pub struct AudioSender {
     worker: Worker<std_mpsc::Sender<AudioControl>>,
+    /// Set when the sender is dropped: the thread stops waiting for room in a full queue (its
+    /// reader may be the very task dropping it, which then joins the thread).
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for AudioSender {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl AudioSender {
@@ -359,8 +368,12 @@ impl AudioSender {
         let channels = source.format().channels;
         let encoder = OpusEncoder::new(OpusConfig { channels, ..OpusConfig::default() })?;
         let (muted, rx) = std_mpsc::channel();
-        let worker = Worker::spawn("duet-audio-send", muted, move || audio_send_loop(source, paced, encoder, rx, out))?;
-        Ok(Self { worker })
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let worker = Worker::spawn("duet-audio-send", muted, move || {
+            audio_send_loop(source, paced, encoder, rx, out, &stopped)
+        })?;
+        Ok(Self { worker, stop })
     }
 
     /// Mutes (sends silence) or unmutes.
@@ -394,6 +407,7 @@ fn audio_send_loop(
     mut encoder: OpusEncoder,
     control: std_mpsc::Receiver<AudioControl>,
     out: mpsc::Sender<OutgoingAudio>,
+    stop: &AtomicBool,
 ) {
     let mut next_at = Instant::now();
     let mut muted = false;
@@ -435,13 +449,32 @@ fn audio_send_loop(
             Ok(packets) => {
                 for p in packets {
                     let duration = Duration::from_millis(u64::from(p.duration.as_millis()));
-                    // Audio is small and never dropped here: block briefly if the driver lags.
-                    if out.blocking_send(OutgoingAudio { data: Bytes::from(p.data), captured, duration }).is_err() {
+                    // Audio is small and never dropped here: wait briefly if the driver lags.
+                    let packet = OutgoingAudio { data: Bytes::from(p.data), captured, duration };
+                    if !send_unless_stopped(&out, packet, stop) {
                         return;
                     }
                 }
             }
             Err(e) => warn!(error = %e, "opus encode failed"),
+        }
+    }
+}
+
+/// Sends `item`, waiting while the queue is full; false once the reader is gone or `stop` is
+/// set (never waits forever, unlike a blocking send whose reader is joining this thread).
+fn send_unless_stopped<T>(out: &mpsc::Sender<T>, mut item: T, stop: &AtomicBool) -> bool {
+    loop {
+        match out.try_send(item) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                item = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
     }
 }
@@ -609,6 +642,24 @@ impl VideoSink for DiscardVideoSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ending a call drops the audio sender from the task that reads its queue: with the queue
+    /// full, a blocking send in the thread and a join in `Drop` waited for each other forever.
+    #[test]
+    fn dropping_the_audio_sender_with_its_queue_full_does_not_deadlock() {
+        let source =
+            duet_media::SyntheticAudioSource::new(1, FrameDuration::Ms20, duet_media::MediaClock::new()).unwrap();
+        let (out, unread) = mpsc::channel(1);
+        let sender = AudioSender::start(Box::new(source), false, out).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let (done, dropped) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            drop(sender);
+            let _ = done.send(());
+        });
+        assert!(dropped.recv_timeout(Duration::from_secs(3)).is_ok(), "drop hung with the queue full");
+        drop(unread);
+    }
 
     #[test]
     fn fitting_keeps_the_aspect_ratio_and_never_upscales() {

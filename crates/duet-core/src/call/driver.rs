@@ -789,7 +789,7 @@ impl Driver {
                     self.send_control(ControlMessage::View { w, h }).await;
                 }
             }
-            PeerEvent::ChannelMessage(Channel::Chat, text) => self.chat.received(&text),
+            PeerEvent::ChannelMessage(Channel::Chat, text) => self.chat.received(Instant::now(), &text),
             PeerEvent::ChannelMessage(Channel::Control, text) => {
                 let msg = ControlMessage::parse(&text);
                 // Anything on the channel shows the partner is there.
