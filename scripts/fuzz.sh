@@ -26,7 +26,7 @@ fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-TARGETS="${FUZZ_TARGETS:-parse_client_frame parse_server_frame}"
+TARGETS="${FUZZ_TARGETS:-parse_client_frame parse_server_frame client_session}"
 SANITIZER="${FUZZ_SANITIZER:-none}"
 CARGO_FUZZ_VERSION="${CARGO_FUZZ_VERSION:-0.13.2}"
 DICT="fuzz/dict/duet.dict"
