@@ -115,6 +115,7 @@ function showStatus(view) {
   // One call at a time: Stop (or Next) first.
   $('btn-test').disabled = inCall(s) || s === 'searching' || s === 'waiting';
   $('btn-join').disabled = inCall(s);
+  $('btn-new-room').disabled = inCall(s);
   if (!inCall(s)) {
     $('verify').hidden = true;
     remote.clear();
@@ -320,6 +321,10 @@ $('btn-next').addEventListener('click', next);
 $('btn-stop').addEventListener('click', () => call('stop'));
 $('btn-test').addEventListener('click', () => call('test_call'));
 $('btn-join').addEventListener('click', () => call('join_room', { code: $('room-code').value }));
+$('btn-new-room').addEventListener('click', async () => {
+  const code = await call('new_room_code');
+  if (code) $('room-code').value = code;
+});
 $('btn-mute').addEventListener('click', () => call('set_muted', { muted: !state.controls.muted }));
 $('btn-camera').addEventListener('click', () => call('set_camera', { on: !state.controls.camera_on }));
 $('quality').addEventListener('change', (e) => call('set_quality', { quality: e.target.value }));

@@ -113,6 +113,12 @@ pub async fn join_room(state: Shared<'_>, code: String) -> Result<(), String> {
     Ok(())
 }
 
+/// A fresh room code nobody can guess, to share with a friend.
+#[tauri::command]
+pub fn new_room_code() -> String {
+    duet_core::room_code::new_room_code()
+}
+
 /// A call with the echo bot.
 #[tauri::command]
 pub async fn test_call(state: Shared<'_>) -> Result<(), String> {

@@ -218,6 +218,7 @@ pub fn run() {
             commands::get_state,
             commands::start,
             commands::join_room,
+            commands::new_room_code,
             commands::test_call,
             commands::next,
             commands::stop,

@@ -13,6 +13,7 @@
 //! - [`summary`]: the end-of-call numbers (first frame, loss, latency, counters).
 //! - [`peer`]: one webrtc peer connection (VP8 + Opus each way, data channels, trickle
 //!   ICE, congestion control estimate, keyframe requests, stats).
+//! - [`room_code`]: room codes nobody can guess, for friends to share.
 //! - [`sources`]: opening synthetic, file and device media by spec (shared by the CLI and
 //!   the desktop app).
 //! - [`negotiation`]: perfect negotiation (glare, duplicate/stale descriptions, early
@@ -32,6 +33,7 @@ pub mod negotiation;
 pub mod netwatch;
 pub mod peer;
 pub mod quality;
+pub mod room_code;
 pub mod signaling;
 pub mod sources;
 pub mod summary;

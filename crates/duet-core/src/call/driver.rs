@@ -480,7 +480,7 @@ impl Driver {
     }
 
     fn notice(&self, text: String) {
-        warn!(%text, "notice");
+        warn!(text = ?text, "notice");
         self.emit(CallEvent::Notice(text));
     }
 
