@@ -987,6 +987,16 @@ mod tests {
         wait_for("chat", 10, || ui_a.has(|ev| matches!(ev, UiEvent::ChatReceived { text } if text == "hello from b")))
             .await;
         wait_for("delivery", 10, || ui_b.has(|ev| matches!(ev, UiEvent::ChatDelivered { id: 1 }))).await;
+        // Both pages show the same emoji to compare with the partner.
+        let verify = |ui: &Recorder| {
+            ui.0.lock().unwrap().iter().rev().find_map(|ev| match ev {
+                UiEvent::Verify { emoji, .. } => Some(emoji.clone()),
+                _ => None,
+            })
+        };
+        let shown = verify(&ui_a).expect("a verify event for the page");
+        assert_eq!(shown.split(' ').count(), 6, "{shown}");
+        assert_eq!(verify(&ui_b), Some(shown));
         assert_eq!(bridge_a.counters(Stream::Remote), StreamCounters::default(), "b sends no video");
         // The quality the core reports is what the page shows: bars with their reason.
         wait_for("bars", 10, || {

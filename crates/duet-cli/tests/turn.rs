@@ -140,15 +140,17 @@ fn signalled_candidate_types(frames: &[String]) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_only_client_signals_only_relay_addresses_to_every_partner_across_next() {
+async fn a_relay_only_client_signals_only_relay_addresses_to_every_partner_across_next_and_reconnection() {
     let _slot = call_slot().await;
     let turn = Coturn::start();
     let addr = server_issuing(&turn).await;
-    // a hides its IP; everything it sends the server is recorded.
-    let tap = SignalRelay::start(addr, None).await;
+    // a hides its IP; everything it sends the server is recorded. a offers first (it waited
+    // longer), and the relay holds back b's first answer: a's call with b moves to a fresh
+    // peer connection, which gathers and signals again.
+    let tap = SignalRelay::start(addr, Some(Duration::from_secs(2))).await;
     let video = ["--video", "synthetic:160x90@10"];
     let a_args =
-        [&["--relay-only", "--duration", "4", "--next-after", "3", "--connect-timeout", "20"][..], &video].concat();
+        [&["--relay-only", "--duration", "4", "--next-after", "3", "--connect-timeout", "40"][..], &video].concat();
     let a = tokio::spawn(duet(call_args(tap.addr, &a_args)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     // b leaves soon after a's Next (re-queued, it must not meet c); then c comes.
@@ -161,7 +163,10 @@ async fn a_relay_only_client_signals_only_relay_addresses_to_every_partner_acros
         let s = last_stats(partner);
         assert_eq!(s["remote_candidate"], "relay", "the partner reached a only through the relay: {s}");
     }
-    let types = signalled_candidate_types(&tap.sent.lock().unwrap());
-    assert!(types.iter().filter(|t| *t == "relay").count() >= 2, "a relay candidate for each partner: {types:?}");
+    let sent = tap.sent.lock().unwrap().clone();
+    let reconnected = sent.iter().any(|f| f.contains(r#""type":"signal""#) && f.contains(r#""generation":2"#));
+    assert!(reconnected, "a's call with b went to a second peer connection");
+    let types = signalled_candidate_types(&sent);
+    assert!(types.iter().filter(|t| *t == "relay").count() >= 3, "relay candidates for every connection: {types:?}");
     assert!(types.iter().all(|t| t == "relay"), "a signalled a non-relay address: {types:?}");
 }
