@@ -3,11 +3,14 @@
 //! into its call machine on simulated time (the client-side counterpart of the fuzz targets
 //! over the frame parsers).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use duet_core::call::{CallMachine, Command};
-use duet_core::signaling::{Output, SignalingConfig, SignalingMachine};
 use proptest::prelude::*;
+
+#[path = "common/client_session.rs"]
+mod client_session;
+
+use client_session::run_client_session;
 
 /// A number as a hostile server would pick it.
 fn number() -> impl Strategy<Value = u64> {
@@ -47,31 +50,6 @@ proptest! {
 
     #[test]
     fn arbitrary_server_frames_never_panic_the_client(frames in prop::collection::vec((frame(), 0u64..5_000), 1..40)) {
-        let mut now = Instant::now();
-        let cfg = SignalingConfig { jitter_seed: Some(3), ..SignalingConfig::default() };
-        let mut signaling = SignalingMachine::new(cfg, now);
-        let mut call = CallMachine::new();
-        call.command(Command::Start { interests: vec![], language: None });
-        signaling.socket_opened(now);
-        for (text, wait_ms) in frames {
-            signaling.handle_text(now, &text);
-            now += Duration::from_millis(wait_ms);
-            if signaling.poll_timeout().is_some_and(|t| t <= now) {
-                signaling.handle_timeout(now);
-            }
-            while let Some(out) = signaling.poll_output() {
-                if let Output::Event(ev) = out {
-                    call.signaling(now, ev);
-                }
-            }
-            if call.poll_timeout().is_some_and(|t| t <= now) {
-                call.handle_timeout(now);
-            }
-            while call.poll_output().is_some() {}
-        }
-        // Whatever the server said, the client's next deadlines are in the near future.
-        let horizon = now + Duration::from_secs(24 * 3600);
-        prop_assert!(signaling.poll_timeout().is_none_or(|t| t <= horizon));
-        prop_assert!(call.poll_timeout().is_none_or(|t| t <= horizon));
+        run_client_session(frames.iter().map(|(text, wait_ms)| (Duration::from_millis(*wait_ms), text.as_str())));
     }
 }
