@@ -14,7 +14,7 @@
 //! is dropped, never audio or control before it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc::{self, error::TrySendError};
 
@@ -22,8 +22,11 @@ use super::PeerEvent;
 
 /// Partner audio packets waiting for the application, at most (1.3 s of 20 ms packets).
 const AUDIO_QUEUE: usize = 64;
-/// Partner video frames waiting for the application, at most.
-const VIDEO_QUEUE: usize = 8;
+/// Partner video frames waiting for the application, at most (2 s at 30 fps: a decoder that
+/// starts slowly on a loaded machine catches up instead of losing frames).
+const VIDEO_QUEUE: usize = 64;
+/// Bytes of partner video frames waiting for the application, at most.
+const VIDEO_QUEUE_BYTES: usize = 8 << 20;
 /// Data channel events waiting for the application, at most.
 const CHANNEL_QUEUE: usize = 64;
 
@@ -45,6 +48,8 @@ pub(super) struct EventSender {
     channels: mpsc::Sender<PeerEvent>,
     audio: mpsc::Sender<PeerEvent>,
     video: mpsc::Sender<PeerEvent>,
+    /// Bytes of the frames in `video`.
+    video_bytes: Arc<AtomicUsize>,
     video_gap: mpsc::Sender<()>,
     keyframe_requested: mpsc::Sender<()>,
     refusals: Arc<Refusals>,
@@ -56,6 +61,7 @@ pub struct PeerEvents {
     channels: mpsc::Receiver<PeerEvent>,
     audio: mpsc::Receiver<PeerEvent>,
     video: mpsc::Receiver<PeerEvent>,
+    video_bytes: Arc<AtomicUsize>,
     video_gap: mpsc::Receiver<()>,
     keyframe_requested: mpsc::Receiver<()>,
 }
@@ -68,16 +74,18 @@ pub(super) fn queues(refusals: Arc<Refusals>) -> (EventSender, PeerEvents) {
     let (video_tx, video) = mpsc::channel(VIDEO_QUEUE);
     let (video_gap_tx, video_gap) = mpsc::channel(1);
     let (keyframe_tx, keyframe_requested) = mpsc::channel(1);
+    let video_bytes = Arc::new(AtomicUsize::new(0));
     let sender = EventSender {
         connection: connection_tx,
         channels: channels_tx,
         audio: audio_tx,
         video: video_tx,
+        video_bytes: video_bytes.clone(),
         video_gap: video_gap_tx,
         keyframe_requested: keyframe_tx,
         refusals,
     };
-    (sender, PeerEvents { connection, channels, audio, video, video_gap, keyframe_requested })
+    (sender, PeerEvents { connection, channels, audio, video, video_bytes, video_gap, keyframe_requested })
 }
 
 /// Raises a flag; false if the receiver is gone.
@@ -94,11 +102,23 @@ impl EventSender {
                 self.channels.send(event).await.is_ok()
             }
             PeerEvent::AudioPacket { .. } => self.offer(&self.audio, event).is_some(),
-            PeerEvent::VideoFrame { .. } => match self.offer(&self.video, event) {
-                Some(true) => true,
-                Some(false) => raise(&self.video_gap),
-                None => false,
-            },
+            PeerEvent::VideoFrame { ref data, .. } => {
+                let size = data.len();
+                let queued = if self.video_bytes.fetch_add(size, Ordering::Relaxed) + size > VIDEO_QUEUE_BYTES {
+                    self.refusals.media_dropped.fetch_add(1, Ordering::Relaxed);
+                    Some(false)
+                } else {
+                    self.offer(&self.video, event)
+                };
+                if queued != Some(true) {
+                    self.video_bytes.fetch_sub(size, Ordering::Relaxed);
+                }
+                match queued {
+                    Some(true) => true,
+                    Some(false) => raise(&self.video_gap),
+                    None => false,
+                }
+            }
             PeerEvent::VideoGap => raise(&self.video_gap),
             PeerEvent::KeyframeRequested => raise(&self.keyframe_requested),
             PeerEvent::GatheringComplete
@@ -133,7 +153,12 @@ impl PeerEvents {
             Some(event) = self.channels.recv() => Some(event),
             Some(()) = self.keyframe_requested.recv() => Some(PeerEvent::KeyframeRequested),
             Some(()) = self.video_gap.recv() => Some(PeerEvent::VideoGap),
-            Some(event) = self.video.recv() => Some(event),
+            Some(event) = self.video.recv() => {
+                if let PeerEvent::VideoFrame { data, .. } = &event {
+                    self.video_bytes.fetch_sub(data.len(), Ordering::Relaxed);
+                }
+                Some(event)
+            }
             else => None,
         }
     }
@@ -216,5 +241,19 @@ mod tests {
         drop(tx);
         assert!(matches!(rx.recv().await, Some(PeerEvent::NegotiationNeeded)));
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn queued_video_is_bounded_in_bytes_too() {
+        let (sender, mut events) = queues(Arc::default());
+        let big = || PeerEvent::VideoFrame { data: Bytes::from(vec![0u8; 1 << 20]), keyframe: false };
+        for _ in 0..100 {
+            assert!(sender.send(big()).await);
+        }
+        let frames = drain(&mut events).await.into_iter().filter(|e| matches!(e, PeerEvent::VideoFrame { .. })).count();
+        assert_eq!(frames, VIDEO_QUEUE_BYTES >> 20, "8 MiB of 1 MiB frames");
+        // Taking them out frees the room again.
+        assert!(sender.send(big()).await);
+        assert_eq!(drain(&mut events).await.len(), 1);
     }
 }
