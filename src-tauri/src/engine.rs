@@ -169,6 +169,42 @@ pub enum UiEvent {
         /// The text.
         text: String,
     },
+    /// The microphone level while the settings' level meter is on, about ten times a second.
+    MicLevel {
+        /// Loudness of the last 100 ms after processing, dBFS (-100 for silence).
+        rms_dbfs: f32,
+    },
+    /// The speaker test started or finished.
+    SpeakerTest {
+        /// A test sound is playing.
+        playing: bool,
+    },
+    /// The cameras, microphones or speakers changed (plugged in or out).
+    Devices(DevicesView),
+}
+
+/// One device in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceView {
+    /// Id to save.
+    pub id: String,
+    /// Name to show.
+    pub name: String,
+    /// The system default.
+    pub is_default: bool,
+}
+
+/// The devices present, as the settings page lists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DevicesView {
+    /// Cameras.
+    pub cameras: Vec<DeviceView>,
+    /// Microphones.
+    pub microphones: Vec<DeviceView>,
+    /// Speakers.
+    pub speakers: Vec<DeviceView>,
+    /// Problems found while listing.
+    pub notes: Vec<String>,
 }
 
 /// Where [`UiEvent`]s go.
@@ -219,6 +255,10 @@ pub enum AppCommand {
     /// The server behind the same URL was replaced (our own embedded server took over the
     /// address): sessions on the old one are gone, so the next call uses a fresh engine.
     ServerReplaced,
+    /// Turn the settings' microphone level meter on or off ([`UiEvent::MicLevel`]).
+    MicTest(bool),
+    /// Play a short test sound on the chosen speaker ([`UiEvent::SpeakerTest`]).
+    SpeakerTest,
     /// End everything; answers when done.
     Quit(oneshot::Sender<()>),
 }
@@ -257,6 +297,8 @@ pub struct Snapshot {
     pub status: StatusView,
     /// Controls.
     pub controls: ControlsView,
+    /// The devices present.
+    pub devices: DevicesView,
 }
 
 /// Handle to the engine task.
@@ -277,7 +319,7 @@ impl Engine {
             has_camera: false,
             has_microphone: false,
         };
-        let snapshot = Arc::new(Mutex::new(Snapshot { status: StatusView::default(), controls }));
+        let snapshot = Arc::new(Mutex::new(Snapshot { status: StatusView::default(), controls, devices: DevicesView::default() }));
         let task = Task::new(cfg, ui, snapshot.clone());
         tokio::spawn(task.run(rx));
         Engine { tx, snapshot }
@@ -676,6 +718,7 @@ impl Task {
                 }
             }
             AppCommand::ServerReplaced => self.stale = self.live.is_some(),
+            AppCommand::MicTest(_) | AppCommand::SpeakerTest => {}
             AppCommand::Quit(_) => {}
         }
     }
