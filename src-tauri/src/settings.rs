@@ -100,6 +100,13 @@ pub struct SettingsOf<T> {
     pub microphone: Option<String>,
     /// Speaker device id; `None`: the default.
     pub speaker: Option<String>,
+    /// Cancel the echo of the partner's voice from the speaker in the microphone. On by default
+    /// (a file written before this setting existed loads with it on); off for headphones.
+    pub echo_cancellation: bool,
+    /// Suppress steady background noise in the microphone. On by default; off for music.
+    pub noise_suppression: bool,
+    /// Keep the microphone's level even (automatic gain control). On by default; off for music.
+    pub auto_gain: bool,
     /// Start with the window hidden (in the tray).
     pub start_minimised: bool,
     /// Closing the window keeps the app (and a call) running in the tray.
@@ -129,6 +136,9 @@ impl<T> Default for SettingsOf<T> {
             camera: None,
             microphone: None,
             speaker: None,
+            echo_cancellation: true,
+            noise_suppression: true,
+            auto_gain: true,
             start_minimised: false,
             close_to_tray: false,
             quality: QualityChoice::Auto,
@@ -149,6 +159,9 @@ impl<T> SettingsOf<T> {
             camera: self.camera,
             microphone: self.microphone,
             speaker: self.speaker,
+            echo_cancellation: self.echo_cancellation,
+            noise_suppression: self.noise_suppression,
+            auto_gain: self.auto_gain,
             start_minimised: self.start_minimised,
             close_to_tray: self.close_to_tray,
             quality: self.quality,
@@ -761,6 +774,57 @@ P2uwi2CfDX2SMghjygDkOyQy2OTenkPeObI=
         assert_eq!(Settings::from_entries(s.to_entries()), Ok(s));
         let partial = vec![("close_to_tray".to_string(), Value::Bool(true))];
         assert_eq!(Settings::from_entries(partial), Ok(Settings { close_to_tray: true, ..Settings::default() }));
+    }
+
+    #[test]
+    fn audio_processing_is_on_by_default() {
+        let s = Settings::default();
+        assert!(s.echo_cancellation && s.noise_suppression && s.auto_gain);
+        let view = serde_json::to_value(s.view()).unwrap();
+        for key in ["echo_cancellation", "noise_suppression", "auto_gain"] {
+            assert_eq!(view[key], Value::Bool(true), "{key}: {view}");
+        }
+    }
+
+    #[test]
+    fn a_file_from_before_audio_processing_loads_with_all_of_it_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let old = r#"{"server_url":"wss://x.org/ws","camera":"/dev/video0","quality":"low","close_to_tray":true}"#;
+        fs::write(&path, old).unwrap();
+        assert_eq!(check_file(&path), FileCheck::Valid);
+        let map: Map<String, Value> = serde_json::from_str(old).unwrap();
+        let s = Settings::from_entries(map.into_iter().collect()).unwrap();
+        assert!(s.echo_cancellation && s.noise_suppression && s.auto_gain, "{s:?}");
+        assert_eq!((s.camera.as_deref(), s.quality, s.close_to_tray), (Some("/dev/video0"), QualityChoice::Low, true));
+        // An update from a page that leaves them out turns nothing off either.
+        let update: SettingsUpdate = serde_json::from_value(serde_json::json!({"quality": "high"})).unwrap();
+        let next = s.updated(update).unwrap();
+        assert!(next.echo_cancellation && next.noise_suppression && next.auto_gain);
+    }
+
+    #[test]
+    fn audio_processing_turned_off_round_trips() {
+        let update: SettingsUpdate = serde_json::from_value(serde_json::json!({"noise_suppression": false})).unwrap();
+        let next = Settings::default().updated(update).unwrap();
+        assert_eq!((next.echo_cancellation, next.noise_suppression, next.auto_gain), (true, false, true));
+        assert_eq!(serde_json::to_value(next.view()).unwrap()["noise_suppression"], Value::Bool(false));
+        let entries = next.to_entries();
+        assert!(entries.contains(&("noise_suppression".into(), Value::Bool(false))), "{entries:?}");
+        assert!(entries.contains(&("echo_cancellation".into(), Value::Bool(true))), "{entries:?}");
+        assert_eq!(Settings::from_entries(entries), Ok(next.clone()));
+        // Through the file as the store writes it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        fs::write(&path, serde_json::to_string_pretty(&next).unwrap()).unwrap();
+        assert_eq!(check_file(&path), FileCheck::Valid);
+        let map: Map<String, Value> = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(Settings::from_entries(map.into_iter().collect()), Ok(next));
+        // Each can be off, all at once too.
+        let all_off =
+            Settings { echo_cancellation: false, noise_suppression: false, auto_gain: false, ..Settings::default() };
+        assert!(all_off.validate().is_ok());
+        assert_eq!(Settings::from_entries(all_off.to_entries()), Ok(all_off));
     }
 
     #[test]
