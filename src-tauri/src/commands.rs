@@ -9,7 +9,7 @@ use serde::Serialize;
 use tauri::State;
 use tauri::ipc::Channel;
 
-use crate::engine::{AppCommand, Snapshot};
+use crate::engine::{AppCommand, DevicesView, Snapshot};
 use crate::settings::{QualityChoice, SettingsUpdate, SettingsView};
 use crate::state::AppState;
 use crate::video_bridge::{Stream, StreamCounters};
@@ -190,43 +190,25 @@ pub async fn save_settings(state: Shared<'_>, update: SettingsUpdate) -> Result<
     state.save_settings(update).await.map_err(|e| e.to_string())
 }
 
-/// One device for the settings page.
-#[derive(Debug, Serialize)]
-pub struct DeviceView {
-    /// Id to save.
-    pub id: String,
-    /// Name to show.
-    pub name: String,
-    /// The system default.
-    pub is_default: bool,
-}
-
-/// Devices for the settings page.
-#[derive(Debug, Serialize)]
-pub struct DevicesView {
-    /// Cameras.
-    pub cameras: Vec<DeviceView>,
-    /// Microphones.
-    pub microphones: Vec<DeviceView>,
-    /// Speakers.
-    pub speakers: Vec<DeviceView>,
-    /// Problems found while listing.
-    pub notes: Vec<String>,
-}
-
-/// Lists cameras, microphones and speakers.
+/// The cameras, microphones and speakers present, as the engine last found them (it looks again
+/// every few seconds and sends the page a `devices` event when they change).
 #[tauri::command]
-pub async fn list_devices() -> DevicesView {
-    let d = tauri::async_runtime::spawn_blocking(duet_media::list_devices).await.unwrap_or_default();
-    let view = |list: Vec<duet_media::DeviceInfo>| {
-        list.into_iter().map(|d| DeviceView { id: d.id, name: d.name, is_default: d.is_default }).collect()
-    };
-    DevicesView {
-        cameras: view(d.cameras),
-        microphones: view(d.microphones),
-        speakers: view(d.speakers),
-        notes: d.notes,
-    }
+pub fn list_devices(state: Shared<'_>) -> DevicesView {
+    state.engine.snapshot().devices
+}
+
+/// Turns the settings' microphone level meter on or off: while on, the engine sends the page a
+/// `mic_level` event about ten times a second.
+#[tauri::command]
+pub fn mic_test(state: Shared<'_>, on: bool) {
+    state.engine.send(AppCommand::MicTest(on));
+}
+
+/// Plays a short test sound on the chosen speaker; the engine sends `speaker_test` events when
+/// it starts and when it ends.
+#[tauri::command]
+pub fn speaker_test(state: Shared<'_>) {
+    state.engine.send(AppCommand::SpeakerTest);
 }
 
 /// The page's channel for a video stream.

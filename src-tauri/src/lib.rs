@@ -231,6 +231,8 @@ pub fn run() {
             commands::get_settings,
             commands::save_settings,
             commands::list_devices,
+            commands::mic_test,
+            commands::speaker_test,
             commands::video_attach,
             commands::video_ack,
             commands::video_viewport,
