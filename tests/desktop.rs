@@ -9,6 +9,8 @@
 //! - Two app instances match with each other through one embedded server and chat; the one
 //!   without a camera says so and still gets the call; a report reaches the server and ends the call;
 //!   when the instance that ran the server quits, the other one takes over its address.
+//! - The settings meter the microphone (a tone) while they are open and stop when closed, turn
+//!   noise suppression off in the saved file, and test the speaker (playing, then done).
 //! - Closing the window hides it when "keep running in the tray" is set, and quits otherwise.
 //! - The window refuses a bad room code with a message, then joins a room by code with a
 //!   separate `duet bot` process and shows its video.
@@ -234,6 +236,74 @@ fn two_windows_match_each_other_through_the_embedded_server() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(b.data("status", "status"), "searching");
+}
+
+#[test]
+fn the_settings_meter_the_microphone_test_the_speaker_and_turn_noise_suppression_off() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let display = Display::start();
+    let config = tempfile::tempdir().unwrap();
+    let settings_path = config.path().join("settings.json");
+    let driver = Driver::start(&display, &media_env(config.path(), free_port()));
+    let s = Session::new(&driver);
+    // Count the engine's level events from here on (the page ignores them while closed).
+    s.exec(
+        "window.duetLevels = 0; window.__TAURI__.event.listen('duet', (e) => { if (e.payload.kind === 'mic_level') window.duetLevels += 1; }); return true",
+    );
+
+    // Opening the settings starts the level meter: the tone (DUET_AUDIO=tone) fills the bar.
+    s.click("#btn-settings");
+    s.wait("the settings dialog", 5, "return document.getElementById('settings').open");
+    s.wait(
+        "the microphone level meter to show the tone",
+        10,
+        "return Number(document.getElementById('mic-meter').dataset.dbfs) > -40 && parseFloat(document.getElementById('mic-meter-bar').style.width) > 33",
+    );
+    // Audio processing is on by default.
+    for id in ["set-echo-cancellation", "set-noise-suppression", "set-auto-gain"] {
+        assert_eq!(s.exec(&format!("return document.getElementById('{id}').checked")), true, "{id}");
+    }
+    display.screenshot(&artifacts_dir().join("desktop-settings-audio.png"));
+
+    // Noise suppression off, saved: the file says so and keeps the other two on.
+    s.click("#set-noise-suppression");
+    s.click("#btn-save-settings");
+    s.wait("saved", 10, "return !document.getElementById('settings-ok').hidden");
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&settings_path).unwrap()).unwrap();
+    assert_eq!(saved["noise_suppression"], false, "{saved}");
+    assert_eq!(saved["echo_cancellation"], true, "{saved}");
+    assert_eq!(saved["auto_gain"], true, "{saved}");
+    // The meter goes on after the save (the engine applies processing changes at once).
+    s.exec("document.getElementById('mic-meter').dataset.dbfs = '-100'; return true");
+    s.wait("the meter after the save", 10, "return Number(document.getElementById('mic-meter').dataset.dbfs) > -40");
+
+    // Test speaker: the button says it is playing (and cannot be pressed again), then is back.
+    s.exec(
+        "const b = document.getElementById('btn-speaker-test'); window.duetSpeaker = []; new MutationObserver(() => window.duetSpeaker.push(`${b.dataset.playing}:${b.disabled}:${b.textContent}`)).observe(b, { attributes: true, childList: true, characterData: true, subtree: true }); return true",
+    );
+    s.click("#btn-speaker-test");
+    s.wait(
+        "the speaker test to play and finish",
+        10,
+        "const seen = window.duetSpeaker; return seen.includes('true:true:Playing…') && seen[seen.length - 1] === 'false:false:Test speaker'",
+    );
+
+    // Closing the settings stops the meter in the engine, not only on the page.
+    s.click("#btn-cancel-settings");
+    s.wait("the settings to close", 5, "return !document.getElementById('settings').open");
+    assert_eq!(s.data("mic-meter", "dbfs"), "-100");
+    let before: u64 = s.exec("return window.duetLevels").as_u64().unwrap();
+    assert!(before >= 5, "only {before} level events while the settings were open");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after_close = s.exec("return window.duetLevels").as_u64().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let later = s.exec("return window.duetLevels").as_u64().unwrap();
+    assert_eq!(later, after_close, "the engine still meters the microphone after the settings closed");
+    // The saved choice is shown when the settings open again.
+    s.click("#btn-settings");
+    s.wait("the settings dialog again", 5, "return document.getElementById('settings').open");
+    assert_eq!(s.exec("return document.getElementById('set-noise-suppression').checked"), false);
+    assert_eq!(s.exec("return document.getElementById('set-echo-cancellation').checked"), true);
 }
 
 /// The `duet` CLI (built on demand: `cargo test -p duet-app` alone does not build other packages).

@@ -34,6 +34,9 @@ const state = {
   controls: { muted: false, camera_on: true, quality: 'auto', has_camera: false, has_microphone: false },
   lastEsc: 0,
   settings: null,
+  // The name of every device seen since start: a chosen device that is unplugged keeps its
+  // name in the list.
+  deviceNames: new Map(),
 };
 
 const remote = new VideoView($('remote-video'), 'remote', invoke, Channel);
@@ -194,6 +197,9 @@ function onEvent(ev) {
     case 'peer_video': if (!ev.on) addChat('Your partner turned their camera off.', 'system'); break;
     case 'stats': showStats(ev); break;
     case 'notice': notice(ev.text); break;
+    case 'mic_level': showMicLevel(ev.rms_dbfs); break;
+    case 'speaker_test': showSpeakerTest(ev.playing); break;
+    case 'devices': showDevices(ev); break;
     default: break;
   }
 }
@@ -242,10 +248,42 @@ function fillSelect(select, devices, chosen, defaultLabel) {
   if (chosen && ![...select.options].some((o) => o.value === chosen)) {
     const o = document.createElement('option');
     o.value = chosen;
-    o.textContent = `${chosen} (not connected)`;
+    o.textContent = `${state.deviceNames.get(chosen) || chosen} (not connected)`;
     select.append(o);
   }
   select.value = chosen || '';
+}
+
+// Fills the device selects; by default each keeps what the user has chosen (saved or not yet).
+function showDevices(devices, chosen = {
+  camera: $('set-camera').value, microphone: $('set-microphone').value, speaker: $('set-speaker').value,
+}) {
+  for (const d of [...devices.cameras, ...devices.microphones, ...devices.speakers]) state.deviceNames.set(d.id, d.name);
+  fillSelect($('set-camera'), devices.cameras, chosen.camera, devices.cameras.length ? 'First camera' : 'No camera found');
+  fillSelect($('set-microphone'), devices.microphones, chosen.microphone, devices.microphones.length ? 'Default microphone' : 'No microphone found');
+  fillSelect($('set-speaker'), devices.speakers, chosen.speaker, devices.speakers.length ? 'Default speaker' : 'No speaker found');
+  $('device-notes').textContent = devices.notes.join(' ');
+}
+
+// The microphone level meter: -60 dBFS (or less) is an empty bar, 0 dBFS a full one.
+const METER_FLOOR_DBFS = -60;
+
+function showMicLevel(dbfs) {
+  if (!$('settings').open) return;
+  const meter = $('mic-meter');
+  const level = Math.min(0, Math.max(METER_FLOOR_DBFS, dbfs));
+  meter.dataset.dbfs = String(dbfs);
+  meter.dataset.loud = String(dbfs > -6);
+  meter.setAttribute('aria-valuenow', String(Math.round(level)));
+  meter.setAttribute('aria-valuetext', dbfs <= METER_FLOOR_DBFS ? 'silent' : `${Math.round(dbfs)} dB`);
+  $('mic-meter-bar').style.width = `${((level - METER_FLOOR_DBFS) / -METER_FLOOR_DBFS) * 100}%`;
+}
+
+function showSpeakerTest(playing) {
+  const button = $('btn-speaker-test');
+  button.dataset.playing = String(playing);
+  button.disabled = playing;
+  button.textContent = playing ? 'Playing…' : 'Test speaker';
 }
 
 async function openSettings() {
@@ -259,14 +297,25 @@ async function openSettings() {
   $('set-quality').value = s.quality;
   $('set-start-minimised').checked = s.start_minimised;
   $('set-close-to-tray').checked = s.close_to_tray;
+  $('set-echo-cancellation').checked = s.echo_cancellation;
+  $('set-noise-suppression').checked = s.noise_suppression;
+  $('set-auto-gain').checked = s.auto_gain;
   $('settings-error').hidden = true;
   $('settings-ok').hidden = true;
-  const devices = await call('list_devices');
-  fillSelect($('set-camera'), devices.cameras, s.camera, devices.cameras.length ? 'First camera' : 'No camera found');
-  fillSelect($('set-microphone'), devices.microphones, s.microphone, devices.microphones.length ? 'Default microphone' : 'No microphone found');
-  fillSelect($('set-speaker'), devices.speakers, s.speaker, devices.speakers.length ? 'Default speaker' : 'No speaker found');
-  $('device-notes').textContent = devices.notes.join(' ');
+  showDevices(await call('list_devices'), { camera: s.camera, microphone: s.microphone, speaker: s.speaker });
   $('settings').showModal();
+  // The level meter runs while the settings are open.
+  call('mic_test', { on: true });
+}
+
+function closedSettings() {
+  call('mic_test', { on: false });
+  const meter = $('mic-meter');
+  meter.dataset.dbfs = '-100';
+  meter.dataset.loud = 'false';
+  meter.setAttribute('aria-valuenow', String(METER_FLOOR_DBFS));
+  meter.setAttribute('aria-valuetext', 'silent');
+  $('mic-meter-bar').style.width = '0';
 }
 
 async function saveSettings() {
@@ -288,6 +337,9 @@ async function saveSettings() {
     speaker: $('set-speaker').value || null,
     start_minimised: $('set-start-minimised').checked,
     close_to_tray: $('set-close-to-tray').checked,
+    echo_cancellation: $('set-echo-cancellation').checked,
+    noise_suppression: $('set-noise-suppression').checked,
+    auto_gain: $('set-auto-gain').checked,
     quality: $('set-quality').value,
     interests: state.settings ? state.settings.interests : [],
     language: state.settings ? state.settings.language : null,
@@ -366,6 +418,9 @@ $('report-form').addEventListener('submit', (e) => {
   $('btn-report-send').click();
 });
 $('btn-cancel-settings').addEventListener('click', () => $('settings').close());
+// Every way out of the dialog (Close, Esc) ends the level meter.
+$('settings').addEventListener('close', closedSettings);
+$('btn-speaker-test').addEventListener('click', () => call('speaker_test'));
 
 document.addEventListener('keydown', (e) => {
   if (e.ctrlKey && (e.key === 'd' || e.key === 'D')) {
@@ -392,6 +447,7 @@ async function init() {
   const info = await refreshServer();
   showStatus(info.status);
   showControls(info.controls);
+  showDevices(info.devices);
   info.notices.forEach((n) => notice(n, 'warn'));
   document.body.dataset.ready = 'true';
   // Two animation frames: the first paint has reached the screen.

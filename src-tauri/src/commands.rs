@@ -279,6 +279,51 @@ mod tests {
         assert_eq!(check_profile(vec![], Some(" ".into())), Ok((vec![], None)));
     }
 
+    /// The fields `ui/app.js` reads for the device lists, the level meter and the speaker test.
+    #[test]
+    fn the_page_gets_devices_levels_and_the_speaker_test_in_the_shapes_it_reads() {
+        use crate::engine::{ControlsView, DeviceView, StatusView, UiEvent};
+        let mic = DeviceView { id: "hw:1".into(), name: "USB microphone".into(), is_default: true };
+        let devices = DevicesView { microphones: vec![mic], notes: vec!["no camera".into()], ..DevicesView::default() };
+        let controls = ControlsView {
+            muted: false,
+            camera_on: true,
+            quality: QualityChoice::Auto,
+            has_camera: false,
+            has_microphone: true,
+        };
+        let info = AppInfo {
+            snapshot: Snapshot { status: StatusView::default(), controls, devices: devices.clone() },
+            server_url: "ws://127.0.0.1:8787/ws".into(),
+            embedded: true,
+            notices: Vec::new(),
+            version: "0",
+        };
+        // At load: `info.devices`, as `list_devices` returns it.
+        let loaded = serde_json::to_value(&info).unwrap();
+        assert_eq!(loaded["devices"], serde_json::to_value(&devices).unwrap());
+        assert_eq!(
+            loaded["devices"]["microphones"][0],
+            serde_json::json!({"id": "hw:1", "name": "USB microphone", "is_default": true})
+        );
+        assert_eq!(loaded["devices"]["cameras"], serde_json::json!([]));
+        // Then as events.
+        let event = |e: UiEvent| serde_json::to_value(e).unwrap();
+        assert_eq!(
+            event(UiEvent::MicLevel { rms_dbfs: -23.5 }),
+            serde_json::json!({"kind": "mic_level", "rms_dbfs": -23.5})
+        );
+        assert_eq!(
+            event(UiEvent::SpeakerTest { playing: true }),
+            serde_json::json!({"kind": "speaker_test", "playing": true})
+        );
+        let pushed = event(UiEvent::Devices(devices));
+        assert_eq!(pushed["kind"], "devices");
+        assert_eq!(pushed["microphones"], loaded["devices"]["microphones"]);
+        assert_eq!(pushed["notes"], serde_json::json!(["no camera"]));
+        assert_eq!(pushed["speakers"], serde_json::json!([]));
+    }
+
     #[test]
     fn report_reasons() {
         assert_eq!(check_reason(""), Ok("unspecified".into()));
