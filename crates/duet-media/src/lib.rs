@@ -11,6 +11,8 @@
 //! - Sinks ([`VideoSink`], [`AudioSink`]): [`MarkerCheckSink`] (counts frames, losses and latency),
 //!   [`Y4mWriter`], [`WavWriter`], [`NullAudioSink`], and `SpeakerSink` (cpal, jitter buffer) chosen by
 //!   `open_audio_sink`, which falls back to the null sink on machines without sound.
+//! - Audio processing: [`AudioProcessor`] (echo cancellation, noise suppression, gain control; sonora) and
+//!   [`process_wav_files`], the same offline.
 //! - Helpers: [`scale_i420`], the [`convert`] module (camera pixel formats to I420), [`Resampler`].
 //! - Devices: [`list_devices`]. A machine without a camera or microphone gets [`MediaError::NoCamera`] /
 //!   [`MediaError::NoMicrophone`] (see [`MediaError::is_device_unavailable`]), never a panic.
@@ -19,6 +21,7 @@
 //! headers on Linux), both on by default. Without them the crate still encodes, decodes and plays files and
 //! synthetic media, which is all a headless bot needs.
 
+mod apm;
 mod clock;
 pub mod codec;
 pub mod convert;
@@ -33,6 +36,9 @@ mod sink;
 mod source;
 pub mod synthetic;
 
+pub use apm::{
+    AudioProcessor, PROCESSING_FRAME, ProcessingConfig, ProcessingReport, ProcessingStats, process_wav_files,
+};
 pub use clock::MediaClock;
 pub use codec::opus::{EncodedAudio, OpusConfig, OpusDecoder, OpusEncoder};
 pub use codec::vp8::{
