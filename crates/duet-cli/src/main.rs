@@ -4,9 +4,12 @@
 //!   line per event (`--json`: JSON lines) and a final summary.
 //! - `duet bot`: serve partners one after another (echo their media back, or send synthetic).
 //! - `duet devices`: list cameras, microphones and speakers.
+//! - `duet process-audio`: run the call's echo cancellation, noise suppression and gain control
+//!   over WAV files, offline.
 
 mod media;
 mod output;
+mod process_audio;
 mod usage;
 
 use std::net::SocketAddr;
@@ -37,6 +40,9 @@ enum Cmd {
     Bot(BotArgs),
     /// List cameras, microphones and speakers.
     Devices,
+    /// Run the call's audio processing offline: echo cancellation against --far, noise
+    /// suppression and gain control on --mic, written to --out (48 kHz mono 16-bit WAV).
+    ProcessAudio(process_audio::ProcessAudioArgs),
 }
 
 #[derive(Args, Clone)]
@@ -164,6 +170,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Cmd::Devices => devices(),
+        Cmd::ProcessAudio(args) => process_audio::run(&args),
         Cmd::Call(args) => runtime.block_on(call(args)),
         Cmd::Bot(args) => runtime.block_on(bot(args)),
     }
