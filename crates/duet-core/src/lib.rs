@@ -26,6 +26,7 @@
 pub mod call;
 pub mod chat;
 pub mod control;
+pub mod devices;
 pub mod jitter;
 pub mod keepalive;
 pub mod media;

@@ -1,15 +1,17 @@
 //! Choosing and opening the media a call sends: the `synthetic`/`camera`/`file:`/`none` video
 //! and `tone`/`mic`/`file:`/`none` audio specs shared by the `duet` CLI and the desktop app.
 //! A missing camera or microphone is a notice and the call goes on without it; an unreadable
-//! file or a bad synthetic size is an error.
+//! file or a bad synthetic size is an error. A microphone is sent through the audio processing
+//! stage (echo cancellation against the speaker opened here, noise suppression, gain control).
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use duet_media::{
-    AudioSource, CameraConfig, CameraSource, FrameDuration, MediaClock, MicrophoneConfig, MicrophoneSource,
-    NullAudioSink, SpeakerConfig, SyntheticAudioSource, SyntheticVideoSource, VideoSink, VideoSource, WavSource,
-    Y4mSource, open_audio_sink,
+    AudioSource, CameraConfig, CameraSource, EchoReference, FrameDuration, MediaClock, MicrophoneConfig,
+    MicrophoneSource, NullAudioSink, ProcessedSource, ProcessingConfig, ProcessingControls, SpeakerConfig,
+    SyntheticAudioSource, SyntheticVideoSource, VideoSink, VideoSource, WavSource, Y4mSource, open_audio_sink,
 };
 
 use crate::call::CallMedia;
@@ -121,6 +123,8 @@ pub fn open(
 ) -> Result<OpenedMedia, String> {
     let clock = MediaClock::unix_aligned();
     let mut notices = Vec::new();
+    // A microphone near a speaker hears it: the echo canceller gets what the speaker plays.
+    let echo_reference = Arc::new(EchoReference::new());
     let video: Option<(Box<dyn VideoSource>, bool)> = match video {
         VideoSpec::Synthetic { width, height, fps } => {
             let src = SyntheticVideoSource::new(*width, *height, *fps, clock).map_err(|e| format!("video: {e}"))?;
@@ -151,7 +155,12 @@ pub fn open(
                 MicrophoneConfig { device: device.clone(), ..MicrophoneConfig::default() },
                 clock,
             ) {
-                Ok(mic) => Some((Box::new(mic), false)),
+                Ok(mic) => {
+                    let controls = Arc::new(ProcessingControls::new(ProcessingConfig::default()));
+                    let mic = ProcessedSource::new(Box::new(mic), controls, Some(echo_reference.clone()))
+                        .map_err(|e| format!("audio processing: {e}"))?;
+                    Some((Box::new(mic), false))
+                }
                 Err(e) => {
                     notices.push(format!("{e}; continuing without sending audio"));
                     None
@@ -167,9 +176,11 @@ pub fn open(
     };
     let audio_sink = match playback {
         Playback::Discard => Box::new(NullAudioSink::new()),
-        Playback::Speaker(device) => {
-            open_audio_sink(SpeakerConfig { device: device.clone(), ..SpeakerConfig::default() })
-        }
+        Playback::Speaker(device) => open_audio_sink(SpeakerConfig {
+            device: device.clone(),
+            echo_reference: Some(echo_reference),
+            ..SpeakerConfig::default()
+        }),
     };
     Ok(OpenedMedia { media: CallMedia { video, audio, video_sink, audio_sink, clock }, notices })
 }

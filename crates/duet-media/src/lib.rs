@@ -26,10 +26,12 @@ mod clock;
 pub mod codec;
 pub mod convert;
 pub mod device;
+mod echo_reference;
 mod error;
 pub mod file;
 mod frame;
 mod marker;
+mod processed;
 mod resample;
 mod scale;
 mod sink;
@@ -53,6 +55,7 @@ pub use device::playout::PlayoutStats;
 #[cfg(feature = "audio-device")]
 pub use device::speaker::{SpeakerConfig, SpeakerSink, open_audio_sink};
 pub use device::{DeviceInfo, Devices, list_devices};
+pub use echo_reference::EchoReference;
 pub use error::MediaError;
 pub use file::wav::{WavSource, WavWriter};
 pub use file::y4m::{Y4mSource, Y4mWriter};
@@ -60,6 +63,7 @@ pub use frame::{
     AUDIO_SAMPLE_RATE, AudioFormat, AudioFrame, FrameDuration, FrameRate, MAX_DIMENSION, VideoFormat, VideoFrame,
 };
 pub use marker::{MARKER_MIN_HEIGHT, MARKER_MIN_WIDTH, Marker, marker_height, read_marker, write_marker};
+pub use processed::{ProcessedSource, ProcessingControls, SILENCE_DBFS, rms_dbfs};
 pub use resample::Resampler;
 pub use scale::scale_i420;
 pub use sink::{AudioSink, LatencySummary, MarkerCheckSink, MarkerReport, NullAudioSink, VideoSink};

@@ -9,7 +9,6 @@ mod audio;
 pub mod camera;
 #[cfg(feature = "audio-device")]
 pub mod microphone;
-#[cfg(feature = "audio-device")]
 pub mod playout;
 #[cfg(feature = "audio-device")]
 pub mod speaker;

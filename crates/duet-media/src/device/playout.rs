@@ -100,6 +100,19 @@ impl PlayoutRing {
         }
     }
 
+    /// Consumer, without a jitter target: moves up to `out.len()` queued samples (whole frames)
+    /// into `out` and returns how many.
+    pub(crate) fn take(&self, out: &mut [i16]) -> usize {
+        let write = self.write.load(Ordering::Acquire);
+        let read = self.read.load(Ordering::Relaxed);
+        let count = out.len().min(write.wrapping_sub(read)) / self.channels * self.channels;
+        for (i, slot) in out[..count].iter_mut().enumerate() {
+            *slot = self.slots[read.wrapping_add(i) % self.slots.len()].load(Ordering::Relaxed);
+        }
+        self.read.store(read.wrapping_add(count), Ordering::Release);
+        count
+    }
+
     pub(crate) fn stats(&self) -> PlayoutStats {
         let buffered = self.write.load(Ordering::Acquire).wrapping_sub(self.read.load(Ordering::Acquire));
         PlayoutStats {
@@ -161,6 +174,19 @@ mod tests {
             ring.pull(&mut out);
             assert_eq!(out, [round, round + 100]);
         }
+    }
+
+    #[test]
+    fn take_moves_what_is_queued_without_waiting_for_a_target() {
+        let ring = PlayoutRing::new(8, 1, 6, 8);
+        ring.push(&[1, 2, 3]);
+        let mut out = [0i16; 5];
+        assert_eq!(ring.take(&mut out), 3);
+        assert_eq!(&out[..3], &[1, 2, 3]);
+        assert_eq!(ring.take(&mut out), 0);
+        ring.push(&[4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(ring.take(&mut out), 5, "bounded by the output");
+        assert_eq!(out, [4, 5, 6, 7, 8]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::audio::{Direction, device_name, find_device, stream_config};
 use super::playout::{PlayoutRing, PlayoutStats};
-use crate::{AudioFrame, AudioSink, MediaError, NullAudioSink, Resampler};
+use crate::{AudioFrame, AudioSink, EchoReference, MediaError, NullAudioSink, Resampler};
 
 /// How long `open` waits for the device to start.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,7 +19,7 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 const CAPACITY_MS: u32 = 500;
 
 /// What to open and how much to buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SpeakerConfig {
     /// A device id or name from [`list_devices`](crate::list_devices); `None` for the system default.
     pub device: Option<String>,
@@ -28,11 +28,13 @@ pub struct SpeakerConfig {
     pub jitter_ms: u32,
     /// Queued audio above which the oldest is dropped to bring latency back to `jitter_ms` (default 160 ms).
     pub max_latency_ms: u32,
+    /// Where the mono mix of everything played goes, for the echo canceller.
+    pub echo_reference: Option<Arc<EchoReference>>,
 }
 
 impl Default for SpeakerConfig {
     fn default() -> Self {
-        Self { device: None, jitter_ms: 60, max_latency_ms: 160 }
+        Self { device: None, jitter_ms: 60, max_latency_ms: 160, echo_reference: None }
     }
 }
 
@@ -188,12 +190,16 @@ fn start(config: &SpeakerConfig, failure: Arc<Mutex<Option<String>>>) -> Result<
         per_ms * config.jitter_ms as usize,
         per_ms * config.max_latency_ms.max(config.jitter_ms) as usize,
     ));
+    if let Some(reference) = &config.echo_reference {
+        reference.set_rate(rate);
+    }
+    let tap = config.echo_reference.clone();
     let stream = match supported.sample_format() {
-        SampleFormat::I16 => build::<i16>(&device, &stream_config, ring.clone(), failure),
-        SampleFormat::I32 => build::<i32>(&device, &stream_config, ring.clone(), failure),
-        SampleFormat::U16 => build::<u16>(&device, &stream_config, ring.clone(), failure),
-        SampleFormat::F32 => build::<f32>(&device, &stream_config, ring.clone(), failure),
-        SampleFormat::F64 => build::<f64>(&device, &stream_config, ring.clone(), failure),
+        SampleFormat::I16 => build::<i16>(&device, &stream_config, ring.clone(), tap, failure),
+        SampleFormat::I32 => build::<i32>(&device, &stream_config, ring.clone(), tap, failure),
+        SampleFormat::U16 => build::<u16>(&device, &stream_config, ring.clone(), tap, failure),
+        SampleFormat::F32 => build::<f32>(&device, &stream_config, ring.clone(), tap, failure),
+        SampleFormat::F64 => build::<f64>(&device, &stream_config, ring.clone(), tap, failure),
         other => Err(format!("unsupported sample format {other}")),
     }
     .map_err(|e| format!("{name}: {e}"))?;
@@ -206,12 +212,15 @@ fn build<T>(
     device: &cpal::Device,
     config: &StreamConfig,
     ring: Arc<PlayoutRing>,
+    echo_reference: Option<Arc<EchoReference>>,
     failure: Arc<Mutex<Option<String>>>,
 ) -> Result<Stream, String>
 where
     T: SizedSample + FromSample<i16> + Send + 'static,
 {
+    let channels = config.channels;
     let mut scratch: Vec<i16> = Vec::new();
+    let mut mono: Vec<i16> = Vec::new();
     device
         .build_output_stream::<T, _, _>(
             *config,
@@ -221,6 +230,11 @@ where
                 ring.pull(&mut scratch);
                 for (out, &sample) in data.iter_mut().zip(&scratch) {
                     *out = T::from_sample(sample);
+                }
+                if let Some(reference) = &echo_reference {
+                    // The echo canceller hears exactly what is played (grows like `scratch`).
+                    map_channels(&scratch, channels, 1, &mut mono);
+                    reference.push(&mono);
                 }
             },
             move |error| {
