@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duet_core::call::{Call, CallCommand, CallConfig, CallEvent, CallState, CallStats, Command, Side};
+use duet_core::devices::DeviceBackend;
 use duet_core::media::DiscardVideoSink;
 use duet_core::quality::{AudioOnlyCause, QualityStatus};
 use duet_core::sources::{self, AudioSpec, Playback, VideoSpec};
@@ -19,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use crate::media_devices::{DeviceEvent, EngineDevices};
 use crate::settings::{QualityChoice, Settings};
 use crate::video_bridge::{PreviewSource, Stream, VideoBridge};
 
@@ -288,6 +290,8 @@ pub struct EngineConfig {
     pub bridge: VideoBridge,
     /// This installation's id for the server (blocks follow it across sessions).
     pub device_id: Option<String>,
+    /// Cameras, microphones and speakers (the system's; scripted ones in tests).
+    pub devices: Arc<dyn DeviceBackend>,
 }
 
 /// What the page reads when it (re)loads.
@@ -319,7 +323,8 @@ impl Engine {
             has_camera: false,
             has_microphone: false,
         };
-        let snapshot = Arc::new(Mutex::new(Snapshot { status: StatusView::default(), controls, devices: DevicesView::default() }));
+        let snapshot =
+            Arc::new(Mutex::new(Snapshot { status: StatusView::default(), controls, devices: DevicesView::default() }));
         let task = Task::new(cfg, ui, snapshot.clone());
         tokio::spawn(task.run(rx));
         Engine { tx, snapshot }
@@ -340,16 +345,6 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         self.send(AppCommand::Quit(tx));
         let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
-    }
-}
-
-/// Runs `open` (a device open, which may block for seconds in a driver) without holding up
-/// the async runtime's other tasks: on a multi-threaded runtime the worker hands them off.
-fn off_runtime<T>(open: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(open),
-        _ => open(),
     }
 }
 
@@ -385,6 +380,7 @@ struct Task {
     /// The last Start/Join/Test request, until the call reacts to it. If the call engine
     /// stops first (its server was unreachable), the request is retried once on a new one.
     unanswered: Option<Request>,
+    devices: EngineDevices,
 }
 
 /// A request that starts something.
@@ -414,6 +410,7 @@ async fn next_event(live: &mut Option<Live>) -> Option<CallEvent> {
 impl Task {
     fn new(cfg: EngineConfig, ui: Arc<dyn UiSink>, snapshot: Arc<Mutex<Snapshot>>) -> Self {
         let controls = snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).controls.clone();
+        let devices = EngineDevices::new(cfg.devices.clone(), &cfg.settings, cfg.overrides.clone());
         Self {
             cfg,
             ui,
@@ -428,6 +425,7 @@ impl Task {
             quality: None,
             last_counts: None,
             unanswered: None,
+            devices,
         }
     }
 
@@ -451,6 +449,7 @@ impl Task {
                     Some(ev) => self.call_event(ev),
                     None => self.engine_stopped(),
                 },
+                ev = self.devices.next() => self.device_event(ev).await,
                 ev = next_event(&mut self.bot) => match ev {
                     Some(CallEvent::Notice(text)) => warn!(%text, "test-call bot notice"),
                     Some(CallEvent::Finished(_)) | None => self.bot_stopped(),
@@ -460,18 +459,64 @@ impl Task {
         }
     }
 
-    /// Says at start (without opening anything) if there is no camera or microphone to use.
+    /// Lists the devices at start, and says (without opening anything) if there is no camera or
+    /// microphone to use.
     async fn check_devices(&mut self) {
-        let (wants_camera, wants_mic) = (self.cfg.overrides.video.is_none(), self.cfg.overrides.audio.is_none());
-        if !wants_camera && !wants_mic {
-            return;
-        }
-        let Ok(devices) = tokio::task::spawn_blocking(duet_media::list_devices).await else { return };
-        if wants_camera && devices.cameras.is_empty() {
+        self.refresh_devices().await;
+        let devices = self.devices.lists();
+        if self.cfg.overrides.video.is_none() && devices.cameras.is_empty() {
             self.notice("No camera found: your calls will be receive-only until you connect one.");
         }
-        if wants_mic && devices.microphones.is_empty() {
+        if self.cfg.overrides.audio.is_none() && devices.microphones.is_empty() {
             self.notice("No microphone found: your partner will not hear you until you connect one.");
+        }
+    }
+
+    async fn refresh_devices(&mut self) {
+        let notices = self.devices.refresh().await;
+        self.device_notices(notices);
+    }
+
+    async fn device_event(&mut self, ev: DeviceEvent) {
+        match ev {
+            DeviceEvent::Lost(lost) => {
+                let notices = self.devices.lost(&lost);
+                self.device_notices(notices);
+            }
+            DeviceEvent::List => self.refresh_devices().await,
+            DeviceEvent::Meter => self.emit(UiEvent::MicLevel { rms_dbfs: self.devices.level_dbfs() }),
+            DeviceEvent::SpeakerTestDone => {
+                self.devices.speaker_test_done();
+                self.emit(UiEvent::SpeakerTest { playing: false });
+            }
+        }
+    }
+
+    /// Shows what the devices did, and follows which ones there are and the call has now.
+    fn device_notices(&mut self, notices: Vec<String>) {
+        for text in notices {
+            self.notice(text);
+        }
+        if let Some(view) = self.devices.changed_lists() {
+            self.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).devices = view.clone();
+            self.emit(UiEvent::Devices(view));
+        }
+        if self.live.is_some() {
+            let (camera, microphone) = (self.devices.has_camera(), self.devices.has_microphone());
+            if (camera, microphone) != (self.controls.has_camera, self.controls.has_microphone) {
+                self.set_controls(|c| {
+                    c.has_camera = camera;
+                    c.has_microphone = microphone;
+                });
+                self.apply_camera();
+            }
+        }
+    }
+
+    /// Tells the call whether to send video: the user's camera switch, if a camera is there.
+    fn apply_camera(&self) {
+        if let Some(l) = &self.live {
+            l.call.send(CallCommand::SetCamera(self.controls.camera_on && self.controls.has_camera));
         }
     }
 
@@ -556,19 +601,9 @@ impl Task {
         if let Some(l) = &self.live {
             return Some(l.call.clone());
         }
-        let s = &self.cfg.settings;
-        let video = self
-            .cfg
-            .overrides
-            .video
-            .clone()
-            .unwrap_or_else(|| VideoSpec::Camera(s.camera.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0)));
-        let audio = self.cfg.overrides.audio.clone().unwrap_or_else(|| AudioSpec::Mic(s.microphone.clone()));
-        let playback =
-            if self.cfg.overrides.mute_playback { Playback::Discard } else { Playback::Speaker(s.speaker.clone()) };
         let sink = Box::new(self.cfg.bridge.remote_sink());
-        let opened = match off_runtime(|| sources::open(&video, &audio, &playback, sink)) {
-            Ok(o) => o,
+        let (mut media, notices) = match self.devices.open_call(sink) {
+            Ok(opened) => opened,
             Err(e) => {
                 self.notice(format!("Cannot open your camera or microphone: {e}"));
                 return None;
@@ -576,18 +611,18 @@ impl Task {
         };
         self.cfg.bridge.open(Stream::Remote);
         self.cfg.bridge.open(Stream::Local);
-        let mut media = opened.media;
-        let has_camera = media.video.is_some();
-        let has_microphone = media.audio.is_some();
+        let has_camera = self.devices.has_camera();
+        let has_microphone = self.devices.has_microphone();
         if let Some((src, paced)) = media.video.take() {
             media.video = Some((Box::new(PreviewSource::new(src, self.cfg.bridge.clone())), paced));
         }
-        for n in &opened.notices {
-            self.notice(n.clone());
+        for n in notices {
+            self.notice(n);
         }
         if !has_camera && !has_microphone {
             self.notice("No camera and no microphone: you can still see and hear your partner and chat.");
         }
+        let s = &self.cfg.settings;
         let mut cfg = CallConfig::new(self.cfg.server_url.clone());
         cfg.client.name = "duet-desktop".into();
         cfg.client.platform = Some(std::env::consts::OS.into());
@@ -608,7 +643,7 @@ impl Task {
         if self.controls.muted {
             call.send(CallCommand::SetMuted(true));
         }
-        if !self.controls.camera_on {
+        if !(self.controls.camera_on && has_camera) {
             call.send(CallCommand::SetCamera(false));
         }
         self.live = Some(Live { call: call.clone(), events });
@@ -631,6 +666,7 @@ impl Task {
         if let Some(live) = self.live.take() {
             retire(live);
         }
+        self.devices.close_call();
         self.stale = false;
         self.state = CallState::Idle;
         // Its threads may still hand over a frame or two while they stop.
@@ -658,10 +694,8 @@ impl Task {
                 self.set_controls(|c| c.muted = m);
             }
             AppCommand::SetCamera(on) => {
-                if let Some(l) = &self.live {
-                    l.call.send(CallCommand::SetCamera(on));
-                }
                 self.set_controls(|c| c.camera_on = on);
+                self.apply_camera();
             }
             AppCommand::SetQuality(q) => {
                 if let Some(l) = &self.live {
@@ -679,10 +713,10 @@ impl Task {
             AppCommand::Report(_) | AppCommand::Block => self.notice("There is no one to report in a test call."),
             AppCommand::Reconfigure { settings, server_url } => {
                 let server_changed = server_url != self.cfg.server_url;
-                let media_changed = settings.camera != self.cfg.settings.camera
-                    || settings.microphone != self.cfg.settings.microphone
-                    || settings.speaker != self.cfg.settings.speaker
-                    || settings.ca_cert != self.cfg.settings.ca_cert;
+                // Devices and audio processing change at once, in a call too.
+                let notices = self.devices.reconfigure(&settings);
+                self.device_notices(notices);
+                let media_changed = settings.ca_cert != self.cfg.settings.ca_cert;
                 // TURN servers and "Hide my IP" apply to the live engine at once: its next peer
                 // connection (after Next, or when the server re-queues us) uses them.
                 let ice_changed = settings.turn_servers != self.cfg.settings.turn_servers
@@ -718,7 +752,20 @@ impl Task {
                 }
             }
             AppCommand::ServerReplaced => self.stale = self.live.is_some(),
-            AppCommand::MicTest(_) | AppCommand::SpeakerTest => {}
+            AppCommand::MicTest(on) => {
+                if let Err(e) = self.devices.mic_test(on, self.live.is_some()) {
+                    self.notice(e);
+                }
+            }
+            AppCommand::SpeakerTest => {
+                let (started, notice) = self.devices.speaker_test();
+                if let Some(text) = notice {
+                    self.notice(text);
+                }
+                if started {
+                    self.emit(UiEvent::SpeakerTest { playing: true });
+                }
+            }
             AppCommand::Quit(_) => {}
         }
     }
@@ -925,62 +972,16 @@ mod coturn;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::video_bridge::{FrameOut, StreamCounters};
-    use std::time::Instant;
-
-    /// Records what the page would be told.
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<UiEvent>>);
-
-    impl UiSink for Recorder {
-        fn emit(&self, event: UiEvent) {
-            self.0.lock().unwrap().push(event);
-        }
-    }
-
-    impl Recorder {
-        fn has(&self, f: impl Fn(&UiEvent) -> bool) -> bool {
-            self.0.lock().unwrap().iter().any(f)
-        }
-    }
-
-    /// A page that draws every frame at once.
-    struct Page(VideoBridge, Stream);
-
-    impl FrameOut for Page {
-        fn deliver(&self, _packet: Vec<u8>) -> bool {
-            let (bridge, stream) = (self.0.clone(), self.1);
-            std::thread::spawn(move || bridge.ack(stream));
-            true
-        }
-    }
-
-    async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    use crate::test_support::{FakeDevices, Recorder, engine_with, wait_for};
+    use crate::video_bridge::StreamCounters;
 
     fn engine(server_url: String, video: Option<VideoSpec>) -> (Engine, Arc<Recorder>, VideoBridge) {
-        let bridge = VideoBridge::new();
-        bridge.attach(Stream::Remote, Arc::new(Page(bridge.clone(), Stream::Remote)));
-        bridge.attach(Stream::Local, Arc::new(Page(bridge.clone(), Stream::Local)));
-        let ui = Arc::new(Recorder::default());
-        let cfg = EngineConfig {
-            settings: Settings::default(),
-            server_url,
-            overrides: MediaOverrides {
-                video: Some(video.unwrap_or(VideoSpec::Synthetic { width: 320, height: 180, fps: 30 })),
-                audio: Some(AudioSpec::Tone),
-                mute_playback: true,
-            },
-            bind: "127.0.0.1:0".parse().unwrap(),
-            bridge: bridge.clone(),
-            device_id: None,
+        let overrides = MediaOverrides {
+            video: Some(video.unwrap_or(VideoSpec::Synthetic { width: 320, height: 180, fps: 30 })),
+            audio: Some(AudioSpec::Tone),
+            mute_playback: true,
         };
-        (Engine::start(cfg, ui.clone()), ui, bridge)
+        engine_with(server_url, Settings::default(), overrides, FakeDevices::new(&[], &[], &[]))
     }
 
     fn status(e: &Engine) -> Status {
@@ -1032,10 +1033,11 @@ mod tests {
         wait_for("delivery", 10, || ui_b.has(|ev| matches!(ev, UiEvent::ChatDelivered { id: 1 }))).await;
         // Both pages show the same emoji to compare with the partner.
         let verify = |ui: &Recorder| {
-            ui.0.lock().unwrap().iter().rev().find_map(|ev| match ev {
+            ui.all(|ev| match ev {
                 UiEvent::Verify { emoji, .. } => Some(emoji.clone()),
                 _ => None,
             })
+            .pop()
         };
         let shown = verify(&ui_a).expect("a verify event for the page");
         assert_eq!(shown.split(' ').count(), 6, "{shown}");
@@ -1065,26 +1067,6 @@ mod tests {
         wait_for("a idle", 10, || status(&a) == Status::Idle).await;
         a.quit().await;
         b.quit().await;
-    }
-
-    /// A camera or microphone that takes a second to open must not stall the app's other
-    /// tasks (the page, the tray, the embedded server) on the one runtime worker.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn opening_a_slow_device_does_not_stall_the_runtime() {
-        let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let counter = ticks.clone();
-        let ticker = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
-        off_runtime(|| std::thread::sleep(Duration::from_millis(500)));
-        let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
-        ticker.abort();
-        assert!(during >= 10, "the runtime stalled while the device opened: {during} ticks in 500 ms");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1135,11 +1117,7 @@ mod tests {
         // The app can try again.
         e.send(AppCommand::Start { interests: vec![], language: None });
         wait_for("a second notice", 10, || {
-            ui.0.lock()
-                .unwrap()
-                .iter()
-                .filter(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("cannot reach")))
-                .count()
+            ui.all(|ev| matches!(ev, UiEvent::Notice { text } if text.contains("cannot reach")).then_some(())).len()
                 >= 2
         })
         .await;

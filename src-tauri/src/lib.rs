@@ -17,8 +17,11 @@ pub mod commands;
 pub mod device;
 pub mod embedded;
 pub mod engine;
+mod media_devices;
 pub mod settings;
 pub mod state;
+#[cfg(test)]
+mod test_support;
 pub mod tray;
 pub mod video_bridge;
 
@@ -168,6 +171,7 @@ fn setup<R: Runtime>(app: &tauri::App<R>, opts: LaunchOptions) -> Result<(), Box
             bind: opts.bind,
             bridge: bridge.clone(),
             device_id: Some(device::device_id(&dir)),
+            devices: Arc::new(duet_core::devices::SystemDevices),
         };
         let engine = Engine::start(cfg, Arc::new(TauriUi { app: handle.clone(), early: early.clone() }));
         (engine, embedded, server)
