@@ -368,10 +368,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_level_meter_reads_the_microphone_and_the_speaker_test_plays_a_sound() {
-        let devices = FakeDevices::new(&[], &["mic"], &["out"]);
+        let devices = FakeDevices::new(&[], &["builtin-mic", "mic"], &["builtin-out", "out"]);
         let overrides = MediaOverrides { video: None, audio: None, mute_playback: false };
+        let settings = Settings { microphone: Some("mic".into()), speaker: Some("out".into()), ..Settings::default() };
         // No server needed: neither test starts a call.
-        let (e, ui, _) = engine_with("ws://127.0.0.1:9/ws".into(), Settings::default(), overrides, devices.clone());
+        let (e, ui, _) = engine_with("ws://127.0.0.1:9/ws".into(), settings, overrides, devices.clone());
+        wait_for("device lists", 5, || e.snapshot().devices.microphones.len() == 2).await;
         e.send(AppCommand::MicTest(true));
         let loud = |ui: &Recorder| {
             ui.all(|ev| matches!(ev, UiEvent::MicLevel { rms_dbfs } if *rms_dbfs > -40.0).then_some(()))
@@ -388,7 +390,8 @@ mod tests {
         e.send(AppCommand::SpeakerTest);
         wait_for("playing", 5, || ui.has(|ev| matches!(ev, UiEvent::SpeakerTest { playing: true }))).await;
         wait_for("finished", 5, || ui.has(|ev| matches!(ev, UiEvent::SpeakerTest { playing: false }))).await;
-        assert_eq!(devices.frames("out"), 75, "1.5 s of sound in 20 ms frames");
+        assert_eq!(devices.frames("out"), 75, "1.5 s of sound in 20 ms frames, on the chosen speaker");
+        assert_eq!(devices.frames("builtin-mic") + devices.frames("builtin-out"), 0, "the chosen devices only");
         e.quit().await;
     }
 

@@ -216,9 +216,8 @@ impl DeviceManager {
     /// Opens the microphone the user chose (or the default) for the settings' level meter,
     /// processed like in a call.
     pub fn open_meter(&self) -> Result<MicrophoneMeter, MediaError> {
-        let wanted = self.policy.lists().microphones.iter().find(|d| d.is_default).cloned();
         let source =
-            self.backend.open_microphone(self.chosen(DeviceKind::Microphone).or(wanted).as_ref(), self.clock)?;
+            self.backend.open_microphone(self.policy.preferred(DeviceKind::Microphone).as_ref(), self.clock)?;
         let processed = ProcessedSource::new(source, self.processing.clone(), Some(self.echo_reference.clone()))?;
         MicrophoneMeter::start(Box::new(processed))
     }
@@ -226,20 +225,13 @@ impl DeviceManager {
     /// Opens the chosen speaker (or the default) for a test sound; a null sink (with a notice)
     /// when there is none.
     pub fn open_test_speaker(&self) -> (Box<dyn AudioSink>, Option<String>) {
-        match self.backend.open_speaker(self.chosen(DeviceKind::Speaker).as_ref(), self.echo_reference.clone()) {
+        match self
+            .backend
+            .open_speaker(self.policy.preferred(DeviceKind::Speaker).as_ref(), self.echo_reference.clone())
+        {
             Ok(sink) => (sink, None),
             Err(e) => (Box::new(NullAudioSink::new()), Some(format!("No speaker to test ({e})."))),
         }
-    }
-
-    fn chosen(&self, kind: DeviceKind) -> Option<DeviceInfo> {
-        let list = match kind {
-            DeviceKind::Camera => &self.policy.lists().cameras,
-            DeviceKind::Microphone => &self.policy.lists().microphones,
-            DeviceKind::Speaker => &self.policy.lists().speakers,
-        };
-        let id = self.policy.in_use(kind)?;
-        list.iter().find(|d| d.id == id).cloned()
     }
 
     /// Carries out the policy's actions (and those that follow from failed opens).

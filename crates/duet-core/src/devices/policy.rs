@@ -127,6 +127,13 @@ impl DevicePolicy {
         }
     }
 
+    /// The device of `kind` a call would open now (the user's choice if listed, else the
+    /// default); `None` for the system default.
+    #[must_use]
+    pub fn preferred(&self, kind: DeviceKind) -> Option<DeviceInfo> {
+        self.candidate(kind, None)
+    }
+
     /// The user chose `wanted` (`None`: the default). With `kind` active, opens it if that
     /// changes what is used.
     pub fn choose(&mut self, kind: DeviceKind, wanted: Option<String>) -> Vec<DeviceAction> {
