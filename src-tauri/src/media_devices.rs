@@ -221,6 +221,13 @@ impl EngineDevices {
     pub(crate) fn close_call(&mut self) {
         self.overrides_open = (false, false);
         self.manager.close_call();
+        // A level meter that read the call's microphone opens its own again.
+        if matches!(self.meter, Some(Meter::Call)) {
+            self.meter = None;
+            if let Err(e) = self.mic_test(true, false) {
+                warn!(error = %e, "level meter after the call");
+            }
+        }
     }
 
     /// Turns the level meter on (reading the call's microphone when `in_call`, else opening
