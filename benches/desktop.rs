@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use duet_core::call::{Call, CallCommand, CallConfig, Command as CallCmd};
 use duet_core::media::DiscardVideoSink;
-use duet_core::sources::{self, AudioSpec, Playback, VideoSpec};
+use duet_core::sources::{self, AudioSpec, VideoSpec};
 use support::{APP, Display, Driver, Session, free_port, tagged_app};
 
 const TICKS_PER_S: f64 = 100.0; // USER_HZ on Linux
@@ -202,8 +202,7 @@ fn chromium_run(rt: &tokio::runtime::Runtime, w: u32, h: u32, warmup: u64, secs:
     let server = rt.block_on(duet_app::embedded::start("127.0.0.1:0".parse().unwrap())).ok()?;
     let room = format!("anchor-{}", free_port());
     let _bot = rt.block_on(async {
-        let opened =
-            sources::open(&VideoSpec::None, &AudioSpec::None, &Playback::Discard, Box::new(DiscardVideoSink)).unwrap();
+        let opened = sources::open(&VideoSpec::None, &AudioSpec::None, Box::new(DiscardVideoSink)).unwrap();
         let mut cfg = CallConfig::new(server.url());
         cfg.echo = true;
         cfg.bind = "127.0.0.1:0".parse().unwrap();

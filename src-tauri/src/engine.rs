@@ -15,7 +15,7 @@ use duet_core::call::{Call, CallCommand, CallConfig, CallEvent, CallState, CallS
 use duet_core::devices::DeviceBackend;
 use duet_core::media::DiscardVideoSink;
 use duet_core::quality::{AudioOnlyCause, QualityStatus};
-use duet_core::sources::{self, AudioSpec, Playback, VideoSpec};
+use duet_core::sources::{self, AudioSpec, VideoSpec};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -838,14 +838,13 @@ impl Task {
     fn test_call(&mut self) {
         let Some(call) = self.call() else { return };
         let code = format!("test-{:016x}", rand::random::<u64>());
-        let opened =
-            match sources::open(&VideoSpec::None, &AudioSpec::None, &Playback::Discard, Box::new(DiscardVideoSink)) {
-                Ok(o) => o,
-                Err(e) => {
-                    self.notice(format!("The test call cannot start: {e}"));
-                    return;
-                }
-            };
+        let opened = match sources::open(&VideoSpec::None, &AudioSpec::None, Box::new(DiscardVideoSink)) {
+            Ok(o) => o,
+            Err(e) => {
+                self.notice(format!("The test call cannot start: {e}"));
+                return;
+            }
+        };
         let mut cfg = CallConfig::new(self.cfg.server_url.clone());
         cfg.client.name = "duet-bot".into();
         // Same interface as the user's call, its own port.

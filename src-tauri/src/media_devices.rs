@@ -9,7 +9,7 @@ use std::time::Duration;
 use duet_core::call::CallMedia;
 use duet_core::devices::{DeviceBackend, DeviceKind, DeviceLost, DeviceManager, MicrophoneMeter, Wanted};
 use duet_core::media::DiscardVideoSink;
-use duet_core::sources::{self, AudioSpec, Playback, VideoSpec};
+use duet_core::sources::{self, AudioSpec, VideoSpec};
 use duet_media::{AudioSink, Devices, MediaClock, NullAudioSink, ProcessedSource, ProcessingConfig, VideoSink};
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
@@ -189,7 +189,7 @@ impl EngineDevices {
         let overrides = self.overrides.clone();
         let video = overrides.video.clone().unwrap_or(VideoSpec::None);
         let audio = overrides.audio.clone().unwrap_or(AudioSpec::None);
-        let opened = blocking(|| sources::open(&video, &audio, &Playback::Discard, video_sink))?;
+        let opened = blocking(|| sources::open(&video, &audio, video_sink))?;
         let mut media = opened.media;
         let mut notices = opened.notices;
         media.clock = self.clock;
@@ -248,9 +248,7 @@ impl EngineDevices {
             Some(AudioSpec::None) => return Err("Audio is turned off for this run.".to_owned()),
             Some(spec) => {
                 let spec = spec.clone();
-                let opened = blocking(|| {
-                    sources::open(&VideoSpec::None, &spec, &Playback::Discard, Box::new(DiscardVideoSink))
-                })?;
+                let opened = blocking(|| sources::open(&VideoSpec::None, &spec, Box::new(DiscardVideoSink)))?;
                 let source = opened.media.audio.ok_or("no audio source")?.0;
                 MicrophoneMeter::start(Box::new(ProcessedSource::metered(source, self.manager.processing().clone())))
             }

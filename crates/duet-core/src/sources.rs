@@ -2,16 +2,17 @@
 //! and `tone`/`mic`/`file:`/`none` audio specs shared by the `duet` CLI and the desktop app.
 //! A missing camera or microphone is a notice and the call goes on without it; an unreadable
 //! file or a bad synthetic size is an error. A microphone is sent through the audio processing
-//! stage (echo cancellation against the speaker opened here, noise suppression, gain control).
+//! stage (noise suppression and gain control; nothing is played here, so there is no echo: the
+//! desktop app's devices, which play, are in [`crate::devices`]). Partner audio is discarded.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use duet_media::{
-    AudioSource, CameraConfig, CameraSource, EchoReference, FrameDuration, MediaClock, MicrophoneConfig,
-    MicrophoneSource, NullAudioSink, ProcessedSource, ProcessingConfig, ProcessingControls, SpeakerConfig,
-    SyntheticAudioSource, SyntheticVideoSource, VideoSink, VideoSource, WavSource, Y4mSource, open_audio_sink,
+    AudioSource, CameraConfig, CameraSource, FrameDuration, MediaClock, MicrophoneConfig, MicrophoneSource,
+    NullAudioSink, ProcessedSource, ProcessingConfig, ProcessingControls, SyntheticAudioSource, SyntheticVideoSource,
+    VideoSink, VideoSource, WavSource, Y4mSource,
 };
 
 use crate::call::CallMedia;
@@ -97,15 +98,6 @@ impl FromStr for AudioSpec {
     }
 }
 
-/// Where partner audio goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Playback {
-    /// Nowhere (tests, bots).
-    Discard,
-    /// A speaker: a device id, or the default.
-    Speaker(Option<String>),
-}
-
 /// Media opened for a call, and what the user should be told about it.
 pub struct OpenedMedia {
     /// Ready to hand to [`crate::call::Call::start`].
@@ -114,17 +106,10 @@ pub struct OpenedMedia {
     pub notices: Vec<String>,
 }
 
-/// Opens the sources and sinks. Decoded partner video goes to `video_sink`.
-pub fn open(
-    video: &VideoSpec,
-    audio: &AudioSpec,
-    playback: &Playback,
-    video_sink: Box<dyn VideoSink>,
-) -> Result<OpenedMedia, String> {
+/// Opens the sources. Decoded partner video goes to `video_sink`; partner audio is discarded.
+pub fn open(video: &VideoSpec, audio: &AudioSpec, video_sink: Box<dyn VideoSink>) -> Result<OpenedMedia, String> {
     let clock = MediaClock::unix_aligned();
     let mut notices = Vec::new();
-    // A microphone near a speaker hears it: the echo canceller gets what the speaker plays.
-    let echo_reference = Arc::new(EchoReference::new());
     let video: Option<(Box<dyn VideoSource>, bool)> = match video {
         VideoSpec::Synthetic { width, height, fps } => {
             let src = SyntheticVideoSource::new(*width, *height, *fps, clock).map_err(|e| format!("video: {e}"))?;
@@ -157,7 +142,7 @@ pub fn open(
             ) {
                 Ok(mic) => {
                     let controls = Arc::new(ProcessingControls::new(ProcessingConfig::default()));
-                    let mic = ProcessedSource::new(Box::new(mic), controls, Some(echo_reference.clone()))
+                    let mic = ProcessedSource::new(Box::new(mic), controls, None)
                         .map_err(|e| format!("audio processing: {e}"))?;
                     Some((Box::new(mic), false))
                 }
@@ -174,14 +159,7 @@ pub fn open(
         }
         AudioSpec::None => None,
     };
-    let audio_sink = match playback {
-        Playback::Discard => Box::new(NullAudioSink::new()),
-        Playback::Speaker(device) => open_audio_sink(SpeakerConfig {
-            device: device.clone(),
-            echo_reference: Some(echo_reference),
-            ..SpeakerConfig::default()
-        }),
-    };
+    let audio_sink = Box::new(NullAudioSink::new());
     Ok(OpenedMedia { media: CallMedia { video, audio, video_sink, audio_sink, clock }, notices })
 }
 
@@ -215,7 +193,6 @@ mod tests {
         let opened = open(
             &VideoSpec::Camera(97),
             &AudioSpec::Mic(Some("no-such-microphone".into())),
-            &Playback::Discard,
             Box::new(crate::media::DiscardVideoSink),
         )
         .unwrap();
@@ -230,7 +207,6 @@ mod tests {
         let err = open(
             &VideoSpec::File("/nonexistent/clip.y4m".into()),
             &AudioSpec::None,
-            &Playback::Discard,
             Box::new(crate::media::DiscardVideoSink),
         )
         .err()

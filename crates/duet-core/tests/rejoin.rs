@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use duet_core::call::{Call, CallCommand, CallConfig, CallEvent, CallState, Command};
 use duet_core::media::DiscardVideoSink;
-use duet_core::sources::{self, AudioSpec, Playback, VideoSpec};
+use duet_core::sources::{self, AudioSpec, VideoSpec};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 mod common;
@@ -22,7 +22,7 @@ fn engine(addr: SocketAddr) -> (Call, UnboundedReceiver<CallEvent>) {
     cfg.bind = "127.0.0.1:0".parse().unwrap();
     let video: VideoSpec = "synthetic:320x180@15".parse().unwrap();
     let audio: AudioSpec = "tone".parse().unwrap();
-    let opened = sources::open(&video, &audio, &Playback::Discard, Box::new(DiscardVideoSink)).unwrap();
+    let opened = sources::open(&video, &audio, Box::new(DiscardVideoSink)).unwrap();
     Call::start(cfg, opened.media)
 }
 
