@@ -14,7 +14,7 @@ use duet_proto::IceServer;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use crate::hub::{ConnId, Hub, HubConfig, Input, Now, Output, Stats};
+use crate::hub::{ConnId, Hub, HubConfig, Input, Now, Output, PoolOp, RemoteMsg, Stats};
 
 /// Capacity of a connection's outgoing queue. A client that lets it fill up is too slow to
 /// read its signaling and is disconnected (it may resume; nothing unacked is lost).
@@ -54,9 +54,20 @@ pub fn now() -> Now {
     Now { mono: Instant::now(), unix_secs }
 }
 
+/// Where a clustered hub's requests to the shared store go (see `crate::cluster`): pool
+/// requests and messages for other nodes, each channel in the order the hub emitted them.
+#[derive(Debug, Clone)]
+pub struct StoreSink {
+    /// Requests to the shared pool.
+    pub pool: mpsc::UnboundedSender<PoolOp>,
+    /// Messages for other nodes: (node id, message).
+    pub remote: mpsc::UnboundedSender<(String, RemoteMsg)>,
+}
+
 struct Inner {
     hub: Hub,
     conns: HashMap<ConnId, mpsc::Sender<Outgoing>>,
+    sink: Option<StoreSink>,
 }
 
 /// One hub in this process: the default, single-node backend.
@@ -69,9 +80,17 @@ impl InMemoryBackend {
     /// A backend around a new hub.
     pub fn new(cfg: HubConfig, server_version: &str) -> Self {
         Self {
-            inner: Mutex::new(Inner { hub: Hub::new(cfg, server_version), conns: HashMap::new() }),
+            inner: Mutex::new(Inner { hub: Hub::new(cfg, server_version), conns: HashMap::new(), sink: None }),
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// A backend around a hub that shares its pool through a store: the hub's pool requests
+    /// and messages for other nodes go to `sink` (set `cfg.cluster_node`).
+    pub fn with_store(cfg: HubConfig, server_version: &str, sink: StoreSink) -> Self {
+        let backend = Self::new(cfg, server_version);
+        backend.lock().sink = Some(sink);
+        backend
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -106,6 +125,18 @@ impl Inner {
                         let _ = tx.try_send(Outgoing::Close(code, reason));
                     }
                 }
+                Output::Pool(op) => match &self.sink {
+                    Some(sink) => {
+                        let _ = sink.pool.send(*op);
+                    }
+                    None => debug!("pool request without a store; dropped"),
+                },
+                Output::Remote { node, msg } => match &self.sink {
+                    Some(sink) => {
+                        let _ = sink.remote.send((node, *msg));
+                    }
+                    None => debug!("message for another node without a store; dropped"),
+                },
             }
             for conn in overflowed.drain(..) {
                 debug!(conn = conn.0, "outgoing queue full; dropping the connection");

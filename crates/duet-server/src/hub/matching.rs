@@ -6,7 +6,7 @@ use duet_proto::{ErrorCode, PeerInfo, PeerLeftReason, ServerMessage};
 use tracing::info;
 
 use super::session::{Prefs, State};
-use super::{ConnId, Hub, Now, Room, Timer};
+use super::{ConnId, Hub, Now, Room, Timer, cluster};
 
 /// How many queue entries one matching attempt looks at (oldest first).
 const MAX_SCAN: usize = 1024;
@@ -50,7 +50,11 @@ impl Hub {
             self.timers.push(Reverse((now.mono + self.cfg.interest_wait, Timer::Rematch(key, ticket))));
         }
         self.reply_queued(key, id);
-        self.try_match(now, key);
+        if self.clustered() {
+            self.pool_join(now, key);
+        } else {
+            self.try_match(now, key);
+        }
     }
 
     fn reply_queued(&mut self, key: u64, id: Option<u64>) {
@@ -59,13 +63,23 @@ impl Hub {
         self.reply(key, id, msg);
     }
 
+    /// Takes a session out of the queue (and out of the shared pool, if there is one).
     pub(super) fn dequeue(&mut self, key: u64) {
+        if self.take_from_queue(key) {
+            self.pool_leave(key);
+        }
+    }
+
+    /// Takes a session out of this hub's queue only; true if it was queued.
+    pub(super) fn take_from_queue(&mut self, key: u64) -> bool {
         if let Some(s) = self.sessions.get_mut(&key) {
             if let State::Queued { ticket, .. } = s.state {
                 self.queue.remove(&ticket);
                 s.state = State::Idle;
+                return true;
             }
         }
+        false
     }
 
     /// True if `key` accepts a partner who shares nothing with it.
@@ -88,6 +102,9 @@ impl Hub {
     /// an interest or language; failing that, the longest-waiting one, if both sides accept
     /// anyone. Never a blocked pair, nor a pair that just parted with `next`.
     pub(super) fn try_match(&mut self, now: Now, key: u64) {
+        if self.clustered() {
+            return self.pool_retry(now, key);
+        }
         let Some(me) = self.sessions.get(&key) else { return };
         let State::Queued { ticket: my_ticket, .. } = me.state else { return };
         if me.conn.is_none() {
@@ -122,12 +139,15 @@ impl Hub {
             Some((their_ticket, other)) => {
                 // The one who waited longer makes the offer (impolite); the newcomer is polite.
                 let (first, second) = if their_ticket < my_ticket { (other, key) } else { (key, other) };
-                self.dequeue(first);
-                self.dequeue(second);
+                self.take_from_queue(first);
+                self.take_from_queue(second);
                 let room = self.next_room;
                 self.next_room += 1;
                 let name = format!("r-{}", self.random_hex(6));
-                self.rooms.insert(room, Room { name, code: None, members: vec![first, second], awaiting: None });
+                self.rooms.insert(
+                    room,
+                    Room { name, code: None, members: vec![first, second], awaiting: None, remote: None },
+                );
                 self.announce_match(now, room);
             }
             None => {
@@ -139,7 +159,7 @@ impl Hub {
     }
 
     /// Both members of a full room learn of each other; members[0] is impolite.
-    fn announce_match(&mut self, now: Now, room: u64) {
+    pub(super) fn announce_match(&mut self, now: Now, room: u64) {
         let Some(r) = self.rooms.get(&room) else { return };
         let (name, members) = (r.name.clone(), r.members.clone());
         let [first, second] = members[..] else { return };
@@ -176,6 +196,10 @@ impl Hub {
     pub(super) fn next(&mut self, now: Now, key: u64, id: Option<u64>) {
         match self.state(key) {
             State::InRoom(_) => {
+                let remote = self.remote_partner(key).map(|p| p.session.clone());
+                if let (Some(other), Some(s)) = (remote, self.sessions.get_mut(&key)) {
+                    s.remember_remote_partner(other, now.mono + self.cfg.rematch_cooldown, now.mono);
+                }
                 if let Some(partner) = self.leave_room(now, key, PeerLeftReason::Next, true) {
                     let until = now.mono + self.cfg.rematch_cooldown;
                     for (a, b) in [(key, partner), (partner, key)] {
@@ -226,7 +250,13 @@ impl Hub {
                 self.next_room += 1;
                 self.rooms.insert(
                     room,
-                    Room { name: code.clone(), code: Some(code.clone()), members: vec![key], awaiting: None },
+                    Room {
+                        name: code.clone(),
+                        code: Some(code.clone()),
+                        members: vec![key],
+                        awaiting: None,
+                        remote: None,
+                    },
                 );
                 self.codes.insert(code.clone(), room);
                 if let Some(s) = self.sessions.get_mut(&key) {
@@ -250,6 +280,16 @@ impl Hub {
         requeue_partner: bool,
     ) -> Option<u64> {
         let State::InRoom(room) = self.state(key) else { return None };
+        if self.tell_remote(key, cluster::PeerEvent::Left { reason, requeue: requeue_partner }) {
+            // A pair across nodes: the partner's node ends its side.
+            self.rooms.remove(&room);
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.state = State::Idle;
+            }
+            info!(room, session = %self.public_id(key), reason = ?reason, "left a pairing across nodes");
+            self.reissue_token(now, key);
+            return None;
+        }
         if let Some(s) = self.sessions.get_mut(&key) {
             s.state = State::Idle;
         }
@@ -291,6 +331,22 @@ impl Hub {
         reason: PeerLeftReason,
         report: Option<String>,
     ) {
+        if let Some(other) = self.remote_partner(key).map(|p| p.session.clone()) {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                if s.blocked_remote.len() == super::session::MAX_BLOCKED {
+                    s.blocked_remote.remove(0);
+                }
+                s.blocked_remote.push(other.clone());
+            }
+            match &report {
+                Some(_) => self.stats.reports_total += 1,
+                None => self.stats.blocks_total += 1,
+            }
+            info!(session = %self.public_id(key), partner = %other, report = report.is_some(), "block across nodes");
+            self.leave_room(now, key, reason, false);
+            self.reply(key, id, ServerMessage::Ok);
+            return;
+        }
         let Some(partner) = self.partner(key) else {
             self.fail(conn, Some(key), id, ErrorCode::NotInCall, "no partner to report or block");
             return;

@@ -7,11 +7,14 @@
 //! feeds it.
 
 mod blocks;
+mod cluster;
 mod matching;
 mod session;
 #[cfg(test)]
 mod tests;
 pub mod token;
+
+pub use cluster::{PeerEvent, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -90,6 +93,10 @@ pub struct HubConfig {
     /// The key resume tokens are signed with. The same key after a restart lets clients take
     /// back their sessions and pairings; `None`: a random key per process (a restart ends them).
     pub resume_key: Option<TokenKey>,
+    /// This node's id when several nodes share one pool (`--redis`): queued sessions go to the
+    /// shared pool ([`Output::Pool`]) and partners on other nodes are reached with
+    /// [`Output::Remote`]. `None` (the default): everything is matched in this process.
+    pub cluster_node: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -105,6 +112,7 @@ impl Default for HubConfig {
             ice: IceConfig::default(),
             rng_seed: None,
             resume_key: None,
+            cluster_node: None,
         }
     }
 }
@@ -123,6 +131,12 @@ pub enum Input {
     Closed(ConnId),
     /// The server is shutting down.
     Shutdown,
+    /// The shared pool paired two sessions (at least one of them on this node).
+    PoolMatched(Box<PoolMatch>),
+    /// A message from another node.
+    Remote(RemoteMsg),
+    /// The store is reachable again and may have lost the pool: queued sessions re-enter it.
+    PoolRejoin,
 }
 
 /// What the driver must do.
@@ -143,6 +157,15 @@ pub enum Output {
         code: u16,
         /// Close reason.
         reason: &'static str,
+    },
+    /// Carry out this request on the shared pool (only with [`HubConfig::cluster_node`]), in order.
+    Pool(Box<PoolOp>),
+    /// Deliver this message to another node (only with [`HubConfig::cluster_node`]), in order.
+    Remote {
+        /// The receiving node.
+        node: String,
+        /// The message.
+        msg: Box<RemoteMsg>,
     },
 }
 
@@ -221,6 +244,8 @@ struct Room {
     /// Restored after a restart with one member: the public id of the partner expected back,
     /// and whether the member there is polite.
     awaiting: Option<(String, bool)>,
+    /// The partner of the only local member, on another node (a random pair across nodes).
+    remote: Option<cluster::RemotePeer>,
 }
 
 /// The matching/session state machine. See the module docs.
@@ -318,6 +343,9 @@ impl Hub {
             }
             Input::Closed(conn) => self.on_closed(now, conn),
             Input::Shutdown => self.shutdown(),
+            Input::PoolMatched(m) => self.pool_matched(now, *m),
+            Input::Remote(msg) => self.remote(now, msg),
+            Input::PoolRejoin => self.pool_rejoin(now),
         }
     }
 
@@ -468,6 +496,16 @@ impl Hub {
                         self.reply(key, id, ServerMessage::Ok);
                     }
                 }
+                None if self.remote_partner(key).is_some() => {
+                    self.stats.signals_relayed_total += 1;
+                    if payload == duet_proto::SignalPayload::Restart {
+                        self.stats.restarts_relayed_total += 1;
+                    }
+                    self.tell_remote(key, PeerEvent::Signal { payload, generation });
+                    if id.is_some() {
+                        self.reply(key, id, ServerMessage::Ok);
+                    }
+                }
                 None => self.fail(conn, Some(key), id, ErrorCode::NotInCall, "no partner to signal"),
             },
             ClientMessage::Report { reason } => {
@@ -612,6 +650,7 @@ impl Hub {
                         code: None,
                         members: vec![key],
                         awaiting: Some((partner, polite)),
+                        remote: None,
                     },
                 );
                 if let Some(s) = self.sessions.get_mut(&key) {
@@ -651,7 +690,9 @@ impl Hub {
                         partner: self.public_id(p).to_string(),
                         polite: r.members.first() != Some(&key),
                     }),
-                    (None, None) => None,
+                    (None, None) => {
+                        r.remote.as_ref().map(|p| Pairing { partner: p.session.clone(), polite: p.polite_here })
+                    }
                 }
             }
             _ => None,
@@ -743,8 +784,12 @@ impl Hub {
                 State::InRoom(_) => {
                     if let Some(partner) = self.partner(key) {
                         self.send(partner, None, ServerMessage::PeerResumed);
+                    } else {
+                        self.tell_remote(key, PeerEvent::Resumed);
                     }
                 }
+                // A detached session left the shared pool; it enters it again.
+                State::Queued { .. } if self.clustered() => self.pool_join(now, key),
                 State::Queued { .. } => self.try_match(now, key),
                 State::Idle => {}
             }
@@ -780,8 +825,15 @@ impl Hub {
         let epoch = s.detach_epoch;
         info!(session = %s.public_id, grace_ms = grace.as_millis() as u64, "session lost its socket; grace period started");
         self.timers.push(Reverse((now.mono + grace, Timer::Grace(key, epoch))));
+        let grace_ms = grace.as_millis() as u64;
         if let Some(partner) = self.partner(key) {
-            self.send(partner, None, ServerMessage::PeerReconnecting { grace_ms: grace.as_millis() as u64 });
+            self.send(partner, None, ServerMessage::PeerReconnecting { grace_ms });
+        } else {
+            self.tell_remote(key, PeerEvent::Reconnecting { grace_ms });
+        }
+        // Without a socket a session is not matched: it leaves the shared pool until it is back.
+        if matches!(self.state(key), State::Queued { .. }) {
+            self.pool_leave(key);
         }
     }
 

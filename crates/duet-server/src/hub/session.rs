@@ -87,6 +87,10 @@ pub(super) struct Session {
     pub device: Option<super::blocks::Device>,
     /// Recent partners and until when they may not be matched again.
     pub recent: Vec<(u64, Instant)>,
+    /// Partners on other nodes (public ids) this session must never be matched with.
+    pub blocked_remote: Vec<String>,
+    /// Recent partners on other nodes and until when they may not be matched again.
+    pub recent_remote: Vec<(String, Instant)>,
     /// When this session recently opened rooms by code, and a hash of each code.
     room_attempts: VecDeque<(Instant, u64)>,
 }
@@ -109,6 +113,8 @@ impl Session {
             blocked: Vec::new(),
             device: None,
             recent: Vec::new(),
+            blocked_remote: Vec::new(),
+            recent_remote: Vec::new(),
             room_attempts: VecDeque::new(),
         }
     }
@@ -187,6 +193,15 @@ impl Session {
     /// Until when `other` may not be matched with this session again, if it is cooling down.
     pub fn cooldown_until(&self, other: u64, now: Instant) -> Option<Instant> {
         self.recent.iter().find(|(k, until)| *k == other && *until > now).map(|(_, until)| *until)
+    }
+
+    /// [`Session::remember_partner`] for a partner on another node.
+    pub fn remember_remote_partner(&mut self, other: String, until: Instant, now: Instant) {
+        self.recent_remote.retain(|(k, t)| *k != other && *t > now);
+        if self.recent_remote.len() == REMEMBERED_PARTNERS {
+            self.recent_remote.remove(0);
+        }
+        self.recent_remote.push((other, until));
     }
 
     pub fn remember_partner(&mut self, other: u64, until: Instant, now: Instant) {

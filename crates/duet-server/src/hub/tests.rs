@@ -54,6 +54,7 @@ impl Sim {
                 Output::Close { conn, code, .. } => {
                     self.closed.insert(conn, code);
                 }
+                Output::Pool(_) | Output::Remote { .. } => panic!("a hub without cluster_node talks to no store"),
             }
         }
     }
