@@ -13,6 +13,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::access::AccessConfig;
+use crate::cluster::{RedisConfig, valid_node_id};
 use crate::hub::HubConfig;
 use crate::hub::token::TokenKey;
 use crate::turn::{IceConfig, Secret, TurnRest};
@@ -127,6 +128,13 @@ pub struct Cli {
     /// Log format
     #[arg(long, env = "DUET_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Share the random pool with other nodes through Redis (redis://HOST:PORT); without it the
+    /// server matches in memory, alone
+    #[arg(long = "redis", env = "DUET_REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// This node's id in the service (with --redis) [default: random]
+    #[arg(long, env = "DUET_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 /// A configured ICE server as written in the TOML file.
@@ -167,6 +175,8 @@ pub struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     log_format: Option<LogFormat>,
+    redis: Option<Secret>,
+    node_id: Option<String>,
 }
 
 /// TLS certificate and key files.
@@ -191,6 +201,8 @@ pub struct ServerConfig {
     pub access: AccessConfig,
     /// Log format.
     pub log_format: LogFormat,
+    /// Share the pool with other nodes through Redis; `None`: in memory, one node.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for ServerConfig {
@@ -201,6 +213,7 @@ impl Default for ServerConfig {
             hub: HubConfig::default(),
             access: AccessConfig::default(),
             log_format: LogFormat::Text,
+            redis: None,
         }
     }
 }
@@ -347,7 +360,34 @@ impl ServerConfig {
                 .unwrap_or(access_defaults.max_connections_per_ip),
         };
 
+        let redis = match cli.redis.map(Secret::new).or(file.redis) {
+            None => None,
+            Some(url) => {
+                if redis::Client::open(url.expose()).is_err() {
+                    return Err(ConfigError::Invalid {
+                        setting: "redis",
+                        message: "not a valid redis://HOST:PORT URL".into(),
+                    });
+                }
+                let node = match cli.node_id.or(file.node_id) {
+                    Some(node) if !valid_node_id(&node) => {
+                        return Err(ConfigError::Invalid {
+                            setting: "node_id",
+                            message: "must be 1 to 64 characters of letters, digits, '-', '_' or '.'".into(),
+                        });
+                    }
+                    Some(node) => node,
+                    None => {
+                        use rand::RngCore as _;
+                        format!("n{:08x}", rand::rng().next_u32())
+                    }
+                };
+                Some(RedisConfig { url, node })
+            }
+        };
+
         Ok(Self {
+            redis,
             listen: cli.listen.or(file.listen).unwrap_or(ServerConfig::default().listen),
             access,
             tls,
@@ -519,5 +559,26 @@ credential = "p"
         };
         let cfg = ServerConfig::resolve(cli).unwrap();
         assert_eq!(cfg.hub.ice.turn.unwrap().secret.expose(), "s3cr3t");
+    }
+
+    #[test]
+    fn redis_from_flag_or_file_with_a_node_id() {
+        let cfg = ServerConfig::resolve(Cli::default()).unwrap();
+        assert!(cfg.redis.is_none(), "in memory unless asked");
+        let cli = Cli { redis: Some("redis://127.0.0.1:6390".into()), node_id: Some("eu-1".into()), ..Cli::default() };
+        let redis = ServerConfig::resolve(cli).unwrap().redis.unwrap();
+        assert_eq!((redis.url.expose(), redis.node.as_str()), ("redis://127.0.0.1:6390", "eu-1"));
+        let f = file("redis = \"redis://10.0.0.5:6379\"\nnode_id = \"b\"\n");
+        let redis =
+            ServerConfig::resolve(Cli { config: Some(f.path().into()), ..Cli::default() }).unwrap().redis.unwrap();
+        assert_eq!((redis.url.expose(), redis.node.as_str()), ("redis://10.0.0.5:6379", "b"));
+        let random = ServerConfig::resolve(Cli { redis: Some("redis://h:1".into()), ..Cli::default() }).unwrap();
+        assert!(crate::cluster::valid_node_id(&random.redis.unwrap().node));
+        let e = ServerConfig::resolve(Cli { redis: Some("http://user:hunter2@x".into()), ..Cli::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("redis") && !e.contains("hunter2"), "{e}");
+        let cli = Cli { redis: Some("redis://h:1".into()), node_id: Some("no spaces".into()), ..Cli::default() };
+        assert!(ServerConfig::resolve(cli).unwrap_err().to_string().contains("node_id"));
     }
 }

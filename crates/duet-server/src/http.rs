@@ -24,6 +24,7 @@ use tracing::debug;
 
 use crate::access::{AccessConfig, Admission, Refusal, check_request};
 use crate::backend::Backend;
+use crate::cluster::StoreHealth;
 use crate::guard::GuardConfig;
 use crate::ws::{serve_socket, ws_config};
 
@@ -48,6 +49,15 @@ pub struct AppState {
     pub access: AccessConfig,
     /// Open connections, overall and per address.
     pub admission: Mutex<Admission>,
+    /// Reachability of the shared store when the node runs with `--redis`.
+    pub store: Option<Arc<StoreHealth>>,
+}
+
+impl AppState {
+    /// False while the node's shared store (Redis) is unreachable.
+    pub fn store_ok(&self) -> bool {
+        self.store.as_ref().is_none_or(|s| s.is_ok())
+    }
 }
 
 impl AppState {
@@ -117,6 +127,10 @@ fn route(req: Request<Incoming>, state: Arc<AppState>, permit: Arc<Permit>) -> R
         return json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "the server is shutting down"}));
     }
     match path.as_str() {
+        "/ws" if !state.store_ok() => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the service's shared store is unreachable; try again shortly"}),
+        ),
         "/ws" => upgrade(req, state, permit),
         "/health" => health(&state),
         "/api/webrtc/config" => webrtc_config(&state, bearer(&req)),
@@ -193,18 +207,23 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, permit: Arc<Permit>
 fn health(state: &AppState) -> Response<Body> {
     let stats = state.backend.stats();
     let shutting_down = state.shutting_down.load(Ordering::Relaxed);
-    let status = if shutting_down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    json_response(
-        status,
-        json!({
-            "status": if shutting_down { "shutting_down" } else { "ok" },
+    let store_ok = state.store_ok();
+    let status = if shutting_down || !store_ok { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let mut body = json!({
+            "status": if shutting_down { "shutting_down" } else if !store_ok { "unhealthy" } else { "ok" },
             "version": VERSION,
             "protocol": PROTOCOL_VERSION,
             "uptime_s": state.started.elapsed().as_secs(),
             "sessions": stats.sessions,
             "connections": stats.connections,
-        }),
-    )
+    });
+    if !store_ok {
+        body["reason"] = "redis unreachable".into();
+    }
+    if state.store.is_some() {
+        body["store"] = if store_ok { "redis" } else { "redis_unreachable" }.into();
+    }
+    json_response(status, body)
 }
 
 /// ICE servers (with TURN credentials bound to the session) for a live session only: the

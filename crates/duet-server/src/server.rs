@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, InMemoryBackend, run_timers};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{ServerConfig, TlsFiles};
 use crate::guard::GuardConfig;
 use crate::http::{AppState, VERSION, serve_http};
@@ -40,6 +41,9 @@ pub enum ServerError {
     /// The TLS certificate or key is unusable.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// The Redis driver could not start.
+    #[error("Redis: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -47,6 +51,7 @@ pub struct Server {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
+    cluster: Option<Cluster>,
 }
 
 impl Server {
@@ -55,7 +60,11 @@ impl Server {
         let tls = cfg.tls.as_ref().map(load_tls).transpose()?;
         let listener =
             TcpListener::bind(cfg.listen).await.map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
-        let backend: Arc<dyn Backend> = Arc::new(InMemoryBackend::new(cfg.hub, VERSION));
+        let cluster = cfg.redis.as_ref().map(|redis| Cluster::start(redis, cfg.hub.clone(), VERSION)).transpose()?;
+        let backend: Arc<dyn Backend> = match &cluster {
+            Some(c) => c.backend.clone(),
+            None => Arc::new(InMemoryBackend::new(cfg.hub, VERSION)),
+        };
         let state = Arc::new(AppState {
             backend,
             started: Instant::now(),
@@ -65,8 +74,9 @@ impl Server {
             listen: listener.local_addr().unwrap_or(cfg.listen),
             access: cfg.access,
             admission: Default::default(),
+            store: cluster.as_ref().map(|c| c.health.clone()),
         });
-        Ok(Self { listener, tls, state })
+        Ok(Self { listener, tls, state, cluster })
     }
 
     /// The bound address (useful with port 0).
@@ -114,6 +124,9 @@ impl Server {
         }
         let _ = stop_tx.send(true);
         let _ = timers.await;
+        if let Some(cluster) = &self.cluster {
+            cluster.stop();
+        }
         info!(remaining = self.state.live_sockets.load(Ordering::Relaxed), "stopped");
     }
 }

@@ -2,6 +2,8 @@
 //! real WebSocket client speaking protocol v1.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+pub mod redis_server;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -162,6 +164,11 @@ impl Client {
     /// A client around a socket that already got its `welcome`.
     pub fn from_parts(ws: Ws, session_id: String, token: String) -> Self {
         Client { ws, session_id, token, next_id: 100, last_seq: 0 }
+    }
+
+    /// Numbers the next messages from `id` on (a resumed session remembers the ids it saw).
+    pub fn ids_from(&mut self, id: u64) {
+        self.next_id = id;
     }
 
     /// Sends a message with a fresh id and the current ack; returns the id.

@@ -1,0 +1,450 @@
+//! Scale-out over Redis: the async driver between a clustered hub and Redis.
+//!
+//! The hub stays sans-IO (see `hub::cluster`); this module carries its requests:
+//! - **Pool** ([`PoolOp`]): one task runs a node's requests in order, each one atomic Lua script
+//!   ([`POOL_SCRIPT`]) over the shared pool; a pairing comes back as [`Input::PoolMatched`] and
+//!   goes to the partner's node.
+//! - **Between nodes** ([`RemoteMsg`]): every node reads its own stream `duet:node:<id>:inbox`
+//!   (`XREAD BLOCK`, in order) and feeds [`Input::Remote`]; a sender task appends to other nodes'
+//!   streams in the order the hub emitted, retrying while Redis is away.
+//! - **Health**: a `PING` every [`HEALTH_EVERY`]; while it fails the node is unhealthy
+//!   ([`StoreHealth`]), and when Redis is back the hub puts its queued sessions into the pool
+//!   again ([`Input::PoolRejoin`]: a restarted Redis may have lost it).
+//!
+//! The key layout and the guarantees are described in `docs/SCALING.md`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamReadReply;
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::backend::{Backend, InMemoryBackend, StoreSink};
+use crate::hub::{HubConfig, Input, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
+use crate::turn::Secret;
+
+/// The pool's sorted set: session id -> place (ascending = longest waiting).
+pub const POOL_KEY: &str = "duet:{pool}:queue";
+/// The pool's entries: session id -> [`PoolEntry`] as JSON.
+pub const POOL_ENTRIES_KEY: &str = "duet:{pool}:entry";
+/// When each pooled session entered the pool (Redis time, ms), for the interest wait.
+pub const POOL_SINCE_KEY: &str = "duet:{pool}:since";
+/// The counter places are drawn from.
+pub const POOL_SEQ_KEY: &str = "duet:{pool}:seq";
+/// How many pool entries one matching attempt looks at (oldest first), as in one process.
+pub const MAX_SCAN: usize = 1024;
+/// How often the node pings Redis.
+pub const HEALTH_EVERY: Duration = Duration::from_millis(250);
+/// A node's inbox keeps at most about this many messages (older ones are trimmed).
+const INBOX_MAXLEN: usize = 100_000;
+/// An inbox nobody writes to disappears after this long (a node that is gone).
+const INBOX_TTL_SECS: u64 = 600;
+/// How long a message for another node is retried while Redis is unreachable before it is
+/// dropped (the partner's client replays its own unanswered messages after a resume).
+const DELIVERY_PATIENCE: Duration = Duration::from_secs(15);
+/// Longest wait of one `XREAD`.
+const READ_BLOCK_MS: u64 = 1000;
+
+/// The atomic matcher. KEYS: queue, entries, since, seq. ARGV: mode (`join` | `retry` |
+/// `leave`), session id, entry JSON, interest wait (ms), scan limit. Enters (or updates) the
+/// session, then looks for a partner exactly as one process does (see `hub::matching`): the
+/// longest-waiting entry sharing an interest or the language; failing that the longest-waiting
+/// one, if both accept anyone (not picky, or waited the interest wait); never a pair where either
+/// avoids the other. A pairing takes both out of the pool in the same script, so nobody is
+/// paired twice. Returns nil, or `[older entry, newer entry]`.
+pub const POOL_SCRIPT: &str = r#"
+local queue, entries, sinces, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local mode, sid, raw = ARGV[1], ARGV[2], ARGV[3]
+local wait, scan = tonumber(ARGV[4]), tonumber(ARGV[5])
+if mode == 'leave' then
+  redis.call('ZREM', queue, sid)
+  redis.call('HDEL', entries, sid)
+  redis.call('HDEL', sinces, sid)
+  return false
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local since
+if redis.call('ZSCORE', queue, sid) then
+  since = tonumber(redis.call('HGET', sinces, sid)) or now
+elseif mode == 'join' then
+  redis.call('ZADD', queue, redis.call('INCR', seq), sid)
+  since = now
+  redis.call('HSET', sinces, sid, since)
+else
+  return false
+end
+redis.call('HSET', entries, sid, raw)
+local me = cjson.decode(raw)
+local function picky(e) return (e.i ~= nil and #e.i > 0) or e.l ~= nil end
+local function open(e, s) return (not picky(e)) or now >= s + wait end
+local function shares(a, b)
+  if a.l ~= nil and a.l == b.l then return true end
+  for _, x in ipairs(a.i or {}) do
+    for _, y in ipairs(b.i or {}) do
+      if x == y then return true end
+    end
+  end
+  return false
+end
+local function avoids(e, other)
+  for _, x in ipairs(e.a or {}) do
+    if x == other then return true end
+  end
+  return false
+end
+local me_open = open(me, since)
+local pick, any = nil, nil
+for _, id in ipairs(redis.call('ZRANGE', queue, 0, scan - 1)) do
+  if id ~= sid then
+    local oraw = redis.call('HGET', entries, id)
+    if oraw then
+      local o = cjson.decode(oraw)
+      if not avoids(me, id) and not avoids(o, sid) then
+        if shares(me, o) then
+          pick = id
+          break
+        end
+        if any == nil and me_open and open(o, tonumber(redis.call('HGET', sinces, id)) or now) then
+          any = id
+        end
+      end
+    end
+  end
+end
+pick = pick or any
+if not pick then return false end
+local mine = tonumber(redis.call('ZSCORE', queue, sid))
+local theirs = tonumber(redis.call('ZSCORE', queue, pick))
+local their_raw = redis.call('HGET', entries, pick)
+redis.call('ZREM', queue, sid, pick)
+redis.call('HDEL', entries, sid, pick)
+redis.call('HDEL', sinces, sid, pick)
+if theirs < mine then return {their_raw, raw} end
+return {raw, their_raw}
+"#;
+
+/// What went wrong with Redis, for a log line (the error's kind only: never a URL).
+fn kind(err: &redis::RedisError) -> String {
+    format!("{:?}", err.kind())
+}
+
+/// The stream a node reads its messages from.
+pub fn inbox_key(node: &str) -> String {
+    format!("duet:node:{node}:inbox")
+}
+
+/// Where the node finds Redis, and who it is.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` (a secret: it may hold a password).
+    pub url: Secret,
+    /// This node's id (letters, digits, `-`, `_`, `.`; 1 to 64 characters), unique in the service.
+    pub node: String,
+}
+
+/// Why the Redis driver could not start.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// The URL is not a Redis URL (the URL itself is not repeated: it may hold a password).
+    #[error("the Redis URL is not valid: {0}")]
+    Url(String),
+}
+
+/// Whether Redis answered the last health check.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    ok: AtomicBool,
+}
+
+impl StoreHealth {
+    /// True while Redis answers.
+    pub fn is_ok(&self) -> bool {
+        self.ok.load(Ordering::Relaxed)
+    }
+}
+
+/// A valid node id: 1 to 64 characters of letters, digits, `-`, `_` and `.`.
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The running driver of one node; its tasks stop when [`Cluster::stop`] is called or it is dropped.
+pub struct Cluster {
+    /// Redis reachability, for `/health` and upgrades.
+    pub health: Arc<StoreHealth>,
+    /// The backend the hub runs in.
+    pub backend: Arc<InMemoryBackend>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Cluster {
+    /// Starts a clustered backend for `hub` and the tasks that connect it to Redis. Redis need not
+    /// be reachable yet: the node reports unhealthy until it is.
+    pub fn start(cfg: &RedisConfig, mut hub: HubConfig, server_version: &str) -> Result<Self, ClusterError> {
+        let client = redis::Client::open(cfg.url.expose()).map_err(|e| ClusterError::Url(kind(&e)))?;
+        let manager_cfg = |response: Duration| {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(response))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500))
+        };
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg(Duration::from_secs(2)))
+            .map_err(|e| ClusterError::Url(kind(&e)))?;
+        let reader =
+            ConnectionManager::new_lazy_with_config(client, manager_cfg(Duration::from_millis(READ_BLOCK_MS + 2000)))
+                .map_err(|e| ClusterError::Url(kind(&e)))?;
+        let node = cfg.node.clone();
+        let wait_ms = hub.interest_wait.as_millis() as u64;
+        hub.cluster_node = Some(node.clone());
+        let (pool_tx, pool_rx) = mpsc::unbounded_channel();
+        let (remote_tx, remote_rx) = mpsc::unbounded_channel();
+        let sink = StoreSink { pool: pool_tx, remote: remote_tx.clone() };
+        let backend = Arc::new(InMemoryBackend::with_store(hub, server_version, sink));
+        let health = Arc::new(StoreHealth::default());
+        let (stop, stop_rx) = watch::channel(false);
+        info!(node = %node, "clustered over Redis");
+        let tasks = vec![
+            tokio::spawn(watch_health(commands.clone(), health.clone(), backend.clone(), stop_rx.clone())),
+            tokio::spawn(run_pool(
+                PoolWorker { conn: commands.clone(), node: node.clone(), wait_ms, backend: backend.clone(), remote_tx },
+                pool_rx,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(send_remote(commands, remote_rx, stop_rx.clone())),
+            tokio::spawn(read_inbox(reader, node, backend.clone(), stop_rx)),
+        ];
+        Ok(Self { health, backend, tasks, stop })
+    }
+
+    /// Stops the tasks (messages not yet written to Redis are dropped).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sleeps `d`, or returns true at once when `stop` turns.
+async fn stopped_during(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+async fn watch_health(
+    mut conn: ConnectionManager,
+    health: Arc<StoreHealth>,
+    backend: Arc<InMemoryBackend>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut first = true;
+    loop {
+        let ping = redis::cmd("PING");
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(1), ping.query_async::<String>(&mut conn)).await,
+            Ok(Ok(_))
+        );
+        let was = health.ok.swap(ok, Ordering::Relaxed);
+        if ok && !was {
+            info!("redis reachable; accepting new sessions");
+            if !first {
+                backend.input(Input::PoolRejoin);
+            }
+        } else if !ok && (was || first) {
+            warn!("redis unreachable; node unhealthy, refusing new sessions");
+        }
+        first = false;
+        if stopped_during(&mut stop, HEALTH_EVERY).await {
+            return;
+        }
+    }
+}
+
+struct PoolWorker {
+    conn: ConnectionManager,
+    node: String,
+    wait_ms: u64,
+    backend: Arc<InMemoryBackend>,
+    remote_tx: mpsc::UnboundedSender<(String, RemoteMsg)>,
+}
+
+/// Runs the node's pool requests one after the other, each retried until Redis answers.
+async fn run_pool(mut w: PoolWorker, mut rx: mpsc::UnboundedReceiver<PoolOp>, mut stop: watch::Receiver<bool>) {
+    let script = redis::Script::new(POOL_SCRIPT);
+    let mut rng = StdRng::from_os_rng();
+    while let Some(op) = rx.recv().await {
+        let (mode, session, raw) = match &op {
+            PoolOp::Join(e) => ("join", e.session.as_str(), serde_json::to_string(e).unwrap_or_default()),
+            PoolOp::Retry(e) => ("retry", e.session.as_str(), serde_json::to_string(e).unwrap_or_default()),
+            PoolOp::Leave { session } => ("leave", session.as_str(), String::new()),
+        };
+        let mut delay = Duration::from_millis(50);
+        let paired: Option<Vec<String>> = loop {
+            let result = script
+                .key(POOL_KEY)
+                .key(POOL_ENTRIES_KEY)
+                .key(POOL_SINCE_KEY)
+                .key(POOL_SEQ_KEY)
+                .arg(mode)
+                .arg(session)
+                .arg(&raw)
+                .arg(w.wait_ms)
+                .arg(MAX_SCAN)
+                .invoke_async(&mut w.conn)
+                .await;
+            match result {
+                Ok(paired) => break paired,
+                Err(err) => {
+                    debug!(error = %kind(&err), mode, "pool request failed; retrying");
+                    if stopped_during(&mut stop, delay).await {
+                        return;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
+        let Some([first, second]) = paired.and_then(|v| <[String; 2]>::try_from(v).ok()) else { continue };
+        let (Ok(first), Ok(second)) =
+            (serde_json::from_str::<PoolEntry>(&first), serde_json::from_str::<PoolEntry>(&second))
+        else {
+            warn!("unreadable pool entry; pairing dropped");
+            continue;
+        };
+        let room = format!("r-{:012x}", rng.next_u64() & 0xffff_ffff_ffff);
+        let m = PoolMatch { room, first, second };
+        debug!(room = %m.room, a = %m.first.session, b = %m.second.session, "pool paired");
+        // The partner's node learns of the pairing before anything this node's hub says next.
+        let mut told = Vec::new();
+        for side in [&m.first, &m.second] {
+            if side.node != w.node && !told.contains(&side.node) {
+                told.push(side.node.clone());
+                let _ = w.remote_tx.send((side.node.clone(), RemoteMsg::Matched(Box::new(m.clone()))));
+            }
+        }
+        w.backend.input(Input::PoolMatched(Box::new(m)));
+    }
+}
+
+/// Appends messages to other nodes' inboxes, in order, in atomic batches.
+async fn send_remote(
+    mut conn: ConnectionManager,
+    mut rx: mpsc::UnboundedReceiver<(String, RemoteMsg)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut keys = Vec::new();
+        for (node, msg) in &batch {
+            let key = inbox_key(node);
+            let data = serde_json::to_string(msg).unwrap_or_default();
+            pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(INBOX_MAXLEN).arg("*").arg("d").arg(data).ignore();
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        for key in &keys {
+            pipe.cmd("EXPIRE").arg(key).arg(INBOX_TTL_SECS).ignore();
+        }
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => break,
+                Err(err) if started.elapsed() < DELIVERY_PATIENCE => {
+                    debug!(error = %kind(&err), messages = batch.len(), "sending to other nodes failed; retrying");
+                    if stopped_during(&mut stop, delay).await {
+                        return;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(err) => {
+                    warn!(error = %kind(&err), messages = batch.len(), "redis away too long; messages for other nodes dropped");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reads this node's inbox in order and feeds the hub; read entries are deleted.
+async fn read_inbox(
+    mut conn: ConnectionManager,
+    node: String,
+    backend: Arc<InMemoryBackend>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let key = inbox_key(&node);
+    let mut last = "0-0".to_string();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let read = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(512)
+            .arg("BLOCK")
+            .arg(READ_BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&last)
+            .query_async::<Option<StreamReadReply>>(&mut conn)
+            .await;
+        let reply = match read {
+            Ok(Some(reply)) => reply,
+            Ok(None) => continue,
+            Err(err) => {
+                debug!(error = %kind(&err), "reading the inbox failed; retrying");
+                if stopped_during(&mut stop, Duration::from_millis(200)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut done = Vec::new();
+        for stream in reply.keys {
+            for entry in stream.ids {
+                match entry.get::<String>("d").and_then(|d| serde_json::from_str::<RemoteMsg>(&d).ok()) {
+                    Some(msg) => backend.input(Input::Remote(msg)),
+                    None => warn!("unreadable message in the inbox; skipped"),
+                }
+                last = entry.id.clone();
+                done.push(entry.id);
+            }
+        }
+        if !done.is_empty() {
+            let deleted = redis::cmd("XDEL").arg(&key).arg(&done).query_async::<u64>(&mut conn).await;
+            if let Err(err) = deleted {
+                debug!(error = %kind(&err), "trimming the inbox failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Several nodes sharing one pool through a real `redis-server` (started here, on loopback):
+//! health while Redis is away, pairing across nodes, relay in order, the race for partners.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::redis_server::{RedisServer, node, wait_health, wait_pool};
+use common::*;
+use duet_proto::*;
+use duet_server::hub::HubConfig;
+
+fn queue(interests: &[&str], language: Option<&str>) -> ClientMessage {
+    ClientMessage::JoinQueue {
+        interests: interests.iter().map(|s| s.to_string()).collect(),
+        language: language.map(str::to_string),
+    }
+}
+
+fn candidate(n: usize) -> SignalPayload {
+    SignalPayload::Candidate {
+        candidate: IceCandidate {
+            candidate: format!("candidate:{n} 1 udp 2122260223 10.0.0.1 {} typ host", 40000 + n),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: None,
+        },
+    }
+}
+
+/// The `matched` a client got: (room, peer session, polite, common interests).
+fn matched(f: &ServerFrame) -> (String, String, bool, Vec<String>) {
+    match &f.msg {
+        ServerMessage::Matched { room, peer, polite, common_interests, .. } => {
+            (room.clone(), peer.session_id.clone(), *polite, common_interests.clone())
+        }
+        other => panic!("expected matched, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn clients_on_two_nodes_are_matched_and_signal_in_order() {
+    let redis = RedisServer::start();
+    let node_a = node(&redis, "node-a", HubConfig::default()).await;
+    let node_b = node(&redis, "node-b", HubConfig::default()).await;
+    let mut a = Client::connect(&node_a.url).await;
+    let mut b = Client::connect(&node_b.url).await;
+    a.send(queue(&["Music", "films"], Some("en"))).await;
+    a.expect("queued").await;
+    wait_pool(&redis, 1).await;
+    b.send(queue(&["music"], Some("en-GB"))).await;
+    b.expect("queued").await;
+    let (room_a, peer_a, polite_a, common_a) = matched(&a.expect("matched").await);
+    let (room_b, peer_b, polite_b, common_b) = matched(&b.expect("matched").await);
+    assert_eq!(room_a, room_b, "one room");
+    assert!(room_a.starts_with("r-") && room_a.len() == 14, "{room_a}");
+    assert_eq!((peer_a.as_str(), peer_b.as_str()), (b.session_id.as_str(), a.session_id.as_str()));
+    assert!(!polite_a && polite_b, "the one who waited longer (a) makes the offer");
+    assert_eq!(common_a, vec!["music".to_string()]);
+    assert_eq!(common_b, common_a);
+    a.expect("token").await;
+    b.expect("token").await;
+
+    // a's offer and 40 candidates reach b on the other node, in order; b's answer comes back.
+    a.send(ClientMessage::Signal { payload: offer("v=0 from node a"), generation: Some(1) }).await;
+    for n in 0..40 {
+        a.send(ClientMessage::Signal { payload: candidate(n), generation: Some(1) }).await;
+    }
+    let f = b.expect("signal").await;
+    assert!(
+        matches!(&f.msg, ServerMessage::Signal { payload, generation: Some(1) } if *payload == offer("v=0 from node a"))
+    );
+    for n in 0..40 {
+        let f = b.expect("signal").await;
+        assert!(matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == candidate(n)), "in order: {n}");
+    }
+    b.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: None }).await;
+    let f = a.expect("signal").await;
+    assert!(matches!(&f.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
+
+    // b loses its socket: a hears it across nodes; b resumes on its node: a hears that too.
+    let token = b.token.clone();
+    drop(b);
+    let f = a.expect("peer_reconnecting").await;
+    assert!(matches!(f.msg, ServerMessage::PeerReconnecting { grace_ms: 15000 }));
+    let mut b = Client::hello_on(raw(&node_b.url).await, Some(token)).await;
+    b.ids_from(100);
+    a.expect("peer_resumed").await;
+    b.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: None }).await;
+    let f = a.expect("signal").await;
+    assert!(matches!(&f.msg, ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, .. }));
+
+    // `next` on b: a is told and re-queued; the two are not paired again (cooldown), across nodes.
+    b.send(ClientMessage::Next).await;
+    b.expect("queued").await;
+    let f = a.expect("peer_left").await;
+    assert!(matches!(f.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::Next }));
+    a.expect("queued").await;
+    a.expect("token").await;
+    wait_pool(&redis, 2).await;
+    a.expect_silence(Duration::from_millis(800)).await;
+    // A newcomer on node b is paired with a (the longest waiting) across nodes.
+    let mut c = Client::connect(&node_b.url).await;
+    c.send(queue(&[], None)).await;
+    c.expect("queued").await;
+    let (_, peer_c, polite_c, _) = matched(&c.expect("matched").await);
+    assert!(peer_c == a.session_id || peer_c == b.session_id, "c is paired with a waiting client");
+    assert!(polite_c, "c is the newcomer");
+
+    // A signal of a's old partner is never relayed to its new one: b has no partner now or
+    // a new one; it only ever reaches the current partner. b with no partner gets not_in_call.
+    if peer_c == a.session_id {
+        let id = b.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: None }).await;
+        assert_eq!(b.expect_error(Some(id)).await, ErrorCode::NotInCall);
+    }
+    let (_, stats) = node_a.get("/api/webrtc/stats").await;
+    assert!(stats.contains("\"signals_relayed_total\":41"), "a relayed its 41 signals: {stats}");
+}
+
+#[tokio::test]
+async fn a_block_across_nodes_keeps_the_pair_apart() {
+    let redis = RedisServer::start();
+    let node_a = node(&redis, "node-a", HubConfig::default()).await;
+    let node_b = node(&redis, "node-b", HubConfig::default()).await;
+    let mut a = Client::connect(&node_a.url).await;
+    let mut b = Client::connect(&node_b.url).await;
+    a.send(queue(&[], None)).await;
+    a.expect("queued").await;
+    wait_pool(&redis, 1).await;
+    b.send(queue(&[], None)).await;
+    matched(&a.expect("matched").await);
+    matched(&b.expect("matched").await);
+    let id = b.send(ClientMessage::Block).await;
+    let f = b.expect("ok").await;
+    assert_eq!(f.reply_to, Some(id));
+    let f = a.expect("peer_left").await;
+    assert!(matches!(f.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::Blocked }));
+    // Both queue again: they are never paired with each other, whichever node asks.
+    a.send(queue(&[], None)).await;
+    a.expect("queued").await;
+    wait_pool(&redis, 1).await;
+    b.send(queue(&[], None)).await;
+    b.expect("queued").await;
+    wait_pool(&redis, 2).await;
+    a.expect_silence(Duration::from_millis(800)).await;
+    b.expect_silence(Duration::from_millis(100)).await;
+    let mut c = Client::connect(&node_a.url).await;
+    c.send(queue(&[], None)).await;
+    let (_, peer, _, _) = matched(&c.expect("matched").await);
+    assert_eq!(peer, a.session_id, "c gets the longest-waiting client, a");
+}
+
+#[tokio::test]
+async fn many_clients_on_three_nodes_are_each_matched_exactly_once() {
+    const PER_NODE: usize = 20;
+    let redis = RedisServer::start();
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        nodes.push(node(&redis, id, HubConfig::default()).await);
+    }
+    // Connect everyone first, then let all of them queue at the same moment.
+    let mut clients = Vec::new();
+    for i in 0..PER_NODE * nodes.len() {
+        clients.push((i % nodes.len(), Client::connect(&nodes[i % nodes.len()].url).await));
+    }
+    let go = std::sync::Arc::new(tokio::sync::Barrier::new(clients.len()));
+    let mut tasks = Vec::new();
+    for (node, mut c) in clients {
+        let go = go.clone();
+        tasks.push(tokio::spawn(async move {
+            go.wait().await;
+            c.send(queue(&[], None)).await;
+            let first = matched(&c.expect("matched").await);
+            // Nothing else pairs this client: no second `matched` for a while.
+            let mut again = 0;
+            let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut c.ws)).await
+            {
+                if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                    if parse_server_frame(t.as_str()).unwrap().msg.kind() == "matched" {
+                        again += 1;
+                    }
+                }
+            }
+            (c.session_id.clone(), node, first, again)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let total = PER_NODE * nodes.len();
+    assert_eq!(results.len(), total, "everyone was matched");
+    let node_of: HashMap<String, usize> = results.iter().map(|(s, n, _, _)| (s.clone(), *n)).collect();
+    let peer_of: HashMap<String, String> = results.iter().map(|(s, _, m, _)| (s.clone(), m.1.clone())).collect();
+    let mut rooms: HashMap<String, Vec<(String, bool)>> = HashMap::new();
+    for (session, _, (room, peer, polite, _), again) in &results {
+        assert_eq!(*again, 0, "{session} matched a second time");
+        assert_ne!(peer, session, "nobody is paired with itself");
+        assert_eq!(peer_of.get(peer), Some(session), "{session}'s partner names it back");
+        rooms.entry(room.clone()).or_default().push((session.clone(), *polite));
+    }
+    assert_eq!(rooms.len(), total / 2, "{} pairings", total / 2);
+    for (room, members) in &rooms {
+        assert_eq!(members.len(), 2, "room {room} holds exactly two: {members:?}");
+        assert_ne!(members[0].1, members[1].1, "one polite, one impolite in {room}");
+    }
+    let across = rooms.values().filter(|m| node_of[&m[0].0] != node_of[&m[1].0]).count();
+    assert!(across > 0, "some pairings cross nodes");
+    let sessions: HashSet<&String> = results.iter().map(|(s, _, _, _)| s).collect();
+    assert_eq!(sessions.len(), total);
+}
+
+#[tokio::test]
+async fn redis_outage_makes_the_node_unhealthy_and_it_recovers_by_itself() {
+    let redis = RedisServer::start();
+    let server = node(&redis, "solo", HubConfig::default()).await;
+    let body = wait_health(&server, 200).await;
+    assert!(body.contains("\"status\":\"ok\"") && body.contains("\"store\":\"redis\""), "{body}");
+    // A client queued before the outage.
+    let mut a = Client::connect(&server.url).await;
+    a.send(queue(&[], None)).await;
+    a.expect("queued").await;
+
+    redis.kill();
+    let body = wait_health(&server, 503).await;
+    assert!(body.contains("\"status\":\"unhealthy\"") && body.contains("\"reason\":\"redis unreachable\""), "{body}");
+    // New sessions are refused with the reason, before any WebSocket is opened.
+    match tokio_tungstenite::connect_async(server.url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("shared store is unreachable"), "{body}");
+        }
+        other => panic!("expected 503 on upgrade, got {:?}", other.map(|_| ())),
+    }
+
+    // Redis comes back empty on the same port: the node is healthy again by itself, takes new
+    // sessions, and the client queued before the outage is back in the (new) pool.
+    redis.spawn();
+    wait_health(&server, 200).await;
+    let mut b = Client::connect(&server.url).await;
+    b.send(queue(&[], None)).await;
+    b.expect("queued").await;
+    let (_, peer_b, _, _) = matched(&b.expect("matched").await);
+    let (_, peer_a, _, _) = matched(&a.expect("matched").await);
+    assert_eq!((peer_a, peer_b), (b.session_id.clone(), a.session_id.clone()));
+}
