@@ -249,3 +249,43 @@ async fn redis_outage_makes_the_node_unhealthy_and_it_recovers_by_itself() {
     let (_, peer_a, _, _) = matched(&a.expect("matched").await);
     assert_eq!((peer_a, peer_b), (b.session_id.clone(), a.session_id.clone()));
 }
+
+#[tokio::test]
+async fn a_node_stopped_mid_call_its_client_resumes_on_the_other_node_and_the_call_goes_on() {
+    let redis = RedisServer::start();
+    let key = || Some(duet_server::hub::token::TokenKey::new(b"one secret for the whole service".to_vec()));
+    let hub = || HubConfig { resume_key: key(), ..HubConfig::default() };
+    let mut node_a = node(&redis, "node-a", hub()).await;
+    let node_b = node(&redis, "node-b", hub()).await;
+    let mut x = Client::connect(&node_a.url).await;
+    let mut y = Client::connect(&node_b.url).await;
+    x.send(queue(&[], None)).await;
+    x.expect("queued").await;
+    wait_pool(&redis, 1).await;
+    y.send(queue(&[], None)).await;
+    matched(&x.expect("matched").await);
+    matched(&y.expect("matched").await);
+    // The token that names the pairing.
+    x.expect("token").await;
+    y.expect("token").await;
+    let (token, x_id) = (x.token.clone(), x.session_id.clone());
+
+    // Node a goes away; x reconnects to node b with its token.
+    node_a.shutdown().await;
+    drop(x);
+    let ws = raw(&node_b.url).await;
+    let mut x = Client::hello_on(ws, Some(token)).await;
+    x.ids_from(100);
+    assert_eq!(x.session_id, x_id, "the same session, restored from its token on another node");
+    x.expect("peer_resumed").await;
+    y.expect("peer_resumed").await;
+    // The pairing goes on, now within node b, both ways.
+    x.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(2) }).await;
+    let f = y.expect("signal").await;
+    assert!(matches!(f.msg, ServerMessage::Signal { payload: SignalPayload::Restart, generation: Some(2) }));
+    y.send(ClientMessage::Signal { payload: offer("v=0 after the move"), generation: Some(2) }).await;
+    let f = x.expect("signal").await;
+    assert!(matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer("v=0 after the move")));
+    let (_, stats) = node_b.get("/api/webrtc/stats").await;
+    assert!(stats.contains("\"pairings_restored_total\":1"), "{stats}");
+}

@@ -613,12 +613,23 @@ impl Hub {
             {
                 Some((p, room))
             }
+            // The partner is here in a pairing across nodes with this session, whose node went
+            // away: the pair is whole again on this node.
+            State::InRoom(room)
+                if self
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|r| r.remote.as_ref().is_some_and(|peer| peer.session == claims.session)) =>
+            {
+                Some((p, room))
+            }
             _ => None,
         });
         match waiting {
             Some((p, room)) => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.awaiting = None;
+                    r.remote = None;
                     // members[0] is the impolite side.
                     if polite {
                         r.members.push(key);
