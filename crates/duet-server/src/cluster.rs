@@ -22,12 +22,12 @@ use rand::{RngCore, SeedableRng};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamReadReply;
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, InMemoryBackend, StoreSink};
-use crate::hub::{HubConfig, Input, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
+use crate::hub::{CodeOutcome, CodeReply, HubConfig, Input, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
 use crate::turn::Secret;
 
 /// The pool's sorted set: session id -> place (ascending = longest waiting).
@@ -131,6 +131,63 @@ if theirs < mine then return {their_raw, raw} end
 return {raw, their_raw}
 "#;
 
+/// Rooms by code: one hash per room, `duet:room:<hash of the code>`, session id -> entry JSON.
+pub const ROOM_KEY_PREFIX: &str = "duet:room:";
+/// A room by code nobody joins or leaves for this long disappears (a node that died with a
+/// member waiting in it).
+const ROOM_TTL_SECS: u64 = 24 * 3600;
+
+/// The atomic room by code. KEYS: the room. ARGV: mode (`join` | `leave`), session id, entry
+/// JSON, may open (`1` | `0`), TTL (s). A join into an empty room opens it (if the session may
+/// open one); into a room with one member pairs them (unless either avoids the other); a room
+/// of two is full. A repeated join gets the same answer. Returns `{'opened'}`,
+/// `{'paired', waiting entry}`, `{'full'}` or `{'rate_limited'}`; a leave returns nil.
+pub const ROOM_SCRIPT: &str = r#"
+local key = KEYS[1]
+local mode, sid, raw, may_open, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+if mode == 'leave' then
+  redis.call('HDEL', key, sid)
+  return false
+end
+local all = redis.call('HGETALL', key)
+local n, mine, other_raw = #all / 2, false, nil
+for i = 1, #all, 2 do
+  if all[i] == sid then mine = true else other_raw = all[i + 1] end
+end
+if mine then
+  redis.call('HSET', key, sid, raw)
+  redis.call('EXPIRE', key, ttl)
+  if other_raw then return {'paired', other_raw} end
+  return {'opened'}
+end
+if n == 0 then
+  if may_open ~= '1' then return {'rate_limited'} end
+  redis.call('HSET', key, sid, raw)
+  redis.call('EXPIRE', key, ttl)
+  return {'opened'}
+end
+if n >= 2 then return {'full'} end
+local me, other = cjson.decode(raw), cjson.decode(other_raw)
+local function avoids(e, id)
+  for _, x in ipairs(e.a or {}) do
+    if x == id then return true end
+  end
+  return false
+end
+if avoids(me, other.s) or avoids(other, sid) then return {'full'} end
+redis.call('HSET', key, sid, raw)
+redis.call('EXPIRE', key, ttl)
+return {'paired', other_raw}
+"#;
+
+/// The key of the room by code `code` (the code itself is not stored: only its SHA-256).
+pub fn room_key(code: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(code.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{ROOM_KEY_PREFIX}{hex}")
+}
+
 /// What went wrong with Redis, for a log line (the error's kind only: never a URL).
 fn kind(err: &redis::RedisError) -> String {
     format!("{:?}", err.kind())
@@ -184,6 +241,8 @@ pub struct Cluster {
     pub backend: Arc<InMemoryBackend>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
+    pool_flush: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    remote_flush: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl Cluster {
@@ -212,18 +271,40 @@ impl Cluster {
         let backend = Arc::new(InMemoryBackend::with_store(hub, server_version, sink));
         let health = Arc::new(StoreHealth::default());
         let (stop, stop_rx) = watch::channel(false);
+        let (pool_flush, pool_flush_rx) = mpsc::unbounded_channel();
+        let (remote_flush, remote_flush_rx) = mpsc::unbounded_channel();
         info!(node = %node, "clustered over Redis");
         let tasks = vec![
             tokio::spawn(watch_health(commands.clone(), health.clone(), backend.clone(), stop_rx.clone())),
             tokio::spawn(run_pool(
                 PoolWorker { conn: commands.clone(), node: node.clone(), wait_ms, backend: backend.clone(), remote_tx },
                 pool_rx,
+                pool_flush_rx,
                 stop_rx.clone(),
             )),
-            tokio::spawn(send_remote(commands, remote_rx, stop_rx.clone())),
+            tokio::spawn(send_remote(commands, remote_rx, remote_flush_rx, stop_rx.clone())),
             tokio::spawn(read_inbox(reader, node, backend.clone(), stop_rx)),
         ];
-        Ok(Self { health, backend, tasks, stop })
+        Ok(Self { health, backend, tasks, stop, pool_flush, remote_flush })
+    }
+
+    /// Waits (at most `patience`) until every pool request and message for other nodes the hub
+    /// has emitted so far is carried out: a draining node's last word reaches Redis.
+    pub async fn flush(&self, patience: Duration) {
+        let flushed = async {
+            // Pool requests first: they may produce messages for other nodes.
+            let (done, wait) = oneshot::channel();
+            if self.pool_flush.send(done).is_ok() {
+                let _ = wait.await;
+            }
+            let (done, wait) = oneshot::channel();
+            if self.remote_flush.send(done).is_ok() {
+                let _ = wait.await;
+            }
+        };
+        if tokio::time::timeout(patience, flushed).await.is_err() {
+            warn!("redis did not take this node's last requests in time; stopping anyway");
+        }
     }
 
     /// Stops the tasks (messages not yet written to Redis are dropped).
@@ -289,47 +370,97 @@ struct PoolWorker {
     remote_tx: mpsc::UnboundedSender<(String, RemoteMsg)>,
 }
 
-/// Runs the node's pool requests one after the other, each retried until Redis answers.
-async fn run_pool(mut w: PoolWorker, mut rx: mpsc::UnboundedReceiver<PoolOp>, mut stop: watch::Receiver<bool>) {
-    let script = redis::Script::new(POOL_SCRIPT);
+/// Runs one script invocation until Redis answers; `None` once the node stops.
+async fn invoke_retrying<T: redis::FromRedisValue>(
+    conn: &mut ConnectionManager,
+    invocation: &redis::ScriptInvocation<'_>,
+    stop: &mut watch::Receiver<bool>,
+    mode: &'static str,
+) -> Option<T> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match invocation.invoke_async(conn).await {
+            Ok(value) => return Some(value),
+            Err(err) => {
+                debug!(error = %kind(&err), mode, "store request failed; retrying");
+                if stopped_during(stop, delay).await {
+                    return None;
+                }
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Runs the node's pool and room requests one after the other, each retried until Redis
+/// answers. A flush request is answered once every request queued before it is done.
+async fn run_pool(
+    mut w: PoolWorker,
+    mut rx: mpsc::UnboundedReceiver<PoolOp>,
+    mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let pool_script = redis::Script::new(POOL_SCRIPT);
+    let room_script = redis::Script::new(ROOM_SCRIPT);
     let mut rng = StdRng::from_os_rng();
-    while let Some(op) = rx.recv().await {
-        let (mode, session, raw) = match &op {
-            PoolOp::Join(e) => ("join", e.session.as_str(), serde_json::to_string(e).unwrap_or_default()),
-            PoolOp::Retry(e) => ("retry", e.session.as_str(), serde_json::to_string(e).unwrap_or_default()),
-            PoolOp::Leave { session } => ("leave", session.as_str(), String::new()),
-        };
-        let mut delay = Duration::from_millis(50);
-        let paired: Option<Vec<String>> = loop {
-            let result = script
-                .key(POOL_KEY)
-                .key(POOL_ENTRIES_KEY)
-                .key(POOL_SINCE_KEY)
-                .key(POOL_SEQ_KEY)
-                .arg(mode)
-                .arg(session)
-                .arg(&raw)
-                .arg(w.wait_ms)
-                .arg(MAX_SCAN)
-                .invoke_async(&mut w.conn)
-                .await;
-            match result {
-                Ok(paired) => break paired,
-                Err(err) => {
-                    debug!(error = %kind(&err), mode, "pool request failed; retrying");
-                    if stopped_during(&mut stop, delay).await {
+    loop {
+        let op = tokio::select! {
+            biased;
+            op = rx.recv() => match op {
+                Some(op) => op,
+                None => return,
+            },
+            Some(done) = flush.recv() => {
+                while let Ok(op) = rx.try_recv() {
+                    if !w.run(op, &pool_script, &room_script, &mut rng, &mut stop).await {
                         return;
                     }
-                    delay = (delay * 2).min(Duration::from_secs(1));
                 }
+                let _ = done.send(());
+                continue;
             }
         };
-        let Some([first, second]) = paired.and_then(|v| <[String; 2]>::try_from(v).ok()) else { continue };
+        if !w.run(op, &pool_script, &room_script, &mut rng, &mut stop).await {
+            return;
+        }
+    }
+}
+
+impl PoolWorker {
+    /// Carries out one request; false once the node stops.
+    async fn run(
+        &mut self,
+        op: PoolOp,
+        pool_script: &redis::Script,
+        room_script: &redis::Script,
+        rng: &mut StdRng,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let (mode, session, raw) = match op {
+            PoolOp::Join(e) => ("join", e.session.clone(), serde_json::to_string(&e).unwrap_or_default()),
+            PoolOp::Retry(e) => ("retry", e.session.clone(), serde_json::to_string(&e).unwrap_or_default()),
+            PoolOp::Leave { session } => ("leave", session, String::new()),
+            PoolOp::JoinCode { code, entry, may_open } => {
+                return self.join_code(room_script, code, entry, may_open, stop).await;
+            }
+            PoolOp::LeaveCode { code, session } => {
+                let mut inv = room_script.key(room_key(&code));
+                inv.arg("leave").arg(session).arg("").arg(0).arg(ROOM_TTL_SECS);
+                return invoke_retrying::<()>(&mut self.conn, &inv, stop, "leave_code").await.is_some();
+            }
+        };
+        let mut inv = pool_script.key(POOL_KEY);
+        inv.key(POOL_ENTRIES_KEY).key(POOL_SINCE_KEY).key(POOL_SEQ_KEY);
+        inv.arg(mode).arg(&session).arg(&raw).arg(self.wait_ms).arg(MAX_SCAN);
+        let Some(paired) = invoke_retrying::<Option<Vec<String>>>(&mut self.conn, &inv, stop, mode).await else {
+            return false;
+        };
+        let Some([first, second]) = paired.and_then(|v| <[String; 2]>::try_from(v).ok()) else { return true };
         let (Ok(first), Ok(second)) =
             (serde_json::from_str::<PoolEntry>(&first), serde_json::from_str::<PoolEntry>(&second))
         else {
             warn!("unreadable pool entry; pairing dropped");
-            continue;
+            return true;
         };
         let room = format!("r-{:012x}", rng.next_u64() & 0xffff_ffff_ffff);
         let m = PoolMatch { room, first, second };
@@ -337,59 +468,137 @@ async fn run_pool(mut w: PoolWorker, mut rx: mpsc::UnboundedReceiver<PoolOp>, mu
         // The partner's node learns of the pairing before anything this node's hub says next.
         let mut told = Vec::new();
         for side in [&m.first, &m.second] {
-            if side.node != w.node && !told.contains(&side.node) {
+            if side.node != self.node && !told.contains(&side.node) {
                 told.push(side.node.clone());
-                let _ = w.remote_tx.send((side.node.clone(), RemoteMsg::Matched(Box::new(m.clone()))));
+                let _ = self.remote_tx.send((side.node.clone(), RemoteMsg::Matched(Box::new(m.clone()))));
             }
         }
-        w.backend.input(Input::PoolMatched(Box::new(m)));
+        self.backend.input(Input::PoolMatched(Box::new(m)));
+        true
+    }
+
+    /// A `join_room`: the room script decides; the waiting member's node hears of a pairing
+    /// before this node's hub does (so before any signal of the newcomer).
+    async fn join_code(
+        &mut self,
+        script: &redis::Script,
+        code: String,
+        entry: PoolEntry,
+        may_open: bool,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let raw = serde_json::to_string(&entry).unwrap_or_default();
+        let mut inv = script.key(room_key(&code));
+        inv.arg("join").arg(&entry.session).arg(raw).arg(if may_open { 1 } else { 0 }).arg(ROOM_TTL_SECS);
+        let Some(answer) = invoke_retrying::<Vec<String>>(&mut self.conn, &inv, stop, "join_code").await else {
+            return false;
+        };
+        let outcome = match answer.first().map(String::as_str) {
+            Some("opened") => CodeOutcome::Opened,
+            Some("full") => CodeOutcome::Full,
+            Some("rate_limited") => CodeOutcome::RateLimited,
+            Some("paired") => match answer.get(1).and_then(|w| serde_json::from_str::<PoolEntry>(w).ok()) {
+                Some(waiting) => CodeOutcome::Paired(Box::new(waiting)),
+                None => {
+                    warn!("unreadable room member; treated as a full room");
+                    CodeOutcome::Full
+                }
+            },
+            _ => {
+                warn!("unexpected answer of the room script; treated as a full room");
+                CodeOutcome::Full
+            }
+        };
+        if let CodeOutcome::Paired(waiting) = &outcome {
+            if waiting.node != self.node {
+                let msg = RemoteMsg::CodePaired {
+                    code: code.clone(),
+                    waiting: waiting.clone(),
+                    joiner: Box::new(entry.clone()),
+                };
+                let _ = self.remote_tx.send((waiting.node.clone(), msg));
+            }
+        }
+        self.backend.input(Input::CodeReply(Box::new(CodeReply { code, joiner: entry, outcome })));
+        true
     }
 }
 
-/// Appends messages to other nodes' inboxes, in order, in atomic batches.
+/// Appends messages to other nodes' inboxes, in order, in atomic batches. A flush request is
+/// answered once every message queued before it was written (or given up on).
 async fn send_remote(
     mut conn: ConnectionManager,
     mut rx: mpsc::UnboundedReceiver<(String, RemoteMsg)>,
+    mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    while let Some(first) = rx.recv().await {
+    loop {
+        let (first, done) = tokio::select! {
+            biased;
+            m = rx.recv() => match m {
+                Some(m) => (m, None),
+                None => return,
+            },
+            Some(done) = flush.recv() => match rx.try_recv() {
+                Ok(m) => (m, Some(done)),
+                Err(_) => {
+                    let _ = done.send(());
+                    continue;
+                }
+            },
+        };
         let mut batch = vec![first];
-        while batch.len() < 256 {
+        // A flush sends everything queued; otherwise batches of at most 256.
+        while done.is_some() || batch.len() < 256 {
             match rx.try_recv() {
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut keys = Vec::new();
-        for (node, msg) in &batch {
-            let key = inbox_key(node);
-            let data = serde_json::to_string(msg).unwrap_or_default();
-            pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(INBOX_MAXLEN).arg("*").arg("d").arg(data).ignore();
-            if !keys.contains(&key) {
-                keys.push(key);
+        if !send_batch(&mut conn, &batch, &mut stop).await {
+            return;
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Writes one batch in a `MULTI`/`EXEC`, retried for [`DELIVERY_PATIENCE`]; false once the node stops.
+async fn send_batch(
+    conn: &mut ConnectionManager,
+    batch: &[(String, RemoteMsg)],
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let mut keys = Vec::new();
+    for (node, msg) in batch {
+        let key = inbox_key(node);
+        let data = serde_json::to_string(msg).unwrap_or_default();
+        pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(INBOX_MAXLEN).arg("*").arg("d").arg(data).ignore();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    for key in &keys {
+        pipe.cmd("EXPIRE").arg(key).arg(INBOX_TTL_SECS).ignore();
+    }
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match pipe.query_async::<()>(conn).await {
+            Ok(()) => return true,
+            Err(err) if started.elapsed() < DELIVERY_PATIENCE => {
+                debug!(error = %kind(&err), messages = batch.len(), "sending to other nodes failed; retrying");
+                if stopped_during(stop, delay).await {
+                    return false;
+                }
+                delay = (delay * 2).min(Duration::from_secs(1));
             }
-        }
-        for key in &keys {
-            pipe.cmd("EXPIRE").arg(key).arg(INBOX_TTL_SECS).ignore();
-        }
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => break,
-                Err(err) if started.elapsed() < DELIVERY_PATIENCE => {
-                    debug!(error = %kind(&err), messages = batch.len(), "sending to other nodes failed; retrying");
-                    if stopped_during(&mut stop, delay).await {
-                        return;
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-                Err(err) => {
-                    warn!(error = %kind(&err), messages = batch.len(), "redis away too long; messages for other nodes dropped");
-                    break;
-                }
+            Err(err) => {
+                warn!(error = %kind(&err), messages = batch.len(), "redis away too long; messages for other nodes dropped");
+                return true;
             }
         }
     }

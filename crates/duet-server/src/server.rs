@@ -24,6 +24,8 @@ use crate::hub::Input;
 
 /// How long shutdown waits for sockets to take their close frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a draining node waits for Redis to take its last requests.
+const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -125,6 +127,9 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = timers.await;
         if let Some(cluster) = &self.cluster {
+            // Drain: the waiting sessions' removal from the shared pool (emitted at shutdown)
+            // and the partners' `peer_reconnecting` reach Redis before the node exits.
+            cluster.flush(STORE_FLUSH_TIMEOUT).await;
             cluster.stop();
         }
         info!(remaining = self.state.live_sockets.load(Ordering::Relaxed), "stopped");

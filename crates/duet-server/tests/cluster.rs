@@ -289,3 +289,142 @@ async fn a_node_stopped_mid_call_its_client_resumes_on_the_other_node_and_the_ca
     let (_, stats) = node_b.get("/api/webrtc/stats").await;
     assert!(stats.contains("\"pairings_restored_total\":1"), "{stats}");
 }
+
+fn join_room(code: &str) -> ClientMessage {
+    ClientMessage::JoinRoom { code: code.into() }
+}
+
+#[tokio::test]
+async fn a_room_by_code_pairs_clients_on_two_nodes_and_refuses_a_third() {
+    let redis = RedisServer::start();
+    let node_a = node(&redis, "node-a", HubConfig::default()).await;
+    let node_b = node(&redis, "node-b", HubConfig::default()).await;
+    let mut a = Client::connect(&node_a.url).await;
+    let mut b = Client::connect(&node_b.url).await;
+    let id = a.send(join_room("friends-42")).await;
+    let f = a.expect("room_joined").await;
+    assert_eq!(f.reply_to, Some(id));
+    a.expect_silence(Duration::from_millis(200)).await;
+
+    // b, on the other node, joins the same code: the two are paired in the room of that name.
+    let id = b.send(join_room("friends-42")).await;
+    let f = b.expect("room_joined").await;
+    assert_eq!(f.reply_to, Some(id));
+    let (room_b, peer_b, polite_b, _) = matched(&b.expect("matched").await);
+    let (room_a, peer_a, polite_a, _) = matched(&a.expect("matched").await);
+    assert_eq!((room_a.as_str(), room_b.as_str()), ("friends-42", "friends-42"));
+    assert_eq!((peer_a.as_str(), peer_b.as_str()), (b.session_id.as_str(), a.session_id.as_str()));
+    assert!(!polite_a && polite_b, "the one who waited (a) makes the offer");
+    a.send(ClientMessage::Signal { payload: offer("v=0 room across nodes"), generation: None }).await;
+    let f = b.expect("signal").await;
+    assert!(matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer("v=0 room across nodes")));
+    b.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: None }).await;
+    let f = a.expect("signal").await;
+    assert!(matches!(f.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
+
+    // A third client, on either node, is refused as in one process.
+    for url in [&node_a.url, &node_b.url] {
+        let mut c = Client::connect(url).await;
+        let id = c.send(join_room("friends-42")).await;
+        assert_eq!(c.expect_error(Some(id)).await, ErrorCode::RoomFull);
+    }
+
+    // b leaves: a stays in the room, and the next one to join (on node a this time) gets a.
+    b.send(ClientMessage::Leave).await;
+    b.expect("ok").await;
+    let f = a.expect("peer_left").await;
+    assert!(matches!(f.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::Left }));
+    let mut c = Client::connect(&node_a.url).await;
+    c.send(join_room("friends-42")).await;
+    c.expect("room_joined").await;
+    let (_, peer_c, polite_c, _) = matched(&c.expect("matched").await);
+    assert_eq!((peer_c.as_str(), polite_c), (a.session_id.as_str(), true));
+    let (_, peer_a, _, _) = matched(&a.expect("matched").await);
+    assert_eq!(peer_a, c.session_id);
+
+    // Ten new codes a minute per session, counted where the session is; joining is not opening.
+    let mut d = Client::connect(&node_b.url).await;
+    for n in 0..10 {
+        d.send(join_room(&format!("guess-{n}"))).await;
+        d.expect("room_joined").await;
+        d.send(ClientMessage::Leave).await;
+        d.expect("ok").await;
+    }
+    let id = d.send(join_room("guess-10")).await;
+    assert_eq!(d.expect_error(Some(id)).await, ErrorCode::RateLimited);
+    let mut e = Client::connect(&node_a.url).await;
+    e.send(join_room("open-elsewhere")).await;
+    e.expect("room_joined").await;
+    d.send(join_room("open-elsewhere")).await;
+    d.expect("room_joined").await;
+    let (_, peer_d, _, _) = matched(&d.expect("matched").await);
+    assert_eq!(peer_d, e.session_id, "a room open on another node is joined, not opened: no limit");
+}
+
+/// How many entries a Redis hash or sorted set holds right now (no waiting).
+async fn redis_len(redis: &RedisServer, cmd: &str, key: &str) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd(cmd).arg(key).query_async(&mut conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_draining_node_leaves_the_shared_store_and_its_client_keeps_its_partner_on_another_node() {
+    let redis = RedisServer::start();
+    let key = || Some(duet_server::hub::token::TokenKey::new(b"one secret for the whole service".to_vec()));
+    let hub = || HubConfig { resume_key: key(), ..HubConfig::default() };
+    let mut node_a = node(&redis, "node-a", hub()).await;
+    let node_b = node(&redis, "node-b", hub()).await;
+    // x (node a) and y (node b) in a call; w waits in the pool and v alone in a room, both on a.
+    let mut x = Client::connect(&node_a.url).await;
+    let mut y = Client::connect(&node_b.url).await;
+    x.send(queue(&[], None)).await;
+    x.expect("queued").await;
+    wait_pool(&redis, 1).await;
+    y.send(queue(&[], None)).await;
+    matched(&x.expect("matched").await);
+    matched(&y.expect("matched").await);
+    x.expect("token").await;
+    y.expect("token").await;
+    let (token, x_id) = (x.token.clone(), x.session_id.clone());
+    let mut w = Client::connect(&node_a.url).await;
+    w.send(queue(&["chess"], None)).await;
+    w.expect("queued").await;
+    wait_pool(&redis, 1).await;
+    let mut v = Client::connect(&node_a.url).await;
+    v.send(join_room("drain-room")).await;
+    v.expect("room_joined").await;
+    let room = duet_server::cluster::room_key("drain-room");
+    assert_eq!(redis_len(&redis, "HLEN", &room).await, 1);
+
+    // Node a drains: every client is told to move (1001), and by the time the node has exited
+    // its waiting sessions are out of the shared store.
+    node_a.shutdown().await;
+    for c in [&mut x, &mut w, &mut v] {
+        let close = c.expect_close().await;
+        assert_eq!(close.map(|c| u16::from(c.code)), Some(1001));
+    }
+    assert_eq!(redis_len(&redis, "ZCARD", duet_server::cluster::POOL_KEY).await, 0, "w left the pool");
+    assert_eq!(redis_len(&redis, "HLEN", &room).await, 0, "v left its room");
+    // y heard that its partner is moving.
+    y.expect("peer_reconnecting").await;
+
+    // x resumes on node b and keeps y; signals flow both ways.
+    drop(x);
+    let mut x = Client::hello_on(raw(&node_b.url).await, Some(token)).await;
+    x.ids_from(100);
+    assert_eq!(x.session_id, x_id);
+    x.expect("peer_resumed").await;
+    y.expect("peer_resumed").await;
+    x.send(ClientMessage::Signal { payload: offer("v=0 after the drain"), generation: Some(2) }).await;
+    let f = y.expect("signal").await;
+    assert!(matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer("v=0 after the drain")));
+    y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(2) }).await;
+    let f = x.expect("signal").await;
+    assert!(matches!(f.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
+    // Nobody on node b is paired with the drained node's ghosts.
+    let mut z = Client::connect(&node_b.url).await;
+    z.send(join_room("drain-room")).await;
+    z.expect("room_joined").await;
+    z.expect_silence(Duration::from_millis(300)).await;
+}

@@ -9,11 +9,11 @@
 
 use std::cmp::Reverse;
 
-use duet_proto::{ClientInfo, PeerInfo, PeerLeftReason, ServerMessage, SignalPayload};
+use duet_proto::{ClientInfo, ErrorCode, PeerInfo, PeerLeftReason, ServerMessage, SignalPayload};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
-use super::session::{MAX_BLOCKED, Prefs, State};
+use super::session::{MAX_BLOCKED, PendingCode, Prefs, State};
 use super::{Hub, Now, Output, Room, Timer};
 
 /// A waiting session as the shared pool holds it (serialized compactly; the Lua matcher reads
@@ -56,6 +56,48 @@ pub enum PoolOp {
         /// The session's public id.
         session: String,
     },
+    /// Join the room by code `code` (shared by every node): open it, or be paired with the one
+    /// member waiting in it. Answered with [`super::Input::CodeReply`].
+    JoinCode {
+        /// The room code as the client gave it.
+        code: String,
+        /// The joining session; `ticket` identifies this request.
+        entry: PoolEntry,
+        /// Whether the session may open a new room (its per-session limit of new codes).
+        may_open: bool,
+    },
+    /// Leave the room by code `code`.
+    LeaveCode {
+        /// The room code.
+        code: String,
+        /// The session's public id.
+        session: String,
+    },
+}
+
+/// What the shared store did with a [`PoolOp::JoinCode`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeOutcome {
+    /// Nobody was in the room: the session opened it and waits in it.
+    Opened,
+    /// The session joined the member waiting in the room (given here): the room is now full.
+    Paired(Box<PoolEntry>),
+    /// The room holds two already (or its member blocked this session): `room_full`.
+    Full,
+    /// Opening a new room is over the session's limit: `rate_limited`.
+    RateLimited,
+}
+
+/// The shared store's answer to a [`PoolOp::JoinCode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeReply {
+    /// The room code.
+    pub code: String,
+    /// The joining session, as it asked.
+    pub joiner: PoolEntry,
+    /// What happened.
+    pub outcome: CodeOutcome,
 }
 
 /// Two sessions the pool paired, atomically taken out of it.
@@ -75,6 +117,15 @@ pub struct PoolMatch {
 pub enum RemoteMsg {
     /// The pool paired a session of the receiving node.
     Matched(Box<PoolMatch>),
+    /// `joiner` joined the room by code where `waiting`, a session of the receiving node, waits.
+    CodePaired {
+        /// The room code.
+        code: String,
+        /// The member that was waiting (impolite).
+        waiting: Box<PoolEntry>,
+        /// The newcomer (polite).
+        joiner: Box<PoolEntry>,
+    },
     /// From a session to its partner on the receiving node.
     Peer {
         /// The receiving session's public id.
@@ -135,9 +186,14 @@ impl Hub {
 
     /// The pool entry of a queued session.
     fn pool_entry(&self, now: Now, key: u64) -> Option<PoolEntry> {
+        let State::Queued { ticket, .. } = self.sessions.get(&key)?.state else { return None };
+        self.entry_with(now, key, ticket)
+    }
+
+    /// The session as the shared store holds it, with `ticket`.
+    fn entry_with(&self, now: Now, key: u64, ticket: u64) -> Option<PoolEntry> {
         let node = self.node()?.to_string();
         let s = self.sessions.get(&key)?;
-        let State::Queued { ticket, .. } = s.state else { return None };
         let mut avoid: Vec<String> = s
             .blocked
             .iter()
@@ -267,6 +323,174 @@ impl Hub {
         }
     }
 
+    /// `join_room` on a clustered node: the shared store decides (the room may be open on
+    /// another node); the answer comes back as [`super::Input::CodeReply`].
+    pub(super) fn code_join(&mut self, now: Now, key: u64, id: Option<u64>, code: String) {
+        self.dequeue(key);
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let may_open = self.sessions.get_mut(&key).is_some_and(|s| s.may_open_room(now.mono, &code));
+        let Some(entry) = self.entry_with(now, key, ticket) else { return };
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.pending_code = Some(PendingCode { code: code.clone(), ticket, id });
+        }
+        self.out.push_back(Output::Pool(Box::new(PoolOp::JoinCode { code, entry, may_open })));
+    }
+
+    /// The session leaves the room by code `code` in the shared store.
+    pub(super) fn code_leave(&mut self, key: u64, code: String) {
+        if self.clustered() {
+            let session = self.public_id(key).to_string();
+            self.out.push_back(Output::Pool(Box::new(PoolOp::LeaveCode { code, session })));
+        }
+    }
+
+    /// A local room by code with this one member, as the store opened it.
+    fn open_code_room(&mut self, key: u64, code: &str, remote: Option<RemotePeer>) -> u64 {
+        let room = self.next_room;
+        self.next_room += 1;
+        let r =
+            Room { name: code.to_string(), code: Some(code.to_string()), members: vec![key], awaiting: None, remote };
+        self.rooms.insert(room, r);
+        self.codes.insert(code.to_string(), room);
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.state = State::InRoom(room);
+        }
+        room
+    }
+
+    /// The shared store answered a `join_room` of a session of this node.
+    pub(super) fn code_reply(&mut self, now: Now, r: CodeReply) {
+        let Some(node) = self.node().map(str::to_string) else { return };
+        let CodeReply { code, joiner, outcome } = r;
+        let key = self.by_public.get(&joiner.session).copied();
+        let pending = key.and_then(|k| {
+            let s = self.sessions.get_mut(&k)?;
+            let current = s.pending_code.as_ref().is_some_and(|p| p.code == code && p.ticket == joiner.ticket);
+            (current && s.state == State::Idle).then(|| s.pending_code.take()).flatten().map(|p| (k, p, s.conn))
+        });
+        let Some((key, p, conn)) = pending else {
+            // The session moved on (or is gone) meanwhile: what the store did is undone.
+            if matches!(outcome, CodeOutcome::Opened | CodeOutcome::Paired(_)) {
+                debug!(session = %joiner.session, "answer to an abandoned join_room; undone");
+                self.out.push_back(Output::Pool(Box::new(PoolOp::LeaveCode { code, session: joiner.session.clone() })));
+                if let CodeOutcome::Paired(w) = outcome {
+                    if w.node != node {
+                        let event = PeerEvent::Left { reason: PeerLeftReason::Left, requeue: false };
+                        self.emit_remote(&w.node, &w.session, &joiner.session, event);
+                    }
+                }
+            }
+            return;
+        };
+        let conn = conn.unwrap_or(super::ConnId(0));
+        match outcome {
+            CodeOutcome::Full => self.fail(conn, Some(key), p.id, ErrorCode::RoomFull, "the room is full"),
+            CodeOutcome::RateLimited => {
+                self.fail(conn, Some(key), p.id, ErrorCode::RateLimited, "too many room codes tried; wait a minute")
+            }
+            CodeOutcome::Opened => {
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.room_attempt(now.mono, &code);
+                }
+                let room = self.open_code_room(key, &code, None);
+                info!(session = %self.public_id(key), room, "waiting in room (shared)");
+                self.reply(key, p.id, ServerMessage::RoomJoined { code });
+            }
+            CodeOutcome::Paired(w) if w.node == node => {
+                let waiting = self.by_public.get(&w.session).copied();
+                let room = self.codes.get(&code).copied().filter(|room| {
+                    self.rooms
+                        .get(room)
+                        .is_some_and(|r| r.remote.is_none() && waiting.is_some_and(|k| r.members == [k]))
+                });
+                match room {
+                    Some(room) => {
+                        if let Some(r) = self.rooms.get_mut(&room) {
+                            r.members.push(key);
+                        }
+                        self.reply(key, p.id, ServerMessage::RoomJoined { code });
+                        self.announce_match(now, room);
+                    }
+                    None => {
+                        // The store's member is no longer in the room here: it is taken out, and
+                        // the newcomer waits in the room instead.
+                        debug!(session = %w.session, "stale member of a room by code removed");
+                        self.out.push_back(Output::Pool(Box::new(PoolOp::LeaveCode {
+                            code: code.clone(),
+                            session: w.session.clone(),
+                        })));
+                        self.open_code_room(key, &code, None);
+                        self.reply(key, p.id, ServerMessage::RoomJoined { code });
+                    }
+                }
+            }
+            CodeOutcome::Paired(w) => {
+                let peer = RemotePeer { session: w.session.clone(), node: w.node.clone(), polite_here: true };
+                let room = self.open_code_room(key, &code, Some(peer));
+                self.reply(key, p.id, ServerMessage::RoomJoined { code });
+                self.announce_remote_match(now, room, key, &w, true);
+            }
+        }
+    }
+
+    /// A session of another node joined the room by code where a session of this node waits.
+    fn code_paired(&mut self, now: Now, code: &str, waiting: &PoolEntry, joiner: &PoolEntry) {
+        let key = self.by_public.get(&waiting.session).copied();
+        let room = key.and_then(|k| match self.state(k) {
+            State::InRoom(room)
+                if self.rooms.get(&room).is_some_and(|r| {
+                    r.code.as_deref() == Some(code) && r.members == [k] && r.remote.is_none() && r.awaiting.is_none()
+                }) =>
+            {
+                Some((k, room))
+            }
+            _ => None,
+        });
+        match room {
+            Some((key, room)) => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    let peer =
+                        RemotePeer { session: joiner.session.clone(), node: joiner.node.clone(), polite_here: false };
+                    r.remote = Some(peer);
+                }
+                self.announce_remote_match(now, room, key, joiner, false);
+            }
+            None => {
+                debug!(session = %waiting.session, "joined a room by code its member has left; newcomer told");
+                let event = PeerEvent::Left { reason: PeerLeftReason::Left, requeue: false };
+                self.emit_remote(&joiner.node, &joiner.session, &waiting.session, event);
+            }
+        }
+    }
+
+    /// A draining node takes its sessions out of the shared store: the queued ones out of the
+    /// pool, and members waiting alone in a room by code out of it (their clients resume
+    /// elsewhere; a pairing is kept, in their tokens).
+    pub(super) fn drain_store(&mut self) {
+        if !self.clustered() {
+            return;
+        }
+        let queued: Vec<u64> = self.queue.values().copied().collect();
+        for key in &queued {
+            self.pool_leave(*key);
+        }
+        let alone: Vec<(u64, String)> = self
+            .rooms
+            .values()
+            .filter(|r| r.remote.is_none() && r.awaiting.is_none() && r.members.len() == 1)
+            .filter_map(|r| Some((r.members[0], r.code.clone()?)))
+            .collect();
+        for (key, code) in &alone {
+            self.code_leave(*key, code.clone());
+        }
+        info!(
+            queued = queued.len(),
+            waiting_in_rooms = alone.len(),
+            "drain: this node's waiting sessions left the shared store"
+        );
+    }
+
     fn announce_remote_match(&mut self, now: Now, room: u64, key: u64, peer: &PoolEntry, polite: bool) {
         let Some(s) = self.sessions.get_mut(&key) else { return };
         s.state = State::InRoom(room);
@@ -320,6 +544,7 @@ impl Hub {
         }
         let (to, from, event) = match msg {
             RemoteMsg::Matched(m) => return self.pool_matched(now, *m),
+            RemoteMsg::CodePaired { code, waiting, joiner } => return self.code_paired(now, &code, &waiting, &joiner),
             RemoteMsg::Peer { to, from, event } => (to, from, event),
         };
         let Some(key) = self.by_public.get(&to).copied() else {
@@ -338,10 +563,20 @@ impl Hub {
             PeerEvent::Reconnecting { grace_ms } => self.send(key, None, ServerMessage::PeerReconnecting { grace_ms }),
             PeerEvent::Resumed => self.send(key, None, ServerMessage::PeerResumed),
             PeerEvent::Left { reason, requeue } => {
-                self.rooms.remove(&room);
+                // In a room by code the member stays and waits for someone else, as in one process.
+                let by_code = self.rooms.get(&room).is_some_and(|r| r.code.is_some());
+                match self.rooms.get_mut(&room) {
+                    Some(r) if by_code => r.remote = None,
+                    _ => {
+                        self.rooms.remove(&room);
+                    }
+                }
+                let requeue = requeue && !by_code;
                 let cooldown = now.mono + self.cfg.rematch_cooldown;
                 if let Some(s) = self.sessions.get_mut(&key) {
-                    s.state = State::Idle;
+                    if !by_code {
+                        s.state = State::Idle;
+                    }
                     match reason {
                         PeerLeftReason::Blocked | PeerLeftReason::Reported => {
                             if s.blocked_remote.len() == MAX_BLOCKED {
@@ -566,5 +801,79 @@ mod tests {
         n.input(Input::Opened(ConnId(2)));
         n.msg(ConnId(2), ClientMessage::Hello { version: 1, resume_token: Some(token), client: None });
         assert!(matches!(n.pool.last(), Some(PoolOp::Join(e)) if e.session == a_id));
+    }
+
+    fn join_code_of(node: &Node) -> PoolEntry {
+        node.pool
+            .iter()
+            .rev()
+            .find_map(|op| if let PoolOp::JoinCode { entry, .. } = op { Some(entry.clone()) } else { None })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_room_by_code_is_decided_by_the_store_and_joined_from_another_node() {
+        let mut n = Node::new();
+        let (a, a_id) = n.client(1);
+        n.msg(a, ClientMessage::JoinRoom { code: "friends".into() });
+        assert_eq!(n.kinds_to(a), ["welcome"], "no answer before the store's");
+        let mine = join_code_of(&n);
+        assert!(matches!(n.pool.last(), Some(PoolOp::JoinCode { may_open: true, .. })));
+        // A late answer to an abandoned request is undone, not applied.
+        let stale = CodeReply { code: "friends".into(), joiner: mine.clone(), outcome: CodeOutcome::Opened };
+        n.msg(a, ClientMessage::Leave);
+        n.input(Input::CodeReply(Box::new(stale)));
+        assert_eq!(n.pool.last(), Some(&PoolOp::LeaveCode { code: "friends".into(), session: a_id.clone() }));
+        assert_ne!(n.last_to(a).kind(), "room_joined");
+        // Asked again: opened here, then a session of another node joins.
+        n.msg(a, ClientMessage::JoinRoom { code: "friends".into() });
+        let mine = join_code_of(&n);
+        n.input(Input::CodeReply(Box::new(CodeReply {
+            code: "friends".into(),
+            joiner: mine.clone(),
+            outcome: CodeOutcome::Opened,
+        })));
+        assert_eq!(n.last_to(a).kind(), "room_joined");
+        let joiner = remote_entry("far");
+        n.input(Input::Remote(RemoteMsg::CodePaired {
+            code: "friends".into(),
+            waiting: Box::new(mine),
+            joiner: Box::new(joiner),
+        }));
+        match n.frames.iter().rev().find(|(c, f)| *c == a && f.msg.kind() == "matched").map(|(_, f)| &f.msg) {
+            Some(ServerMessage::Matched { room, peer, polite, .. }) => {
+                assert_eq!((room.as_str(), peer.session_id.as_str(), *polite), ("friends", "far", false));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The partner leaves: a stays in the room by code (not re-queued), as in one process.
+        let left = PeerEvent::Left { reason: PeerLeftReason::Left, requeue: true };
+        n.input(Input::Remote(RemoteMsg::Peer { to: a_id.clone(), from: "far".into(), event: left }));
+        assert!(n.kinds_to(a).contains(&"peer_left"));
+        assert!(!n.kinds_to(a).contains(&"queued"));
+        // Shutdown drains the store: a, alone in its room, leaves it there.
+        n.input(Input::Shutdown);
+        assert_eq!(n.pool.last(), Some(&PoolOp::LeaveCode { code: "friends".into(), session: a_id }));
+    }
+
+    #[test]
+    fn shutdown_takes_the_nodes_queued_sessions_out_of_the_shared_pool() {
+        let mut n = Node::new();
+        let (a, a_id) = n.client(1);
+        let (b, b_id) = n.client(2);
+        let (_idle, _) = n.client(3);
+        n.msg(a, join());
+        n.msg(b, join());
+        n.pool.clear();
+        n.input(Input::Shutdown);
+        let mut left: Vec<_> = n
+            .pool
+            .iter()
+            .filter_map(|op| if let PoolOp::Leave { session } = op { Some(session.clone()) } else { None })
+            .collect();
+        left.sort();
+        let mut want = vec![a_id, b_id];
+        want.sort();
+        assert_eq!(left, want, "both queued sessions leave the pool before their sockets close");
     }
 }

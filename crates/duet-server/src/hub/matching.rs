@@ -224,6 +224,10 @@ impl Hub {
         if let Some(s) = self.sessions.get_mut(&key) {
             s.prefs = Prefs::default();
         }
+        if self.clustered() {
+            // The room may be open on another node: the shared store decides.
+            return self.code_join(now, key, id, code);
+        }
         match self.codes.get(&code).copied() {
             Some(room) => {
                 let members = self.rooms.get(&room).map(|r| r.members.clone()).unwrap_or_default();
@@ -280,9 +284,16 @@ impl Hub {
         requeue_partner: bool,
     ) -> Option<u64> {
         let State::InRoom(room) = self.state(key) else { return None };
+        if let Some(code) = self.rooms.get(&room).and_then(|r| r.code.clone()) {
+            self.code_leave(key, code);
+        }
         if self.tell_remote(key, cluster::PeerEvent::Left { reason, requeue: requeue_partner }) {
             // A pair across nodes: the partner's node ends its side.
-            self.rooms.remove(&room);
+            if let Some(code) = self.rooms.remove(&room).and_then(|r| r.code) {
+                if self.codes.get(&code) == Some(&room) {
+                    self.codes.remove(&code);
+                }
+            }
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.state = State::Idle;
             }

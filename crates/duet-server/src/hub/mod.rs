@@ -14,7 +14,7 @@ mod session;
 mod tests;
 pub mod token;
 
-pub use cluster::{PeerEvent, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
+pub use cluster::{CodeOutcome, CodeReply, PeerEvent, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -137,6 +137,8 @@ pub enum Input {
     Remote(RemoteMsg),
     /// The store is reachable again and may have lost the pool: queued sessions re-enter it.
     PoolRejoin,
+    /// The shared store's answer to a [`PoolOp::JoinCode`] of this node.
+    CodeReply(Box<CodeReply>),
 }
 
 /// What the driver must do.
@@ -346,6 +348,7 @@ impl Hub {
             Input::PoolMatched(m) => self.pool_matched(now, *m),
             Input::Remote(msg) => self.remote(now, msg),
             Input::PoolRejoin => self.pool_rejoin(now),
+            Input::CodeReply(r) => self.code_reply(now, *r),
         }
     }
 
@@ -476,6 +479,10 @@ impl Hub {
             ClientMessage::Next => self.next(now, key, id),
             ClientMessage::JoinRoom { code } => self.join_room(now, conn, key, id, code),
             ClientMessage::Leave => {
+                // A `join_room` the shared store has not answered yet is abandoned too.
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.pending_code = None;
+                }
                 match self.state(key) {
                     State::Queued { .. } => self.dequeue(key),
                     State::InRoom(_) => {
@@ -548,6 +555,9 @@ impl Hub {
         for conn in conns {
             self.out.push_back(Output::Close { conn, code: CLOSE_SHUTDOWN, reason: "server restarting" });
         }
+        // A node of a service drains: its waiting sessions leave the shared store first, so no
+        // other node pairs them while they move.
+        self.drain_store();
         info!(sessions = self.sessions.len(), "shutdown: connections closing; clients will resume");
     }
 

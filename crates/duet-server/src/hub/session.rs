@@ -93,6 +93,19 @@ pub(super) struct Session {
     pub recent_remote: Vec<(String, Instant)>,
     /// When this session recently opened rooms by code, and a hash of each code.
     room_attempts: VecDeque<(Instant, u64)>,
+    /// A `join_room` the shared store has not answered yet (clustered nodes only).
+    pub pending_code: Option<PendingCode>,
+}
+
+/// A `join_room` waiting for the shared store's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCode {
+    /// The room code.
+    pub code: String,
+    /// Identifies this request (a late answer to an older one is undone, not applied).
+    pub ticket: u64,
+    /// The client message id to answer.
+    pub id: Option<u64>,
 }
 
 impl Session {
@@ -116,6 +129,7 @@ impl Session {
             blocked_remote: Vec::new(),
             recent_remote: Vec::new(),
             room_attempts: VecDeque::new(),
+            pending_code: None,
         }
     }
 
@@ -160,6 +174,16 @@ impl Session {
 
     /// Counts an attempt to open a room for `code` at `now`; false when over the limit.
     pub fn room_attempt(&mut self, now: Instant, code: &str) -> bool {
+        self.room_attempt_inner(now, code, true)
+    }
+
+    /// Whether an attempt to open a room for `code` at `now` is within the limit, without
+    /// counting it (a node asks the shared store first, and counts only a room it opened).
+    pub fn may_open_room(&mut self, now: Instant, code: &str) -> bool {
+        self.room_attempt_inner(now, code, false)
+    }
+
+    fn room_attempt_inner(&mut self, now: Instant, code: &str, record: bool) -> bool {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         code.hash(&mut hasher);
@@ -174,7 +198,9 @@ impl Session {
         if self.room_attempts.len() >= MAX_ROOM_ATTEMPTS {
             return false;
         }
-        self.room_attempts.push_back((now, code));
+        if record {
+            self.room_attempts.push_back((now, code));
+        }
         true
     }
 
