@@ -13,8 +13,9 @@
 //!
 //! The key layout and the guarantees are described in `docs/SCALING.md`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -188,6 +189,68 @@ pub fn room_key(code: &str) -> String {
     format!("{ROOM_KEY_PREFIX}{hex}")
 }
 
+/// Each node's counters, as JSON: `duet:stats:<node>`, rewritten every [`STATS_EVERY`] with a
+/// TTL of [`STATS_TTL_SECS`], so a node that is gone drops out of the totals.
+pub const STATS_KEY_PREFIX: &str = "duet:stats:";
+/// The set of node ids that published counters (pruned of nodes whose counters expired).
+pub const NODES_KEY: &str = "duet:nodes";
+/// How often a node publishes its counters and reads everyone's.
+pub const STATS_EVERY: Duration = Duration::from_secs(1);
+/// How long a node's published counters live without being rewritten.
+const STATS_TTL_SECS: u64 = 5;
+
+/// The key of a node's published counters.
+pub fn stats_key(node: &str) -> String {
+    format!("{STATS_KEY_PREFIX}{node}")
+}
+
+/// The service's counters as the live nodes last published them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceView {
+    /// This node's id.
+    pub node: String,
+    /// Each live node's counters (the JSON of its [`crate::hub::Stats`]), by node id.
+    pub per_node: BTreeMap<String, serde_json::Value>,
+    /// The sums over `per_node` (every number added up, `errors_total` code by code).
+    pub totals: serde_json::Value,
+}
+
+/// The latest [`ServiceView`], refreshed every [`STATS_EVERY`] while Redis answers.
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    view: Mutex<ServiceView>,
+}
+
+impl ServiceStats {
+    /// The latest view (at most about [`STATS_EVERY`] old).
+    pub fn view(&self) -> ServiceView {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Adds `add` into `into`: numbers are summed, objects key by key; anything else is kept.
+pub fn sum_json(into: &mut serde_json::Value, add: &serde_json::Value) {
+    use serde_json::Value;
+    match (into, add) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(existing) => sum_json(existing, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot @ Value::Number(_), Value::Number(b)) => {
+            if let (Some(x), Some(y)) = (slot.as_u64(), b.as_u64()) {
+                *slot = Value::from(x.saturating_add(y));
+            }
+        }
+        _ => {}
+    }
+}
+
 /// What went wrong with Redis, for a log line (the error's kind only: never a URL).
 fn kind(err: &redis::RedisError) -> String {
     format!("{:?}", err.kind())
@@ -239,6 +302,10 @@ pub struct Cluster {
     pub health: Arc<StoreHealth>,
     /// The backend the hub runs in.
     pub backend: Arc<InMemoryBackend>,
+    /// Every live node's counters and the service totals, for `/metrics` and `/api/webrtc/stats`.
+    pub service: Arc<ServiceStats>,
+    node: String,
+    conn: ConnectionManager,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     pool_flush: mpsc::UnboundedSender<oneshot::Sender<()>>,
@@ -274,7 +341,15 @@ impl Cluster {
         let (pool_flush, pool_flush_rx) = mpsc::unbounded_channel();
         let (remote_flush, remote_flush_rx) = mpsc::unbounded_channel();
         info!(node = %node, "clustered over Redis");
+        let service = Arc::new(ServiceStats::default());
         let tasks = vec![
+            tokio::spawn(publish_stats(
+                commands.clone(),
+                node.clone(),
+                backend.clone(),
+                service.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(watch_health(commands.clone(), health.clone(), backend.clone(), stop_rx.clone())),
             tokio::spawn(run_pool(
                 PoolWorker { conn: commands.clone(), node: node.clone(), wait_ms, backend: backend.clone(), remote_tx },
@@ -282,10 +357,10 @@ impl Cluster {
                 pool_flush_rx,
                 stop_rx.clone(),
             )),
-            tokio::spawn(send_remote(commands, remote_rx, remote_flush_rx, stop_rx.clone())),
-            tokio::spawn(read_inbox(reader, node, backend.clone(), stop_rx)),
+            tokio::spawn(send_remote(commands.clone(), remote_rx, remote_flush_rx, stop_rx.clone())),
+            tokio::spawn(read_inbox(reader, node.clone(), backend.clone(), stop_rx)),
         ];
-        Ok(Self { health, backend, tasks, stop, pool_flush, remote_flush })
+        Ok(Self { health, backend, service, node, conn: commands, tasks, stop, pool_flush, remote_flush })
     }
 
     /// Waits (at most `patience`) until every pool request and message for other nodes the hub
@@ -304,6 +379,19 @@ impl Cluster {
         };
         if tokio::time::timeout(patience, flushed).await.is_err() {
             warn!("redis did not take this node's last requests in time; stopping anyway");
+        }
+    }
+
+    /// Takes this node's counters out of the service totals (a draining node), within `patience`.
+    pub async fn leave_service(&self, patience: Duration) {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(stats_key(&self.node)).ignore();
+        pipe.cmd("SREM").arg(NODES_KEY).arg(&self.node).ignore();
+        match tokio::time::timeout(patience, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => debug!(error = %kind(&err), "could not withdraw this node's counters"),
+            Err(_) => debug!("withdrawing this node's counters timed out"),
         }
     }
 
@@ -360,6 +448,63 @@ async fn watch_health(
             return;
         }
     }
+}
+
+/// Publishes this node's counters every [`STATS_EVERY`] and reads every live node's.
+async fn publish_stats(
+    mut conn: ConnectionManager,
+    node: String,
+    backend: Arc<InMemoryBackend>,
+    service: Arc<ServiceStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let mine = serde_json::to_value(backend.stats()).unwrap_or_default();
+        match exchange_stats(&mut conn, &node, &mine).await {
+            Ok(per_node) => {
+                let mut totals = serde_json::json!({});
+                for v in per_node.values() {
+                    sum_json(&mut totals, v);
+                }
+                let view = ServiceView { node: node.clone(), per_node, totals };
+                *service.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
+            }
+            Err(err) => debug!(error = %kind(&err), "publishing counters failed"),
+        }
+        if stopped_during(&mut stop, STATS_EVERY).await {
+            return;
+        }
+    }
+}
+
+/// Writes `mine`, then reads the counters of every node whose counters have not expired
+/// (nodes whose counters did are pruned from [`NODES_KEY`]).
+async fn exchange_stats(
+    conn: &mut ConnectionManager,
+    node: &str,
+    mine: &serde_json::Value,
+) -> Result<BTreeMap<String, serde_json::Value>, redis::RedisError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg(stats_key(node)).arg(mine.to_string()).arg("EX").arg(STATS_TTL_SECS).ignore();
+    pipe.cmd("SADD").arg(NODES_KEY).arg(node).ignore();
+    pipe.cmd("SMEMBERS").arg(NODES_KEY);
+    let (nodes,): (Vec<String>,) = pipe.query_async(conn).await?;
+    let keys: Vec<String> = nodes.iter().map(|n| stats_key(n)).collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+    let mut per_node = BTreeMap::new();
+    let mut gone = Vec::new();
+    for (n, v) in nodes.into_iter().zip(values) {
+        match v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok()) {
+            Some(v) => {
+                per_node.insert(n, v);
+            }
+            None => gone.push(n),
+        }
+    }
+    if !gone.is_empty() {
+        redis::cmd("SREM").arg(NODES_KEY).arg(&gone).query_async::<()>(conn).await?;
+    }
+    Ok(per_node)
 }
 
 struct PoolWorker {

@@ -24,7 +24,7 @@ use tracing::debug;
 
 use crate::access::{AccessConfig, Admission, Refusal, check_request};
 use crate::backend::Backend;
-use crate::cluster::StoreHealth;
+use crate::cluster::{ServiceStats, StoreHealth};
 use crate::guard::GuardConfig;
 use crate::ws::{serve_socket, ws_config};
 
@@ -51,6 +51,8 @@ pub struct AppState {
     pub admission: Mutex<Admission>,
     /// Reachability of the shared store when the node runs with `--redis`.
     pub store: Option<Arc<StoreHealth>>,
+    /// Every live node's counters and the service totals when the node runs with `--redis`.
+    pub service: Option<Arc<ServiceStats>>,
 }
 
 impl AppState {
@@ -254,6 +256,16 @@ fn stats(state: &AppState) -> Response<Body> {
     let mut value = serde_json::to_value(&stats).unwrap_or_else(|_| json!({}));
     value["uptime_s"] = state.started.elapsed().as_secs().into();
     value["live_sockets"] = state.live_sockets.load(Ordering::Relaxed).into();
+    if let Some(service) = &state.service {
+        // The fields above are this node's; `service` adds every live node's and the totals.
+        let view = service.view();
+        value["node"] = view.node.into();
+        value["service"] = json!({
+            "nodes": view.per_node.len(),
+            "totals": view.totals,
+            "per_node": view.per_node,
+        });
+    }
     json_response(StatusCode::OK, value)
 }
 
@@ -297,7 +309,37 @@ fn metrics(state: &AppState) -> Response<Body> {
         let n = s.errors_total.get(&code).copied().unwrap_or(0);
         let _ = writeln!(out, "duet_errors_total{{code=\"{}\"}} {n}", code.as_str());
     }
+    if let Some(service) = &state.service {
+        service_metrics(&mut out, &service.view());
+    }
     text_response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", out)
+}
+
+/// The service totals (`duet_service_*`) and every live node's counters (`duet_node_*{node}`)
+/// of a clustered node, as the nodes last published them to Redis.
+fn service_metrics(out: &mut String, view: &crate::cluster::ServiceView) {
+    let _ = writeln!(out, "# HELP duet_service_nodes Nodes whose counters are live in Redis.");
+    let _ = writeln!(out, "# TYPE duet_service_nodes gauge\nduet_service_nodes {}", view.per_node.len());
+    let Some(totals) = view.totals.as_object() else { return };
+    for (name, total) in totals {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        if let Some(total) = total.as_u64() {
+            let _ = writeln!(out, "# HELP duet_service_{name} {name}, summed over the live nodes.");
+            let _ = writeln!(out, "# TYPE duet_service_{name} {kind}\nduet_service_{name} {total}");
+            let _ = writeln!(out, "# HELP duet_node_{name} {name} of each live node.\n# TYPE duet_node_{name} {kind}");
+            for (node, stats) in &view.per_node {
+                let v = stats.get(name).and_then(|v| v.as_u64()).unwrap_or(0);
+                let _ = writeln!(out, "duet_node_{name}{{node=\"{node}\"}} {v}");
+            }
+        } else if let Some(by_code) = total.as_object() {
+            let _ = writeln!(out, "# HELP duet_service_{name} {name} by code, summed over the live nodes.");
+            let _ = writeln!(out, "# TYPE duet_service_{name} {kind}");
+            for (code, n) in by_code {
+                let n = n.as_u64().unwrap_or(0);
+                let _ = writeln!(out, "duet_service_{name}{{code=\"{code}\"}} {n}");
+            }
+        }
+    }
 }
 
 /// A file of the browser client (embedded in the binary), with a strict content policy.

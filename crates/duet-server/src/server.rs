@@ -77,6 +77,7 @@ impl Server {
             access: cfg.access,
             admission: Default::default(),
             store: cluster.as_ref().map(|c| c.health.clone()),
+            service: cluster.as_ref().map(|c| c.service.clone()),
         });
         Ok(Self { listener, tls, state, cluster })
     }
@@ -131,6 +132,8 @@ impl Server {
             // and the partners' `peer_reconnecting` reach Redis before the node exits.
             cluster.flush(STORE_FLUSH_TIMEOUT).await;
             cluster.stop();
+            // Its counters leave the service totals at once (not only when they expire).
+            cluster.leave_service(STORE_FLUSH_TIMEOUT).await;
         }
         info!(remaining = self.state.live_sockets.load(Ordering::Relaxed), "stopped");
     }

@@ -428,3 +428,78 @@ async fn a_draining_node_leaves_the_shared_store_and_its_client_keeps_its_partne
     z.expect("room_joined").await;
     z.expect_silence(Duration::from_millis(300)).await;
 }
+
+/// Polls `/api/webrtc/stats` of `server` (up to `within`) until `done` holds; returns the JSON.
+async fn wait_stats(
+    server: &TestServer,
+    within: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (_, body) = server.get("/api/webrtc/stats").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if done(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "stats never got there: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn stats_and_metrics_report_each_node_and_the_service_totals() {
+    let redis = RedisServer::start();
+    let node_a = node(&redis, "node-a", HubConfig::default()).await;
+    let mut node_b = node(&redis, "node-b", HubConfig::default()).await;
+    // One session on node a, three on node b; a pairing across nodes (counted once).
+    let mut a = Client::connect(&node_a.url).await;
+    let mut b = Client::connect(&node_b.url).await;
+    let _b2 = Client::connect(&node_b.url).await;
+    let _b3 = Client::connect(&node_b.url).await;
+    a.send(queue(&[], None)).await;
+    a.expect("queued").await;
+    wait_pool(&redis, 1).await;
+    b.send(queue(&[], None)).await;
+    matched(&a.expect("matched").await);
+    matched(&b.expect("matched").await);
+    a.send(ClientMessage::Signal { payload: offer("v=0"), generation: None }).await;
+    b.expect("signal").await;
+
+    let totals_are = |v: &serde_json::Value| {
+        v["service"]["nodes"] == 2
+            && v["service"]["totals"]["sessions"] == 4
+            && v["service"]["totals"]["matches_total"] == 1
+    };
+    for server in [&node_a, &node_b] {
+        let v = wait_stats(server, Duration::from_secs(10), totals_are).await;
+        assert_eq!(v["service"]["per_node"]["node-a"]["sessions"], 1, "{v}");
+        assert_eq!(v["service"]["per_node"]["node-b"]["sessions"], 3, "{v}");
+        assert_eq!(v["service"]["totals"]["signals_relayed_total"], 1, "{v}");
+        assert_eq!(v["service"]["totals"]["rooms"], 2, "one room on each side: {v}");
+    }
+    // The top-level fields stay the node's own.
+    let v = wait_stats(&node_a, Duration::from_secs(10), totals_are).await;
+    assert_eq!((v["node"].as_str(), v["sessions"].as_u64()), (Some("node-a"), Some(1)), "{v}");
+
+    let (status, metrics) = node_a.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "duet_sessions 1",
+        "duet_service_nodes 2",
+        "duet_service_sessions 4",
+        "duet_service_matches_total 1",
+        "duet_node_sessions{node=\"node-a\"} 1",
+        "duet_node_sessions{node=\"node-b\"} 3",
+        "# TYPE duet_service_matches_total counter",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in:\n{metrics}");
+    }
+
+    // Node b drains: it leaves the totals at once (node a's next refresh), not only when its
+    // counters expire (5 s).
+    node_b.shutdown().await;
+    let v = wait_stats(&node_a, Duration::from_millis(2500), |v| v["service"]["nodes"] == 1).await;
+    assert_eq!(v["service"]["totals"]["sessions"], 1, "{v}");
+    assert!(v["service"]["per_node"].get("node-b").is_none(), "{v}");
+}
