@@ -358,7 +358,7 @@ impl Cluster {
                 stop_rx.clone(),
             )),
             tokio::spawn(send_remote(commands.clone(), remote_rx, remote_flush_rx, stop_rx.clone())),
-            tokio::spawn(read_inbox(reader, node.clone(), backend.clone(), stop_rx)),
+            tokio::spawn(read_inbox(reader, commands.clone(), node.clone(), backend.clone(), stop_rx)),
         ];
         Ok(Self { health, backend, service, node, conn: commands, tasks, stop, pool_flush, remote_flush })
     }
@@ -515,97 +515,143 @@ struct PoolWorker {
     remote_tx: mpsc::UnboundedSender<(String, RemoteMsg)>,
 }
 
-/// Runs one script invocation until Redis answers; `None` once the node stops.
-async fn invoke_retrying<T: redis::FromRedisValue>(
-    conn: &mut ConnectionManager,
-    invocation: &redis::ScriptInvocation<'_>,
-    stop: &mut watch::Receiver<bool>,
-    mode: &'static str,
-) -> Option<T> {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match invocation.invoke_async(conn).await {
-            Ok(value) => return Some(value),
-            Err(err) => {
-                debug!(error = %kind(&err), mode, "store request failed; retrying");
-                if stopped_during(stop, delay).await {
-                    return None;
-                }
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+/// Most pool and room requests sent to Redis in one pipeline.
+const POOL_BATCH: usize = 128;
+
+/// The node's two scripts.
+struct Scripts {
+    pool: redis::Script,
+    room: redis::Script,
 }
 
-/// Runs the node's pool and room requests one after the other, each retried until Redis
-/// answers. A flush request is answered once every request queued before it is done.
+/// Runs the node's pool and room requests in the order emitted: whatever is queued goes to
+/// Redis in one pipeline (at most [`POOL_BATCH`]), which Redis runs in order, each script
+/// atomically; a batch is retried until Redis answers. A flush request is answered once every
+/// request queued before it is done.
 async fn run_pool(
     mut w: PoolWorker,
     mut rx: mpsc::UnboundedReceiver<PoolOp>,
     mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let pool_script = redis::Script::new(POOL_SCRIPT);
-    let room_script = redis::Script::new(ROOM_SCRIPT);
+    let scripts = Scripts { pool: redis::Script::new(POOL_SCRIPT), room: redis::Script::new(ROOM_SCRIPT) };
     let mut rng = StdRng::from_os_rng();
     loop {
-        let op = tokio::select! {
+        let (first, done) = tokio::select! {
             biased;
             op = rx.recv() => match op {
-                Some(op) => op,
+                Some(op) => (op, None),
                 None => return,
             },
-            Some(done) = flush.recv() => {
-                while let Ok(op) = rx.try_recv() {
-                    if !w.run(op, &pool_script, &room_script, &mut rng, &mut stop).await {
-                        return;
-                    }
+            Some(done) = flush.recv() => match rx.try_recv() {
+                Ok(op) => (op, Some(done)),
+                Err(_) => {
+                    let _ = done.send(());
+                    continue;
                 }
-                let _ = done.send(());
-                continue;
-            }
+            },
         };
-        if !w.run(op, &pool_script, &room_script, &mut rng, &mut stop).await {
-            return;
+        let mut batch = vec![first];
+        loop {
+            while batch.len() < POOL_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let more = done.is_some() && batch.len() == POOL_BATCH;
+            if !w.run_batch(std::mem::take(&mut batch), &scripts, &mut rng, &mut stop).await {
+                return;
+            }
+            if !more {
+                break;
+            }
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
         }
     }
 }
 
 impl PoolWorker {
-    /// Carries out one request; false once the node stops.
-    async fn run(
+    /// Sends one pipeline of requests (retried until Redis answers) and acts on each answer in
+    /// order; false once the node stops.
+    async fn run_batch(
         &mut self,
-        op: PoolOp,
-        pool_script: &redis::Script,
-        room_script: &redis::Script,
+        ops: Vec<PoolOp>,
+        scripts: &Scripts,
         rng: &mut StdRng,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
-        let (mode, session, raw) = match op {
-            PoolOp::Join(e) => ("join", e.session.clone(), serde_json::to_string(&e).unwrap_or_default()),
-            PoolOp::Retry(e) => ("retry", e.session.clone(), serde_json::to_string(&e).unwrap_or_default()),
-            PoolOp::Leave { session } => ("leave", session, String::new()),
+        let mut pipe = redis::pipe();
+        // Loading first makes the EVALSHAs below work on a Redis that restarted empty.
+        pipe.load_script(&scripts.pool).ignore();
+        pipe.load_script(&scripts.room).ignore();
+        for op in &ops {
+            let inv = self.invocation(op, scripts);
+            pipe.invoke_script(&inv);
+        }
+        let mut delay = Duration::from_millis(50);
+        let answers = loop {
+            match pipe.query_async::<Vec<redis::Value>>(&mut self.conn).await {
+                Ok(answers) => break answers,
+                Err(err) => {
+                    debug!(error = %kind(&err), requests = ops.len(), "store requests failed; retrying");
+                    if stopped_during(stop, delay).await {
+                        return false;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
+        for (op, answer) in ops.into_iter().zip(answers) {
+            match op {
+                PoolOp::Join(_) | PoolOp::Retry(_) => {
+                    self.pool_answer(redis::from_redis_value(answer).unwrap_or_default(), rng)
+                }
+                PoolOp::JoinCode { code, entry, .. } => {
+                    self.code_answer(code, entry, redis::from_redis_value(answer).unwrap_or_default())
+                }
+                PoolOp::Leave { .. } | PoolOp::LeaveCode { .. } => {}
+            }
+        }
+        true
+    }
+
+    /// The script call carrying `op`.
+    fn invocation<'a>(&self, op: &PoolOp, scripts: &'a Scripts) -> redis::ScriptInvocation<'a> {
+        let pool = |mode: &str, session: &str, raw: String| {
+            let mut inv = scripts.pool.key(POOL_KEY);
+            inv.key(POOL_ENTRIES_KEY).key(POOL_SINCE_KEY).key(POOL_SEQ_KEY);
+            inv.arg(mode).arg(session).arg(raw).arg(self.wait_ms).arg(MAX_SCAN);
+            inv
+        };
+        match op {
+            PoolOp::Join(e) => pool("join", &e.session, serde_json::to_string(e).unwrap_or_default()),
+            PoolOp::Retry(e) => pool("retry", &e.session, serde_json::to_string(e).unwrap_or_default()),
+            PoolOp::Leave { session } => pool("leave", session, String::new()),
             PoolOp::JoinCode { code, entry, may_open } => {
-                return self.join_code(room_script, code, entry, may_open, stop).await;
+                let mut inv = scripts.room.key(room_key(code));
+                let raw = serde_json::to_string(entry).unwrap_or_default();
+                inv.arg("join").arg(&entry.session).arg(raw).arg(u8::from(*may_open)).arg(ROOM_TTL_SECS);
+                inv
             }
             PoolOp::LeaveCode { code, session } => {
-                let mut inv = room_script.key(room_key(&code));
+                let mut inv = scripts.room.key(room_key(code));
                 inv.arg("leave").arg(session).arg("").arg(0).arg(ROOM_TTL_SECS);
-                return invoke_retrying::<()>(&mut self.conn, &inv, stop, "leave_code").await.is_some();
+                inv
             }
-        };
-        let mut inv = pool_script.key(POOL_KEY);
-        inv.key(POOL_ENTRIES_KEY).key(POOL_SINCE_KEY).key(POOL_SEQ_KEY);
-        inv.arg(mode).arg(&session).arg(&raw).arg(self.wait_ms).arg(MAX_SCAN);
-        let Some(paired) = invoke_retrying::<Option<Vec<String>>>(&mut self.conn, &inv, stop, mode).await else {
-            return false;
-        };
-        let Some([first, second]) = paired.and_then(|v| <[String; 2]>::try_from(v).ok()) else { return true };
+        }
+    }
+
+    /// The pool script's answer: nothing, or a pairing for this node and its partner's.
+    fn pool_answer(&mut self, paired: Option<Vec<String>>, rng: &mut StdRng) {
+        let Some([first, second]) = paired.and_then(|v| <[String; 2]>::try_from(v).ok()) else { return };
         let (Ok(first), Ok(second)) =
             (serde_json::from_str::<PoolEntry>(&first), serde_json::from_str::<PoolEntry>(&second))
         else {
             warn!("unreadable pool entry; pairing dropped");
-            return true;
+            return;
         };
         let room = format!("r-{:012x}", rng.next_u64() & 0xffff_ffff_ffff);
         let m = PoolMatch { room, first, second };
@@ -619,25 +665,11 @@ impl PoolWorker {
             }
         }
         self.backend.input(Input::PoolMatched(Box::new(m)));
-        true
     }
 
-    /// A `join_room`: the room script decides; the waiting member's node hears of a pairing
+    /// The room script's answer to a `join_room`; the waiting member's node hears of a pairing
     /// before this node's hub does (so before any signal of the newcomer).
-    async fn join_code(
-        &mut self,
-        script: &redis::Script,
-        code: String,
-        entry: PoolEntry,
-        may_open: bool,
-        stop: &mut watch::Receiver<bool>,
-    ) -> bool {
-        let raw = serde_json::to_string(&entry).unwrap_or_default();
-        let mut inv = script.key(room_key(&code));
-        inv.arg("join").arg(&entry.session).arg(raw).arg(if may_open { 1 } else { 0 }).arg(ROOM_TTL_SECS);
-        let Some(answer) = invoke_retrying::<Vec<String>>(&mut self.conn, &inv, stop, "join_code").await else {
-            return false;
-        };
+    fn code_answer(&mut self, code: String, entry: PoolEntry, answer: Vec<String>) {
         let outcome = match answer.first().map(String::as_str) {
             Some("opened") => CodeOutcome::Opened,
             Some("full") => CodeOutcome::Full,
@@ -665,7 +697,6 @@ impl PoolWorker {
             }
         }
         self.backend.input(Input::CodeReply(Box::new(CodeReply { code, joiner: entry, outcome })));
-        true
     }
 }
 
@@ -752,6 +783,7 @@ async fn send_batch(
 /// Reads this node's inbox in order and feeds the hub; read entries are deleted.
 async fn read_inbox(
     mut conn: ConnectionManager,
+    trim: ConnectionManager,
     node: String,
     backend: Arc<InMemoryBackend>,
     mut stop: watch::Receiver<bool>,
@@ -795,10 +827,14 @@ async fn read_inbox(
             }
         }
         if !done.is_empty() {
-            let deleted = redis::cmd("XDEL").arg(&key).arg(&done).query_async::<u64>(&mut conn).await;
-            if let Err(err) = deleted {
-                debug!(error = %kind(&err), "trimming the inbox failed");
-            }
+            // Deleted on another connection, without waiting: the next read starts at once.
+            let (mut trim, key) = (trim.clone(), key.clone());
+            tokio::spawn(async move {
+                let deleted = redis::cmd("XDEL").arg(&key).arg(&done).query_async::<u64>(&mut trim).await;
+                if let Err(err) = deleted {
+                    debug!(error = %kind(&err), "trimming the inbox failed");
+                }
+            });
         }
     }
 }
