@@ -153,9 +153,9 @@ impl AudioProcessor {
 
     /// Turns stages on or off from the next block on, without re-creating the processor.
     ///
-    /// Sonora re-creates a stage when it is switched on, so an echo canceller switched off and on
-    /// again starts afresh and re-converges (within about a second of far-end speech); switching any
-    /// stage may also reset the others' adaptation. Setting the same configuration does nothing.
+    /// Sonora re-initialises every stage when the set of active stages changes, so the echo
+    /// canceller starts afresh after any switch and re-converges within about a second of far-end
+    /// speech. Setting the same configuration does nothing.
     pub fn set_config(&mut self, config: ProcessingConfig) {
         if config == self.config {
             return;

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use audio_signals::{
-    Voice, coloured_noise, db, echo, energy, erle, hagerman_snr, mix, near_end_attenuation, process, rms, room, run,
-    to_i16, voice, white_noise,
+    Scene, coloured_noise, db, energy, erle, hagerman_snr, mix, near_end_attenuation, process, rms, run, to_i16,
+    white_noise,
 };
 use duet_media::{
     AudioProcessor, AudioSink, AudioSource, FrameDuration, MediaClock, MediaError, PROCESSING_FRAME, ProcessingConfig,
@@ -33,44 +33,18 @@ const AEC: ProcessingConfig =
 const OFF: ProcessingConfig =
     ProcessingConfig { echo_cancellation: false, noise_suppression: false, gain_control: false };
 
-struct Scene {
-    far: Voice,
-    near: Voice,
-    /// The far end through the room, not yet delayed.
-    room_echo: Vec<f64>,
-    mic_noise: Vec<f64>,
-}
-
 fn scene() -> &'static Scene {
     static SCENE: OnceLock<Scene> = OnceLock::new();
-    SCENE.get_or_init(|| {
-        let far = voice(1, SECONDS, -16.0);
-        let mut near = voice(2, SECONDS - NEAR_STARTS, -20.0);
-        let silent_blocks = (NEAR_STARTS * 100.0) as usize;
-        near.samples.splice(0..0, std::iter::repeat_n(0.0, silent_blocks * PROCESSING_FRAME));
-        near.active.splice(0..0, std::iter::repeat_n(false, silent_blocks));
-        let room_echo = echo(&far.samples, &room(3, 0.2, -10.0), 0);
-        let mic_noise = white_noise(4, far.samples.len(), -50.0);
-        Scene { far, near, room_echo, mic_noise }
-    })
-}
-
-fn delayed(signal: &[f64], samples: usize) -> Vec<f64> {
-    let mut out = vec![0.0; signal.len()];
-    out[samples..].copy_from_slice(&signal[..signal.len() - samples]);
-    out
+    SCENE.get_or_init(|| Scene::new(SECONDS, NEAR_STARTS))
 }
 
 /// The microphone hearing the far end's echo after `delay_ms` (and the near end when `talking`).
 fn mic(delay_ms: usize, talking: bool) -> Vec<i16> {
-    let s = scene();
-    let echo = delayed(&s.room_echo, delay_ms * 48);
-    let silent = vec![0.0; echo.len()];
-    to_i16(&mix(&[&echo, &s.mic_noise, if talking { &s.near.samples } else { &silent }]))
+    scene().mic(delay_ms, talking)
 }
 
 fn far() -> Vec<i16> {
-    to_i16(&scene().far.samples)
+    scene().far_i16()
 }
 
 #[test]
@@ -79,7 +53,7 @@ fn echo_is_cancelled_by_25_db_after_2_s_at_40_100_200_ms() {
     for delay in DELAYS_MS {
         let mic = mic(delay, false);
         let out = process(AEC, &far, &mic);
-        let erle = erle(&mic, &out, &scene().far.active, delay / 10, CONVERGED);
+        let erle = erle(&mic, &out, scene().echoing(delay), CONVERGED);
         eprintln!("delay {delay} ms: ERLE {erle:.1} dB");
         assert!(erle >= 25.0, "delay {delay} ms: ERLE {erle:.1} dB");
     }
@@ -90,7 +64,7 @@ fn near_end_survives_double_talk_within_3_db() {
     let far = far();
     let silence = vec![0i16; far.len()];
     for delay in DELAYS_MS {
-        let alone = process(AEC, &silence, &to_i16(&mix(&[&scene().near.samples, &scene().mic_noise])));
+        let alone = process(AEC, &silence, &scene().near_alone());
         let mic = mic(delay, true);
         let mixed = process(AEC, &far, &mic);
         let attenuation = near_end_attenuation(&alone, &mixed, &scene().near.active, CONVERGED);
@@ -98,7 +72,8 @@ fn near_end_survives_double_talk_within_3_db() {
         let near_silent = |i: usize| {
             scene().near.samples.chunks(PROCESSING_FRAME).nth(i).is_some_and(|block| block.iter().all(|&x| x == 0.0))
         };
-        let far_only = |i: usize| i >= delay / 10 && scene().far.active[i - delay / 10] && near_silent(i);
+        let echoing = scene().echoing(delay);
+        let far_only = |i: usize| echoing(i) && near_silent(i);
         let erle = db(energy(&mic, CONVERGED, far_only), energy(&mixed, CONVERGED, far_only));
         eprintln!("delay {delay} ms: near end attenuated {attenuation:.2} dB, ERLE outside double talk {erle:.1} dB");
         assert!(attenuation < 3.0, "delay {delay} ms: near end attenuated by {attenuation:.2} dB");
@@ -149,10 +124,10 @@ fn echo_cancellation_switched_off_and_on_mid_stream() {
             processor.set_config(AEC);
         }
     });
-    let active = &scene().far.active;
+    let echoing = scene().echoing(100);
     let erle_between = |from: usize, to: usize| {
-        let echoing = |i: usize| i < to && i >= 10 && active[i - 10];
-        db(energy(&mic, from, echoing), energy(&out, from, echoing))
+        let between = |i: usize| i < to && echoing(i);
+        db(energy(&mic, from, between), energy(&out, from, between))
     };
     let (on, off, again) =
         (erle_between(third / 2, third), erle_between(third, 2 * third), erle_between(2 * third + 100, 3 * third));

@@ -240,6 +240,72 @@ pub fn echo(signal: &[f64], taps: &[(usize, f64)], delay: usize) -> Vec<f64> {
     out
 }
 
+/// The simulated room of the echo tests: a far end talking throughout, heard through the room;
+/// a near end that starts talking later; microphone noise.
+pub struct Scene {
+    /// The far end (-16 dBFS while talking, peaks about -1 dBFS).
+    pub far: Voice,
+    /// The near end (-20 dBFS while talking), silent for the first `near_starts` seconds.
+    pub near: Voice,
+    /// The far end through the room (RT60 200 ms, -10 dB), not yet delayed.
+    pub room_echo: Vec<f64>,
+    /// White noise at -50 dBFS.
+    pub mic_noise: Vec<f64>,
+}
+
+impl Scene {
+    /// `seconds` of it, the near end starting after `near_starts` seconds.
+    pub fn new(seconds: f64, near_starts: f64) -> Self {
+        let far = voice(1, seconds, -16.0);
+        let mut near = voice(2, seconds - near_starts, -20.0);
+        let silent_blocks = (near_starts * 100.0) as usize;
+        near.samples.splice(0..0, std::iter::repeat_n(0.0, silent_blocks * PROCESSING_FRAME));
+        near.active.splice(0..0, std::iter::repeat_n(false, silent_blocks));
+        near.samples.truncate(far.samples.len());
+        near.active.truncate(far.active.len());
+        let room_echo = echo(&far.samples, &room(3, 0.2, -10.0), 0);
+        let mic_noise = white_noise(4, far.samples.len(), -50.0);
+        Self { far, near, room_echo, mic_noise }
+    }
+
+    /// The far end as played.
+    pub fn far_i16(&self) -> Vec<i16> {
+        to_i16(&self.far.samples)
+    }
+
+    /// The far end's echo after `delay_ms`, with the microphone noise (and the near end when
+    /// `talking`), in floating point.
+    pub fn mic_f64(&self, delay_ms: usize, talking: bool) -> Vec<f64> {
+        let shift = delay_ms * RATE / 1000;
+        let mut mic = self.mic_noise.clone();
+        for (m, e) in mic[shift..].iter_mut().zip(&self.room_echo) {
+            *m += e;
+        }
+        if talking {
+            for (m, n) in mic.iter_mut().zip(&self.near.samples) {
+                *m += n;
+            }
+        }
+        mic
+    }
+
+    /// [`Scene::mic_f64`] in 16 bits.
+    pub fn mic(&self, delay_ms: usize, talking: bool) -> Vec<i16> {
+        to_i16(&self.mic_f64(delay_ms, talking))
+    }
+
+    /// The near end alone with the microphone noise: what the microphone hears without echo.
+    pub fn near_alone(&self) -> Vec<i16> {
+        to_i16(&mix(&[&self.near.samples, &self.mic_noise]))
+    }
+
+    /// Blocks (10 ms) where the echo of a far end talking arrives, `delay_ms` late.
+    pub fn echoing(&self, delay_ms: usize) -> impl Fn(usize) -> bool + Copy + '_ {
+        let delay_blocks = delay_ms / 10;
+        move |i| i >= delay_blocks && self.far.active.get(i - delay_blocks).copied().unwrap_or(false)
+    }
+}
+
 /// Sample-by-sample sum of equally long signals.
 pub fn mix(parts: &[&[f64]]) -> Vec<f64> {
     let len = parts.iter().map(|p| p.len()).min().unwrap_or(0);
@@ -309,9 +375,8 @@ pub fn run(
 }
 
 /// Echo return loss enhancement, dB: microphone energy over output energy in the blocks from
-/// `from` on where the far end talks (`far_active`, shifted by the echo's `delay_blocks`).
-pub fn erle(mic: &[i16], out: &[i16], far_active: &[bool], delay_blocks: usize, from: usize) -> f64 {
-    let echoing = |i: usize| i >= delay_blocks && far_active.get(i - delay_blocks).copied().unwrap_or(false);
+/// `from` on that `echoing` selects (see [`Scene::echoing`]).
+pub fn erle(mic: &[i16], out: &[i16], echoing: impl Fn(usize) -> bool + Copy, from: usize) -> f64 {
     db(energy(mic, from, echoing), energy(out, from, echoing))
 }
 
