@@ -466,10 +466,10 @@ async fn receiver(mut ws: Ws, until: Instant, epoch: Instant) -> Vec<u64> {
         let now = epoch.elapsed().as_nanos();
         let Message::Text(t) = msg else { continue };
         let t = t.as_str();
-        if let Some(rest) = t.split("candidate:").nth(1) {
-            if let Some(sent) = rest.split(' ').next().and_then(|s| s.parse::<u128>().ok()) {
-                lat.push(((now.saturating_sub(sent)) / 1000) as u64);
-            }
+        if let Some(rest) = t.split("candidate:").nth(1)
+            && let Some(sent) = rest.split(' ').next().and_then(|s| s.parse::<u128>().ok())
+        {
+            lat.push(((now.saturating_sub(sent)) / 1000) as u64);
         }
         if let Some(seq) = seq_of(t) {
             last_seq = last_seq.max(seq);

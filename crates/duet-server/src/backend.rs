@@ -113,11 +113,11 @@ impl Inner {
         while let Some(out) = self.hub.poll_output() {
             match out {
                 Output::Send { conn, text } => {
-                    if let Some(tx) = self.conns.get(&conn) {
-                        if tx.try_send(Outgoing::Text(text)).is_err() {
-                            overflowed.push(conn);
-                            self.conns.remove(&conn);
-                        }
+                    if let Some(tx) = self.conns.get(&conn)
+                        && tx.try_send(Outgoing::Text(text)).is_err()
+                    {
+                        overflowed.push(conn);
+                        self.conns.remove(&conn);
                     }
                 }
                 Output::Close { conn, code, reason } => {

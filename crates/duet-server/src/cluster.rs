@@ -686,15 +686,12 @@ impl PoolWorker {
                 CodeOutcome::Full
             }
         };
-        if let CodeOutcome::Paired(waiting) = &outcome {
-            if waiting.node != self.node {
-                let msg = RemoteMsg::CodePaired {
-                    code: code.clone(),
-                    waiting: waiting.clone(),
-                    joiner: Box::new(entry.clone()),
-                };
-                let _ = self.remote_tx.send((waiting.node.clone(), msg));
-            }
+        if let CodeOutcome::Paired(waiting) = &outcome
+            && waiting.node != self.node
+        {
+            let msg =
+                RemoteMsg::CodePaired { code: code.clone(), waiting: waiting.clone(), joiner: Box::new(entry.clone()) };
+            let _ = self.remote_tx.send((waiting.node.clone(), msg));
         }
         self.backend.input(Input::CodeReply(Box::new(CodeReply { code, joiner: entry, outcome })));
     }

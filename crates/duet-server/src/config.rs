@@ -581,4 +581,21 @@ credential = "p"
         let cli = Cli { redis: Some("redis://h:1".into()), node_id: Some("no spaces".into()), ..Cli::default() };
         assert!(ServerConfig::resolve(cli).unwrap_err().to_string().contains("node_id"));
     }
+
+    #[test]
+    fn the_example_node_config_of_the_deployment_guide_is_valid() {
+        let resume = file("one-secret-for-the-whole-service\n");
+        let turn = file("the-coturn-static-auth-secret\n");
+        let text = include_str!("../../../docs/deploy/node-a.toml")
+            .replace("/etc/duet/resume-secret", &resume.path().display().to_string())
+            .replace("/etc/duet/turn-secret", &turn.path().display().to_string());
+        let f = file(&text);
+        // The Redis URL comes from the environment (DUET_REDIS_URL), as the guide says.
+        let cli = Cli { config: Some(f.path().into()), redis: Some("redis://10.0.2.10:6379".into()), ..Cli::default() };
+        let cfg = ServerConfig::resolve(cli).unwrap();
+        assert_eq!(cfg.redis.unwrap().node, "node-a");
+        assert_eq!(cfg.access.max_connections_per_ip, 0, "behind the balancer, limits are per balancer");
+        assert!(cfg.hub.ice.turn.is_some() && cfg.hub.resume_key.is_some());
+        assert!(!cfg.listen.ip().is_loopback());
+    }
 }

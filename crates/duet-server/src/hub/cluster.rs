@@ -374,11 +374,11 @@ impl Hub {
             if matches!(outcome, CodeOutcome::Opened | CodeOutcome::Paired(_)) {
                 debug!(session = %joiner.session, "answer to an abandoned join_room; undone");
                 self.out.push_back(Output::Pool(Box::new(PoolOp::LeaveCode { code, session: joiner.session.clone() })));
-                if let CodeOutcome::Paired(w) = outcome {
-                    if w.node != node {
-                        let event = PeerEvent::Left { reason: PeerLeftReason::Left, requeue: false };
-                        self.emit_remote(&w.node, &w.session, &joiner.session, event);
-                    }
+                if let CodeOutcome::Paired(w) = outcome
+                    && w.node != node
+                {
+                    let event = PeerEvent::Left { reason: PeerLeftReason::Left, requeue: false };
+                    self.emit_remote(&w.node, &w.session, &joiner.session, event);
                 }
             }
             return;

@@ -72,12 +72,12 @@ impl Hub {
 
     /// Takes a session out of this hub's queue only; true if it was queued.
     pub(super) fn take_from_queue(&mut self, key: u64) -> bool {
-        if let Some(s) = self.sessions.get_mut(&key) {
-            if let State::Queued { ticket, .. } = s.state {
-                self.queue.remove(&ticket);
-                s.state = State::Idle;
-                return true;
-            }
+        if let Some(s) = self.sessions.get_mut(&key)
+            && let State::Queued { ticket, .. } = s.state
+        {
+            self.queue.remove(&ticket);
+            s.state = State::Idle;
+            return true;
         }
         false
     }
@@ -289,10 +289,10 @@ impl Hub {
         }
         if self.tell_remote(key, cluster::PeerEvent::Left { reason, requeue: requeue_partner }) {
             // A pair across nodes: the partner's node ends its side.
-            if let Some(code) = self.rooms.remove(&room).and_then(|r| r.code) {
-                if self.codes.get(&code) == Some(&room) {
-                    self.codes.remove(&code);
-                }
+            if let Some(code) = self.rooms.remove(&room).and_then(|r| r.code)
+                && self.codes.get(&code) == Some(&room)
+            {
+                self.codes.remove(&code);
             }
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.state = State::Idle;
@@ -308,12 +308,11 @@ impl Hub {
         r.members.retain(|m| *m != key);
         let partner = r.members.first().copied();
         let by_code = r.code.is_some();
-        if !by_code || r.members.is_empty() {
-            if let Some(r) = self.rooms.remove(&room) {
-                if let Some(code) = r.code {
-                    self.codes.remove(&code);
-                }
-            }
+        if (!by_code || r.members.is_empty())
+            && let Some(r) = self.rooms.remove(&room)
+            && let Some(code) = r.code
+        {
+            self.codes.remove(&code);
         }
         info!(room, by_code, session = %self.public_id(key), reason = ?reason, "left room");
         self.reissue_token(now, key);

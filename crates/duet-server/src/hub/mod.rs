@@ -443,12 +443,12 @@ impl Hub {
             self.apply_ack(key, seq);
             return;
         }
-        if let Some(id) = id {
-            if let Some(cached) = self.sessions.get(&key).and_then(|s| s.cached_reply(id)) {
-                debug!(session = %self.public_id(key), id, "duplicate message id answered again");
-                self.send(key, Some(id), cached);
-                return;
-            }
+        if let Some(id) = id
+            && let Some(cached) = self.sessions.get(&key).and_then(|s| s.cached_reply(id))
+        {
+            debug!(session = %self.public_id(key), id, "duplicate message id answered again");
+            self.send(key, Some(id), cached);
+            return;
         }
         self.on_message(now, conn, key, id, msg);
     }
@@ -524,10 +524,10 @@ impl Hub {
 
     fn on_closed(&mut self, now: Now, conn: ConnId) {
         let Some(c) = self.conns.remove(&conn) else { return };
-        if let Some(key) = c.session {
-            if self.sessions.get(&key).is_some_and(|s| s.conn == Some(conn)) {
-                self.detach(now, key);
-            }
+        if let Some(key) = c.session
+            && self.sessions.get(&key).is_some_and(|s| s.conn == Some(conn))
+        {
+            self.detach(now, key);
         }
     }
 
@@ -757,10 +757,10 @@ impl Hub {
         let mut session = Session::new(public_id, String::new(), conn, client);
         session.device = device;
         self.sessions.insert(key, session);
-        if let Some(token) = self.sign_token(now, key) {
-            if let Some(s) = self.sessions.get_mut(&key) {
-                s.token = token;
-            }
+        if let Some(token) = self.sign_token(now, key)
+            && let Some(s) = self.sessions.get_mut(&key)
+        {
+            s.token = token;
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(key);

@@ -225,10 +225,10 @@ impl Client {
             if f.msg.kind() == kind {
                 return f;
             }
-            if let ServerMessage::Error { code, message } = &f.msg {
-                if kind != "error" {
-                    panic!("expected {kind}, got error {code}: {message}");
-                }
+            if let ServerMessage::Error { code, message } = &f.msg
+                && kind != "error"
+            {
+                panic!("expected {kind}, got error {code}: {message}");
             }
         }
     }
