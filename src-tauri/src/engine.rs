@@ -721,13 +721,9 @@ impl Task {
                 // connection (after Next, or when the server re-queues us) uses them.
                 let ice_changed = settings.turn_servers != self.cfg.settings.turn_servers
                     || settings.relay_only != self.cfg.settings.relay_only;
-                if ice_changed {
-                    if let Some(l) = &self.live {
-                        l.call.send(CallCommand::SetIce {
-                            servers: settings.ice_servers(),
-                            relay_only: settings.relay_only,
-                        });
-                    }
+                if ice_changed && let Some(l) = &self.live {
+                    l.call
+                        .send(CallCommand::SetIce { servers: settings.ice_servers(), relay_only: settings.relay_only });
                 }
                 let quality = settings.quality;
                 let idle = matches!(self.state, CallState::Idle | CallState::Ended { .. });

@@ -96,10 +96,10 @@ impl<R: Runtime> UiSink for TauriUi<R> {
         if let UiEvent::Status(s) = &event {
             info!(status = ?s.status, side = s.side, reason = s.reason.as_deref(), test_call = s.test_call, "status");
         }
-        if let UiEvent::Notice { text } = &event {
-            if self.early.hold(text) {
-                return;
-            }
+        if let UiEvent::Notice { text } = &event
+            && self.early.hold(text)
+        {
+            return;
         }
         let _ = self.app.emit(EVENT, &event);
     }

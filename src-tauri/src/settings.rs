@@ -231,10 +231,10 @@ impl Settings {
         if self.interests.iter().any(|i| i.trim().is_empty() || i.trim().chars().count() > MAX_INTEREST_CHARS) {
             return Err(invalid("Interests", format!("each interest must be 1..={MAX_INTEREST_CHARS} characters")));
         }
-        if let Some(lang) = &self.language {
-            if !valid_language(lang) {
-                return Err(invalid("Language", "use a language tag such as en or pt-BR"));
-            }
+        if let Some(lang) = &self.language
+            && !valid_language(lang)
+        {
+            return Err(invalid("Language", "use a language tag such as en or pt-BR"));
         }
         Ok(())
     }
@@ -341,10 +341,10 @@ impl TurnServer {
         if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)) {
             return Err("the URL needs a host name or address".into());
         }
-        if let Some(port) = port {
-            if port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
-                return Err(format!("{port:?} is not a port number (1-65535)"));
-            }
+        if let Some(port) = port
+            && port.parse::<u16>().ok().filter(|p| *p > 0).is_none()
+        {
+            return Err(format!("{port:?} is not a port number (1-65535)"));
         }
         match query {
             "" | "transport=udp" | "transport=tcp" => {}

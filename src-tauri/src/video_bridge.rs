@@ -248,10 +248,10 @@ impl VideoSource for PreviewSource {
 
     fn next_frame(&mut self) -> Result<Option<VideoFrame>, MediaError> {
         let frame = self.inner.next_frame()?;
-        if let Some(f) = &frame {
-            if self.bridge.wants(Stream::Local) {
-                self.bridge.offer(Stream::Local, preview_of(f, self.bridge.preview_box()));
-            }
+        if let Some(f) = &frame
+            && self.bridge.wants(Stream::Local)
+        {
+            self.bridge.offer(Stream::Local, preview_of(f, self.bridge.preview_box()));
         }
         Ok(frame)
     }

@@ -68,11 +68,11 @@ impl AudioJitterBuffer {
         self.last = Some(self.last.map_or(ext, |l| l.max(ext)));
         let next = self.next.unwrap_or(ext);
         self.held.insert(ext, payload);
-        if self.held.len() > MAX_HELD {
-            if let Some((&first, _)) = self.held.iter().next() {
-                self.concealed += first.saturating_sub(next);
-                self.next = Some(first);
-            }
+        if self.held.len() > MAX_HELD
+            && let Some((&first, _)) = self.held.iter().next()
+        {
+            self.concealed += first.saturating_sub(next);
+            self.next = Some(first);
         }
         if !self.held.contains_key(&self.next.unwrap_or(ext)) && self.waiting_since.is_none() {
             self.waiting_since = Some(now);

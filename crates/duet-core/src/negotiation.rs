@@ -283,11 +283,11 @@ impl Negotiator {
                 self.process(input);
                 continue;
             }
-            if self.state == SignalingState::Stable {
-                if let Some(ice_restart) = self.needed.take() {
-                    self.start(Busy::MakingOffer, Action::MakeOffer { ice_restart });
-                    continue;
-                }
+            if self.state == SignalingState::Stable
+                && let Some(ice_restart) = self.needed.take()
+            {
+                self.start(Busy::MakingOffer, Action::MakeOffer { ice_restart });
+                continue;
             }
             break;
         }

@@ -140,10 +140,10 @@ impl SummaryBuilder {
         self.media(now_us);
         self.summary.video_width = Some(width);
         self.summary.video_height = Some(height);
-        if self.summary.time_to_first_frame_ms.is_none() {
-            if let Some(m) = self.matched_at_us {
-                self.summary.time_to_first_frame_ms = Some(now_us.saturating_sub(m) / 1000);
-            }
+        if self.summary.time_to_first_frame_ms.is_none()
+            && let Some(m) = self.matched_at_us
+        {
+            self.summary.time_to_first_frame_ms = Some(now_us.saturating_sub(m) / 1000);
         }
         if let Some(last) = self.last_video_us.replace(now_us) {
             let gap = now_us.saturating_sub(last) / 1000;

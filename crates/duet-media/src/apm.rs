@@ -194,7 +194,7 @@ impl AudioProcessor {
     /// ([`PROCESSING_FRAME`] samples each), else [`MediaError::InvalidArgument`] and the samples are
     /// left untouched. With every stage off the samples are not touched at all.
     pub fn process_capture(&mut self, mic: &mut [i16]) -> Result<(), MediaError> {
-        if mic.len() % PROCESSING_FRAME != 0 {
+        if !mic.len().is_multiple_of(PROCESSING_FRAME) {
             return Err(MediaError::InvalidArgument(format!(
                 "audio processing takes whole 10 ms blocks of {PROCESSING_FRAME} samples, got {} samples",
                 mic.len()

@@ -64,7 +64,7 @@ pub fn rgb24_to_i420(
 
 /// Packed YUYV 4:2:2 (Y0 U Y1 V; `width * height * 2` bytes, width even) to I420.
 pub fn yuyv_to_i420(data: &[u8], width: u32, height: u32, timestamp_us: u64) -> Result<VideoFrame, MediaError> {
-    if width % 2 != 0 {
+    if !width.is_multiple_of(2) {
         return Err(MediaError::InvalidArgument(format!("YUYV frames have an even width, got {width}")));
     }
     let mut frame = VideoFrame::black(width, height, timestamp_us)?;

@@ -193,7 +193,7 @@ impl AudioFrame {
     /// sample count is a multiple of `channels`.
     pub fn new(samples: Vec<i16>, sample_rate: u32, channels: u16, timestamp_us: u64) -> Result<Self, MediaError> {
         validate_audio_params(sample_rate, channels)?;
-        if samples.len() % usize::from(channels) != 0 {
+        if !samples.len().is_multiple_of(usize::from(channels)) {
             return Err(MediaError::InvalidArgument(format!(
                 "{} samples is not a whole number of {channels}-channel frames",
                 samples.len()

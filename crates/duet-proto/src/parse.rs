@@ -116,10 +116,10 @@ fn invalid(message: impl Into<String>) -> ProtoError {
 pub fn validate_client_frame(frame: &ClientFrame) -> Result<(), ProtoError> {
     match &frame.msg {
         ClientMessage::Hello { resume_token, client, .. } => {
-            if let Some(token) = resume_token {
-                if token.is_empty() || token.len() > MAX_RESUME_TOKEN_BYTES {
-                    return Err(invalid(format!("resume_token must be 1..={MAX_RESUME_TOKEN_BYTES} bytes")));
-                }
+            if let Some(token) = resume_token
+                && (token.is_empty() || token.len() > MAX_RESUME_TOKEN_BYTES)
+            {
+                return Err(invalid(format!("resume_token must be 1..={MAX_RESUME_TOKEN_BYTES} bytes")));
             }
             if let Some(c) = client {
                 for (name, value) in [
@@ -148,12 +148,12 @@ pub fn validate_client_frame(frame: &ClientFrame) -> Result<(), ProtoError> {
                     return Err(invalid(format!("each interest must be 1..={MAX_INTEREST_CHARS} characters")));
                 }
             }
-            if let Some(lang) = language {
-                if !valid_language(lang) {
-                    return Err(invalid(format!(
-                        "language must be a tag like \"en\" or \"pt-BR\" (letters, digits, '-', at most {MAX_LANGUAGE_CHARS})"
-                    )));
-                }
+            if let Some(lang) = language
+                && !valid_language(lang)
+            {
+                return Err(invalid(format!(
+                    "language must be a tag like \"en\" or \"pt-BR\" (letters, digits, '-', at most {MAX_LANGUAGE_CHARS})"
+                )));
             }
         }
         ClientMessage::JoinRoom { code } => {

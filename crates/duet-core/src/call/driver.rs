@@ -420,18 +420,16 @@ async fn run(
             },
             // Media goes out only once the path is up (before that, DTLS has no keys yet).
             Some(v) = video_rx.recv() => {
-                if let Some(live) = d.live.as_ref().filter(|_| d.media_ready) {
-                    if live.peer.send_video(v.data, v.captured, v.duration).await {
+                if let Some(live) = d.live.as_ref().filter(|_| d.media_ready)
+                    && live.peer.send_video(v.data, v.captured, v.duration).await {
                         d.summary.video_frame_sent();
                     }
-                }
             }
             Some(a) = audio_rx.recv() => {
-                if let Some(live) = d.live.as_ref().filter(|_| d.media_ready) {
-                    if live.peer.send_audio(a.data, a.captured, a.duration).await {
+                if let Some(live) = d.live.as_ref().filter(|_| d.media_ready)
+                    && live.peer.send_audio(a.data, a.captured, a.duration).await {
                         d.summary.audio_frame_sent();
                     }
-                }
             }
             Some(r) = recv_rx.recv() => d.on_received(r).await,
             _ = quality_tick.tick() => d.on_quality_tick().await,
@@ -679,10 +677,10 @@ impl Driver {
         match result {
             Ok(signal) => {
                 if let Some(mut payload) = signal {
-                    if let SignalPayload::Description { description } = &mut payload {
-                        if live.relay_only {
-                            description.sdp = turn::without_non_relay_candidates(&description.sdp);
-                        }
+                    if let SignalPayload::Description { description } = &mut payload
+                        && live.relay_only
+                    {
+                        description.sdp = turn::without_non_relay_candidates(&description.sdp);
                     }
                     let generation = Some(self.machine.generation());
                     self.signaling.send(ClientMessage::Signal { payload, generation });
@@ -743,10 +741,10 @@ impl Driver {
             PeerEvent::VideoFrame { data, keyframe } => {
                 let now = Instant::now();
                 self.last_media_rx = now;
-                if self.cfg.echo {
-                    if let Some(live) = &self.live {
-                        live.peer.send_video(data.clone(), Instant::now(), Duration::from_micros(33_333)).await;
-                    }
+                if self.cfg.echo
+                    && let Some(live) = &self.live
+                {
+                    live.peer.send_video(data.clone(), Instant::now(), Duration::from_micros(33_333)).await;
                 }
                 let queued = self.video_receiver.as_ref().is_some_and(|r| r.push(data));
                 if !queued {
@@ -758,10 +756,10 @@ impl Driver {
             PeerEvent::VideoGap => self.keyframe_needed().await,
             PeerEvent::AudioPacket { seq, data } => {
                 self.last_media_rx = Instant::now();
-                if self.cfg.echo {
-                    if let Some(live) = &self.live {
-                        live.peer.send_audio(data.clone(), Instant::now(), Duration::from_millis(20)).await;
-                    }
+                if self.cfg.echo
+                    && let Some(live) = &self.live
+                {
+                    live.peer.send_audio(data.clone(), Instant::now(), Duration::from_millis(20)).await;
                 }
                 if let Some(r) = &self.audio_receiver {
                     r.push(seq, data);
@@ -772,10 +770,10 @@ impl Driver {
                     v.request_keyframe();
                 }
                 // An echo has no encoder: pass the request on to the partner's.
-                if self.cfg.echo {
-                    if let Some(live) = &self.live {
-                        live.peer.request_keyframe().await;
-                    }
+                if self.cfg.echo
+                    && let Some(live) = &self.live
+                {
+                    live.peer.request_keyframe().await;
                 }
             }
             PeerEvent::ChannelOpen(Channel::Chat) => self.chat.opened(),

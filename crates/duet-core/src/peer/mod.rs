@@ -417,10 +417,10 @@ impl Peer {
     }
 
     async fn set_local(&self, desc: RTCSessionDescription) -> Result<SessionDescription, PeerError> {
-        if let Some(ufrag) = desc.sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")) {
-            if let Ok(mut u) = self.local_ufrag.lock() {
-                *u = ufrag.trim().to_string();
-            }
+        if let Some(ufrag) = desc.sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+            && let Ok(mut u) = self.local_ufrag.lock()
+        {
+            *u = ufrag.trim().to_string();
         }
         let out = to_proto(&desc);
         self.pc.set_local_description(desc).await.map_err(ctx("applying the local description"))?;
@@ -766,14 +766,13 @@ async fn receive_track(
         }
     } else {
         while let Some(ev) = track.poll().await {
-            if let TrackRemoteEvent::OnRtpPacket(pkt) = ev {
-                if !pkt.payload.is_empty()
-                    && !events
-                        .send(PeerEvent::AudioPacket { seq: pkt.header.sequence_number, data: pkt.payload.clone() })
-                        .await
-                {
-                    return;
-                }
+            if let TrackRemoteEvent::OnRtpPacket(pkt) = ev
+                && !pkt.payload.is_empty()
+                && !events
+                    .send(PeerEvent::AudioPacket { seq: pkt.header.sequence_number, data: pkt.payload.clone() })
+                    .await
+            {
+                return;
             }
         }
     }

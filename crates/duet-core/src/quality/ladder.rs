@@ -166,11 +166,11 @@ impl Ladder {
         let lowest = self.window(now, UP_WINDOW, |h| h.1).map(|w| w.iter().copied().fold(f64::INFINITY, f64::min));
         // Twice what the failed rung needed, held for a whole window: the link changed, the
         // backoff no longer applies.
-        if let (Some(failed), Some(lowest)) = (self.failed_floor, lowest) {
-            if lowest >= failed * LINK_CHANGED {
-                self.failed_floor = None;
-                self.up_wait = UP_AFTER_DOWN;
-            }
+        if let (Some(failed), Some(lowest)) = (self.failed_floor, lowest)
+            && lowest >= failed * LINK_CHANGED
+        {
+            self.failed_floor = None;
+            self.up_wait = UP_AFTER_DOWN;
         }
         let settled = self.last_down.is_none_or(|t| now.duration_since(t) >= self.up_wait);
         if let (true, Some(lowest)) = (settled, lowest) {

@@ -232,22 +232,22 @@ impl Sim {
                 let payload = (self.audio.bitrate_bps * self.audio.frame_ms / 8000) as usize;
                 self.send(now, payload + 50, true, 0, false);
             }
-            if let Some(rung) = self.rung.filter(|_| !self.suspended) {
-                if ms % u64::from(1000 / rung.fps) == 0 {
-                    let mut bytes = (self.target_kbps as usize * 1000 / 8) / rung.fps as usize;
-                    // The encoder is told of the pacer's drops (and the receiver asks): a keyframe.
-                    let dropped = self.pacer.dropped_video();
-                    let keyframe = std::mem::take(&mut self.keyframe_due) || dropped > self.dropped_seen;
-                    self.dropped_seen = dropped;
-                    if keyframe {
-                        bytes *= 5;
-                    }
-                    self.frame += 1;
-                    let packets = bytes.div_ceil(1100);
-                    self.frames.push_back((self.frame, packets, 0, now));
-                    for _ in 0..packets {
-                        self.send(now, bytes / packets + 50, false, self.frame, keyframe);
-                    }
+            if let Some(rung) = self.rung.filter(|_| !self.suspended)
+                && ms % u64::from(1000 / rung.fps) == 0
+            {
+                let mut bytes = (self.target_kbps as usize * 1000 / 8) / rung.fps as usize;
+                // The encoder is told of the pacer's drops (and the receiver asks): a keyframe.
+                let dropped = self.pacer.dropped_video();
+                let keyframe = std::mem::take(&mut self.keyframe_due) || dropped > self.dropped_seen;
+                self.dropped_seen = dropped;
+                if keyframe {
+                    bytes *= 5;
+                }
+                self.frame += 1;
+                let packets = bytes.div_ceil(1100);
+                self.frames.push_back((self.frame, packets, 0, now));
+                for _ in 0..packets {
+                    self.send(now, bytes / packets + 50, false, self.frame, keyframe);
                 }
             }
             self.link = state;

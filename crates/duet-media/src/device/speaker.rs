@@ -239,10 +239,10 @@ where
             },
             move |error| {
                 warn!(%error, "speaker stream error");
-                if matches!(error.kind(), cpal::ErrorKind::DeviceNotAvailable | cpal::ErrorKind::StreamInvalidated) {
-                    if let Ok(mut failure) = failure.lock() {
-                        *failure = Some(error.to_string());
-                    }
+                if matches!(error.kind(), cpal::ErrorKind::DeviceNotAvailable | cpal::ErrorKind::StreamInvalidated)
+                    && let Ok(mut failure) = failure.lock()
+                {
+                    *failure = Some(error.to_string());
                 }
             },
             Some(Duration::from_secs(3)),

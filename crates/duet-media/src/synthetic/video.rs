@@ -81,7 +81,7 @@ impl SyntheticVideoSource {
         let (luma, u, v) = frame.planes_mut();
         for row in y..y + side {
             for col in x..x + side {
-                let check = ((row - y) / 8 + (col - x) / 8) % 2 == 0;
+                let check = ((row - y) / 8 + (col - x) / 8).is_multiple_of(2);
                 luma[row * width + col] = if check { 220 } else { 40 };
             }
         }
