@@ -37,6 +37,19 @@ pub const POOL_KEY: &str = "duet:{pool}:queue";
 pub const POOL_ENTRIES_KEY: &str = "duet:{pool}:entry";
 /// When each pooled session entered the pool (Redis time, ms), for the interest wait.
 pub const POOL_SINCE_KEY: &str = "duet:{pool}:since";
+/// Each node's heartbeat: node id -> until when (Redis time, ms) it counts as alive. Rewritten
+/// every [`STATS_EVERY`]; removed when the node drains. A node without a field counts as alive
+/// (it has not beaten yet, or Redis restarted empty).
+pub const ALIVE_KEY: &str = "duet:{pool}:alive";
+/// How long one heartbeat keeps a node alive.
+const ALIVE_FOR_MS: u64 = 5000;
+/// Writes a heartbeat in Redis's clock. KEYS: alive. ARGV: node id, milliseconds.
+const ALIVE_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
+return 1
+"#;
 /// The counter places are drawn from.
 pub const POOL_SEQ_KEY: &str = "duet:{pool}:seq";
 /// How many pool entries one matching attempt looks at (oldest first), as in one process.
@@ -53,15 +66,16 @@ const DELIVERY_PATIENCE: Duration = Duration::from_secs(15);
 /// Longest wait of one `XREAD`.
 const READ_BLOCK_MS: u64 = 1000;
 
-/// The atomic matcher. KEYS: queue, entries, since, seq. ARGV: mode (`join` | `retry` |
+/// The atomic matcher. KEYS: queue, entries, since, seq, alive ([`ALIVE_KEY`]). ARGV: mode (`join` | `retry` |
 /// `leave`), session id, entry JSON, interest wait (ms), scan limit. Enters (or updates) the
 /// session, then looks for a partner exactly as one process does (see `hub::matching`): the
 /// longest-waiting entry sharing an interest or the language; failing that the longest-waiting
 /// one, if both accept anyone (not picky, or waited the interest wait); never a pair where either
 /// avoids the other. A pairing takes both out of the pool in the same script, so nobody is
-/// paired twice. Returns nil, or `[older entry, newer entry]`.
+/// paired twice. An entry of a node whose heartbeat in [`ALIVE_KEY`] is over is removed, never
+/// paired. Returns nil, or `[older entry, newer entry]`.
 pub const POOL_SCRIPT: &str = r#"
-local queue, entries, sinces, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local queue, entries, sinces, seq, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local mode, sid, raw = ARGV[1], ARGV[2], ARGV[3]
 local wait, scan = tonumber(ARGV[4]), tonumber(ARGV[5])
 if mode == 'leave' then
@@ -106,8 +120,14 @@ local pick, any = nil, nil
 for _, id in ipairs(redis.call('ZRANGE', queue, 0, scan - 1)) do
   if id ~= sid then
     local oraw = redis.call('HGET', entries, id)
-    if oraw then
-      local o = cjson.decode(oraw)
+    local o = oraw and cjson.decode(oraw)
+    local beat = o and redis.call('HGET', alive, o.n)
+    if o and beat and tonumber(beat) < now then
+      -- The entry of a node that stopped beating (killed, not drained): it leaves the pool.
+      redis.call('ZREM', queue, id)
+      redis.call('HDEL', entries, id)
+      redis.call('HDEL', sinces, id)
+    elseif o then
       if not avoids(me, id) and not avoids(o, sid) then
         if shares(me, o) then
           pick = id
@@ -138,22 +158,37 @@ pub const ROOM_KEY_PREFIX: &str = "duet:room:";
 /// member waiting in it).
 const ROOM_TTL_SECS: u64 = 24 * 3600;
 
-/// The atomic room by code. KEYS: the room. ARGV: mode (`join` | `leave`), session id, entry
+/// The atomic room by code. KEYS: the room, alive ([`ALIVE_KEY`]). ARGV: mode (`join` | `leave`), session id, entry
 /// JSON, may open (`1` | `0`), TTL (s). A join into an empty room opens it (if the session may
 /// open one); into a room with one member pairs them (unless either avoids the other); a room
-/// of two is full. A repeated join gets the same answer. Returns `{'opened'}`,
+/// of two is full; a member of a node whose heartbeat is over is removed first. A repeated join
+/// gets the same answer. Returns `{'opened'}`,
 /// `{'paired', waiting entry}`, `{'full'}` or `{'rate_limited'}`; a leave returns nil.
 pub const ROOM_SCRIPT: &str = r#"
-local key = KEYS[1]
+local key, alive = KEYS[1], KEYS[2]
 local mode, sid, raw, may_open, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 if mode == 'leave' then
   redis.call('HDEL', key, sid)
   return false
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local all = redis.call('HGETALL', key)
-local n, mine, other_raw = #all / 2, false, nil
+local n, mine, other_raw = 0, false, nil
 for i = 1, #all, 2 do
-  if all[i] == sid then mine = true else other_raw = all[i + 1] end
+  if all[i] == sid then
+    mine = true
+    n = n + 1
+  else
+    local beat = redis.call('HGET', alive, cjson.decode(all[i + 1]).n)
+    if beat and tonumber(beat) < now then
+      -- A member of a node that stopped beating (killed, not drained) leaves the room.
+      redis.call('HDEL', key, all[i])
+    else
+      n = n + 1
+      other_raw = all[i + 1]
+    end
+  end
 end
 if mine then
   redis.call('HSET', key, sid, raw)
@@ -388,6 +423,7 @@ impl Cluster {
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(stats_key(&self.node)).ignore();
         pipe.cmd("SREM").arg(NODES_KEY).arg(&self.node).ignore();
+        pipe.cmd("HDEL").arg(ALIVE_KEY).arg(&self.node).ignore();
         match tokio::time::timeout(patience, pipe.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => debug!(error = %kind(&err), "could not withdraw this node's counters"),
@@ -450,7 +486,8 @@ async fn watch_health(
     }
 }
 
-/// Publishes this node's counters every [`STATS_EVERY`] and reads every live node's.
+/// Writes this node's heartbeat ([`ALIVE_KEY`]) and publishes its counters every
+/// [`STATS_EVERY`], and reads every live node's counters.
 async fn publish_stats(
     mut conn: ConnectionManager,
     node: String,
@@ -458,7 +495,13 @@ async fn publish_stats(
     service: Arc<ServiceStats>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let heartbeat = redis::Script::new(ALIVE_SCRIPT);
     loop {
+        // The heartbeat other nodes' scripts check before pairing with this node's sessions.
+        let beat = heartbeat.key(ALIVE_KEY).arg(&node).arg(ALIVE_FOR_MS).invoke_async::<()>(&mut conn).await;
+        if let Err(err) = beat {
+            debug!(error = %kind(&err), "heartbeat failed");
+        }
         let mine = serde_json::to_value(backend.stats()).unwrap_or_default();
         match exchange_stats(&mut conn, &node, &mine).await {
             Ok(per_node) => {
@@ -622,7 +665,7 @@ impl PoolWorker {
     fn invocation<'a>(&self, op: &PoolOp, scripts: &'a Scripts) -> redis::ScriptInvocation<'a> {
         let pool = |mode: &str, session: &str, raw: String| {
             let mut inv = scripts.pool.key(POOL_KEY);
-            inv.key(POOL_ENTRIES_KEY).key(POOL_SINCE_KEY).key(POOL_SEQ_KEY);
+            inv.key(POOL_ENTRIES_KEY).key(POOL_SINCE_KEY).key(POOL_SEQ_KEY).key(ALIVE_KEY);
             inv.arg(mode).arg(session).arg(raw).arg(self.wait_ms).arg(MAX_SCAN);
             inv
         };
@@ -632,12 +675,14 @@ impl PoolWorker {
             PoolOp::Leave { session } => pool("leave", session, String::new()),
             PoolOp::JoinCode { code, entry, may_open } => {
                 let mut inv = scripts.room.key(room_key(code));
+                inv.key(ALIVE_KEY);
                 let raw = serde_json::to_string(entry).unwrap_or_default();
                 inv.arg("join").arg(&entry.session).arg(raw).arg(u8::from(*may_open)).arg(ROOM_TTL_SECS);
                 inv
             }
             PoolOp::LeaveCode { code, session } => {
                 let mut inv = scripts.room.key(room_key(code));
+                inv.key(ALIVE_KEY);
                 inv.arg("leave").arg(session).arg("").arg(0).arg(ROOM_TTL_SECS);
                 inv
             }

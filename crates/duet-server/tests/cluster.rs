@@ -507,3 +507,60 @@ async fn stats_and_metrics_report_each_node_and_the_service_totals() {
     assert_eq!(v["service"]["totals"]["sessions"], 1, "{v}");
     assert!(v["service"]["per_node"].get("node-b").is_none(), "{v}");
 }
+
+#[tokio::test]
+async fn entries_of_a_node_that_stopped_beating_are_never_paired() {
+    let redis = RedisServer::start();
+    let node_a = node(&redis, "node-a", HubConfig::default()).await;
+    // A node that died without draining: its entry in the pool and its member in a room stay
+    // behind, and its heartbeat is long over (it beat once, at time 1 ms).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ghost = r#"{"s":"ghost-session","n":"dead-node","t":1}"#;
+    let room = duet_server::cluster::room_key("haunted");
+    let () = redis::pipe()
+        .cmd("HSET")
+        .arg(duet_server::cluster::ALIVE_KEY)
+        .arg("dead-node")
+        .arg(1)
+        .ignore()
+        .cmd("ZADD")
+        .arg(duet_server::cluster::POOL_KEY)
+        .arg(0)
+        .arg("ghost-session")
+        .ignore()
+        .cmd("HSET")
+        .arg("duet:{pool}:entry")
+        .arg("ghost-session")
+        .arg(ghost)
+        .ignore()
+        .cmd("HSET")
+        .arg(&room)
+        .arg("ghost-session")
+        .arg(ghost)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // A client queues: the ghost is removed from the pool instead of being its partner.
+    let mut a = Client::connect(&node_a.url).await;
+    a.send(queue(&[], None)).await;
+    a.expect("queued").await;
+    wait_pool(&redis, 1).await;
+    a.expect_silence(Duration::from_millis(300)).await;
+    let entry: Option<String> =
+        redis::cmd("HGET").arg("duet:{pool}:entry").arg("ghost-session").query_async(&mut conn).await.unwrap();
+    assert_eq!(entry, None, "the ghost's entry left the pool");
+    // A client joins the ghost's room: the ghost leaves it, and the client waits there alone.
+    let mut b = Client::connect(&node_a.url).await;
+    b.send(join_room("haunted")).await;
+    b.expect("room_joined").await;
+    b.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(redis_len(&redis, "HLEN", &room).await, 1, "only b is in the room");
+    // A live node's sessions are still paired: a newcomer gets a.
+    let mut c = Client::connect(&node_a.url).await;
+    c.send(queue(&[], None)).await;
+    let (_, peer, _, _) = matched(&c.expect("matched").await);
+    assert_eq!(peer, a.session_id);
+}
