@@ -13,7 +13,7 @@
 //!
 //! The key layout and the guarantees are described in `docs/SCALING.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,6 +63,10 @@ const INBOX_TTL_SECS: u64 = 600;
 /// How long a message for another node is retried while Redis is unreachable before it is
 /// dropped (the partner's client replays its own unanswered messages after a resume).
 const DELIVERY_PATIENCE: Duration = Duration::from_secs(15);
+/// How often a node trims what it has read from its inbox (`XTRIM MINID`).
+const TRIM_EVERY: Duration = Duration::from_millis(200);
+/// How often a sender renews the expiry of an inbox it writes to.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// Longest wait of one `XREAD`.
 const READ_BLOCK_MS: u64 = 1000;
 
@@ -351,7 +355,12 @@ impl Cluster {
     /// Starts a clustered backend for `hub` and the tasks that connect it to Redis. Redis need not
     /// be reachable yet: the node reports unhealthy until it is.
     pub fn start(cfg: &RedisConfig, mut hub: HubConfig, server_version: &str) -> Result<Self, ClusterError> {
-        let client = redis::Client::open(cfg.url.expose()).map_err(|e| ClusterError::Url(kind(&e)))?;
+        let info = redis::IntoConnectionInfo::into_connection_info(cfg.url.expose())
+            .map_err(|e| ClusterError::Url(kind(&e)))?;
+        // Small commands go out at once: without TCP_NODELAY, a command written while the reply
+        // to the previous one is outstanding waits for Nagle (tens of ms on a relayed signal).
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        let client = redis::Client::open(info.set_tcp_settings(tcp)).map_err(|e| ClusterError::Url(kind(&e)))?;
         let manager_cfg = |response: Duration| {
             ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -417,13 +426,17 @@ impl Cluster {
         }
     }
 
-    /// Takes this node's counters out of the service totals (a draining node), within `patience`.
+    /// A draining node leaves the service, within `patience`: its counters leave the totals, its
+    /// heartbeat and its inbox are removed.
     pub async fn leave_service(&self, patience: Duration) {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(stats_key(&self.node)).ignore();
         pipe.cmd("SREM").arg(NODES_KEY).arg(&self.node).ignore();
         pipe.cmd("HDEL").arg(ALIVE_KEY).arg(&self.node).ignore();
+        // Messages still arriving are for sessions that moved; a restart under the same id
+        // starts with an empty inbox.
+        pipe.cmd("DEL").arg(inbox_key(&self.node)).ignore();
         match tokio::time::timeout(patience, pipe.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => debug!(error = %kind(&err), "could not withdraw this node's counters"),
@@ -750,6 +763,7 @@ async fn send_remote(
     mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut expired_at: HashMap<String, Instant> = HashMap::new();
     loop {
         let (first, done) = tokio::select! {
             biased;
@@ -773,7 +787,7 @@ async fn send_remote(
                 Err(_) => break,
             }
         }
-        if !send_batch(&mut conn, &batch, &mut stop).await {
+        if !send_batch(&mut conn, &batch, &mut expired_at, &mut stop).await {
             return;
         }
         if let Some(done) = done {
@@ -786,6 +800,7 @@ async fn send_remote(
 async fn send_batch(
     conn: &mut ConnectionManager,
     batch: &[(String, RemoteMsg)],
+    expired_at: &mut HashMap<String, Instant>,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut pipe = redis::pipe();
@@ -799,8 +814,11 @@ async fn send_batch(
             keys.push(key);
         }
     }
-    for key in &keys {
-        pipe.cmd("EXPIRE").arg(key).arg(INBOX_TTL_SECS).ignore();
+    for key in keys {
+        if expired_at.get(&key).is_none_or(|at| at.elapsed() >= EXPIRE_EVERY) {
+            pipe.cmd("EXPIRE").arg(&key).arg(INBOX_TTL_SECS).ignore();
+            expired_at.insert(key, Instant::now());
+        }
     }
     let started = Instant::now();
     let mut delay = Duration::from_millis(50);
@@ -832,6 +850,7 @@ async fn read_inbox(
 ) {
     let key = inbox_key(&node);
     let mut last = "0-0".to_string();
+    let mut trimmed_at = Instant::now();
     loop {
         if *stop.borrow() {
             return;
@@ -857,23 +876,26 @@ async fn read_inbox(
                 continue;
             }
         };
-        let mut done = Vec::new();
+        let mut read_any = false;
         for stream in reply.keys {
             for entry in stream.ids {
                 match entry.get::<String>("d").and_then(|d| serde_json::from_str::<RemoteMsg>(&d).ok()) {
                     Some(msg) => backend.input(Input::Remote(msg)),
                     None => warn!("unreadable message in the inbox; skipped"),
                 }
-                last = entry.id.clone();
-                done.push(entry.id);
+                last = entry.id;
+                read_any = true;
             }
         }
-        if !done.is_empty() {
-            // Deleted on another connection, without waiting: the next read starts at once.
-            let (mut trim, key) = (trim.clone(), key.clone());
+        if read_any && trimmed_at.elapsed() >= TRIM_EVERY {
+            // What was read goes, at most every TRIM_EVERY, on another connection and without
+            // waiting: the next read starts at once.
+            trimmed_at = Instant::now();
+            let (mut trim, key, below) = (trim.clone(), key.clone(), last.clone());
             tokio::spawn(async move {
-                let deleted = redis::cmd("XDEL").arg(&key).arg(&done).query_async::<u64>(&mut trim).await;
-                if let Err(err) = deleted {
+                let trimmed =
+                    redis::cmd("XTRIM").arg(&key).arg("MINID").arg(&below).query_async::<u64>(&mut trim).await;
+                if let Err(err) = trimmed {
                     debug!(error = %kind(&err), "trimming the inbox failed");
                 }
             });
