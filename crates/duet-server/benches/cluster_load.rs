@@ -15,6 +15,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -22,13 +24,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::{Ws, cpu_secs, pairing_burst, raise_fd_limit, rss_kib, seq_of, ws_config};
 use duet_proto::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{Barrier, Semaphore, mpsc};
-use tokio_tungstenite::WebSocketStream;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
@@ -56,12 +57,6 @@ struct Args {
     /// Set by `cargo bench`; without it (as under `cargo test`) a small smoke run is made.
     #[arg(long)]
     bench: bool,
-}
-
-type Ws = WebSocketStream<TcpStream>;
-
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
 }
 
 fn main() {
@@ -320,43 +315,6 @@ async fn open_one(server: SocketAddr, src: IpAddr) -> Result<Ws, String> {
     }
 }
 
-/// All sessions join the queue at once; returns pairings per second.
-async fn pairing_burst(conns: Vec<Ws>) -> f64 {
-    let n = conns.len();
-    let barrier = Arc::new(Barrier::new(n + 1));
-    let mut tasks = Vec::with_capacity(n);
-    for mut ws in conns {
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let join = ClientFrame::with_id(2, ClientMessage::JoinQueue { interests: vec![], language: None });
-            ws.send(Message::text(join.to_json())).await.unwrap();
-            let mut last_seq = 0;
-            loop {
-                let msg = ws.next().await.expect("open").expect("read");
-                let f = parse_server_frame(msg.to_text().unwrap()).unwrap();
-                last_seq = last_seq.max(f.seq);
-                if f.msg.kind() == "matched" {
-                    let at = Instant::now();
-                    let leave = ClientFrame { id: Some(3), ack: Some(last_seq), msg: ClientMessage::Leave };
-                    let _ = ws.send(Message::text(leave.to_json())).await;
-                    return (at, ws);
-                }
-            }
-        }));
-    }
-    barrier.wait().await;
-    let start = Instant::now();
-    let mut last = start;
-    let mut keep = Vec::with_capacity(n);
-    for t in tasks {
-        let (at, ws) = t.await.unwrap();
-        last = last.max(at);
-        keep.push(ws);
-    }
-    (n / 2) as f64 / last.duration_since(start).as_secs_f64()
-}
-
 /// K pairs (rooms by code): the first member sends signals at `rate / K` per second, the
 /// second receives. Returns (signals sent, latencies in microseconds).
 async fn relay_phase(pairs: Vec<(Ws, Ws)>, rate: u64, duration: Duration) -> (u64, Vec<u64>) {
@@ -484,31 +442,6 @@ async fn receiver(mut ws: Ws, until: Instant, epoch: Instant) -> Vec<u64> {
     lat
 }
 
-fn seq_of(text: &str) -> Option<u64> {
-    let rest = text.strip_prefix("{\"seq\":")?;
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// User+system CPU seconds of a process.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields after the command: state is index 0, utime 11, stime 12; 100 ticks per second.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn print_table(args: &Args, s: &Results, c: &Results) {
     let row = |label: &str, single: String, cluster: String, target: &str| {
         println!("| {label} | {single} | {cluster} | {target} |");
@@ -548,24 +481,4 @@ fn print_table(args: &Args, s: &Results, c: &Results) {
     let cpu = |r: &Results| format!("{:.0}% of a core", r.nodes_cpu * 100.0);
     row("nodes' CPU while relaying (sum)", cpu(s), cpu(c), "");
     row("Redis CPU while relaying", "-".into(), format!("{:.0}% of a core", c.redis_cpu * 100.0), "");
-}
-
-/// Raises RLIMIT_NOFILE towards `want` (as far as allowed); returns the soft limit in force.
-#[allow(unsafe_code)]
-fn raise_fd_limit(want: u64) -> u64 {
-    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
-    unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            let target = want.max(lim.rlim_max);
-            let raised = libc::rlimit { rlim_cur: target, rlim_max: target };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
-        }
-        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut now);
-        now.rlim_cur
-    }
 }
