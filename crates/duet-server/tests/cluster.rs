@@ -254,21 +254,27 @@ async fn redis_outage_makes_the_node_unhealthy_and_it_recovers_by_itself() {
     assert_eq!((peer_a, peer_b), (b.session_id.clone(), a.session_id.clone()));
 }
 
-#[tokio::test]
-async fn a_node_stopped_mid_call_its_client_resumes_on_the_other_node_and_the_call_goes_on() {
-    let redis = RedisServer::start();
+/// Two nodes sharing one resume secret, with x on node a and y on node b matched to each other.
+async fn paired_across_two_nodes(redis: &RedisServer) -> (TestServer, TestServer, Client, Client) {
     let key = || Some(duet_server::hub::token::TokenKey::new(b"one secret for the whole service".to_vec()));
     let hub = || HubConfig { resume_key: key(), ..HubConfig::default() };
-    let mut node_a = node(&redis, "node-a", hub()).await;
-    let node_b = node(&redis, "node-b", hub()).await;
+    let node_a = node(redis, "node-a", hub()).await;
+    let node_b = node(redis, "node-b", hub()).await;
     let mut x = Client::connect(&node_a.url).await;
     let mut y = Client::connect(&node_b.url).await;
     x.send(queue(&[], None)).await;
     x.expect("queued").await;
-    wait_pool(&redis, 1).await;
+    wait_pool(redis, 1).await;
     y.send(queue(&[], None)).await;
     matched(&x.expect("matched").await);
     matched(&y.expect("matched").await);
+    (node_a, node_b, x, y)
+}
+
+#[tokio::test]
+async fn a_node_stopped_mid_call_its_client_resumes_on_the_other_node_and_the_call_goes_on() {
+    let redis = RedisServer::start();
+    let (mut node_a, node_b, mut x, mut y) = paired_across_two_nodes(&redis).await;
     // The token that names the pairing.
     x.expect("token").await;
     y.expect("token").await;
@@ -375,19 +381,8 @@ async fn redis_len(redis: &RedisServer, cmd: &str, key: &str) -> usize {
 #[tokio::test]
 async fn a_draining_node_leaves_the_shared_store_and_its_client_keeps_its_partner_on_another_node() {
     let redis = RedisServer::start();
-    let key = || Some(duet_server::hub::token::TokenKey::new(b"one secret for the whole service".to_vec()));
-    let hub = || HubConfig { resume_key: key(), ..HubConfig::default() };
-    let mut node_a = node(&redis, "node-a", hub()).await;
-    let node_b = node(&redis, "node-b", hub()).await;
     // x (node a) and y (node b) in a call; w waits in the pool and v alone in a room, both on a.
-    let mut x = Client::connect(&node_a.url).await;
-    let mut y = Client::connect(&node_b.url).await;
-    x.send(queue(&[], None)).await;
-    x.expect("queued").await;
-    wait_pool(&redis, 1).await;
-    y.send(queue(&[], None)).await;
-    matched(&x.expect("matched").await);
-    matched(&y.expect("matched").await);
+    let (mut node_a, node_b, mut x, mut y) = paired_across_two_nodes(&redis).await;
     x.expect("token").await;
     y.expect("token").await;
     let (token, x_id) = (x.token.clone(), x.session_id.clone());
