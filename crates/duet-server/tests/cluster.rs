@@ -254,7 +254,8 @@ async fn redis_outage_makes_the_node_unhealthy_and_it_recovers_by_itself() {
     assert_eq!((peer_a, peer_b), (b.session_id.clone(), a.session_id.clone()));
 }
 
-/// Two nodes sharing one resume secret, with x on node a and y on node b matched to each other.
+/// Two nodes sharing one resume secret, with x on node a and y on node b matched to each other
+/// and holding the tokens that name their pairing.
 async fn paired_across_two_nodes(redis: &RedisServer) -> (TestServer, TestServer, Client, Client) {
     let key = || Some(duet_server::hub::token::TokenKey::new(b"one secret for the whole service".to_vec()));
     let hub = || HubConfig { resume_key: key(), ..HubConfig::default() };
@@ -268,16 +269,15 @@ async fn paired_across_two_nodes(redis: &RedisServer) -> (TestServer, TestServer
     y.send(queue(&[], None)).await;
     matched(&x.expect("matched").await);
     matched(&y.expect("matched").await);
+    x.expect("token").await;
+    y.expect("token").await;
     (node_a, node_b, x, y)
 }
 
 #[tokio::test]
 async fn a_node_stopped_mid_call_its_client_resumes_on_the_other_node_and_the_call_goes_on() {
     let redis = RedisServer::start();
-    let (mut node_a, node_b, mut x, mut y) = paired_across_two_nodes(&redis).await;
-    // The token that names the pairing.
-    x.expect("token").await;
-    y.expect("token").await;
+    let (mut node_a, node_b, x, mut y) = paired_across_two_nodes(&redis).await;
     let (token, x_id) = (x.token.clone(), x.session_id.clone());
 
     // Node a goes away; x reconnects to node b with its token.
@@ -383,8 +383,6 @@ async fn a_draining_node_leaves_the_shared_store_and_its_client_keeps_its_partne
     let redis = RedisServer::start();
     // x (node a) and y (node b) in a call; w waits in the pool and v alone in a room, both on a.
     let (mut node_a, node_b, mut x, mut y) = paired_across_two_nodes(&redis).await;
-    x.expect("token").await;
-    y.expect("token").await;
     let (token, x_id) = (x.token.clone(), x.session_id.clone());
     let mut w = Client::connect(&node_a.url).await;
     w.send(queue(&["chess"], None)).await;
