@@ -593,20 +593,7 @@ async fn run_pool(
     let scripts = Scripts { pool: redis::Script::new(POOL_SCRIPT), room: redis::Script::new(ROOM_SCRIPT) };
     let mut rng = StdRng::from_os_rng();
     loop {
-        let (first, done) = tokio::select! {
-            biased;
-            op = rx.recv() => match op {
-                Some(op) => (op, None),
-                None => return,
-            },
-            Some(done) = flush.recv() => match rx.try_recv() {
-                Ok(op) => (op, Some(done)),
-                Err(_) => {
-                    let _ = done.send(());
-                    continue;
-                }
-            },
-        };
+        let Some((first, done)) = next_or_flush(&mut rx, &mut flush).await else { return };
         let mut batch = vec![first];
         loop {
             while batch.len() < POOL_BATCH {
@@ -765,20 +752,7 @@ async fn send_remote(
 ) {
     let mut expired_at: HashMap<String, Instant> = HashMap::new();
     loop {
-        let (first, done) = tokio::select! {
-            biased;
-            m = rx.recv() => match m {
-                Some(m) => (m, None),
-                None => return,
-            },
-            Some(done) = flush.recv() => match rx.try_recv() {
-                Ok(m) => (m, Some(done)),
-                Err(_) => {
-                    let _ = done.send(());
-                    continue;
-                }
-            },
-        };
+        let Some((first, done)) = next_or_flush(&mut rx, &mut flush).await else { return };
         let mut batch = vec![first];
         // A flush sends everything queued; otherwise batches of at most 256.
         while done.is_some() || batch.len() < 256 {
@@ -899,6 +873,27 @@ async fn read_inbox(
                     debug!(error = %kind(&err), "trimming the inbox failed");
                 }
             });
+        }
+    }
+}
+
+/// The next queued item, or a flush request: with items queued, the first of them and the
+/// request (answered once they are sent); with none, the request is answered at once and the
+/// wait goes on. `None` once the queue is closed.
+async fn next_or_flush<T>(
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    flush: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) -> Option<(T, Option<oneshot::Sender<()>>)> {
+    loop {
+        tokio::select! {
+            biased;
+            item = rx.recv() => return item.map(|item| (item, None)),
+            Some(done) = flush.recv() => match rx.try_recv() {
+                Ok(item) => return Some((item, Some(done))),
+                Err(_) => {
+                    let _ = done.send(());
+                }
+            },
         }
     }
 }
