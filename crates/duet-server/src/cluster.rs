@@ -11,7 +11,12 @@
 //!   ([`StoreHealth`]), and when Redis is back the hub puts its queued sessions into the pool
 //!   again ([`Input::PoolRejoin`]: a restarted Redis may have lost it).
 //!
+//! - **Sessions** ([`directory`]): which node holds each session, and which nodes stopped
+//!   beating ([`Input::NodeDown`]), so that a pairing survives the death of a node.
+//!
 //! The key layout and the guarantees are described in `docs/SCALING.md`.
+
+pub mod directory;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -402,7 +407,8 @@ impl Cluster {
                 stop_rx.clone(),
             )),
             tokio::spawn(send_remote(commands.clone(), remote_rx, remote_flush_rx, stop_rx.clone())),
-            tokio::spawn(read_inbox(reader, commands.clone(), node.clone(), backend.clone(), stop_rx)),
+            tokio::spawn(read_inbox(reader, commands.clone(), node.clone(), backend.clone(), stop_rx.clone())),
+            tokio::spawn(directory::watch_nodes(commands.clone(), node.clone(), backend.clone(), stop_rx)),
         ];
         Ok(Self { health, backend, service, node, conn: commands, tasks, stop, pool_flush, remote_flush })
     }
@@ -433,7 +439,9 @@ impl Cluster {
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(stats_key(&self.node)).ignore();
         pipe.cmd("SREM").arg(NODES_KEY).arg(&self.node).ignore();
-        pipe.cmd("HDEL").arg(ALIVE_KEY).arg(&self.node).ignore();
+        // A heartbeat that is over: other nodes take this node for gone at once (their sessions'
+        // partners here wait for them to come back elsewhere), and never pair what it left.
+        pipe.cmd("HSET").arg(ALIVE_KEY).arg(&self.node).arg(0).ignore();
         // Messages still arriving are for sessions that moved; a restart under the same id
         // starts with an empty inbox.
         pipe.cmd("DEL").arg(inbox_key(&self.node)).ignore();
@@ -574,10 +582,12 @@ struct PoolWorker {
 /// Most pool and room requests sent to Redis in one pipeline.
 const POOL_BATCH: usize = 128;
 
-/// The node's two scripts.
+/// The node's scripts.
 struct Scripts {
     pool: redis::Script,
     room: redis::Script,
+    claim: redis::Script,
+    release: redis::Script,
 }
 
 /// Runs the node's pool and room requests in the order emitted: whatever is queued goes to
@@ -590,7 +600,12 @@ async fn run_pool(
     mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let scripts = Scripts { pool: redis::Script::new(POOL_SCRIPT), room: redis::Script::new(ROOM_SCRIPT) };
+    let scripts = Scripts {
+        pool: redis::Script::new(POOL_SCRIPT),
+        room: redis::Script::new(ROOM_SCRIPT),
+        claim: redis::Script::new(directory::CLAIM_SCRIPT),
+        release: redis::Script::new(directory::RELEASE_SCRIPT),
+    };
     let mut rng = StdRng::from_os_rng();
     loop {
         let Some((first, done)) = next_or_flush(&mut rx, &mut flush).await else { return };
@@ -628,8 +643,9 @@ impl PoolWorker {
     ) -> bool {
         let mut pipe = redis::pipe();
         // Loading first makes the EVALSHAs below work on a Redis that restarted empty.
-        pipe.load_script(&scripts.pool).ignore();
-        pipe.load_script(&scripts.room).ignore();
+        for script in [&scripts.pool, &scripts.room, &scripts.claim, &scripts.release] {
+            pipe.load_script(script).ignore();
+        }
         for op in &ops {
             let inv = self.invocation(op, scripts);
             pipe.invoke_script(&inv);
@@ -655,7 +671,11 @@ impl PoolWorker {
                 PoolOp::JoinCode { code, entry, .. } => {
                     self.code_answer(code, entry, redis::from_redis_value(answer).unwrap_or_default())
                 }
-                PoolOp::Leave { .. } | PoolOp::LeaveCode { .. } => {}
+                PoolOp::Claim { session, .. } => {
+                    let answer = redis::from_redis_value(answer).unwrap_or_default();
+                    self.backend.input(Input::Claimed(Box::new(directory::claimed(session, answer))));
+                }
+                PoolOp::Leave { .. } | PoolOp::LeaveCode { .. } | PoolOp::Release { .. } => {}
             }
         }
         true
@@ -686,6 +706,10 @@ impl PoolWorker {
                 inv.arg("leave").arg(session).arg("").arg(0).arg(ROOM_TTL_SECS);
                 inv
             }
+            PoolOp::Claim { session, partner } => {
+                directory::claim(&scripts.claim, &self.node, session, partner.as_deref())
+            }
+            PoolOp::Release { session } => directory::release(&scripts.release, &self.node, session),
         }
     }
 

@@ -4,62 +4,17 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod process;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Read;
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use duet_proto::*;
 use futures_util::SinkExt;
+use process::*;
 use tokio_tungstenite::tungstenite::Message;
-
-const BIN: &str = env!("CARGO_BIN_EXE_duet-server");
-
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
-    spawn_on("127.0.0.1:0", args, env)
-}
-
-fn spawn_on(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--listen", listen]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn duet-server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("ws://")).expect("address line").to_string();
-    Proc { child, url }
-}
-
-fn sigterm(p: &Proc) {
-    let status = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(p: &mut Proc, within: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < within, "process did not exit within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[tokio::test]
 async fn sigterm_closes_every_socket_as_going_away_and_exits_cleanly() {

@@ -1,9 +1,11 @@
 //! Several nodes sharing one pool through a real `redis-server` (started here, on loopback):
-//! health while Redis is away, pairing across nodes, relay in order, the race for partners.
+//! health while Redis is away, pairing across nodes, relay in order, the race for partners,
+//! and pairings that outlive a killed node (real `duet-server` processes, SIGKILL).
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod process;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -556,4 +558,95 @@ async fn entries_of_a_node_that_stopped_beating_are_never_paired() {
     c.send(queue(&[], None)).await;
     let (_, peer, _, _) = matched(&c.expect("matched").await);
     assert_eq!(peer, a.session_id);
+}
+
+/// A node as a real `duet-server` process on the service in `redis`, sharing one resume secret.
+fn node_process(redis: &RedisServer, id: &str) -> process::Proc {
+    let url = redis.url();
+    process::spawn(&["--redis", &url, "--node-id", id], &[("DUET_RESUME_SECRET", "one secret for the whole service")])
+}
+
+/// Connects to `url` until the node answers (a fresh process may still be reaching Redis).
+async fn connect_when_ready(url: &str) -> Client {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = Client::connect(url).await;
+        c.send(queue(&[], None)).await;
+        match c.recv().await.msg {
+            ServerMessage::Queued { .. } => return c,
+            other => assert!(std::time::Instant::now() < deadline, "node not ready: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_client_resumes_on_a_third_node_and_the_pairing_goes_on_with_nothing_lost() {
+    let redis = RedisServer::start();
+    let (node_a, node_b, node_c) = (node_process(&redis, "a"), node_process(&redis, "b"), node_process(&redis, "c"));
+    let mut x = connect_when_ready(&node_a.url).await;
+    wait_pool(&redis, 1).await;
+    let mut y = connect_when_ready(&node_b.url).await;
+    matched(&x.expect("matched").await);
+    matched(&y.expect("matched").await);
+    x.expect("token").await;
+    y.expect("token").await;
+    let (token, x_id) = (x.token.clone(), x.session_id.clone());
+
+    // Node a dies without a word. Its heartbeat runs out within 5 s: y is told its partner is
+    // reconnecting, and what y signals meanwhile waits for it.
+    drop(node_a);
+    drop(x);
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    let grace = loop {
+        match y.next().await {
+            Got::Frame(ServerFrame { msg: ServerMessage::PeerReconnecting { grace_ms }, .. }) => break grace_ms,
+            Got::Frame(_) => {}
+            Got::Closed(c) => panic!("y lost its socket: {c:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline);
+    };
+    assert!(grace >= 10_000, "{grace}");
+    y.send(ClientMessage::Signal { payload: offer("v=0 while x was away"), generation: Some(3) }).await;
+    y.expect("ok").await;
+
+    // x comes back on node c, neither its old node nor its partner's.
+    let mut x = Client::hello_on(raw(&node_c.url).await, Some(token)).await;
+    x.ids_from(100);
+    assert_eq!(x.session_id, x_id, "the same session, restored from its token");
+    x.expect("peer_resumed").await;
+    y.expect("peer_resumed").await;
+    let f = x.expect("signal").await;
+    assert!(matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer("v=0 while x was away")));
+    x.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(4) }).await;
+    let f = y.expect("signal").await;
+    assert!(matches!(f.msg, ServerMessage::Signal { payload: SignalPayload::Restart, generation: Some(4) }));
+    // And the pairing still ends as pairings do: x leaves, y hears it.
+    x.send(ClientMessage::Leave).await;
+    let f = y.expect("peer_left").await;
+    assert!(matches!(f.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::Left }), "{f:?}");
+    drop((node_b, node_c));
+}
+
+#[tokio::test]
+async fn a_token_used_on_another_node_closes_the_first_copy_and_the_pairing_follows_it() {
+    let redis = RedisServer::start();
+    let (node_a, node_b, mut x, mut y) = paired_across_two_nodes(&redis).await;
+    let key = Some(duet_server::hub::token::TokenKey::new(b"one secret for the whole service".to_vec()));
+    let node_c = node(&redis, "node-c", HubConfig { resume_key: key, ..HubConfig::default() }).await;
+    // x's token is used on node c while x is still connected to node a.
+    let mut x2 = Client::hello_on(raw(&node_c.url).await, Some(x.token.clone())).await;
+    x2.ids_from(100);
+    assert_eq!(x2.session_id, x.session_id);
+    let close = x.expect_close().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 4000, "{close:?}");
+    x2.expect("peer_resumed").await;
+    y.expect("peer_resumed").await;
+    y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(5) }).await;
+    assert!(matches!(x2.expect("signal").await.msg, ServerMessage::Signal { generation: Some(5), .. }));
+    // Node a holds no copy any more: one session, on node c.
+    let (_, stats) = node_a.get("/api/webrtc/stats").await;
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!((v["node"].as_str(), v["sessions"].as_u64()), (Some("node-a"), Some(0)), "{stats}");
+    drop(node_b);
 }

@@ -73,6 +73,31 @@ pub enum PoolOp {
         /// The session's public id.
         session: String,
     },
+    /// This node now holds `session` (new, or restored from its token): record it in the
+    /// session directory, and say where it was before and where `partner` is. Answered with
+    /// [`super::Input::Claimed`].
+    Claim {
+        /// The session's public id.
+        session: String,
+        /// The partner its token names, if any.
+        partner: Option<String>,
+    },
+    /// `session` ended on this node: its directory entry goes (if it is still this node's).
+    Release {
+        /// The session's public id.
+        session: String,
+    },
+}
+
+/// The session directory's answer to a [`PoolOp::Claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The session claimed.
+    pub session: String,
+    /// The node that held it before, if another one did.
+    pub previous: Option<String>,
+    /// The node holding the partner the token named, if it is in the directory.
+    pub partner_node: Option<String>,
 }
 
 /// What the shared store did with a [`PoolOp::JoinCode`].
@@ -126,6 +151,14 @@ pub enum RemoteMsg {
         /// The newcomer (polite).
         joiner: Box<PoolEntry>,
     },
+    /// `session` now lives on `node` (restored there from its token): the receiving node drops
+    /// its copy without ending the session's pairing.
+    Taken {
+        /// The session's public id.
+        session: String,
+        /// Its new node.
+        node: String,
+    },
     /// From a session to its partner on the receiving node.
     Peer {
         /// The receiving session's public id.
@@ -163,6 +196,17 @@ pub enum PeerEvent {
         /// Whether the receiver goes back into the queue.
         requeue: bool,
     },
+    /// The sender was restored from its token on `node` (its old node died or it moved): the
+    /// pairing goes on there. Answered with [`PeerEvent::Rejoined`].
+    Rejoin {
+        /// The sender's node now.
+        node: String,
+    },
+    /// The receiver's [`PeerEvent::Rejoin`] was taken: its partner is on `node`.
+    Rejoined {
+        /// The sender's node.
+        node: String,
+    },
 }
 
 /// The partner of a room's only local member, on another node.
@@ -172,6 +216,17 @@ pub(super) struct RemotePeer {
     pub node: String,
     /// Whether the local member is the polite side.
     pub polite_here: bool,
+    /// The partner's node stopped beating: the member was told `peer_reconnecting`, and its
+    /// signals wait in `held` until the partner is back (on any node).
+    pub lost: bool,
+    /// Signals for the partner while it is lost (at most [`super::failover::MAX_HELD`]).
+    pub held: Vec<PeerEvent>,
+}
+
+impl RemotePeer {
+    pub(super) fn new(session: &str, node: &str, polite_here: bool) -> Self {
+        Self { session: session.to_string(), node: node.to_string(), polite_here, lost: false, held: Vec::new() }
+    }
 }
 
 impl Hub {
@@ -296,11 +351,7 @@ impl Hub {
                         self.take_from_queue(key);
                         let room = self.next_room;
                         self.next_room += 1;
-                        let peer = RemotePeer {
-                            session: remote.session.clone(),
-                            node: remote.node.clone(),
-                            polite_here: polite,
-                        };
+                        let peer = RemotePeer::new(&remote.session, &remote.node, polite);
                         let r = Room {
                             name: m.room.clone(),
                             code: None,
@@ -426,7 +477,7 @@ impl Hub {
                 }
             }
             CodeOutcome::Paired(w) => {
-                let peer = RemotePeer { session: w.session.clone(), node: w.node.clone(), polite_here: true };
+                let peer = RemotePeer::new(&w.session, &w.node, true);
                 let room = self.open_code_room(key, &code, Some(peer));
                 self.reply(key, p.id, ServerMessage::RoomJoined { code });
                 self.announce_remote_match(now, room, key, &w, true);
@@ -450,9 +501,7 @@ impl Hub {
         match room {
             Some((key, room)) => {
                 if let Some(r) = self.rooms.get_mut(&room) {
-                    let peer =
-                        RemotePeer { session: joiner.session.clone(), node: joiner.node.clone(), polite_here: false };
-                    r.remote = Some(peer);
+                    r.remote = Some(RemotePeer::new(&joiner.session, &joiner.node, false));
                 }
                 self.announce_remote_match(now, room, key, joiner, false);
             }
@@ -524,15 +573,22 @@ impl Hub {
         self.rooms.get(&room)?.remote.as_ref()
     }
 
-    /// Tells the remote partner of `key` about `event`; false if it has none.
+    /// Tells the remote partner of `key` about `event` (a signal for a lost partner is held
+    /// until it is back); false if it has none.
     pub(super) fn tell_remote(&mut self, key: u64, event: PeerEvent) -> bool {
-        let Some(peer) = self.remote_partner(key).cloned() else { return false };
+        let State::InRoom(room) = self.state(key) else { return false };
+        let Some(peer) = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut()) else { return false };
+        if peer.lost && matches!(event, PeerEvent::Signal { .. }) {
+            super::failover::hold(peer, event);
+            return true;
+        }
+        let (node, to) = (peer.node.clone(), peer.session.clone());
         let from = self.public_id(key).to_string();
-        self.emit_remote(&peer.node, &peer.session, &from, event);
+        self.emit_remote(&node, &to, &from, event);
         true
     }
 
-    fn emit_remote(&mut self, node: &str, to: &str, from: &str, event: PeerEvent) {
+    pub(super) fn emit_remote(&mut self, node: &str, to: &str, from: &str, event: PeerEvent) {
         let msg = RemoteMsg::Peer { to: to.to_string(), from: from.to_string(), event };
         self.out.push_back(Output::Remote { node: node.to_string(), msg: Box::new(msg) });
     }
@@ -545,62 +601,82 @@ impl Hub {
         let (to, from, event) = match msg {
             RemoteMsg::Matched(m) => return self.pool_matched(now, *m),
             RemoteMsg::CodePaired { code, waiting, joiner } => return self.code_paired(now, &code, &waiting, &joiner),
+            RemoteMsg::Taken { session, node } => return self.taken(&session, &node),
             RemoteMsg::Peer { to, from, event } => (to, from, event),
         };
         let Some(key) = self.by_public.get(&to).copied() else {
             debug!(session = %to, "message for a session not on this node; dropped");
             return;
         };
+        let event = match event {
+            PeerEvent::Rejoin { node } => return self.rejoin(key, &from, &node),
+            PeerEvent::Rejoined { node } => return self.rejoined(key, &from, &node),
+            event => event,
+        };
         let State::InRoom(room) = self.state(key) else { return };
         if self.rooms.get(&room).and_then(|r| r.remote.as_ref()).is_none_or(|p| p.session != from) {
             debug!(session = %to, "message from a former partner; dropped");
             return;
         }
+        // A partner whose node seemed dead is heard from again: it never left.
+        self.partner_heard(key, room);
         match event {
             PeerEvent::Signal { payload, generation } => {
                 self.send(key, None, ServerMessage::Signal { payload, generation })
             }
             PeerEvent::Reconnecting { grace_ms } => self.send(key, None, ServerMessage::PeerReconnecting { grace_ms }),
             PeerEvent::Resumed => self.send(key, None, ServerMessage::PeerResumed),
-            PeerEvent::Left { reason, requeue } => {
-                // In a room by code the member stays and waits for someone else, as in one process.
-                let by_code = self.rooms.get(&room).is_some_and(|r| r.code.is_some());
-                match self.rooms.get_mut(&room) {
-                    Some(r) if by_code => r.remote = None,
-                    _ => {
-                        self.rooms.remove(&room);
-                    }
-                }
-                let requeue = requeue && !by_code;
-                let cooldown = now.mono + self.cfg.rematch_cooldown;
-                if let Some(s) = self.sessions.get_mut(&key) {
-                    if !by_code {
-                        s.state = State::Idle;
-                    }
-                    match reason {
-                        PeerLeftReason::Blocked | PeerLeftReason::Reported => {
-                            if s.blocked_remote.len() == MAX_BLOCKED {
-                                s.blocked_remote.remove(0);
-                            }
-                            s.blocked_remote.push(from.clone());
-                        }
-                        PeerLeftReason::Next => s.remember_remote_partner(from.clone(), cooldown, now.mono),
-                        _ => {}
-                    }
-                }
-                info!(room, session = %to, reason = ?reason, "partner on another node left");
-                self.send(key, None, ServerMessage::PeerLeft { reason });
-                if requeue {
-                    self.enqueue(now, key, None);
-                }
-                self.reissue_token(now, key);
+            PeerEvent::Left { reason, requeue } => self.remote_left(now, key, room, &from, reason, requeue),
+            PeerEvent::Rejoin { .. } | PeerEvent::Rejoined { .. } => {}
+        }
+    }
+
+    /// The partner on another node left the pairing (or never came back: `Timeout`).
+    pub(super) fn remote_left(
+        &mut self,
+        now: Now,
+        key: u64,
+        room: u64,
+        from: &str,
+        reason: PeerLeftReason,
+        requeue: bool,
+    ) {
+        // In a room by code the member stays and waits for someone else, as in one process.
+        let by_code = self.rooms.get(&room).is_some_and(|r| r.code.is_some());
+        match self.rooms.get_mut(&room) {
+            Some(r) if by_code => r.remote = None,
+            _ => {
+                self.rooms.remove(&room);
             }
         }
+        let requeue = requeue && !by_code;
+        let cooldown = now.mono + self.cfg.rematch_cooldown;
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if !by_code {
+                s.state = State::Idle;
+            }
+            match reason {
+                PeerLeftReason::Blocked | PeerLeftReason::Reported => {
+                    if s.blocked_remote.len() == MAX_BLOCKED {
+                        s.blocked_remote.remove(0);
+                    }
+                    s.blocked_remote.push(from.to_string());
+                }
+                PeerLeftReason::Next => s.remember_remote_partner(from.to_string(), cooldown, now.mono),
+                _ => {}
+            }
+        }
+        info!(room, session = %self.public_id(key), reason = ?reason, "partner on another node left");
+        self.send(key, None, ServerMessage::PeerLeft { reason });
+        if requeue {
+            self.enqueue(now, key, None);
+        }
+        self.reissue_token(now, key);
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::{Duration, Instant};
 
     use duet_proto::{ClientFrame, ClientMessage, ServerFrame, parse_server_frame};
@@ -609,47 +685,66 @@ mod tests {
     use crate::hub::{ConnId, HubConfig, Input};
 
     /// A clustered hub on node "here", with what it sent to clients, the pool and other nodes.
-    struct Node {
-        hub: Hub,
-        now: Instant,
-        frames: Vec<(ConnId, ServerFrame)>,
-        pool: Vec<PoolOp>,
-        remote: Vec<(String, RemoteMsg)>,
+    pub(in crate::hub) struct Node {
+        pub hub: Hub,
+        pub now: Instant,
+        pub frames: Vec<(ConnId, ServerFrame)>,
+        pub pool: Vec<PoolOp>,
+        pub remote: Vec<(String, RemoteMsg)>,
+        pub closed: Vec<ConnId>,
     }
 
     impl Node {
         fn new() -> Self {
+            Self::named("here", None)
+        }
+
+        /// A clustered hub on node `name`, signing tokens with `key` (random without).
+        pub fn named(name: &str, key: Option<crate::hub::token::TokenKey>) -> Self {
             let cfg = HubConfig {
                 rng_seed: Some(3),
                 idle_timeout: Duration::from_secs(3600),
-                cluster_node: Some("here".into()),
+                cluster_node: Some(name.into()),
+                resume_key: key,
                 ..HubConfig::default()
             };
-            Self { hub: Hub::new(cfg, "test"), now: Instant::now(), frames: vec![], pool: vec![], remote: vec![] }
+            let hub = Hub::new(cfg, "test");
+            Self { hub, now: Instant::now(), frames: vec![], pool: vec![], remote: vec![], closed: vec![] }
         }
 
-        fn now(&self) -> Now {
+        pub fn now(&self) -> Now {
             Now { mono: self.now, unix_secs: 1_700_000_000 }
         }
 
-        fn input(&mut self, input: Input) {
+        pub fn input(&mut self, input: Input) {
             self.hub.handle(self.now(), input);
+            self.drain();
+        }
+
+        /// Runs the timers due after `d`.
+        pub fn advance(&mut self, d: Duration) {
+            self.now += d;
+            self.hub.handle_timeout(self.now());
+            self.drain();
+        }
+
+        fn drain(&mut self) {
             while let Some(out) = self.hub.poll_output() {
                 match out {
                     Output::Send { conn, text } => self.frames.push((conn, parse_server_frame(&text).unwrap())),
-                    Output::Close { .. } => {}
+                    Output::Close { conn, .. } => self.closed.push(conn),
                     Output::Pool(op) => self.pool.push(*op),
                     Output::Remote { node, msg } => self.remote.push((node, *msg)),
                 }
             }
         }
 
-        fn msg(&mut self, conn: ConnId, msg: ClientMessage) {
+        pub fn msg(&mut self, conn: ConnId, msg: ClientMessage) {
             self.input(Input::Frame(conn, ClientFrame::new(msg)));
         }
 
         /// A connected session; returns its connection and public id.
-        fn client(&mut self, n: u64) -> (ConnId, String) {
+        pub fn client(&mut self, n: u64) -> (ConnId, String) {
             let conn = ConnId(n);
             self.input(Input::Opened(conn));
             self.msg(conn, ClientMessage::Hello { version: 1, resume_token: None, client: None });
@@ -664,20 +759,20 @@ mod tests {
             (conn, id)
         }
 
-        fn last_to(&self, conn: ConnId) -> &ServerMessage {
+        pub fn last_to(&self, conn: ConnId) -> &ServerMessage {
             &self.frames.iter().rev().find(|(c, _)| *c == conn).unwrap().1.msg
         }
 
-        fn kinds_to(&self, conn: ConnId) -> Vec<&'static str> {
+        pub fn kinds_to(&self, conn: ConnId) -> Vec<&'static str> {
             self.frames.iter().filter(|(c, _)| *c == conn).map(|(_, f)| f.msg.kind()).collect()
         }
     }
 
-    fn join() -> ClientMessage {
+    pub fn join() -> ClientMessage {
         ClientMessage::JoinQueue { interests: vec!["Music".into()], language: Some("en-GB".into()) }
     }
 
-    fn remote_entry(session: &str) -> PoolEntry {
+    pub fn remote_entry(session: &str) -> PoolEntry {
         PoolEntry {
             session: session.into(),
             node: "there".into(),
@@ -689,7 +784,7 @@ mod tests {
         }
     }
 
-    fn joined(node: &Node) -> Vec<PoolEntry> {
+    pub fn joined(node: &Node) -> Vec<PoolEntry> {
         node.pool.iter().filter_map(|op| if let PoolOp::Join(e) = op { Some(e.clone()) } else { None }).collect()
     }
 
@@ -753,13 +848,7 @@ mod tests {
         assert_eq!(tail, ["token", "queued", "peer_left"]);
         let again = joined(&n).pop().unwrap();
         assert_eq!(again.avoid, vec!["far".to_string()]);
-        n.now += Duration::from_secs(31);
-        n.hub.handle_timeout(n.now());
-        while let Some(out) = n.hub.poll_output() {
-            if let Output::Pool(op) = out {
-                n.pool.push(*op);
-            }
-        }
+        n.advance(Duration::from_secs(31));
         assert!(
             matches!(n.pool.last(), Some(PoolOp::Retry(e)) if e.avoid.is_empty()),
             "cooldown over: {:?}",

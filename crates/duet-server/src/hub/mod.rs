@@ -8,13 +8,14 @@
 
 mod blocks;
 mod cluster;
+mod failover;
 mod matching;
 mod session;
 #[cfg(test)]
 mod tests;
 pub mod token;
 
-pub use cluster::{CodeOutcome, CodeReply, PeerEvent, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
+pub use cluster::{Claimed, CodeOutcome, CodeReply, PeerEvent, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -139,6 +140,10 @@ pub enum Input {
     PoolRejoin,
     /// The shared store's answer to a [`PoolOp::JoinCode`] of this node.
     CodeReply(Box<CodeReply>),
+    /// The session directory's answer to a [`PoolOp::Claim`] of this node.
+    Claimed(Box<Claimed>),
+    /// Another node's heartbeat ran out: it is taken for dead.
+    NodeDown(String),
 }
 
 /// What the driver must do.
@@ -222,6 +227,8 @@ enum Timer {
     Rematch(u64, u64),
     /// A restored session's partner had this long to come back to the room.
     AwaitPartner(u64),
+    /// The partner (this public id) on another node, whose node died, had this long to come back.
+    AwaitRemote(u64, String),
 }
 
 /// A `hello` as received, with its frame's id and ack.
@@ -349,6 +356,8 @@ impl Hub {
             Input::Remote(msg) => self.remote(now, msg),
             Input::PoolRejoin => self.pool_rejoin(now),
             Input::CodeReply(r) => self.code_reply(now, *r),
+            Input::Claimed(c) => self.claimed(*c),
+            Input::NodeDown(node) => self.node_down(now, &node),
         }
     }
 
@@ -378,6 +387,7 @@ impl Hub {
                     }
                 }
                 Timer::AwaitPartner(room) => self.partner_not_back(now, room),
+                Timer::AwaitRemote(room, session) => self.remote_not_back(now, room, &session),
                 Timer::Rematch(key, ticket) => {
                     let still = self
                         .sessions
@@ -609,6 +619,7 @@ impl Hub {
     /// Rebuilds a session from its token, and its pairing once both partners are back.
     fn restore(&mut self, now: Now, conn: ConnId, id: Option<u64>, client: Option<ClientInfo>, claims: Claims) {
         let key = self.add_session(now, conn, claims.session.clone(), client);
+        self.claim(key, claims.pairing.as_ref().map(|p| p.partner.clone()));
         self.stats.resumes_total += 1;
         self.stats.sessions_restored_total += 1;
         info!(session = %claims.session, paired = claims.pairing.is_some(), "session restored from its token");
@@ -738,6 +749,7 @@ impl Hub {
         let client_name = client.as_ref().map_or_else(|| "-".into(), |c| loggable(&c.name));
         info!(session = %public_id, client = ?client_name, "session started");
         let key = self.add_session(now, conn, public_id, client);
+        self.claim(key, None);
         self.welcome(now, key, id, false, 0, false);
     }
 
@@ -867,6 +879,7 @@ impl Hub {
             }
             State::Idle => {}
         }
+        self.release(key);
         if let Some(s) = self.sessions.remove(&key) {
             self.by_public.remove(&s.public_id);
             info!(session = %s.public_id, "session ended: grace period over");

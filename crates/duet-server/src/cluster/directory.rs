@@ -1,0 +1,139 @@
+//! The session directory and the watch on other nodes' heartbeats (see `hub::failover`).
+//!
+//! - `duet:{pool}:home:<session>` holds the node of a live session: set by [`CLAIM_SCRIPT`] when
+//!   a node takes a session (new or restored), removed by [`RELEASE_SCRIPT`] when it ends there,
+//!   and expiring with the session's restorable age otherwise (its node died and nobody came back).
+//! - [`watch_nodes`] reads every node's heartbeat ([`ALIVE_KEY`]) each [`WATCH_EVERY`] and feeds
+//!   [`Input::NodeDown`] once for each node whose heartbeat ran out.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::{ALIVE_KEY, kind, stopped_during};
+use crate::backend::{Backend, InMemoryBackend};
+use crate::hub::{Claimed, Input, MAX_RESTORE_AGE_SECS};
+
+/// Prefix of the directory's keys (in the pool's hash slot: a claim reads two of them).
+pub const HOME_KEY_PREFIX: &str = "duet:{pool}:home:";
+
+/// The directory key of `session`.
+pub fn home_key(session: &str) -> String {
+    format!("{HOME_KEY_PREFIX}{session}")
+}
+
+/// Takes a session for a node. KEYS: the session's home, the partner's home (optional). ARGV:
+/// node id, TTL (s). Returns `{previous node or '', partner's node or ''}`.
+pub const CLAIM_SCRIPT: &str = r#"
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+local partner = false
+if KEYS[2] then partner = redis.call('GET', KEYS[2]) end
+return {previous or '', partner or ''}
+"#;
+
+/// Ends a session's entry if it is still the node's. KEYS: the session's home. ARGV: node id.
+pub const RELEASE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"#;
+
+/// How long a directory entry outlives its last claim: as long as its token can be restored.
+pub const HOME_TTL_SECS: u64 = MAX_RESTORE_AGE_SECS;
+
+/// The claim script's call for `session` (and the partner its token names).
+pub fn claim<'a>(
+    script: &'a redis::Script,
+    node: &str,
+    session: &str,
+    partner: Option<&str>,
+) -> redis::ScriptInvocation<'a> {
+    let mut inv = script.key(home_key(session));
+    if let Some(p) = partner {
+        inv.key(home_key(p));
+    }
+    inv.arg(node).arg(HOME_TTL_SECS);
+    inv
+}
+
+/// The release script's call for `session`.
+pub fn release<'a>(script: &'a redis::Script, node: &str, session: &str) -> redis::ScriptInvocation<'a> {
+    let mut inv = script.key(home_key(session));
+    inv.arg(node);
+    inv
+}
+
+/// The claim script's answer, as the hub takes it.
+pub fn claimed(session: String, answer: Vec<String>) -> Claimed {
+    let node = |i: usize| answer.get(i).filter(|n| !n.is_empty()).cloned();
+    Claimed { session, previous: node(0), partner_node: node(1) }
+}
+
+/// How often other nodes' heartbeats are read.
+pub const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// A heartbeat over for this long is removed from [`ALIVE_KEY`] (the node is long gone).
+const FORGET_AFTER_MS: u64 = 3_600_000;
+
+/// Which nodes' heartbeats are over, from the heartbeat hash and Redis's clock (ms).
+pub fn dead_nodes(beats: &HashMap<String, u64>, now_ms: u64) -> HashSet<String> {
+    beats.iter().filter(|(_, until)| **until < now_ms).map(|(n, _)| n.clone()).collect()
+}
+
+/// Feeds [`Input::NodeDown`] for every other node whose heartbeat runs out while this node
+/// watches (nodes already dead when it starts are not reported).
+pub async fn watch_nodes(
+    mut conn: ConnectionManager,
+    node: String,
+    backend: Arc<InMemoryBackend>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut dead: Option<HashSet<String>> = None;
+    loop {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(ALIVE_KEY).cmd("TIME");
+        match pipe.query_async::<(HashMap<String, u64>, (u64, u64))>(&mut conn).await {
+            Ok((beats, (secs, micros))) => {
+                let now_ms = secs * 1000 + micros / 1000;
+                let now_dead = dead_nodes(&beats, now_ms);
+                if let Some(known) = &dead {
+                    for gone in now_dead.difference(known).filter(|n| **n != node) {
+                        info!(node = %gone, "a node's heartbeat ran out");
+                        backend.input(Input::NodeDown(gone.clone()));
+                    }
+                }
+                let forgotten: Vec<&String> =
+                    beats.iter().filter(|(_, until)| **until + FORGET_AFTER_MS < now_ms).map(|(n, _)| n).collect();
+                if !forgotten.is_empty() {
+                    let _ = redis::cmd("HDEL").arg(ALIVE_KEY).arg(forgotten).query_async::<()>(&mut conn).await;
+                }
+                dead = Some(now_dead);
+            }
+            Err(err) => debug!(error = %kind(&err), "reading heartbeats failed"),
+        }
+        if stopped_during(&mut stop, WATCH_EVERY).await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_dead_once_its_heartbeat_is_over() {
+        let beats = HashMap::from([("a".to_string(), 1_000), ("b".to_string(), 5_000)]);
+        assert_eq!(dead_nodes(&beats, 999), HashSet::new());
+        assert_eq!(dead_nodes(&beats, 1_001), HashSet::from(["a".to_string()]));
+    }
+
+    #[test]
+    fn an_empty_answer_part_is_no_node() {
+        let c = claimed("s".into(), vec!["".into(), "node-b".into()]);
+        assert_eq!((c.previous, c.partner_node), (None, Some("node-b".into())));
+    }
+}

@@ -1,0 +1,376 @@
+//! A pairing across nodes outlives the death of either node. Still free of I/O.
+//!
+//! - **Session directory.** Every session a clustered node holds is claimed in the shared store
+//!   ([`PoolOp::Claim`]), and released when it ends. The answer ([`Claimed`]) says which node
+//!   held the session before and which node holds the partner its token names.
+//! - **One copy.** A session restored from its token on another node is dropped by the node that
+//!   held it ([`RemoteMsg::Taken`]), without ending its pairing: a token is never live twice.
+//! - **Rejoin.** The restored session tells its partner's node where it is now
+//!   ([`PeerEvent::Rejoin`]); that node answers ([`PeerEvent::Rejoined`]) and both clients get
+//!   `peer_resumed`, whichever nodes they are on.
+//! - **A dead node.** When a node's heartbeat runs out ([`super::Input::NodeDown`]), its remote
+//!   partners here hear `peer_reconnecting`; their signals are held until the partner is back,
+//!   and after the grace period they hear `peer_left` with `timeout`.
+
+use std::cmp::Reverse;
+
+use duet_proto::{PeerLeftReason, ServerMessage};
+use tracing::{debug, info};
+
+use super::cluster::{Claimed, PeerEvent, PoolOp, RemoteMsg, RemotePeer};
+use super::session::State;
+use super::{CLOSE_REPLACED, Hub, Now, Output, Timer};
+
+/// Signals held for a lost partner, at most; older ones are dropped first (the clients
+/// renegotiate after `peer_resumed` anyway).
+pub(super) const MAX_HELD: usize = 64;
+
+/// Holds `event` for the lost partner `peer`.
+pub(super) fn hold(peer: &mut RemotePeer, event: PeerEvent) {
+    if peer.held.len() == MAX_HELD {
+        peer.held.remove(0);
+    }
+    peer.held.push(event);
+}
+
+impl Hub {
+    /// The session `key` now lives on this node (`partner`: the partner its token names).
+    pub(super) fn claim(&mut self, key: u64, partner: Option<String>) {
+        if self.clustered() {
+            let session = self.public_id(key).to_string();
+            self.out.push_back(Output::Pool(Box::new(PoolOp::Claim { session, partner })));
+        }
+    }
+
+    /// The session `key` ended on this node.
+    pub(super) fn release(&mut self, key: u64) {
+        if self.clustered() {
+            let session = self.public_id(key).to_string();
+            self.out.push_back(Output::Pool(Box::new(PoolOp::Release { session })));
+        }
+    }
+
+    /// The directory's answer to a claim: the old copy is dropped, and a restored session that
+    /// waits for its partner asks the partner's node to rejoin the pair.
+    pub(super) fn claimed(&mut self, c: Claimed) {
+        let Some(here) = self.cfg.cluster_node.clone() else { return };
+        let Some(key) = self.by_public.get(&c.session).copied() else { return };
+        if let Some(previous) = c.previous.filter(|n| *n != here) {
+            debug!(session = %c.session, node = %previous, "session restored here; its old copy is dropped");
+            let msg = RemoteMsg::Taken { session: c.session.clone(), node: here.clone() };
+            self.out.push_back(Output::Remote { node: previous, msg: Box::new(msg) });
+        }
+        let State::InRoom(room) = self.state(key) else { return };
+        let awaited = self.rooms.get(&room).and_then(|r| r.awaiting.as_ref()).map(|(p, _)| p.clone());
+        if let (Some(partner), Some(node)) = (awaited, c.partner_node.filter(|n| *n != here)) {
+            info!(session = %c.session, partner = %partner, node = %node, "asking the partner's node to rejoin the pair");
+            self.emit_remote(&node, &partner, &c.session, PeerEvent::Rejoin { node: here });
+        }
+    }
+
+    /// Another node restored `session` from its token: the copy here goes, and its pairing is
+    /// left for the new node to rejoin.
+    pub(super) fn taken(&mut self, session: &str, node: &str) {
+        let Some(key) = self.by_public.get(session).copied() else { return };
+        if let Some(conn) = self.sessions.get(&key).and_then(|s| s.conn) {
+            // The same token is in use on another node: this socket is the stale one.
+            self.conns.remove(&conn);
+            self.out.push_back(Output::Close { conn, code: CLOSE_REPLACED, reason: "session moved to another server" });
+        }
+        match self.state(key) {
+            State::Queued { .. } => {
+                self.take_from_queue(key);
+            }
+            State::InRoom(room) => {
+                let Some(r) = self.rooms.get_mut(&room) else { return };
+                match r.members.iter().copied().find(|m| *m != key) {
+                    // A pair within this node: the partner stays, with the session on `node`.
+                    Some(other) => {
+                        let polite_here = r.members.first() != Some(&other);
+                        r.members.retain(|m| *m != key);
+                        r.remote = Some(RemotePeer::new(session, node, polite_here));
+                    }
+                    None => {
+                        if let Some(code) = self.rooms.remove(&room).and_then(|r| r.code)
+                            && self.codes.get(&code) == Some(&room)
+                        {
+                            self.codes.remove(&code);
+                        }
+                    }
+                }
+            }
+            State::Idle => {}
+        }
+        self.sessions.remove(&key);
+        self.by_public.remove(session);
+        info!(session = %session, node = %node, "session moved to another node; the copy here is dropped");
+    }
+
+    /// `from`, restored on `node`, asks to go on with its partner `key` here.
+    pub(super) fn rejoin(&mut self, key: u64, from: &str, node: &str) {
+        let State::InRoom(room) = self.state(key) else { return };
+        let Some(r) = self.rooms.get_mut(&room) else { return };
+        let held = match (&mut r.remote, &r.awaiting) {
+            (Some(peer), _) if peer.session == from => {
+                peer.node = node.to_string();
+                peer.lost = false;
+                std::mem::take(&mut peer.held)
+            }
+            // Restored here earlier, waiting for this very partner.
+            (None, Some((partner, polite))) if partner == from => {
+                r.remote = Some(RemotePeer::new(from, node, *polite));
+                r.awaiting = None;
+                Vec::new()
+            }
+            _ => {
+                debug!(session = %self.public_id(key), "rejoin from a former partner; ignored");
+                return;
+            }
+        };
+        self.stats.pairings_restored_total += 1;
+        let to = self.public_id(key).to_string();
+        info!(a = %to, b = %from, node = %node, "pairing rejoined across nodes");
+        let here = self.cfg.cluster_node.clone().unwrap_or_default();
+        self.emit_remote(node, from, &to, PeerEvent::Rejoined { node: here });
+        for event in held {
+            self.emit_remote(node, from, &to, event);
+        }
+        self.send(key, None, ServerMessage::PeerResumed);
+    }
+
+    /// The partner's node took this session's [`PeerEvent::Rejoin`]: the pair is whole again.
+    pub(super) fn rejoined(&mut self, key: u64, from: &str, node: &str) {
+        let State::InRoom(room) = self.state(key) else { return };
+        let Some(r) = self.rooms.get_mut(&room) else { return };
+        let Some((partner, polite)) = r.awaiting.clone() else { return };
+        if partner != from {
+            return;
+        }
+        r.awaiting = None;
+        r.remote = Some(RemotePeer::new(from, node, polite));
+        self.send(key, None, ServerMessage::PeerResumed);
+    }
+
+    /// A message came from the partner of `key` in `room`: if its node had seemed dead, it
+    /// is back, and what was held for it goes out.
+    pub(super) fn partner_heard(&mut self, key: u64, room: u64) {
+        let Some(peer) = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut()) else { return };
+        if !peer.lost {
+            return;
+        }
+        peer.lost = false;
+        let (node, to, held) = (peer.node.clone(), peer.session.clone(), std::mem::take(&mut peer.held));
+        let from = self.public_id(key).to_string();
+        for event in held {
+            self.emit_remote(&node, &to, &from, event);
+        }
+        self.send(key, None, ServerMessage::PeerResumed);
+    }
+
+    /// `node` stopped beating: its sessions' partners here wait for them (on any node) for the
+    /// grace period.
+    pub(super) fn node_down(&mut self, now: Now, node: &str) {
+        let grace = self.cfg.resume_grace;
+        let mut told = Vec::new();
+        for (room, r) in &mut self.rooms {
+            if let (Some(peer), [member]) = (r.remote.as_mut(), r.members.as_slice())
+                && peer.node == node
+                && !peer.lost
+            {
+                peer.lost = true;
+                told.push((*room, *member, peer.session.clone()));
+            }
+        }
+        info!(node = %node, pairings = told.len(), "node stopped beating; its partners here wait for them");
+        for (room, member, session) in told {
+            self.timers.push(Reverse((now.mono + grace, Timer::AwaitRemote(room, session))));
+            self.send(member, None, ServerMessage::PeerReconnecting { grace_ms: grace.as_millis() as u64 });
+        }
+    }
+
+    /// The grace period of a lost remote partner is over: if it is still lost, the call is.
+    pub(super) fn remote_not_back(&mut self, now: Now, room: u64, session: &str) {
+        let Some(r) = self.rooms.get(&room) else { return };
+        let lost = r.remote.as_ref().is_some_and(|p| p.lost && p.session == session);
+        let Some(&member) = r.members.first() else { return };
+        if lost {
+            info!(session = %session, "partner on a dead node did not come back");
+            self.remote_left(now, member, room, session, PeerLeftReason::Timeout, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use duet_proto::{ClientMessage, SignalPayload};
+
+    use super::super::cluster::tests::{Node, join, joined, remote_entry};
+    use super::*;
+    use crate::hub::token::{Claims, Pairing, TokenKey};
+    use crate::hub::{ConnId, Input, PoolMatch};
+
+    fn key() -> TokenKey {
+        TokenKey::new(b"one secret for the service".to_vec())
+    }
+
+    /// A session of node `n` on `conn`, paired by the pool with `partner` on node "there".
+    fn paired_with_remote(n: &mut Node, conn: u64, partner: &str) -> (ConnId, String) {
+        let (c, id) = n.client(conn);
+        n.msg(c, join());
+        let mine = joined(n).pop().unwrap();
+        let m = PoolMatch { room: "r-00000000000a".into(), first: remote_entry(partner), second: mine };
+        n.input(Input::Remote(RemoteMsg::Matched(Box::new(m))));
+        assert_eq!(n.last_to(c).kind(), "token");
+        (c, id)
+    }
+
+    /// What node `n` sent to node `to`, taken out.
+    fn sent_to(n: &mut Node, to: &str) -> Vec<RemoteMsg> {
+        let (mine, rest) = std::mem::take(&mut n.remote).into_iter().partition(|(node, _)| node == to);
+        n.remote = rest;
+        mine.into_iter().map(|(_, m)| m).collect()
+    }
+
+    fn signal(p: SignalPayload) -> ClientMessage {
+        ClientMessage::Signal { payload: p, generation: None }
+    }
+
+    #[test]
+    fn a_session_restored_on_a_third_node_rejoins_its_partner_and_the_old_copy_goes() {
+        // y on node "b", paired with x on node "there", which died; x comes back on node "c".
+        let mut b = Node::named("b", None);
+        let (y, y_id) = paired_with_remote(&mut b, 1, "x");
+        let mut c = Node::named("c", Some(key()));
+        let claims = Claims {
+            session: "x".into(),
+            pairing: Some(Pairing { partner: y_id.clone(), polite: false }),
+            issued: 1_700_000_000,
+            instance: 12345,
+            nonce: 1,
+        };
+        let x = ConnId(7);
+        c.input(Input::Opened(x));
+        c.msg(x, ClientMessage::Hello { version: 1, resume_token: Some(key().sign(&claims)), client: None });
+        assert_eq!(c.kinds_to(x), ["welcome", "peer_reconnecting"]);
+        assert_eq!(c.pool.last(), Some(&PoolOp::Claim { session: "x".into(), partner: Some(y_id.clone()) }));
+
+        // The directory says where x was and where y is.
+        let answer = Claimed { session: "x".into(), previous: Some("there".into()), partner_node: Some("b".into()) };
+        c.input(Input::Claimed(Box::new(answer)));
+        assert_eq!(sent_to(&mut c, "there"), [RemoteMsg::Taken { session: "x".into(), node: "c".into() }]);
+        let rejoin = sent_to(&mut c, "b");
+        assert_eq!(
+            rejoin,
+            [RemoteMsg::Peer { to: y_id.clone(), from: "x".into(), event: PeerEvent::Rejoin { node: "c".into() } }]
+        );
+
+        // y's node takes it: y hears peer_resumed, and x's node the answer.
+        b.input(Input::Remote(rejoin[0].clone()));
+        assert_eq!(b.last_to(y).kind(), "peer_resumed");
+        let answer = sent_to(&mut b, "c");
+        assert_eq!(
+            answer,
+            [RemoteMsg::Peer { to: "x".into(), from: y_id.clone(), event: PeerEvent::Rejoined { node: "b".into() } }]
+        );
+        c.input(Input::Remote(answer[0].clone()));
+        assert_eq!(c.last_to(x).kind(), "peer_resumed");
+
+        // Signals flow both ways between the new nodes.
+        c.msg(x, signal(SignalPayload::Restart));
+        let to_y = sent_to(&mut c, "b");
+        assert_eq!(to_y.len(), 1);
+        b.input(Input::Remote(to_y[0].clone()));
+        assert!(matches!(b.last_to(y), ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
+        b.msg(y, signal(SignalPayload::EndOfCandidates));
+        let to_x = sent_to(&mut b, "c");
+        c.input(Input::Remote(to_x[0].clone()));
+        assert!(matches!(c.last_to(x), ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, .. }));
+        // The grace period passes: nobody is told the partner left.
+        c.advance(Duration::from_secs(60));
+        b.advance(Duration::from_secs(60));
+        assert_eq!(c.last_to(x).kind(), "signal");
+        assert_eq!(b.last_to(y).kind(), "signal");
+    }
+
+    #[test]
+    fn a_dead_partner_node_is_reported_its_signals_held_and_after_the_grace_the_call_ends() {
+        let mut n = Node::named("b", None);
+        let (y, _) = paired_with_remote(&mut n, 1, "x");
+        n.input(Input::NodeDown("elsewhere".into()));
+        assert_eq!(n.last_to(y).kind(), "token", "another node's death is not this pair's");
+        n.input(Input::NodeDown("there".into()));
+        assert!(matches!(n.last_to(y), ServerMessage::PeerReconnecting { .. }));
+        // y's signal waits: nothing goes to the dead node.
+        n.msg(y, signal(SignalPayload::Restart));
+        assert!(sent_to(&mut n, "there").is_empty());
+        n.advance(Duration::from_secs(31));
+        assert!(matches!(n.last_to(y), ServerMessage::Token { .. }));
+        assert!(n.kinds_to(y).ends_with(&["peer_left", "token"]), "{:?}", n.kinds_to(y));
+    }
+
+    #[test]
+    fn a_partner_back_on_another_node_gets_what_was_held_for_it() {
+        let mut n = Node::named("b", None);
+        let (y, y_id) = paired_with_remote(&mut n, 1, "x");
+        n.input(Input::NodeDown("there".into()));
+        n.msg(y, signal(SignalPayload::Restart));
+        let rejoin = PeerEvent::Rejoin { node: "c".into() };
+        n.input(Input::Remote(RemoteMsg::Peer { to: y_id.clone(), from: "x".into(), event: rejoin }));
+        assert_eq!(n.last_to(y).kind(), "peer_resumed");
+        let to_x = sent_to(&mut n, "c");
+        assert!(matches!(&to_x[0], RemoteMsg::Peer { event: PeerEvent::Rejoined { node }, .. } if node == "b"));
+        assert!(matches!(
+            &to_x[1],
+            RemoteMsg::Peer { event: PeerEvent::Signal { payload: SignalPayload::Restart, .. }, .. }
+        ));
+        // No timeout later: the partner is back.
+        n.advance(Duration::from_secs(31));
+        assert_eq!(n.last_to(y).kind(), "peer_resumed");
+    }
+
+    #[test]
+    fn a_node_that_only_seemed_dead_is_heard_again_and_nothing_is_lost() {
+        let mut n = Node::named("b", None);
+        let (y, y_id) = paired_with_remote(&mut n, 1, "x");
+        n.input(Input::NodeDown("there".into()));
+        n.msg(y, signal(SignalPayload::Restart));
+        let late = PeerEvent::Signal { payload: SignalPayload::EndOfCandidates, generation: None };
+        n.input(Input::Remote(RemoteMsg::Peer { to: y_id, from: "x".into(), event: late }));
+        assert!(n.kinds_to(y).ends_with(&["peer_reconnecting", "peer_resumed", "signal"]), "{:?}", n.kinds_to(y));
+        let held = sent_to(&mut n, "there");
+        assert!(matches!(
+            &held[0],
+            RemoteMsg::Peer { event: PeerEvent::Signal { payload: SignalPayload::Restart, .. }, .. }
+        ));
+    }
+
+    #[test]
+    fn a_token_restored_on_another_node_closes_the_copy_here_and_keeps_its_partner() {
+        let mut n = Node::named("here", None);
+        let (x, x_id) = n.client(1);
+        let (y, y_id) = n.client(2);
+        n.msg(x, join());
+        n.msg(y, join());
+        let entries = joined(&n);
+        let m = PoolMatch { room: "r-00000000000b".into(), first: entries[0].clone(), second: entries[1].clone() };
+        n.input(Input::PoolMatched(Box::new(m)));
+        assert_eq!(n.hub.stats().rooms, 1);
+        n.input(Input::Remote(RemoteMsg::Taken { session: x_id.clone(), node: "c".into() }));
+        assert_eq!(n.closed, [x], "the stale socket of the moved session is closed");
+        assert_eq!((n.hub.stats().sessions, n.hub.stats().rooms), (1, 1));
+        n.input(Input::Closed(x));
+        n.input(Input::Remote(RemoteMsg::Peer {
+            to: y_id.clone(),
+            from: x_id.clone(),
+            event: PeerEvent::Rejoin { node: "c".into() },
+        }));
+        assert_eq!(n.last_to(y).kind(), "peer_resumed");
+        n.msg(y, signal(SignalPayload::Restart));
+        let to_x = sent_to(&mut n, "c");
+        assert!(
+            matches!(to_x.last(), Some(RemoteMsg::Peer { to, event: PeerEvent::Signal { .. }, .. }) if *to == x_id)
+        );
+    }
+}
