@@ -671,9 +671,9 @@ impl PoolWorker {
                 PoolOp::JoinCode { code, entry, .. } => {
                     self.code_answer(code, entry, redis::from_redis_value(answer).unwrap_or_default())
                 }
-                PoolOp::Claim { session, .. } => {
+                PoolOp::Claim { session, ack, .. } => {
                     let answer = redis::from_redis_value(answer).unwrap_or_default();
-                    self.backend.input(Input::Claimed(Box::new(directory::claimed(session, answer))));
+                    self.backend.input(Input::Claimed(Box::new(directory::claimed(session, ack, answer))));
                 }
                 PoolOp::Leave { .. } | PoolOp::LeaveCode { .. } | PoolOp::Release { .. } => {}
             }
@@ -706,7 +706,7 @@ impl PoolWorker {
                 inv.arg("leave").arg(session).arg("").arg(0).arg(ROOM_TTL_SECS);
                 inv
             }
-            PoolOp::Claim { session, partner } => {
+            PoolOp::Claim { session, partner, .. } => {
                 directory::claim(&scripts.claim, &self.node, session, partner.as_deref())
             }
             PoolOp::Release { session } => directory::release(&scripts.release, &self.node, session),

@@ -597,6 +597,8 @@ async fn a_killed_nodes_client_resumes_on_a_third_node_and_the_pairing_goes_on_w
     // reconnecting, and what y signals meanwhile waits for it.
     drop(node_a);
     drop(x);
+    // (A heartbeat lasts 5 s: longer than one wait for a frame.)
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(12);
     let grace = loop {
         match y.next().await {
@@ -634,13 +636,34 @@ async fn a_token_used_on_another_node_closes_the_first_copy_and_the_pairing_foll
     let (node_a, node_b, mut x, mut y) = paired_across_two_nodes(&redis).await;
     let key = Some(duet_server::hub::token::TokenKey::new(b"one secret for the whole service".to_vec()));
     let node_c = node(&redis, "node-c", HubConfig { resume_key: key, ..HubConfig::default() }).await;
-    // x's token is used on node c while x is still connected to node a.
-    let mut x2 = Client::hello_on(raw(&node_c.url).await, Some(x.token.clone())).await;
-    x2.ids_from(100);
-    assert_eq!(x2.session_id, x.session_id);
+    // y signals; x gets it on node a but never acknowledges it.
+    let before = x.last_seq;
+    y.send(ClientMessage::Signal { payload: offer("v=0 never acknowledged"), generation: Some(1) }).await;
+    x.expect("signal").await;
+    // x's token is used on node c while x is still connected to node a, acknowledging only
+    // what came before that signal.
+    let mut x2 = Client::from_parts(raw(&node_c.url).await, String::new(), String::new());
+    let hello = ClientMessage::Hello { version: PROTOCOL_VERSION, resume_token: Some(x.token.clone()), client: None };
+    x2.send_frame(ClientFrame { id: Some(1), ack: Some(before), msg: hello }).await;
+    match x2.expect("welcome").await.msg {
+        ServerMessage::Welcome { session_id, restored, .. } => assert!(session_id == x.session_id && restored),
+        other => unreachable!("{other:?}"),
+    }
     let close = x.expect_close().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 4000, "{close:?}");
-    x2.expect("peer_resumed").await;
+    // The copy on node a sends over what x never acknowledged; the pairing follows (in either
+    // order: they come from two nodes).
+    let (mut replayed, mut resumed) = (false, false);
+    while !(replayed && resumed) {
+        match x2.recv().await.msg {
+            ServerMessage::Signal { payload, .. } => {
+                assert_eq!(payload, offer("v=0 never acknowledged"));
+                replayed = true;
+            }
+            ServerMessage::PeerResumed => resumed = true,
+            _ => {}
+        }
+    }
     y.expect("peer_resumed").await;
     y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(5) }).await;
     assert!(matches!(x2.expect("signal").await.msg, ServerMessage::Signal { generation: Some(5), .. }));

@@ -67,10 +67,10 @@ pub fn release<'a>(script: &'a redis::Script, node: &str, session: &str) -> redi
     inv
 }
 
-/// The claim script's answer, as the hub takes it.
-pub fn claimed(session: String, answer: Vec<String>) -> Claimed {
+/// The claim script's answer, as the hub takes it (with the claim's `ack`).
+pub fn claimed(session: String, ack: Option<u64>, answer: Vec<String>) -> Claimed {
     let node = |i: usize| answer.get(i).filter(|n| !n.is_empty()).cloned();
-    Claimed { session, previous: node(0), partner_node: node(1) }
+    Claimed { session, previous: node(0), partner_node: node(1), ack }
 }
 
 /// How often other nodes' heartbeats are read.
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn an_empty_answer_part_is_no_node() {
-        let c = claimed("s".into(), vec!["".into(), "node-b".into()]);
+        let c = claimed("s".into(), None, vec!["".into(), "node-b".into()]);
         assert_eq!((c.previous, c.partner_node), (None, Some("node-b".into())));
     }
 }

@@ -81,6 +81,9 @@ pub enum PoolOp {
         session: String,
         /// The partner its token names, if any.
         partner: Option<String>,
+        /// A restored session's `ack` in its `hello`: the last message its client processed
+        /// from the node that held it (echoed in [`Claimed`]).
+        ack: Option<u64>,
     },
     /// `session` ended on this node: its directory entry goes (if it is still this node's).
     Release {
@@ -98,6 +101,8 @@ pub struct Claimed {
     pub previous: Option<String>,
     /// The node holding the partner the token named, if it is in the directory.
     pub partner_node: Option<String>,
+    /// The claim's `ack`, echoed.
+    pub ack: Option<u64>,
 }
 
 /// What the shared store did with a [`PoolOp::JoinCode`].
@@ -158,6 +163,17 @@ pub enum RemoteMsg {
         session: String,
         /// Its new node.
         node: String,
+        /// The last message the client processed from the receiving node: what it sent after
+        /// that comes back as [`RemoteMsg::Replay`].
+        ack: Option<u64>,
+    },
+    /// What the sending node had sent to `session` that its client never acknowledged, to be
+    /// sent again by the receiving node, which holds the session now.
+    Replay {
+        /// The session's public id.
+        session: String,
+        /// The messages, oldest first.
+        messages: Vec<ServerMessage>,
     },
     /// From a session to its partner on the receiving node.
     Peer {
@@ -601,7 +617,8 @@ impl Hub {
         let (to, from, event) = match msg {
             RemoteMsg::Matched(m) => return self.pool_matched(now, *m),
             RemoteMsg::CodePaired { code, waiting, joiner } => return self.code_paired(now, &code, &waiting, &joiner),
-            RemoteMsg::Taken { session, node } => return self.taken(&session, &node),
+            RemoteMsg::Taken { session, node, ack } => return self.taken(&session, &node, ack),
+            RemoteMsg::Replay { session, messages } => return self.replay(&session, messages),
             RemoteMsg::Peer { to, from, event } => (to, from, event),
         };
         let Some(key) = self.by_public.get(&to).copied() else {

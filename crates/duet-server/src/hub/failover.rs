@@ -5,6 +5,8 @@
 //!   held the session before and which node holds the partner its token names.
 //! - **One copy.** A session restored from its token on another node is dropped by the node that
 //!   held it ([`RemoteMsg::Taken`]), without ending its pairing: a token is never live twice.
+//!   What that node sent the client after the last message the client acknowledged is sent
+//!   again by the new node ([`RemoteMsg::Replay`]).
 //! - **Rejoin.** The restored session tells its partner's node where it is now
 //!   ([`PeerEvent::Rejoin`]); that node answers ([`PeerEvent::Rejoined`]) and both clients get
 //!   `peer_resumed`, whichever nodes they are on.
@@ -14,7 +16,7 @@
 
 use std::cmp::Reverse;
 
-use duet_proto::{PeerLeftReason, ServerMessage};
+use duet_proto::{PeerLeftReason, ServerMessage, parse_server_frame};
 use tracing::{debug, info};
 
 use super::cluster::{Claimed, PeerEvent, PoolOp, RemoteMsg, RemotePeer};
@@ -34,11 +36,12 @@ pub(super) fn hold(peer: &mut RemotePeer, event: PeerEvent) {
 }
 
 impl Hub {
-    /// The session `key` now lives on this node (`partner`: the partner its token names).
-    pub(super) fn claim(&mut self, key: u64, partner: Option<String>) {
+    /// The session `key` now lives on this node (`partner`: the partner its token names;
+    /// `ack`: what its client acknowledged of the node that held it).
+    pub(super) fn claim(&mut self, key: u64, partner: Option<String>, ack: Option<u64>) {
         if self.clustered() {
             let session = self.public_id(key).to_string();
-            self.out.push_back(Output::Pool(Box::new(PoolOp::Claim { session, partner })));
+            self.out.push_back(Output::Pool(Box::new(PoolOp::Claim { session, partner, ack })));
         }
     }
 
@@ -57,7 +60,7 @@ impl Hub {
         let Some(key) = self.by_public.get(&c.session).copied() else { return };
         if let Some(previous) = c.previous.filter(|n| *n != here) {
             debug!(session = %c.session, node = %previous, "session restored here; its old copy is dropped");
-            let msg = RemoteMsg::Taken { session: c.session.clone(), node: here.clone() };
+            let msg = RemoteMsg::Taken { session: c.session.clone(), node: here.clone(), ack: c.ack };
             self.out.push_back(Output::Remote { node: previous, msg: Box::new(msg) });
         }
         let State::InRoom(room) = self.state(key) else { return };
@@ -68,10 +71,26 @@ impl Hub {
         }
     }
 
-    /// Another node restored `session` from its token: the copy here goes, and its pairing is
-    /// left for the new node to rejoin.
-    pub(super) fn taken(&mut self, session: &str, node: &str) {
+    /// Another node restored `session` from its token: the copy here goes (what its client did
+    /// not process goes to the new node), and its pairing is left for the new node to rejoin.
+    pub(super) fn taken(&mut self, session: &str, node: &str, ack: Option<u64>) {
         let Some(key) = self.by_public.get(session).copied() else { return };
+        if let Some(ack) = ack {
+            self.apply_ack(key, ack);
+        }
+        let messages: Vec<ServerMessage> = self
+            .sessions
+            .get(&key)
+            .map(|s| s.unacked().filter_map(|text| parse_server_frame(text).ok()).map(|f| f.msg).collect())
+            .unwrap_or_default();
+        // Tokens are the new node's to issue.
+        let messages: Vec<ServerMessage> =
+            messages.into_iter().filter(|m| !matches!(m, ServerMessage::Token { .. })).collect();
+        if !messages.is_empty() {
+            debug!(session = %session, messages = messages.len(), "unacknowledged messages follow the session");
+            let msg = RemoteMsg::Replay { session: session.to_string(), messages };
+            self.out.push_back(Output::Remote { node: node.to_string(), msg: Box::new(msg) });
+        }
         if let Some(conn) = self.sessions.get(&key).and_then(|s| s.conn) {
             // The same token is in use on another node: this socket is the stale one.
             self.conns.remove(&conn);
@@ -104,6 +123,15 @@ impl Hub {
         self.sessions.remove(&key);
         self.by_public.remove(session);
         info!(session = %session, node = %node, "session moved to another node; the copy here is dropped");
+    }
+
+    /// Messages the session's old node had sent it that its client never processed.
+    pub(super) fn replay(&mut self, session: &str, messages: Vec<ServerMessage>) {
+        let Some(key) = self.by_public.get(session).copied() else { return };
+        info!(session = %session, messages = messages.len(), "messages of the old node sent again");
+        for msg in messages {
+            self.send(key, None, msg);
+        }
     }
 
     /// `from`, restored on `node`, asks to go on with its partner `key` here.
@@ -254,12 +282,20 @@ mod tests {
         c.input(Input::Opened(x));
         c.msg(x, ClientMessage::Hello { version: 1, resume_token: Some(key().sign(&claims)), client: None });
         assert_eq!(c.kinds_to(x), ["welcome", "peer_reconnecting"]);
-        assert_eq!(c.pool.last(), Some(&PoolOp::Claim { session: "x".into(), partner: Some(y_id.clone()) }));
+        assert_eq!(c.pool.last(), Some(&PoolOp::Claim { session: "x".into(), partner: Some(y_id.clone()), ack: None }));
 
         // The directory says where x was and where y is.
-        let answer = Claimed { session: "x".into(), previous: Some("there".into()), partner_node: Some("b".into()) };
+        let answer = Claimed {
+            session: "x".into(),
+            previous: Some("there".into()),
+            partner_node: Some("b".into()),
+            ack: Some(4),
+        };
         c.input(Input::Claimed(Box::new(answer)));
-        assert_eq!(sent_to(&mut c, "there"), [RemoteMsg::Taken { session: "x".into(), node: "c".into() }]);
+        assert_eq!(
+            sent_to(&mut c, "there"),
+            [RemoteMsg::Taken { session: "x".into(), node: "c".into(), ack: Some(4) }]
+        );
         let rejoin = sent_to(&mut c, "b");
         assert_eq!(
             rejoin,
@@ -357,8 +393,19 @@ mod tests {
         let m = PoolMatch { room: "r-00000000000b".into(), first: entries[0].clone(), second: entries[1].clone() };
         n.input(Input::PoolMatched(Box::new(m)));
         assert_eq!(n.hub.stats().rooms, 1);
-        n.input(Input::Remote(RemoteMsg::Taken { session: x_id.clone(), node: "c".into() }));
+        // x processed everything up to its token; then y signals.
+        let ack = n.frames.iter().filter(|(c, f)| *c == x && f.msg.kind() == "token").map(|(_, f)| f.seq).max();
+        n.msg(y, signal(SignalPayload::Restart));
+        n.input(Input::Remote(RemoteMsg::Taken { session: x_id.clone(), node: "c".into(), ack }));
         assert_eq!(n.closed, [x], "the stale socket of the moved session is closed");
+        let replay = sent_to(&mut n, "c");
+        match replay.as_slice() {
+            [RemoteMsg::Replay { session, messages }] => {
+                assert_eq!(session, &x_id);
+                assert!(matches!(messages.as_slice(), [ServerMessage::Signal { payload: SignalPayload::Restart, .. }]));
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!((n.hub.stats().sessions, n.hub.stats().rooms), (1, 1));
         n.input(Input::Closed(x));
         n.input(Input::Remote(RemoteMsg::Peer {
@@ -372,5 +419,14 @@ mod tests {
         assert!(
             matches!(to_x.last(), Some(RemoteMsg::Peer { to, event: PeerEvent::Signal { .. }, .. }) if *to == x_id)
         );
+    }
+
+    #[test]
+    fn what_the_old_node_never_delivered_is_sent_by_the_new_one() {
+        let mut n = Node::named("c", None);
+        let (x, x_id) = n.client(1);
+        let late = ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: Some(2) };
+        n.input(Input::Remote(RemoteMsg::Replay { session: x_id, messages: vec![late.clone()] }));
+        assert_eq!(n.last_to(x), &late);
     }
 }

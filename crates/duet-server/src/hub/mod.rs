@@ -597,7 +597,9 @@ impl Hub {
                 }
                 self.resume(now, conn, key, id, client)
             }
-            Some((None, claims)) if self.restorable(now, claims) => self.restore(now, conn, id, client, claims.clone()),
+            Some((None, claims)) if self.restorable(now, claims) => {
+                self.restore(now, conn, id, ack, client, claims.clone())
+            }
             _ => {
                 if token.is_some() {
                     info!(conn = conn.0, "resume token unknown, invalid or expired; starting a new session");
@@ -617,9 +619,17 @@ impl Hub {
     }
 
     /// Rebuilds a session from its token, and its pairing once both partners are back.
-    fn restore(&mut self, now: Now, conn: ConnId, id: Option<u64>, client: Option<ClientInfo>, claims: Claims) {
+    fn restore(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        id: Option<u64>,
+        ack: Option<u64>,
+        client: Option<ClientInfo>,
+        claims: Claims,
+    ) {
         let key = self.add_session(now, conn, claims.session.clone(), client);
-        self.claim(key, claims.pairing.as_ref().map(|p| p.partner.clone()));
+        self.claim(key, claims.pairing.as_ref().map(|p| p.partner.clone()), ack);
         self.stats.resumes_total += 1;
         self.stats.sessions_restored_total += 1;
         info!(session = %claims.session, paired = claims.pairing.is_some(), "session restored from its token");
@@ -749,7 +759,7 @@ impl Hub {
         let client_name = client.as_ref().map_or_else(|| "-".into(), |c| loggable(&c.name));
         info!(session = %public_id, client = ?client_name, "session started");
         let key = self.add_session(now, conn, public_id, client);
-        self.claim(key, None);
+        self.claim(key, None, None);
         self.welcome(now, key, id, false, 0, false);
     }
 
