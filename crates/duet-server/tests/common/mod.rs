@@ -3,6 +3,11 @@
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 pub mod redis_server;
+mod service;
+
+// Not every test file runs its tests in both modes.
+#[allow(unused_imports)]
+pub(crate) use service::{Mode, Service, both_modes};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -269,9 +274,14 @@ pub async fn raw(url: &str) -> Ws {
 /// Two clients matched through the queue: (impolite, polite).
 pub async fn matched_pair(url: &str) -> (Client, Client) {
     let mut a = Client::connect(url).await;
-    let mut b = Client::connect(url).await;
+    let b = Client::connect(url).await;
     a.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
     a.expect("queued").await;
+    matched_pair_at(a, b).await
+}
+
+/// `b` joins the queue where `a` waits: (a impolite, b polite), with their pairing's tokens.
+pub async fn matched_pair_at(mut a: Client, mut b: Client) -> (Client, Client) {
     b.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
     let ma = a.expect("matched").await;
     let mb = b.expect("matched").await;

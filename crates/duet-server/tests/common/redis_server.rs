@@ -89,12 +89,13 @@ impl Drop for RedisServer {
 
 /// A node of the service on 127.0.0.1:0, sharing the pool through `redis`.
 pub async fn node(redis: &RedisServer, id: &str, hub: HubConfig) -> TestServer {
-    let cfg = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        hub,
-        redis: Some(RedisConfig { url: Secret::new(redis.url()), node: id.into() }),
-        ..ServerConfig::default()
-    };
+    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), hub, ..ServerConfig::default() };
+    node_with(redis, id, cfg).await
+}
+
+/// [`node`] with the rest of its configuration from `cfg`.
+pub async fn node_with(redis: &RedisServer, id: &str, cfg: ServerConfig) -> TestServer {
+    let cfg = ServerConfig { redis: Some(RedisConfig { url: Secret::new(redis.url()), node: id.into() }), ..cfg };
     let server = TestServer::from_config(cfg).await;
     wait_health(&server, 200).await;
     server
