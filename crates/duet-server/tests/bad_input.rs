@@ -1,6 +1,7 @@
 //! A corpus of malformed, oversized and unknown messages: each gets the right `error`,
 //! the connection survives, and the server keeps serving a call in progress. Only sustained
-//! abuse closes a connection.
+//! abuse closes a connection. Each test runs twice (`memory::` and `redis::`, see
+//! [`common::Service`]).
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,8 +11,18 @@ use std::time::Duration;
 
 use common::*;
 use duet_proto::*;
+use duet_server::hub::HubConfig;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
+
+both_modes!(
+    every_malformed_message_gets_its_error_and_the_server_keeps_serving,
+    a_binary_frame_is_refused_not_fatal,
+    messages_before_hello_and_a_wrong_version_are_explained,
+    a_frame_over_the_hard_limit_closes_with_1009,
+    flooding_is_rate_limited_then_closed,
+    occasional_mistakes_never_close_the_connection,
+);
 
 /// (frame text, expected code, expected `ref`)
 fn corpus() -> Vec<(String, ErrorCode, Option<u64>)> {
@@ -58,11 +69,10 @@ fn corpus() -> Vec<(String, ErrorCode, Option<u64>)> {
     ]
 }
 
-#[tokio::test]
-async fn every_malformed_message_gets_its_error_and_the_server_keeps_serving() {
-    let server = TestServer::start().await;
-    let (mut a, mut b) = matched_pair(&server.url).await;
-    let mut bad = Client::connect(&server.url).await;
+async fn every_malformed_message_gets_its_error_and_the_server_keeps_serving(mode: Mode) {
+    let service = Service::start(mode, HubConfig::default()).await;
+    let (mut a, mut b) = service.matched_pair().await;
+    let mut bad = Client::connect(service.url(2)).await;
     for (i, (text, code, reply_to)) in corpus().into_iter().enumerate() {
         bad.send_text(&text).await;
         let f = bad.recv().await;
@@ -81,24 +91,21 @@ async fn every_malformed_message_gets_its_error_and_the_server_keeps_serving() {
     // The misbehaving connection is still usable.
     bad.send(ClientMessage::Ping { ts: Some(42) }).await;
     assert!(matches!(bad.expect("pong").await.msg, ServerMessage::Pong { ts: Some(42) }));
-    let (_, metrics) = server.get("/metrics").await;
-    assert!(metrics.contains("duet_errors_total{code=\"invalid_field\"} 12"), "{metrics}");
+    service.metric("errors_total{code=\"invalid_field\"} 12").await;
 }
 
-#[tokio::test]
-async fn a_binary_frame_is_refused_not_fatal() {
-    let server = TestServer::start().await;
-    let mut c = Client::connect(&server.url).await;
+async fn a_binary_frame_is_refused_not_fatal(mode: Mode) {
+    let service = Service::start(mode, HubConfig::default()).await;
+    let mut c = Client::connect(service.url(0)).await;
     c.ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(c.expect_error(None).await, ErrorCode::BinaryFrame);
     c.send(ClientMessage::Ping { ts: None }).await;
     c.expect("pong").await;
 }
 
-#[tokio::test]
-async fn messages_before_hello_and_a_wrong_version_are_explained() {
-    let server = TestServer::start().await;
-    let ws = raw(&server.url).await;
+async fn messages_before_hello_and_a_wrong_version_are_explained(mode: Mode) {
+    let service = Service::start(mode, HubConfig::default()).await;
+    let ws = raw(service.url(0)).await;
     let mut c = Client::from_parts(ws, String::new(), String::new());
     c.send_text(r#"{"type":"join_queue","id":1}"#).await;
     assert_eq!(c.expect_error(Some(1)).await, ErrorCode::HelloRequired);
@@ -109,24 +116,22 @@ async fn messages_before_hello_and_a_wrong_version_are_explained() {
     assert!(message.contains("v1") && message.contains("v99"));
 }
 
-#[tokio::test]
-async fn a_frame_over_the_hard_limit_closes_with_1009() {
-    let server = TestServer::start().await;
-    let mut c = Client::connect(&server.url).await;
+async fn a_frame_over_the_hard_limit_closes_with_1009(mode: Mode) {
+    let service = Service::start(mode, HubConfig::default()).await;
+    let mut c = Client::connect(service.url(0)).await;
     let huge = format!(r#"{{"type":"report","reason":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
     let _ = c.ws.send(Message::text(huge)).await;
     let close = c.expect_close().await.expect("a close frame, not a dropped socket");
     assert_eq!(u16::from(close.code), 1009);
     // Others are unaffected.
-    let mut d = Client::connect(&server.url).await;
+    let mut d = Client::connect(service.url(1)).await;
     d.send(ClientMessage::Ping { ts: None }).await;
     d.expect("pong").await;
 }
 
-#[tokio::test]
-async fn flooding_is_rate_limited_then_closed() {
-    let server = TestServer::start().await;
-    let mut c = Client::connect(&server.url).await;
+async fn flooding_is_rate_limited_then_closed(mode: Mode) {
+    let service = Service::start(mode, HubConfig::default()).await;
+    let mut c = Client::connect(service.url(0)).await;
     // Far beyond the burst allowance, faster than the refill.
     for _ in 0..400 {
         c.ws.feed(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
@@ -148,10 +153,9 @@ async fn flooding_is_rate_limited_then_closed() {
     assert_eq!(close.map(|c| u16::from(c.code)), Some(1008));
 }
 
-#[tokio::test]
-async fn occasional_mistakes_never_close_the_connection() {
-    let server = TestServer::start().await;
-    let mut c = Client::connect(&server.url).await;
+async fn occasional_mistakes_never_close_the_connection(mode: Mode) {
+    let service = Service::start(mode, HubConfig::default()).await;
+    let mut c = Client::connect(service.url(0)).await;
     for _ in 0..20 {
         c.send_text("{oops").await;
         assert_eq!(c.expect_error(None).await, ErrorCode::BadJson);
