@@ -1,5 +1,7 @@
 //! Session resume over real sockets: a killed socket, replay of unacked messages, a
-//! half-open socket replaced by a new one, heartbeat timeout, grace expiry.
+//! half-open socket replaced by a new one, heartbeat timeout, grace expiry. Each test runs
+//! twice (`memory::` and `redis::`, see [`common::Service`]); a client comes back to its own
+//! node, where its session lives.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,10 +13,16 @@ use common::*;
 use duet_proto::*;
 use duet_server::hub::{CLOSE_IDLE, CLOSE_REPLACED, HubConfig};
 
-#[tokio::test]
-async fn resume_after_a_killed_socket_replays_unacked_messages() {
-    let server = TestServer::start().await;
-    let (a, mut b) = matched_pair(&server.url).await;
+both_modes!(
+    resume_after_a_killed_socket_replays_unacked_messages,
+    a_second_hello_while_the_old_socket_is_half_open_takes_over,
+    a_silent_client_is_detected_within_the_idle_timeout,
+    after_the_grace_period_the_token_starts_a_fresh_session,
+);
+
+async fn resume_after_a_killed_socket_replays_unacked_messages(mode: Mode) {
+    let service = Service::start(mode, HubConfig::default()).await;
+    let (a, mut b) = service.matched_pair().await;
     let token = a.token.clone();
     let session = a.session_id.clone();
     let acked = a.last_seq;
@@ -31,7 +39,7 @@ async fn resume_after_a_killed_socket_replays_unacked_messages() {
     b.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: None }).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let ws = raw(&server.url).await;
+    let ws = raw(service.url(0)).await;
     let mut a2 = Client::hello_on_replay(ws, token).await;
     assert_eq!(a2.replayed.len(), 2, "exactly the unacked messages are replayed: {:?}", a2.replayed);
     assert!(
@@ -44,16 +52,14 @@ async fn resume_after_a_killed_socket_replays_unacked_messages() {
     // The call continues over the new socket.
     b.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: None }).await;
     a2.client.expect("signal").await;
-    let (_, stats) = server.get("/api/webrtc/stats").await;
-    assert!(stats.contains("\"resumes_total\":1"), "{stats}");
+    service.totals(|v| v["resumes_total"] == 1).await;
 }
 
-#[tokio::test]
-async fn a_second_hello_while_the_old_socket_is_half_open_takes_over() {
-    let server = TestServer::start().await;
-    let (mut a, mut b) = matched_pair(&server.url).await;
+async fn a_second_hello_while_the_old_socket_is_half_open_takes_over(mode: Mode) {
+    let service = Service::start(mode, HubConfig::default()).await;
+    let (mut a, mut b) = service.matched_pair().await;
     // The old socket stays open (as a half-open socket would look to the server).
-    let ws = raw(&server.url).await;
+    let ws = raw(service.url(0)).await;
     let mut a2 = Client::hello_on_replay(ws, a.token.clone()).await;
     assert!(a2.resumed, "resumed, never 'session already active'");
     let close = a.expect_close().await.expect("close frame");
@@ -65,16 +71,15 @@ async fn a_second_hello_while_the_old_socket_is_half_open_takes_over() {
     b.expect_silence(Duration::from_millis(300)).await;
 }
 
-#[tokio::test]
-async fn a_silent_client_is_detected_within_the_idle_timeout() {
+async fn a_silent_client_is_detected_within_the_idle_timeout(mode: Mode) {
     let hub = HubConfig {
         heartbeat: Duration::from_millis(200),
         idle_timeout: Duration::from_millis(600),
         resume_grace: Duration::from_millis(800),
         ..HubConfig::default()
     };
-    let server = TestServer::with(hub).await;
-    let (mut a, mut b) = matched_pair(&server.url).await;
+    let service = Service::start(mode, hub).await;
+    let (mut a, mut b) = service.matched_pair().await;
     let started = std::time::Instant::now();
     // b keeps pinging; a is silent (a frozen app or dead network).
     let pinger = async {
@@ -100,17 +105,16 @@ async fn a_silent_client_is_detected_within_the_idle_timeout() {
     assert_eq!(u16::from(close.code), CLOSE_IDLE);
 }
 
-#[tokio::test]
-async fn after_the_grace_period_the_token_starts_a_fresh_session() {
+async fn after_the_grace_period_the_token_starts_a_fresh_session(mode: Mode) {
     let hub = HubConfig { resume_grace: Duration::from_millis(300), ..HubConfig::default() };
-    let server = TestServer::with(hub).await;
-    let (a, mut b) = matched_pair(&server.url).await;
+    let service = Service::start(mode, hub).await;
+    let (a, mut b) = service.matched_pair().await;
     let (token, old) = (a.token.clone(), a.session_id.clone());
     drop(a);
     b.expect("peer_reconnecting").await;
     let left = b.expect("peer_left").await;
     assert!(matches!(left.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout }));
-    let a2 = Client::hello_on_replay(raw(&server.url).await, token).await;
+    let a2 = Client::hello_on_replay(raw(service.url(0)).await, token).await;
     assert!(!a2.resumed);
     assert_ne!(a2.client.session_id, old);
 }
