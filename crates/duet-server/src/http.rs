@@ -53,6 +53,9 @@ pub struct AppState {
     pub store: Option<Arc<StoreHealth>>,
     /// Every live node's counters and the service totals when the node runs with `--redis`.
     pub service: Option<Arc<ServiceStats>>,
+    /// Closes when the server is dropped (its `run` finished, or was dropped midway, as a
+    /// killed process): the WebSocket tasks end with it.
+    pub server_gone: tokio::sync::watch::Receiver<()>,
 }
 
 impl AppState {
@@ -188,7 +191,11 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, permit: Arc<Permit>
                 state.live_sockets.fetch_add(1, Ordering::Relaxed);
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
-                serve_socket(ws, state.backend.clone(), state.guard).await;
+                let mut gone = state.server_gone.clone();
+                tokio::select! {
+                    _ = serve_socket(ws, state.backend.clone(), state.guard) => {}
+                    _ = gone.changed() => {}
+                }
                 state.live_sockets.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             }

@@ -12,6 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -54,6 +55,8 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     state: Arc<AppState>,
     cluster: Option<Cluster>,
+    /// Dropped with the server: its WebSocket tasks end with it (see [`AppState::server_gone`]).
+    _alive: watch::Sender<()>,
 }
 
 impl Server {
@@ -67,6 +70,7 @@ impl Server {
             Some(c) => c.backend.clone(),
             None => Arc::new(InMemoryBackend::new(cfg.hub, VERSION)),
         };
+        let (alive, server_gone) = watch::channel(());
         let state = Arc::new(AppState {
             backend,
             started: Instant::now(),
@@ -78,8 +82,9 @@ impl Server {
             admission: Default::default(),
             store: cluster.as_ref().map(|c| c.health.clone()),
             service: cluster.as_ref().map(|c| c.service.clone()),
+            server_gone,
         });
-        Ok(Self { listener, tls, state, cluster })
+        Ok(Self { listener, tls, state, cluster, _alive: alive })
     }
 
     /// The bound address (useful with port 0).
@@ -95,15 +100,20 @@ impl Server {
 
     /// Serves until `shutdown` completes, then tells every client (`peer_left
     /// {reason: server_shutdown}` and a close frame) and waits briefly for them to go.
+    ///
+    /// Every task of the server belongs to this future: dropped before it completes, the
+    /// server stops at once, as a killed process would (no goodbye, sockets cut).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let timers = tokio::spawn(run_timers(self.state.backend.clone(), stop_rx));
+        let mut timers = AbortOnDrop(tokio::spawn(run_timers(self.state.backend.clone(), stop_rx)));
+        let mut conns = JoinSet::new();
         info!(addr = %self.local_addr(), tls = self.tls.is_some(), version = VERSION, "listening");
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = self.listener.accept() => self.accept(accepted).await,
+                accepted = self.listener.accept() => self.accept(accepted, &mut conns).await,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         }
         info!("shutting down");
@@ -122,11 +132,12 @@ impl Server {
             tokio::select! {
                 _ = &mut drained => break,
                 _ = &mut deadline => break,
-                accepted = self.listener.accept() => self.accept(accepted).await,
+                accepted = self.listener.accept() => self.accept(accepted, &mut conns).await,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         }
         let _ = stop_tx.send(true);
-        let _ = timers.await;
+        let _ = (&mut timers.0).await;
         if let Some(cluster) = &self.cluster {
             // Drain: the waiting sessions' removal from the shared pool (emitted at shutdown)
             // and the partners' `peer_reconnecting` reach Redis before the node exits.
@@ -140,8 +151,8 @@ impl Server {
 }
 
 impl Server {
-    /// Serves one accepted connection (admitted or only told why not) on its own task.
-    async fn accept(&self, accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+    /// Serves one accepted connection (admitted or only told why not) on its own task in `conns`.
+    async fn accept(&self, accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>, conns: &mut JoinSet<()>) {
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(err) => {
@@ -159,10 +170,10 @@ impl Server {
         }
         match self.tls.clone() {
             None => {
-                tokio::spawn(serve_http(stream, state, admitted));
+                conns.spawn(serve_http(stream, state, admitted));
             }
             Some(acceptor) => {
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => serve_http(tls, state, admitted).await,
                         Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
@@ -171,6 +182,15 @@ impl Server {
                 });
             }
         }
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

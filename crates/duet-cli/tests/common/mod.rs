@@ -101,15 +101,25 @@ pub struct CutRelay {
 
 impl CutRelay {
     pub async fn start(target: SocketAddr) -> Self {
+        Self::balancing(vec![target]).await
+    }
+
+    /// A relay that sends each new connection to the first of `targets` that accepts it, as a
+    /// load balancer in front of several nodes would.
+    pub async fn balancing(targets: Vec<SocketAddr>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
         let list = live.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let targets = targets.clone();
                 let h = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    for target in targets {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
                     }
                 });
                 list.lock().unwrap().push(h);
@@ -227,4 +237,29 @@ async fn relay_signals(
         }
     }
     let _ = to_client.close().await;
+}
+
+/// The receiver decodes the sender's video without gaps, at the sent size, with audio.
+///
+/// Each side's `--duration` counts from its own `connected`, so the side that connected later
+/// goes on sending after its partner hung up: those frames cannot arrive. What the receiver
+/// must show is a continuous run: at least 90 % of the frames between the first and the last
+/// it decoded (`video_frames_lost` counts the gaps), no freeze, and a run that covers most of
+/// what was sent.
+pub fn check_media(receiver: &Run, sender: &Run, width: u64, height: u64) {
+    let (r, s) = (receiver.summary(), sender.summary());
+    assert_eq!(r["connected"], true, "{r}");
+    let sent = u(&s["video_frames_sent"]);
+    let decoded = u(&r["video_frames_decoded"]);
+    let lost = u(&r["video_frames_lost"]);
+    assert!(sent > 50, "sender sent {sent} frames");
+    assert!(decoded * 10 >= (decoded + lost) * 9, "decoded {decoded}, {lost} missing in between: {r}");
+    assert!(decoded * 4 >= sent * 3, "decoded {decoded} of {sent} sent");
+    assert!(u(&r["longest_video_freeze_ms"]) < 1000, "{r}");
+    assert_eq!((u(&r["video_width"]), u(&r["video_height"])), (width, height));
+    assert!(u(&r["audio_frames_decoded"]) * 4 >= u(&s["audio_frames_sent"]) * 3, "{r} vs {s}");
+    assert!(u(&r["longest_audio_gap_ms"]) < 1000, "{r}");
+    assert!(r["latency_ms_p50"].as_f64().unwrap() < 1000.0);
+    assert!(r["time_to_first_frame_ms"].is_u64());
+    assert!(u(&r["bytes_received"]) > 0 && u(&r["bytes_sent"]) > 0);
 }
