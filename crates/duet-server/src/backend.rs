@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use duet_proto::IceServer;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use crate::hub::{ConnId, Hub, HubConfig, Input, Now, Output, PoolOp, RemoteMsg, Stats};
+use crate::hub::{ConnId, Hub, HubConfig, Input, Now, Output, PoolOp, RemoteMsg, Stats, TokenIce};
 
 /// Capacity of a connection's outgoing queue. A client that lets it fill up is too slow to
 /// read its signaling and is disconnected (it may resume; nothing unacked is lost).
@@ -41,9 +40,9 @@ pub trait Backend: Send + Sync + 'static {
     fn tick(&self) -> Option<Instant>;
     /// Current counters.
     fn stats(&self) -> Stats;
-    /// ICE servers for the live session holding resume token `token` (`/api/webrtc/config`),
-    /// or `None` when no live session does.
-    fn ice_servers_for_token(&self, token: &str) -> Option<Vec<IceServer>>;
+    /// ICE servers for the session holding resume token `token` (`/api/webrtc/config`), or
+    /// `None` when no live session does (see [`crate::hub::Hub::ice_servers_for_token`]).
+    fn ice_servers_for_token(&self, token: &str) -> Option<TokenIce>;
     /// The hub configuration (heartbeat, grace) announced to clients.
     fn hub_config(&self) -> HubConfig;
 }
@@ -175,7 +174,7 @@ impl Backend for InMemoryBackend {
         self.lock().hub.stats()
     }
 
-    fn ice_servers_for_token(&self, token: &str) -> Option<Vec<IceServer>> {
+    fn ice_servers_for_token(&self, token: &str) -> Option<TokenIce> {
         self.lock().hub.ice_servers_for_token(now(), token)
     }
 

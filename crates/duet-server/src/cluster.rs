@@ -99,7 +99,10 @@ local since
 if redis.call('ZSCORE', queue, sid) then
   since = tonumber(redis.call('HGET', sinces, sid)) or now
 elseif mode == 'join' then
-  redis.call('ZADD', queue, redis.call('INCR', seq), sid)
+  -- A partner left by `next` goes just ahead of the one who pressed it, if that one waits.
+  local ahead = cjson.decode(raw).b
+  local theirs = ahead and redis.call('ZSCORE', queue, ahead)
+  redis.call('ZADD', queue, theirs and (tonumber(theirs) - 0.5) or redis.call('INCR', seq), sid)
   since = now
   redis.call('HSET', sinces, sid, since)
 else
@@ -450,6 +453,11 @@ impl Cluster {
             Ok(Err(err)) => debug!(error = %kind(&err), "could not withdraw this node's counters"),
             Err(_) => debug!("withdrawing this node's counters timed out"),
         }
+    }
+
+    /// The service's session directory.
+    pub fn directory(&self) -> directory::Directory {
+        directory::Directory::new(self.conn.clone())
     }
 
     /// Stops the tasks (messages not yet written to Redis are dropped).

@@ -24,8 +24,10 @@ use tracing::debug;
 
 use crate::access::{AccessConfig, Admission, Refusal, check_request};
 use crate::backend::Backend;
+use crate::cluster::directory::Directory;
 use crate::cluster::{ServiceStats, StoreHealth};
 use crate::guard::GuardConfig;
+use crate::hub::TokenIce;
 use crate::ws::{serve_socket, ws_config};
 
 /// The server version reported by `/health` and `welcome`.
@@ -53,6 +55,8 @@ pub struct AppState {
     pub store: Option<Arc<StoreHealth>>,
     /// Every live node's counters and the service totals when the node runs with `--redis`.
     pub service: Option<Arc<ServiceStats>>,
+    /// The service's session directory when the node runs with `--redis`.
+    pub directory: Option<Directory>,
     /// Closes when the server is dropped (its `run` finished, or was dropped midway, as a
     /// killed process): the WebSocket tasks end with it.
     pub server_gone: tokio::sync::watch::Receiver<()>,
@@ -100,7 +104,7 @@ where
         let admitted = admitted.clone();
         async move {
             Ok::<_, Infallible>(match admitted {
-                Ok(permit) => route(req, state, permit),
+                Ok(permit) => route(req, state, permit).await,
                 Err(refusal) => refused(refusal),
             })
         }
@@ -116,7 +120,7 @@ where
     }
 }
 
-fn route(req: Request<Incoming>, state: Arc<AppState>, permit: Arc<Permit>) -> Response<Body> {
+async fn route(req: Request<Incoming>, state: Arc<AppState>, permit: Arc<Permit>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "only GET and HEAD are supported"}));
@@ -138,7 +142,7 @@ fn route(req: Request<Incoming>, state: Arc<AppState>, permit: Arc<Permit>) -> R
         ),
         "/ws" => upgrade(req, state, permit),
         "/health" => health(&state),
-        "/api/webrtc/config" => webrtc_config(&state, bearer(&req)),
+        "/api/webrtc/config" => webrtc_config(&state, bearer(&req)).await,
         "/api/webrtc/stats" => stats(&state),
         "/metrics" => metrics(&state),
         "/" | "/index.html" => web("text/html; charset=utf-8", include_str!("../web/index.html")),
@@ -237,9 +241,16 @@ fn health(state: &AppState) -> Response<Body> {
 
 /// ICE servers (with TURN credentials bound to the session) for a live session only: the
 /// caller proves it with the session's resume token.
-fn webrtc_config(state: &AppState, token: Option<&str>) -> Response<Body> {
+async fn webrtc_config(state: &AppState, token: Option<&str>) -> Response<Body> {
     let cfg = state.backend.hub_config();
-    let Some(ice_servers) = token.and_then(|t| state.backend.ice_servers_for_token(t)) else {
+    let grant = token.and_then(|t| state.backend.ice_servers_for_token(t));
+    let live = match (&grant, &state.directory) {
+        (Some(g), _) if g.held_here => true,
+        // A session of another node of the service: live while the directory holds it.
+        (Some(g), Some(directory)) => directory.is_live(&g.session).await,
+        _ => false,
+    };
+    let Some(TokenIce { ice_servers, .. }) = grant.filter(|_| live) else {
         let mut resp = json_response(
             StatusCode::UNAUTHORIZED,
             json!({"error": "ICE servers are issued to live sessions only: send the session's resume token as Authorization: Bearer <token>"}),

@@ -82,6 +82,7 @@ impl Server {
             admission: Default::default(),
             store: cluster.as_ref().map(|c| c.health.clone()),
             service: cluster.as_ref().map(|c| c.service.clone()),
+            directory: cluster.as_ref().map(|c| c.directory()),
             server_gone,
         });
         Ok(Self { listener, tls, state, cluster, _alive: alive })

@@ -101,24 +101,29 @@ async fn turn_credentials_go_to_live_sessions_only_and_name_the_session(mode: Mo
 
     let mut client = Client::connect(service.url(0)).await;
     let auth = format!("Bearer {}", client.token);
-    let (status, body) = server.get_with("/api/webrtc/config", &[("Authorization", &auth)]).await;
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let user = turn_user(&v["ice_servers"]);
-    assert!(user.ends_with(&format!(":{}", client.session_id)), "bound to the session: {user}");
+    // Any node of the service answers (a load balancer may send the request to any of them).
+    for server in [service.node(0), service.node(1)] {
+        let (status, body) = server.get_with("/api/webrtc/config", &[("Authorization", &auth)]).await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let user = turn_user(&v["ice_servers"]);
+        assert!(user.ends_with(&format!(":{}", client.session_id)), "bound to the session: {user}");
+    }
 
-    // Once the session has ended, its token gets nothing.
+    // Once the session has ended, its token gets nothing, from any node.
     client.send(duet_proto::ClientMessage::Leave).await;
     client.ws.close(None).await.unwrap();
-    let mut ended = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if server.get_with("/api/webrtc/config", &[("Authorization", &auth)]).await.0 == 401 {
-            ended = true;
-            break;
+    for server in [service.node(0), service.node(1)] {
+        let mut ended = false;
+        for _ in 0..100 {
+            if server.get_with("/api/webrtc/config", &[("Authorization", &auth)]).await.0 == 401 {
+                ended = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        assert!(ended, "an ended session's token still got TURN credentials");
     }
-    assert!(ended, "an ended session's token still got TURN credentials");
 }
 
 #[tokio::test]

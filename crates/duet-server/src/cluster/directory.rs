@@ -73,6 +73,30 @@ pub fn claimed(session: String, ack: Option<u64>, answer: Vec<String>) -> Claime
     Claimed { session, previous: node(0), partner_node: node(1), ack }
 }
 
+/// Reads the session directory.
+#[derive(Clone)]
+pub struct Directory {
+    conn: ConnectionManager,
+}
+
+impl Directory {
+    pub(super) fn new(conn: ConnectionManager) -> Self {
+        Self { conn }
+    }
+
+    /// Whether `session` lives on a node of the service (false when Redis does not answer
+    /// within a second).
+    pub async fn is_live(&self, session: &str) -> bool {
+        let mut conn = self.conn.clone();
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(home_key(session));
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), exists.query_async::<bool>(&mut conn)).await,
+            Ok(Ok(true))
+        )
+    }
+}
+
 /// How often other nodes' heartbeats are read.
 pub const WATCH_EVERY: Duration = Duration::from_millis(500);
 /// A heartbeat over for this long is removed from [`ALIVE_KEY`] (the node is long gone).

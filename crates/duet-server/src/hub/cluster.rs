@@ -41,6 +41,10 @@ pub struct PoolEntry {
     /// What the partner is shown of this client (`matched.peer.client`; never the device id).
     #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientInfo>,
+    /// Enter the pool just ahead of this session if it waits there: a partner left by `next`
+    /// goes before the one who pressed it, as in one process.
+    #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
+    pub ahead_of: Option<String>,
 }
 
 /// A request to the shared pool. A node's requests are carried out in the order emitted.
@@ -281,6 +285,7 @@ impl Hub {
             language: s.prefs.language.clone(),
             avoid,
             client: s.client.clone(),
+            ahead_of: None,
         })
     }
 
@@ -583,6 +588,22 @@ impl Hub {
         self.reissue_token(now, key);
     }
 
+    /// The pool join just emitted for `key` places it ahead of `other` (who pressed `next`
+    /// and queued on its own node first).
+    fn join_ahead_of(&mut self, key: u64, other: &str) {
+        let session = self.public_id(key).to_string();
+        let joined = self.out.iter_mut().rev().find_map(|o| match o {
+            Output::Pool(op) => match op.as_mut() {
+                PoolOp::Join(e) if e.session == session => Some(e),
+                _ => None,
+            },
+            _ => None,
+        });
+        if let Some(entry) = joined {
+            entry.ahead_of = Some(other.to_string());
+        }
+    }
+
     /// The partner on another node, if the session's room has one.
     pub(super) fn remote_partner(&self, key: u64) -> Option<&RemotePeer> {
         let State::InRoom(room) = self.state(key) else { return None };
@@ -687,6 +708,9 @@ impl Hub {
         self.send(key, None, ServerMessage::PeerLeft { reason });
         if requeue {
             self.enqueue(now, key, None);
+            if reason == PeerLeftReason::Next {
+                self.join_ahead_of(key, from);
+            }
         }
         self.reissue_token(now, key);
     }
@@ -798,6 +822,7 @@ pub(super) mod tests {
             language: None,
             avoid: vec![],
             client: None,
+            ahead_of: None,
         }
     }
 

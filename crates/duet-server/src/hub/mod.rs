@@ -176,6 +176,17 @@ pub enum Output {
     },
 }
 
+/// ICE servers for the session a resume token names (`/api/webrtc/config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenIce {
+    /// The session's public id.
+    pub session: String,
+    /// Whether this node holds the session (if not, only the session directory knows it is live).
+    pub held_here: bool,
+    /// The servers, with TURN credentials bound to the session.
+    pub ice_servers: Vec<duet_proto::IceServer>,
+}
+
 /// Counters for `/api/webrtc/stats` and `/metrics`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Stats {
@@ -321,11 +332,17 @@ impl Hub {
     }
 
     /// ICE servers, with TURN credentials bound to the session, for the live session whose
-    /// resume token this is; `None` for anything else.
-    pub fn ice_servers_for_token(&self, now: Now, token: &str) -> Option<Vec<duet_proto::IceServer>> {
+    /// resume token this is; `None` for anything else. On a node of a service the session may
+    /// live on another node: then the grant says so, and the caller asks the session directory.
+    pub fn ice_servers_for_token(&self, now: Now, token: &str) -> Option<TokenIce> {
         let claims = self.token_key.verify(token)?;
-        let key = self.by_public.get(&claims.session)?;
-        Some(self.cfg.ice.servers_for(self.public_id(*key), now.unix_secs))
+        let held_here = self.by_public.contains_key(&claims.session);
+        let elsewhere = self.clustered() && now.unix_secs.saturating_sub(claims.issued) <= MAX_RESTORE_AGE_SECS;
+        (held_here || elsewhere).then(|| TokenIce {
+            ice_servers: self.cfg.ice.servers_for(&claims.session, now.unix_secs),
+            session: claims.session,
+            held_here,
+        })
     }
 
     /// The configuration in use.
