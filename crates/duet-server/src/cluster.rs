@@ -16,6 +16,7 @@
 //!
 //! The key layout and the guarantees are described in `docs/SCALING.md`.
 
+pub mod device_blocks;
 pub mod directory;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::backend::{Backend, InMemoryBackend, StoreSink};
 use crate::hub::{CodeOutcome, CodeReply, HubConfig, Input, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
 use crate::turn::Secret;
+use device_blocks::DEVICE_BLOCKS_PREFIX;
 
 /// The pool's sorted set: session id -> place (ascending = longest waiting).
 pub const POOL_KEY: &str = "duet:{pool}:queue";
@@ -76,17 +78,18 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 const READ_BLOCK_MS: u64 = 1000;
 
 /// The atomic matcher. KEYS: queue, entries, since, seq, alive ([`ALIVE_KEY`]). ARGV: mode (`join` | `retry` |
-/// `leave`), session id, entry JSON, interest wait (ms), scan limit. Enters (or updates) the
+/// `leave`), session id, entry JSON, interest wait (ms), scan limit, device blocks prefix
+/// ([`device_blocks::DEVICE_BLOCKS_PREFIX`]). Enters (or updates) the
 /// session, then looks for a partner exactly as one process does (see `hub::matching`): the
 /// longest-waiting entry sharing an interest or the language; failing that the longest-waiting
 /// one, if both accept anyone (not picky, or waited the interest wait); never a pair where either
-/// avoids the other. A pairing takes both out of the pool in the same script, so nobody is
+/// avoids the other, or whose devices blocked each other. A pairing takes both out of the pool in the same script, so nobody is
 /// paired twice. An entry of a node whose heartbeat in [`ALIVE_KEY`] is over is removed, never
 /// paired. Returns nil, or `[older entry, newer entry]`.
 pub const POOL_SCRIPT: &str = r#"
 local queue, entries, sinces, seq, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local mode, sid, raw = ARGV[1], ARGV[2], ARGV[3]
-local wait, scan = tonumber(ARGV[4]), tonumber(ARGV[5])
+local wait, scan, dblocks = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 if mode == 'leave' then
   redis.call('ZREM', queue, sid)
   redis.call('HDEL', entries, sid)
@@ -127,6 +130,9 @@ local function avoids(e, other)
   end
   return false
 end
+local function devices_blocked(a, b)
+  return a.d ~= nil and b.d ~= nil and redis.call('SISMEMBER', dblocks .. a.d, b.d) == 1
+end
 local me_open = open(me, since)
 local pick, any = nil, nil
 for _, id in ipairs(redis.call('ZRANGE', queue, 0, scan - 1)) do
@@ -140,7 +146,7 @@ for _, id in ipairs(redis.call('ZRANGE', queue, 0, scan - 1)) do
       redis.call('HDEL', entries, id)
       redis.call('HDEL', sinces, id)
     elseif o then
-      if not avoids(me, id) and not avoids(o, sid) then
+      if not avoids(me, id) and not avoids(o, sid) and not devices_blocked(me, o) then
         if shares(me, o) then
           pick = id
           break
@@ -171,14 +177,14 @@ pub const ROOM_KEY_PREFIX: &str = "duet:room:";
 const ROOM_TTL_SECS: u64 = 24 * 3600;
 
 /// The atomic room by code. KEYS: the room, alive ([`ALIVE_KEY`]). ARGV: mode (`join` | `leave`), session id, entry
-/// JSON, may open (`1` | `0`), TTL (s). A join into an empty room opens it (if the session may
+/// JSON, may open (`1` | `0`), TTL (s), device blocks prefix. A join into an empty room opens it (if the session may
 /// open one); into a room with one member pairs them (unless either avoids the other); a room
 /// of two is full; a member of a node whose heartbeat is over is removed first. A repeated join
 /// gets the same answer. Returns `{'opened'}`,
 /// `{'paired', waiting entry}`, `{'full'}` or `{'rate_limited'}`; a leave returns nil.
 pub const ROOM_SCRIPT: &str = r#"
 local key, alive = KEYS[1], KEYS[2]
-local mode, sid, raw, may_open, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local mode, sid, raw, may_open, ttl, dblocks = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 if mode == 'leave' then
   redis.call('HDEL', key, sid)
   return false
@@ -222,7 +228,8 @@ local function avoids(e, id)
   end
   return false
 end
-if avoids(me, other.s) or avoids(other, sid) then return {'full'} end
+local blocked = me.d ~= nil and other.d ~= nil and redis.call('SISMEMBER', dblocks .. me.d, other.d) == 1
+if avoids(me, other.s) or avoids(other, sid) or blocked then return {'full'} end
 redis.call('HSET', key, sid, raw)
 redis.call('EXPIRE', key, ttl)
 return {'paired', other_raw}
@@ -596,6 +603,7 @@ struct Scripts {
     room: redis::Script,
     claim: redis::Script,
     release: redis::Script,
+    block: redis::Script,
 }
 
 /// Runs the node's pool and room requests in the order emitted: whatever is queued goes to
@@ -613,6 +621,7 @@ async fn run_pool(
         room: redis::Script::new(ROOM_SCRIPT),
         claim: redis::Script::new(directory::CLAIM_SCRIPT),
         release: redis::Script::new(directory::RELEASE_SCRIPT),
+        block: redis::Script::new(device_blocks::BLOCK_SCRIPT),
     };
     let mut rng = StdRng::from_os_rng();
     loop {
@@ -651,7 +660,7 @@ impl PoolWorker {
     ) -> bool {
         let mut pipe = redis::pipe();
         // Loading first makes the EVALSHAs below work on a Redis that restarted empty.
-        for script in [&scripts.pool, &scripts.room, &scripts.claim, &scripts.release] {
+        for script in [&scripts.pool, &scripts.room, &scripts.claim, &scripts.release, &scripts.block] {
             pipe.load_script(script).ignore();
         }
         for op in &ops {
@@ -683,7 +692,10 @@ impl PoolWorker {
                     let answer = redis::from_redis_value(answer).unwrap_or_default();
                     self.backend.input(Input::Claimed(Box::new(directory::claimed(session, ack, answer))));
                 }
-                PoolOp::Leave { .. } | PoolOp::LeaveCode { .. } | PoolOp::Release { .. } => {}
+                PoolOp::Leave { .. }
+                | PoolOp::LeaveCode { .. }
+                | PoolOp::Release { .. }
+                | PoolOp::BlockDevices { .. } => {}
             }
         }
         true
@@ -694,7 +706,7 @@ impl PoolWorker {
         let pool = |mode: &str, session: &str, raw: String| {
             let mut inv = scripts.pool.key(POOL_KEY);
             inv.key(POOL_ENTRIES_KEY).key(POOL_SINCE_KEY).key(POOL_SEQ_KEY).key(ALIVE_KEY);
-            inv.arg(mode).arg(session).arg(raw).arg(self.wait_ms).arg(MAX_SCAN);
+            inv.arg(mode).arg(session).arg(raw).arg(self.wait_ms).arg(MAX_SCAN).arg(DEVICE_BLOCKS_PREFIX);
             inv
         };
         match op {
@@ -706,18 +718,20 @@ impl PoolWorker {
                 inv.key(ALIVE_KEY);
                 let raw = serde_json::to_string(entry).unwrap_or_default();
                 inv.arg("join").arg(&entry.session).arg(raw).arg(u8::from(*may_open)).arg(ROOM_TTL_SECS);
+                inv.arg(DEVICE_BLOCKS_PREFIX);
                 inv
             }
             PoolOp::LeaveCode { code, session } => {
                 let mut inv = scripts.room.key(room_key(code));
                 inv.key(ALIVE_KEY);
-                inv.arg("leave").arg(session).arg("").arg(0).arg(ROOM_TTL_SECS);
+                inv.arg("leave").arg(session).arg("").arg(0).arg(ROOM_TTL_SECS).arg(DEVICE_BLOCKS_PREFIX);
                 inv
             }
             PoolOp::Claim { session, partner, .. } => {
                 directory::claim(&scripts.claim, &self.node, session, partner.as_deref())
             }
             PoolOp::Release { session } => directory::release(&scripts.release, &self.node, session),
+            PoolOp::BlockDevices { a, b } => device_blocks::block(&scripts.block, a, b),
         }
     }
 

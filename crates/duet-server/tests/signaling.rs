@@ -1,6 +1,5 @@
-//! Real WebSocket clients against the service: matching, relay, rooms, duplicate ids, HTTP
-//! endpoints. Each test runs twice (`memory::` and `redis::`, see [`common::Service`]), except
-//! the block of a device, which runs in one process only (see its comment).
+//! Real WebSocket clients against the service: matching, relay, rooms, duplicate ids, blocks,
+//! HTTP endpoints. Each test runs twice (`memory::` and `redis::`, see [`common::Service`]).
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,6 +15,7 @@ both_modes!(
     rooms_by_code_pair_friends_and_refuse_a_third,
     next_rematches_with_a_third_client,
     block_means_never_again,
+    a_block_follows_the_person_to_a_new_session_on_the_same_device,
     http_endpoints_answer,
 );
 
@@ -96,30 +96,35 @@ async fn next_rematches_with_a_third_client(mode: Mode) {
     b.expect("matched").await;
 }
 
-/// In one process only: with Redis, device blocks stay per node (docs/SCALING.md, "What is NOT
-/// done yet": "Device blocks (`client.device`) stay per node").
-#[tokio::test]
-async fn a_block_follows_the_person_to_a_new_session_on_the_same_device() {
-    let server = TestServer::start().await;
-    let mut a = Client::connect_on(&server.url, "device-alice-0000001").await;
-    let mut b = Client::connect_on(&server.url, "device-bob-000000001").await;
-    for c in [&mut a, &mut b] {
-        c.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
-    }
+/// b's new session is on the other node of the service when there is one: the block holds
+/// wherever the device comes back.
+async fn a_block_follows_the_person_to_a_new_session_on_the_same_device(mode: Mode) {
+    let service = Service::start(mode, HubConfig::default()).await;
+    let mut a = Client::connect_on(service.url(0), "device-alice-0000001").await;
+    a.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
+    a.expect("queued").await;
+    service.queue_holds(1).await;
+    let mut b = Client::connect_on(service.url(1), "device-bob-000000001").await;
+    b.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
     a.expect("matched").await;
     b.expect("matched").await;
     a.send(ClientMessage::Block).await;
     a.expect("ok").await;
-    // b quits the app and starts again: a new session on the same device.
+    // b quits the app and starts again: a new session on the same device, on a's node.
     b.send(ClientMessage::Leave).await;
     drop(b);
-    let mut b2 = Client::connect_on(&server.url, "device-bob-000000001").await;
+    let mut b2 = Client::connect_on(service.url(0), "device-bob-000000001").await;
     for c in [&mut a, &mut b2] {
         c.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
         c.expect("queued").await;
     }
+    service.queue_holds(2).await;
     a.expect_silence(std::time::Duration::from_millis(500)).await;
     b2.expect_silence(std::time::Duration::from_millis(100)).await;
+    // Another device is matched with a at once.
+    let mut c = Client::connect_on(service.url(1), "device-carol-0000001").await;
+    c.send(ClientMessage::JoinQueue { interests: vec![], language: None }).await;
+    c.expect("matched").await;
 }
 
 async fn block_means_never_again(mode: Mode) {

@@ -1,9 +1,12 @@
-//! Blocks that follow a person across sessions: kept by device (the hash of the `client.device`
-//! id a client sends in `hello`), not by session, for [`BLOCK_TTL`], within fixed bounds.
+//! Blocks that follow a person across sessions: kept by device (the keyed hash of the
+//! `client.device` id a client sends in `hello`), not by session, for [`BLOCK_TTL`], within fixed
+//! bounds. Nodes of a service share the key (the resume secret), so a device is the same on every
+//! node and their blocks meet in the shared store.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
+
+use super::token::TokenKey;
 
 /// How long a block between two devices holds.
 pub const BLOCK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -17,12 +20,19 @@ pub const MAX_BLOCKING_DEVICES: usize = 100_000;
 pub struct Device(u64);
 
 impl Device {
-    /// The device of a `client.device` id, hashed with this process's `key`.
-    pub fn of(id: &str, key: u64) -> Self {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        id.hash(&mut h);
-        Self(h.finish())
+    /// The device of a `client.device` id, hashed with `key`.
+    pub fn of(id: &str, key: &TokenKey) -> Self {
+        Self(key.tag64("device", id))
+    }
+
+    /// As the shared store writes it.
+    pub fn hex(self) -> String {
+        format!("{:016x}", self.0)
+    }
+
+    /// From [`Device::hex`].
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        u64::from_str_radix(hex, 16).ok().map(Self)
     }
 }
 
@@ -79,8 +89,12 @@ mod tests {
     #[test]
     fn a_block_holds_both_ways_until_it_expires() {
         let t0 = Instant::now();
-        let (a, b, c) =
-            (Device::of("aaaaaaaaaaaaaaaa", 1), Device::of("bbbbbbbbbbbbbbbb", 1), Device::of("cccccccccccccccc", 1));
+        let k = TokenKey::new(b"1".to_vec());
+        let (a, b, c) = (
+            Device::of("aaaaaaaaaaaaaaaa", &k),
+            Device::of("bbbbbbbbbbbbbbbb", &k),
+            Device::of("cccccccccccccccc", &k),
+        );
         let mut blocks = DeviceBlocks::default();
         blocks.block(t0, a, b);
         assert!(blocks.blocked(t0, a, b) && blocks.blocked(t0, b, a));
@@ -89,14 +103,18 @@ mod tests {
     }
 
     #[test]
-    fn the_same_id_under_another_process_key_is_another_device() {
-        assert_ne!(Device::of("aaaaaaaaaaaaaaaa", 1), Device::of("aaaaaaaaaaaaaaaa", 2));
+    fn the_same_id_is_the_same_device_under_the_same_key_only() {
+        let (k1, k2) = (TokenKey::new(b"1".to_vec()), TokenKey::new(b"2".to_vec()));
+        assert_eq!(Device::of("aaaaaaaaaaaaaaaa", &k1), Device::of("aaaaaaaaaaaaaaaa", &TokenKey::new(b"1".to_vec())));
+        assert_ne!(Device::of("aaaaaaaaaaaaaaaa", &k1), Device::of("aaaaaaaaaaaaaaaa", &k2));
+        let d = Device::of("aaaaaaaaaaaaaaaa", &k1);
+        assert_eq!(Device::from_hex(&d.hex()), Some(d));
     }
 
     #[test]
     fn blocks_per_device_are_bounded() {
         let t0 = Instant::now();
-        let a = Device::of("aaaaaaaaaaaaaaaa", 1);
+        let a = Device::of("aaaaaaaaaaaaaaaa", &TokenKey::new(b"1".to_vec()));
         let mut blocks = DeviceBlocks::default();
         for i in 0..(MAX_BLOCKS_PER_DEVICE + 5) {
             blocks.block(t0, a, Device(i as u64));

@@ -41,6 +41,10 @@ pub struct PoolEntry {
     /// What the partner is shown of this client (`matched.peer.client`; never the device id).
     #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientInfo>,
+    /// The session's device ([`super::blocks::Device::hex`]): blocks between devices hold on
+    /// every node.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Enter the pool just ahead of this session if it waits there: a partner left by `next`
     /// goes before the one who pressed it, as in one process.
     #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +92,13 @@ pub enum PoolOp {
         /// A restored session's `ack` in its `hello`: the last message its client processed
         /// from the node that held it (echoed in [`Claimed`]).
         ack: Option<u64>,
+    },
+    /// Two devices never meet again, on any node (a block or report between them).
+    BlockDevices {
+        /// One device ([`super::blocks::Device::hex`]).
+        a: String,
+        /// The other.
+        b: String,
     },
     /// `session` ended on this node: its directory entry goes (if it is still this node's).
     Release {
@@ -221,11 +232,17 @@ pub enum PeerEvent {
     Rejoin {
         /// The sender's node now.
         node: String,
+        /// The sender's device ([`super::blocks::Device::hex`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
     },
     /// The receiver's [`PeerEvent::Rejoin`] was taken: its partner is on `node`.
     Rejoined {
         /// The sender's node.
         node: String,
+        /// The sender's device.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
     },
 }
 
@@ -241,11 +258,20 @@ pub(super) struct RemotePeer {
     pub lost: bool,
     /// Signals for the partner while it is lost (at most [`super::failover::MAX_HELD`]).
     pub held: Vec<PeerEvent>,
+    /// The partner's device, if known (from its pool entry).
+    pub device: Option<super::blocks::Device>,
 }
 
 impl RemotePeer {
     pub(super) fn new(session: &str, node: &str, polite_here: bool) -> Self {
-        Self { session: session.to_string(), node: node.to_string(), polite_here, lost: false, held: Vec::new() }
+        let (session, node) = (session.to_string(), node.to_string());
+        Self { session, node, polite_here, lost: false, held: Vec::new(), device: None }
+    }
+
+    /// The partner of a pool or room entry.
+    pub(super) fn of(entry: &PoolEntry, polite_here: bool) -> Self {
+        let device = entry.device.as_deref().and_then(super::blocks::Device::from_hex);
+        Self { device, ..Self::new(&entry.session, &entry.node, polite_here) }
     }
 }
 
@@ -285,6 +311,7 @@ impl Hub {
             language: s.prefs.language.clone(),
             avoid,
             client: s.client.clone(),
+            device: s.device.map(|d| d.hex()),
             ahead_of: None,
         })
     }
@@ -312,6 +339,13 @@ impl Hub {
         }
         if let Some(entry) = self.pool_entry(now, key) {
             self.out.push_back(Output::Pool(Box::new(PoolOp::Retry(entry))));
+        }
+    }
+
+    /// A block between devices `a` and `b` holds on every node of the service.
+    pub(super) fn share_device_block(&mut self, a: super::blocks::Device, b: super::blocks::Device) {
+        if self.clustered() {
+            self.out.push_back(Output::Pool(Box::new(PoolOp::BlockDevices { a: a.hex(), b: b.hex() })));
         }
     }
 
@@ -372,7 +406,7 @@ impl Hub {
                         self.take_from_queue(key);
                         let room = self.next_room;
                         self.next_room += 1;
-                        let peer = RemotePeer::new(&remote.session, &remote.node, polite);
+                        let peer = RemotePeer::of(remote, polite);
                         let r = Room {
                             name: m.room.clone(),
                             code: None,
@@ -498,7 +532,7 @@ impl Hub {
                 }
             }
             CodeOutcome::Paired(w) => {
-                let peer = RemotePeer::new(&w.session, &w.node, true);
+                let peer = RemotePeer::of(&w, true);
                 let room = self.open_code_room(key, &code, Some(peer));
                 self.reply(key, p.id, ServerMessage::RoomJoined { code });
                 self.announce_remote_match(now, room, key, &w, true);
@@ -522,7 +556,7 @@ impl Hub {
         match room {
             Some((key, room)) => {
                 if let Some(r) = self.rooms.get_mut(&room) {
-                    r.remote = Some(RemotePeer::new(&joiner.session, &joiner.node, false));
+                    r.remote = Some(RemotePeer::of(joiner, false));
                 }
                 self.announce_remote_match(now, room, key, joiner, false);
             }
@@ -647,8 +681,8 @@ impl Hub {
             return;
         };
         let event = match event {
-            PeerEvent::Rejoin { node } => return self.rejoin(key, &from, &node),
-            PeerEvent::Rejoined { node } => return self.rejoined(key, &from, &node),
+            PeerEvent::Rejoin { node, device } => return self.rejoin(key, &from, &node, device),
+            PeerEvent::Rejoined { node, device } => return self.rejoined(key, &from, &node, device),
             event => event,
         };
         let State::InRoom(room) = self.state(key) else { return };
@@ -822,6 +856,7 @@ pub(super) mod tests {
             language: None,
             avoid: vec![],
             client: None,
+            device: None,
             ahead_of: None,
         }
     }

@@ -19,6 +19,7 @@ use std::cmp::Reverse;
 use duet_proto::{PeerLeftReason, ServerMessage, parse_server_frame};
 use tracing::{debug, info};
 
+use super::blocks::Device;
 use super::cluster::{Claimed, PeerEvent, PoolOp, RemoteMsg, RemotePeer};
 use super::session::State;
 use super::{CLOSE_REPLACED, Hub, Now, Output, Timer};
@@ -67,7 +68,8 @@ impl Hub {
         let awaited = self.rooms.get(&room).and_then(|r| r.awaiting.as_ref()).map(|(p, _)| p.clone());
         if let (Some(partner), Some(node)) = (awaited, c.partner_node.filter(|n| *n != here)) {
             info!(session = %c.session, partner = %partner, node = %node, "asking the partner's node to rejoin the pair");
-            self.emit_remote(&node, &partner, &c.session, PeerEvent::Rejoin { node: here });
+            let device = self.sessions.get(&key).and_then(|s| s.device).map(|d| d.hex());
+            self.emit_remote(&node, &partner, &c.session, PeerEvent::Rejoin { node: here, device });
         }
     }
 
@@ -96,6 +98,7 @@ impl Hub {
             self.conns.remove(&conn);
             self.out.push_back(Output::Close { conn, code: CLOSE_REPLACED, reason: "session moved to another server" });
         }
+        let device = self.sessions.get(&key).and_then(|s| s.device);
         match self.state(key) {
             State::Queued { .. } => {
                 self.take_from_queue(key);
@@ -107,7 +110,7 @@ impl Hub {
                     Some(other) => {
                         let polite_here = r.members.first() != Some(&other);
                         r.members.retain(|m| *m != key);
-                        r.remote = Some(RemotePeer::new(session, node, polite_here));
+                        r.remote = Some(RemotePeer { device, ..RemotePeer::new(session, node, polite_here) });
                     }
                     None => {
                         if let Some(code) = self.rooms.remove(&room).and_then(|r| r.code)
@@ -135,18 +138,21 @@ impl Hub {
     }
 
     /// `from`, restored on `node`, asks to go on with its partner `key` here.
-    pub(super) fn rejoin(&mut self, key: u64, from: &str, node: &str) {
+    pub(super) fn rejoin(&mut self, key: u64, from: &str, node: &str, device: Option<String>) {
         let State::InRoom(room) = self.state(key) else { return };
+        let my_device = self.sessions.get(&key).and_then(|s| s.device).map(|d| d.hex());
+        let device = device.as_deref().and_then(Device::from_hex);
         let Some(r) = self.rooms.get_mut(&room) else { return };
         let held = match (&mut r.remote, &r.awaiting) {
             (Some(peer), _) if peer.session == from => {
                 peer.node = node.to_string();
                 peer.lost = false;
+                peer.device = peer.device.or(device);
                 std::mem::take(&mut peer.held)
             }
             // Restored here earlier, waiting for this very partner.
             (None, Some((partner, polite))) if partner == from => {
-                r.remote = Some(RemotePeer::new(from, node, *polite));
+                r.remote = Some(RemotePeer { device, ..RemotePeer::new(from, node, *polite) });
                 r.awaiting = None;
                 Vec::new()
             }
@@ -159,7 +165,7 @@ impl Hub {
         let to = self.public_id(key).to_string();
         info!(a = %to, b = %from, node = %node, "pairing rejoined across nodes");
         let here = self.cfg.cluster_node.clone().unwrap_or_default();
-        self.emit_remote(node, from, &to, PeerEvent::Rejoined { node: here });
+        self.emit_remote(node, from, &to, PeerEvent::Rejoined { node: here, device: my_device });
         for event in held {
             self.emit_remote(node, from, &to, event);
         }
@@ -167,7 +173,8 @@ impl Hub {
     }
 
     /// The partner's node took this session's [`PeerEvent::Rejoin`]: the pair is whole again.
-    pub(super) fn rejoined(&mut self, key: u64, from: &str, node: &str) {
+    pub(super) fn rejoined(&mut self, key: u64, from: &str, node: &str, device: Option<String>) {
+        let device = device.as_deref().and_then(Device::from_hex);
         let State::InRoom(room) = self.state(key) else { return };
         let Some(r) = self.rooms.get_mut(&room) else { return };
         let Some((partner, polite)) = r.awaiting.clone() else { return };
@@ -175,7 +182,7 @@ impl Hub {
             return;
         }
         r.awaiting = None;
-        r.remote = Some(RemotePeer::new(from, node, polite));
+        r.remote = Some(RemotePeer { device, ..RemotePeer::new(from, node, polite) });
         self.send(key, None, ServerMessage::PeerResumed);
     }
 
@@ -299,7 +306,11 @@ mod tests {
         let rejoin = sent_to(&mut c, "b");
         assert_eq!(
             rejoin,
-            [RemoteMsg::Peer { to: y_id.clone(), from: "x".into(), event: PeerEvent::Rejoin { node: "c".into() } }]
+            [RemoteMsg::Peer {
+                to: y_id.clone(),
+                from: "x".into(),
+                event: PeerEvent::Rejoin { node: "c".into(), device: None }
+            }]
         );
 
         // y's node takes it: y hears peer_resumed, and x's node the answer.
@@ -308,7 +319,11 @@ mod tests {
         let answer = sent_to(&mut b, "c");
         assert_eq!(
             answer,
-            [RemoteMsg::Peer { to: "x".into(), from: y_id.clone(), event: PeerEvent::Rejoined { node: "b".into() } }]
+            [RemoteMsg::Peer {
+                to: "x".into(),
+                from: y_id.clone(),
+                event: PeerEvent::Rejoined { node: "b".into(), device: None }
+            }]
         );
         c.input(Input::Remote(answer[0].clone()));
         assert_eq!(c.last_to(x).kind(), "peer_resumed");
@@ -352,11 +367,11 @@ mod tests {
         let (y, y_id) = paired_with_remote(&mut n, 1, "x");
         n.input(Input::NodeDown("there".into()));
         n.msg(y, signal(SignalPayload::Restart));
-        let rejoin = PeerEvent::Rejoin { node: "c".into() };
+        let rejoin = PeerEvent::Rejoin { node: "c".into(), device: None };
         n.input(Input::Remote(RemoteMsg::Peer { to: y_id.clone(), from: "x".into(), event: rejoin }));
         assert_eq!(n.last_to(y).kind(), "peer_resumed");
         let to_x = sent_to(&mut n, "c");
-        assert!(matches!(&to_x[0], RemoteMsg::Peer { event: PeerEvent::Rejoined { node }, .. } if node == "b"));
+        assert!(matches!(&to_x[0], RemoteMsg::Peer { event: PeerEvent::Rejoined { node, .. }, .. } if node == "b"));
         assert!(matches!(
             &to_x[1],
             RemoteMsg::Peer { event: PeerEvent::Signal { payload: SignalPayload::Restart, .. }, .. }
@@ -411,7 +426,7 @@ mod tests {
         n.input(Input::Remote(RemoteMsg::Peer {
             to: y_id.clone(),
             from: x_id.clone(),
-            event: PeerEvent::Rejoin { node: "c".into() },
+            event: PeerEvent::Rejoin { node: "c".into(), device: None },
         }));
         assert_eq!(n.last_to(y).kind(), "peer_resumed");
         n.msg(y, signal(SignalPayload::Restart));

@@ -341,7 +341,12 @@ impl Hub {
         reason: PeerLeftReason,
         report: Option<String>,
     ) {
-        if let Some(other) = self.remote_partner(key).map(|p| p.session.clone()) {
+        if let Some((other, their_device)) = self.remote_partner(key).map(|p| (p.session.clone(), p.device)) {
+            let my_device = self.sessions.get(&key).and_then(|s| s.device);
+            if let (Some(a), Some(b)) = (my_device, their_device) {
+                self.device_blocks.block(now.mono, a, b);
+                self.share_device_block(a, b);
+            }
             if let Some(s) = self.sessions.get_mut(&key) {
                 if s.blocked_remote.len() == super::session::MAX_BLOCKED {
                     s.blocked_remote.remove(0);
@@ -369,6 +374,7 @@ impl Hub {
         let device = |k: u64| self.sessions.get(&k).and_then(|s| s.device);
         if let (Some(a), Some(b)) = (device(key), device(partner)) {
             self.device_blocks.block(now.mono, a, b);
+            self.share_device_block(a, b);
         }
         match &report {
             Some(text) => {

@@ -6,7 +6,7 @@
 //! is unit-tested on simulated time (see `tests.rs`). The WebSocket driver in `crate::ws`
 //! feeds it.
 
-mod blocks;
+pub mod blocks;
 mod cluster;
 mod failover;
 mod matching;
@@ -784,7 +784,7 @@ impl Hub {
     /// the id is the server's alone, and only its keyed hash is kept).
     fn take_device(&self, client: &mut Option<ClientInfo>) -> Option<blocks::Device> {
         let id = client.as_mut()?.device.take()?;
-        Some(blocks::Device::of(&id, self.instance))
+        Some(blocks::Device::of(&id, &self.token_key))
     }
 
     /// Registers a session on `conn` with a freshly signed token; returns its key.

@@ -76,6 +76,13 @@ impl TokenKey {
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
+    /// A 64-bit keyed hash of `data` for `domain` (HMAC-SHA-256, truncated): stable across
+    /// processes and versions that share the secret.
+    pub fn tag64(&self, domain: &str, data: &str) -> u64 {
+        let tag = self.mac(&format!("{domain}\0{data}")).finalize().into_bytes();
+        u64::from_be_bytes([tag[0], tag[1], tag[2], tag[3], tag[4], tag[5], tag[6], tag[7]])
+    }
+
     /// The claims of a token this key signed; `None` for anything else (forged, altered, from
     /// another secret, or not a signed token at all).
     pub fn verify(&self, token: &str) -> Option<Claims> {
