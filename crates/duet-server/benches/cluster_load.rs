@@ -11,11 +11,20 @@
 //!    crosses nodes through Redis) relay `signal`s at R per second for D seconds: relay latency
 //!    p50/p99 (send to receive, same clock).
 //!
+//! Then, on three nodes and one Redis (`cluster_load/kill.rs`):
+//! 4. **kill**: P pairs spread over the nodes, most of them across two nodes, signal steadily;
+//!    one node is SIGKILLed, and its clients come back on the other two with their resume tokens
+//!    (exponential backoff, full jitter): sessions restored, pairings whole again and how soon,
+//!    and the signals that did or did not arrive.
+//!
 //! `cargo bench -p duet-server --bench cluster_load -- --sessions 10000 --pairs 2000 --rate 10000`
+//! runs all four; `--phase compare` runs 1-3 only, `--phase kill` the kill alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "cluster_load/kill.rs"]
+mod kill;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
@@ -24,10 +33,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{Ws, cpu_secs, pairing_burst, raise_fd_limit, rss_kib, seq_of, ws_config};
+use common::{Ws, cpu_secs, pairing_burst, raise_fd_limit, rss_kib, seq_of};
 use duet_proto::*;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -54,6 +63,25 @@ struct Args {
     /// Log level of the servers under test (`RUST_LOG`).
     #[arg(long, default_value = "warn")]
     server_log: String,
+    /// Which phases to run: `all`, `compare` (one node against two: hold, pair, relay) or `kill`.
+    #[arg(long, value_enum, default_value = "all")]
+    phase: Phase,
+    /// Pairs holding a call when a node is killed (two sessions each, over three nodes).
+    #[arg(long, default_value_t = 500)]
+    kill_pairs: usize,
+    /// Each session of the kill phase sends a signal this often (ms).
+    #[arg(long, default_value_t = 1000)]
+    kill_signal_ms: u64,
+    /// Seconds of steady signalling before the kill.
+    #[arg(long, default_value_t = 5)]
+    kill_warmup: u64,
+    /// Seconds watched after the kill (longer than the node heartbeat, 5 s, plus the resume
+    /// grace, 15 s, so that a pairing given up by the server shows as `peer_left`).
+    #[arg(long, default_value_t = 25)]
+    kill_observe: u64,
+    /// Log level of the kill phase's nodes; their stderr goes to files named at the end.
+    #[arg(long, default_value = "info")]
+    kill_log: String,
     /// Set by `cargo bench`; without it (as under `cargo test`) a small smoke run is made.
     #[arg(long)]
     bench: bool,
@@ -67,6 +95,9 @@ fn main() {
         args.relay_pairs = args.relay_pairs.min(20);
         args.rate = args.rate.min(400);
         args.duration = args.duration.min(1);
+        args.kill_pairs = args.kill_pairs.min(18);
+        args.kill_warmup = args.kill_warmup.min(2);
+        args.kill_observe = args.kill_observe.min(8);
     }
     let fd_limit = raise_fd_limit(400_000) as usize;
     if args.sessions + 500 > fd_limit {
@@ -74,9 +105,25 @@ fn main() {
         args.sessions = fd_limit - 500;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let single = rt.block_on(run(Setup::Single, &args));
-    let cluster = rt.block_on(run(Setup::Cluster, &args));
-    print_table(&args, &single, &cluster);
+    if args.phase != Phase::Kill {
+        let single = rt.block_on(run(Setup::Single, &args));
+        let cluster = rt.block_on(run(Setup::Cluster, &args));
+        print_table(&args, &single, &cluster);
+    }
+    if args.phase != Phase::Compare {
+        let killed = rt.block_on(kill::run(&args));
+        kill::print_table(&args, &killed);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug, clap::ValueEnum)]
+enum Phase {
+    /// Everything: the comparison, then the kill.
+    All,
+    /// One node in memory against two nodes and Redis: hold, pair, relay.
+    Compare,
+    /// Three nodes and Redis, one of them killed under load.
+    Kill,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -136,15 +183,26 @@ struct Node {
 }
 
 fn start_node(server_log: &str, redis: Option<(u16, &str)>) -> Node {
+    let mut c = node_command(server_log, redis);
+    // Idle sessions are held without pings for the whole run.
+    c.args(["--heartbeat-ms", "600000", "--idle-timeout-ms", "1200000"]);
+    spawn_node(c.stderr(Stdio::inherit()))
+}
+
+/// The `duet-server` command line of a node on a free loopback port, its connection cap lifted.
+fn node_command(server_log: &str, redis: Option<(u16, &str)>) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_duet-server"));
-    // Idle sessions are held without pings for the whole run; the connection cap is lifted.
-    c.args(["--listen", "127.0.0.1:0", "--heartbeat-ms", "600000", "--idle-timeout-ms", "1200000"]);
-    c.args(["--max-connections", "10000000"]);
+    c.args(["--listen", "127.0.0.1:0", "--max-connections", "10000000"]);
     if let Some((port, id)) = redis {
         c.args(["--redis", &format!("redis://127.0.0.1:{port}"), "--node-id", id]);
     }
     c.env("RUST_LOG", server_log);
-    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn duet-server");
+    c
+}
+
+/// Starts `c` and reads the node's address from the first line it prints.
+fn spawn_node(c: &mut Command) -> Node {
+    let mut child = c.stdout(Stdio::piped()).spawn().expect("spawn duet-server");
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     let addr = line
@@ -173,20 +231,21 @@ fn start_redis() -> (Proc, u16) {
 
 async fn wait_healthy(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(addr).await {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            let _ = s.write_all(req.as_bytes()).await;
-            let mut buf = Vec::new();
-            let _ = s.read_to_end(&mut buf).await;
-            if String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
+    while !http_get(addr, "/health").await.starts_with("HTTP/1.1 200") {
         assert!(Instant::now() < deadline, "node {addr} healthy");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The whole HTTP/1.1 answer (status line, headers, body) to `GET path`, or "" if none came.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = TcpStream::connect(addr).await else { return String::new() };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 async fn run(setup: Setup, args: &Args) -> Results {
@@ -300,19 +359,9 @@ async fn open_sessions(nodes: &[SocketAddr], n: usize, concurrency: usize) -> Ve
 }
 
 async fn open_one(server: SocketAddr, src: IpAddr) -> Result<Ws, String> {
-    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    sock.bind(SocketAddr::new(src, 0)).map_err(|e| e.to_string())?;
-    let stream = sock.connect(server).await.map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).ok();
-    let url = format!("ws://{server}/ws");
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await.map_err(|e| e.to_string())?;
-    let hello = ClientFrame::with_id(1, ClientMessage::Hello { version: 1, resume_token: None, client: None });
-    ws.send(Message::text(hello.to_json())).await.map_err(|e| e.to_string())?;
-    match ws.next().await {
-        Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => Ok(ws),
-        other => Err(format!("no welcome: {other:?}")),
-    }
+    let mut ws = common::connect(server, src).await?;
+    common::hello(&mut ws, None, None).await?;
+    Ok(ws)
 }
 
 /// K pairs (rooms by code): the first member sends signals at `rate / K` per second, the

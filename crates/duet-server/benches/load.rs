@@ -28,7 +28,7 @@ use clap::Parser;
 use common::{Ws, cpu_secs, pairing_burst, raise_fd_limit, rss_kib, seq_of, ws_config};
 use duet_proto::*;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -246,20 +246,9 @@ async fn open_sessions(server: SocketAddr, n: usize, concurrency: usize, target:
 }
 
 async fn open_one(server: SocketAddr, src: IpAddr, target: Target) -> Result<Ws, String> {
-    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    sock.bind(SocketAddr::new(src, 0)).map_err(|e| e.to_string())?;
-    let stream = sock.connect(server).await.map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).ok();
-    let url = format!("ws://{server}/ws");
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await.map_err(|e| e.to_string())?;
+    let mut ws = common::connect(server, src).await?;
     if target == Target::Duet {
-        let hello = ClientFrame::with_id(1, ClientMessage::Hello { version: 1, resume_token: None, client: None });
-        ws.send(Message::text(hello.to_json())).await.map_err(|e| e.to_string())?;
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => {}
-            other => return Err(format!("no welcome: {other:?}")),
-        }
+        common::hello(&mut ws, None, None).await?;
     }
     Ok(ws)
 }

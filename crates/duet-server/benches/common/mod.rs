@@ -1,12 +1,14 @@
-//! What both load benchmarks share: the client socket type and its configuration, the pairing
-//! burst, a process's memory and CPU time, and the file-descriptor limit.
+//! What both load benchmarks share: the client socket type and its configuration, opening a
+//! session (or resuming one with its token), the pairing burst, a process's memory and CPU time,
+//! and the file-descriptor limit.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use duet_proto::{ClientFrame, ClientMessage, parse_server_frame};
+use duet_proto::{ClientFrame, ClientMessage, ServerFrame, ServerMessage, parse_server_frame};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Barrier;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -16,6 +18,32 @@ pub type Ws = WebSocketStream<TcpStream>;
 
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+/// A WebSocket to `server`'s `/ws` from the source address `src` (no `hello` yet).
+pub async fn connect(server: SocketAddr, src: IpAddr) -> Result<Ws, String> {
+    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    sock.bind(SocketAddr::new(src, 0)).map_err(|e| e.to_string())?;
+    let stream = sock.connect(server).await.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).ok();
+    let url = format!("ws://{server}/ws");
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await.map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+/// Sends `hello` (with a resume token and the last `seq` processed, to take a session back) and
+/// returns the `welcome` frame.
+pub async fn hello(ws: &mut Ws, resume_token: Option<String>, ack: Option<u64>) -> Result<ServerFrame, String> {
+    let hello = ClientFrame { id: Some(1), ack, msg: ClientMessage::Hello { version: 1, resume_token, client: None } };
+    ws.send(Message::text(hello.to_json())).await.map_err(|e| e.to_string())?;
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) => match parse_server_frame(t.as_str()) {
+            Ok(f) if matches!(f.msg, ServerMessage::Welcome { .. }) => Ok(f),
+            _ => Err(format!("no welcome: {t}")),
+        },
+        other => Err(format!("no welcome: {other:?}")),
+    }
 }
 
 /// All sessions join the queue at once; returns pairings per second.
