@@ -416,7 +416,7 @@ impl Cluster {
                 pool_flush_rx,
                 stop_rx.clone(),
             )),
-            tokio::spawn(send_remote(commands.clone(), remote_rx, remote_flush_rx, stop_rx.clone())),
+            tokio::spawn(send_remote(commands.clone(), backend.clone(), remote_rx, remote_flush_rx, stop_rx.clone())),
             tokio::spawn(read_inbox(reader, commands.clone(), node.clone(), backend.clone(), stop_rx.clone())),
             tokio::spawn(directory::watch_nodes(commands.clone(), node.clone(), backend.clone(), stop_rx)),
         ];
@@ -454,7 +454,7 @@ impl Cluster {
         pipe.cmd("HSET").arg(ALIVE_KEY).arg(&self.node).arg(0).ignore();
         // Messages still arriving are for sessions that moved; a restart under the same id
         // starts with an empty inbox.
-        pipe.cmd("DEL").arg(inbox_key(&self.node)).ignore();
+        pipe.cmd("DEL").arg(inbox_key(&self.node)).arg(directory::read_marker_key(&self.node)).ignore();
         match tokio::time::timeout(patience, pipe.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => debug!(error = %kind(&err), "could not withdraw this node's counters"),
@@ -792,11 +792,13 @@ impl PoolWorker {
 /// answered once every message queued before it was written (or given up on).
 async fn send_remote(
     mut conn: ConnectionManager,
+    backend: Arc<InMemoryBackend>,
     mut rx: mpsc::UnboundedReceiver<(String, RemoteMsg)>,
     mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut expired_at: HashMap<String, Instant> = HashMap::new();
+    let salvage = redis::Script::new(directory::SALVAGE_SCRIPT);
     loop {
         let Some((first, done)) = next_or_flush(&mut rx, &mut flush).await else { return };
         let mut batch = vec![first];
@@ -807,11 +809,40 @@ async fn send_remote(
                 Err(_) => break,
             }
         }
-        if !send_batch(&mut conn, &batch, &mut expired_at, &mut stop).await {
-            return;
+        // A salvage runs after every message queued before it was written.
+        for run in batch.split_inclusive(|(_, m)| matches!(m, RemoteMsg::Salvage { .. })) {
+            let (messages, last) = match run.split_last() {
+                Some(((node, RemoteMsg::Salvage { session }), before)) => (before, Some((node, session))),
+                _ => (run, None),
+            };
+            if !messages.is_empty() && !send_batch(&mut conn, messages, &mut expired_at, &mut stop).await {
+                return;
+            }
+            if let Some((node, session)) = last {
+                let messages = salvage_inbox(&mut conn, &salvage, node, session).await;
+                backend.input(Input::Salvaged { session: session.clone(), messages });
+            }
         }
         if let Some(done) = done {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Takes out of `node`'s inbox what it never read for `session` (nothing if Redis fails).
+async fn salvage_inbox(
+    conn: &mut ConnectionManager,
+    script: &redis::Script,
+    node: &str,
+    session: &str,
+) -> Vec<RemoteMsg> {
+    let mut inv = script.key(inbox_key(node));
+    inv.key(directory::read_marker_key(node)).arg(session);
+    match inv.invoke_async::<Vec<String>>(conn).await {
+        Ok(raw) => raw.iter().filter_map(|d| serde_json::from_str(d).ok()).collect(),
+        Err(err) => {
+            warn!(error = %kind(&err), "salvaging an old node's inbox failed");
+            Vec::new()
         }
     }
 }
@@ -868,23 +899,19 @@ async fn read_inbox(
     backend: Arc<InMemoryBackend>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let key = inbox_key(&node);
+    let (key, marker) = (inbox_key(&node), directory::read_marker_key(&node));
     let mut last = "0-0".to_string();
     let mut trimmed_at = Instant::now();
     loop {
         if *stop.borrow() {
             return;
         }
-        let read = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(512)
-            .arg("BLOCK")
-            .arg(READ_BLOCK_MS)
-            .arg("STREAMS")
-            .arg(&key)
-            .arg(&last)
-            .query_async::<Option<StreamReadReply>>(&mut conn)
-            .await;
+        // The marker says what the hub has taken: if this node dies, whoever restores one of
+        // its sessions takes what comes after it (`directory::SALVAGE_SCRIPT`).
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&marker).arg(&last).arg("EX").arg(INBOX_TTL_SECS).ignore();
+        pipe.cmd("XREAD").arg("COUNT").arg(512).arg("BLOCK").arg(READ_BLOCK_MS).arg("STREAMS").arg(&key).arg(&last);
+        let read = pipe.query_async::<(Option<StreamReadReply>,)>(&mut conn).await.map(|(reply,)| reply);
         let reply = match read {
             Ok(Some(reply)) => reply,
             Ok(None) => continue,

@@ -593,10 +593,13 @@ async fn a_killed_nodes_client_resumes_on_a_third_node_and_the_pairing_goes_on_w
     y.expect("token").await;
     let (token, x_id) = (x.token.clone(), x.session_id.clone());
 
-    // Node a dies without a word. Its heartbeat runs out within 5 s: y is told its partner is
-    // reconnecting, and what y signals meanwhile waits for it.
+    // Node a dies without a word. y signals at once: nobody knows yet, so it goes to node a's
+    // inbox. Within 5 s a's heartbeat runs out: y is told its partner is reconnecting, and
+    // what y signals then waits for it.
     drop(node_a);
     drop(x);
+    y.send(ClientMessage::Signal { payload: offer("v=0 into the dead node"), generation: Some(3) }).await;
+    y.expect("ok").await;
     // (A heartbeat lasts 5 s: longer than one wait for a frame.)
     tokio::time::sleep(Duration::from_secs(3)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(12);
@@ -612,14 +615,17 @@ async fn a_killed_nodes_client_resumes_on_a_third_node_and_the_pairing_goes_on_w
     y.send(ClientMessage::Signal { payload: offer("v=0 while x was away"), generation: Some(3) }).await;
     y.expect("ok").await;
 
-    // x comes back on node c, neither its old node nor its partner's.
+    // x comes back on node c, neither its old node nor its partner's, and gets both signals,
+    // in the order y sent them.
     let mut x = Client::hello_on(raw(&node_c.url).await, Some(token)).await;
     x.ids_from(100);
     assert_eq!(x.session_id, x_id, "the same session, restored from its token");
     x.expect("peer_resumed").await;
     y.expect("peer_resumed").await;
-    let f = x.expect("signal").await;
-    assert!(matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer("v=0 while x was away")));
+    for sent in ["v=0 into the dead node", "v=0 while x was away"] {
+        let f = x.expect("signal").await;
+        assert!(matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer(sent)), "{f:?}");
+    }
     x.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(4) }).await;
     let f = y.expect("signal").await;
     assert!(matches!(f.msg, ServerMessage::Signal { payload: SignalPayload::Restart, generation: Some(4) }));
@@ -672,4 +678,39 @@ async fn a_token_used_on_another_node_closes_the_first_copy_and_the_pairing_foll
     let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!((v["node"].as_str(), v["sessions"].as_u64()), (Some("node-a"), Some(0)), "{stats}");
     drop(node_b);
+}
+
+#[tokio::test]
+async fn a_client_back_before_its_dead_node_is_noticed_gets_what_its_partner_sent_meanwhile() {
+    let redis = RedisServer::start();
+    let (node_a, node_b, node_c) = (node_process(&redis, "a"), node_process(&redis, "b"), node_process(&redis, "c"));
+    let mut x = connect_when_ready(&node_a.url).await;
+    wait_pool(&redis, 1).await;
+    let mut y = connect_when_ready(&node_b.url).await;
+    matched(&x.expect("matched").await);
+    matched(&y.expect("matched").await);
+    x.expect("token").await;
+    y.expect("token").await;
+    let token = x.token.clone();
+    // Node a is killed; y's signals go to its inbox (nobody can know yet) and are answered `ok`.
+    drop(node_a);
+    drop(x);
+    for n in 0..5 {
+        y.send(ClientMessage::Signal { payload: offer(&format!("v=0 #{n}")), generation: Some(2) }).await;
+        y.expect("ok").await;
+    }
+    // x is back on node c at once, long before a's heartbeat runs out, and gets all of them, in order.
+    let mut x = Client::hello_on(raw(&node_c.url).await, Some(token)).await;
+    x.expect("peer_resumed").await;
+    y.expect("peer_resumed").await;
+    for n in 0..5 {
+        let f = x.expect("signal").await;
+        assert!(
+            matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer(&format!("v=0 #{n}"))),
+            "{f:?}"
+        );
+    }
+    y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(3) }).await;
+    assert!(matches!(x.expect("signal").await.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
+    drop((node_b, node_c));
 }

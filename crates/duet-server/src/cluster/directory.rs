@@ -97,6 +97,31 @@ impl Directory {
     }
 }
 
+/// The key where a node writes the id of the last inbox entry its hub has taken.
+pub fn read_marker_key(node: &str) -> String {
+    format!("duet:node:{node}:read")
+}
+
+/// Takes out of a node's inbox every message for one session the node had not read. KEYS: the
+/// inbox, its read marker. ARGV: the session. Returns the messages' JSON, oldest first.
+pub const SALVAGE_SCRIPT: &str = r#"
+local from = redis.call('GET', KEYS[2]) or '0-0'
+local out = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. from, '+')) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'd' then
+      local ok, msg = pcall(cjson.decode, fields[i + 1])
+      if ok and msg.to == ARGV[1] then
+        table.insert(out, fields[i + 1])
+        redis.call('XDEL', KEYS[1], entry[1])
+      end
+    end
+  end
+end
+return out
+"#;
+
 /// How often other nodes' heartbeats are read.
 pub const WATCH_EVERY: Duration = Duration::from_millis(500);
 /// A heartbeat over for this long is removed from [`ALIVE_KEY`] (the node is long gone).

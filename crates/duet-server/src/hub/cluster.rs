@@ -182,6 +182,14 @@ pub enum RemoteMsg {
         /// that comes back as [`RemoteMsg::Replay`].
         ack: Option<u64>,
     },
+    /// Never written to a stream: the sending node's own request, carried in order with its
+    /// messages to `node`'s inbox. It takes out of the inbox of `node` (which held `session`
+    /// and may have died) every message for `session` that node had not read, and gives them to
+    /// the sending node's hub ([`super::Input::Salvaged`]).
+    Salvage {
+        /// The session, now on the sending node.
+        session: String,
+    },
     /// What the sending node had sent to `session` that its client never acknowledged, to be
     /// sent again by the receiving node, which holds the session now.
     Replay {
@@ -258,6 +266,9 @@ pub(super) struct RemotePeer {
     pub lost: bool,
     /// Signals for the partner while it is lost (at most [`super::failover::MAX_HELD`]).
     pub held: Vec<PeerEvent>,
+    /// While the partner's old node's inbox is salvaged: what the partner sent meanwhile,
+    /// delivered after the salvaged messages (which are older).
+    pub salvaging: Option<Vec<PeerEvent>>,
     /// The partner's device, if known (from its pool entry).
     pub device: Option<super::blocks::Device>,
 }
@@ -265,7 +276,7 @@ pub(super) struct RemotePeer {
 impl RemotePeer {
     pub(super) fn new(session: &str, node: &str, polite_here: bool) -> Self {
         let (session, node) = (session.to_string(), node.to_string());
-        Self { session, node, polite_here, lost: false, held: Vec::new(), device: None }
+        Self { session, node, polite_here, lost: false, held: Vec::new(), salvaging: None, device: None }
     }
 
     /// The partner of a pool or room entry.
@@ -674,10 +685,17 @@ impl Hub {
             RemoteMsg::CodePaired { code, waiting, joiner } => return self.code_paired(now, &code, &waiting, &joiner),
             RemoteMsg::Taken { session, node, ack } => return self.taken(&session, &node, ack),
             RemoteMsg::Replay { session, messages } => return self.replay(&session, messages),
+            RemoteMsg::Salvage { .. } => return,
             RemoteMsg::Peer { to, from, event } => (to, from, event),
         };
         let Some(key) = self.by_public.get(&to).copied() else {
-            debug!(session = %to, "message for a session not on this node; dropped");
+            if let Some(node) = self.moved_out.node_of(&to).map(str::to_string) {
+                // The session moved on: what was on its way here follows it.
+                let msg = RemoteMsg::Peer { to, from, event };
+                self.out.push_back(Output::Remote { node, msg: Box::new(msg) });
+            } else {
+                debug!(session = %to, "message for a session not on this node; dropped");
+            }
             return;
         };
         let event = match event {
@@ -692,13 +710,22 @@ impl Hub {
         }
         // A partner whose node seemed dead is heard from again: it never left.
         self.partner_heard(key, room);
+        if let Some(waiting) = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut()?.salvaging.as_mut()) {
+            waiting.push(event);
+            return;
+        }
+        self.peer_event(now, key, room, &from, event);
+    }
+
+    /// Delivers what the remote partner `from` of `key` (in `room`) says.
+    pub(super) fn peer_event(&mut self, now: Now, key: u64, room: u64, from: &str, event: PeerEvent) {
         match event {
             PeerEvent::Signal { payload, generation } => {
                 self.send(key, None, ServerMessage::Signal { payload, generation })
             }
             PeerEvent::Reconnecting { grace_ms } => self.send(key, None, ServerMessage::PeerReconnecting { grace_ms }),
             PeerEvent::Resumed => self.send(key, None, ServerMessage::PeerResumed),
-            PeerEvent::Left { reason, requeue } => self.remote_left(now, key, room, &from, reason, requeue),
+            PeerEvent::Left { reason, requeue } => self.remote_left(now, key, room, from, reason, requeue),
             PeerEvent::Rejoin { .. } | PeerEvent::Rejoined { .. } => {}
         }
     }

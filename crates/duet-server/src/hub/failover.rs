@@ -10,11 +10,16 @@
 //! - **Rejoin.** The restored session tells its partner's node where it is now
 //!   ([`PeerEvent::Rejoin`]); that node answers ([`PeerEvent::Rejoined`]) and both clients get
 //!   `peer_resumed`, whichever nodes they are on.
+//! - **Nothing in flight lost.** Messages partners sent to the old node that it never read are
+//!   taken out of its inbox by the new node ([`RemoteMsg::Salvage`]) once the partner's node has
+//!   switched, and delivered before anything newer; what the old node read after the session
+//!   moved, it forwards (if it is alive).
 //! - **A dead node.** When a node's heartbeat runs out ([`super::Input::NodeDown`]), its remote
 //!   partners here hear `peer_reconnecting`; their signals are held until the partner is back,
 //!   and after the grace period they hear `peer_left` with `timeout`.
 
 use std::cmp::Reverse;
+use std::collections::{HashMap, VecDeque};
 
 use duet_proto::{PeerLeftReason, ServerMessage, parse_server_frame};
 use tracing::{debug, info};
@@ -27,6 +32,34 @@ use super::{CLOSE_REPLACED, Hub, Now, Output, Timer};
 /// Signals held for a lost partner, at most; older ones are dropped first (the clients
 /// renegotiate after `peer_resumed` anyway).
 pub(super) const MAX_HELD: usize = 64;
+
+/// Sessions that moved away remembered for forwarding, at most.
+pub(super) const MAX_MOVED: usize = 10_000;
+
+/// Where sessions that moved from this node went: messages still on their way here follow.
+#[derive(Debug, Default)]
+pub(super) struct MovedOut {
+    node_of: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+impl MovedOut {
+    fn insert(&mut self, session: &str, node: &str) {
+        if self.node_of.insert(session.to_string(), node.to_string()).is_none() {
+            self.order.push_back(session.to_string());
+        }
+        while self.order.len() > MAX_MOVED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.node_of.remove(&oldest);
+            }
+        }
+    }
+
+    /// The node `session` moved to, if it moved from here.
+    pub(super) fn node_of(&self, session: &str) -> Option<&str> {
+        self.node_of.get(session).map(String::as_str)
+    }
+}
 
 /// Holds `event` for the lost partner `peer`.
 pub(super) fn hold(peer: &mut RemotePeer, event: PeerEvent) {
@@ -62,9 +95,16 @@ impl Hub {
         if let Some(previous) = c.previous.filter(|n| *n != here) {
             debug!(session = %c.session, node = %previous, "session restored here; its old copy is dropped");
             let msg = RemoteMsg::Taken { session: c.session.clone(), node: here.clone(), ack: c.ack };
-            self.out.push_back(Output::Remote { node: previous, msg: Box::new(msg) });
+            self.out.push_back(Output::Remote { node: previous.clone(), msg: Box::new(msg) });
+            self.moved_in.insert(c.session.clone(), previous);
         }
         let State::InRoom(room) = self.state(key) else { return };
+        if self.partner(key).is_some() {
+            // The pair is whole here already: what the partner had sent to the old node is
+            // behind every message this node wrote there.
+            self.salvage(&c.session);
+            return;
+        }
         let awaited = self.rooms.get(&room).and_then(|r| r.awaiting.as_ref()).map(|(p, _)| p.clone());
         if let (Some(partner), Some(node)) = (awaited, c.partner_node.filter(|n| *n != here)) {
             info!(session = %c.session, partner = %partner, node = %node, "asking the partner's node to rejoin the pair");
@@ -125,6 +165,7 @@ impl Hub {
         }
         self.sessions.remove(&key);
         self.by_public.remove(session);
+        self.moved_out.insert(session, node);
         info!(session = %session, node = %node, "session moved to another node; the copy here is dropped");
     }
 
@@ -184,6 +225,51 @@ impl Hub {
         r.awaiting = None;
         r.remote = Some(RemotePeer { device, ..RemotePeer::new(from, node, polite) });
         self.send(key, None, ServerMessage::PeerResumed);
+        // The partner's node has switched: all it sent to this session's old node is there.
+        let session = self.public_id(key).to_string();
+        if self.salvage(&session)
+            && let Some(peer) = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut())
+        {
+            peer.salvaging = Some(Vec::new());
+        }
+    }
+
+    /// Asks for what the session's old node never read for it; false if it did not move here.
+    fn salvage(&mut self, session: &str) -> bool {
+        let Some(node) = self.moved_in.remove(session) else { return false };
+        let msg = RemoteMsg::Salvage { session: session.to_string() };
+        self.out.push_back(Output::Remote { node, msg: Box::new(msg) });
+        true
+    }
+
+    /// What the old node of `session` never read: delivered first, then what the partner sent
+    /// meanwhile.
+    pub(super) fn salvaged(&mut self, now: Now, session: &str, messages: Vec<RemoteMsg>) {
+        let Some(key) = self.by_public.get(session).copied() else { return };
+        if !messages.is_empty() {
+            info!(session = %session, messages = messages.len(), "messages left in a dead node's inbox delivered");
+        }
+        let State::InRoom(room) = self.state(key) else { return };
+        let waited = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut()).and_then(|p| p.salvaging.take());
+        let local_partner = self.partner(key).map(|p| self.public_id(p).to_string());
+        for msg in messages {
+            match msg {
+                // Sent across nodes before the pair came together here: a signal still counts.
+                RemoteMsg::Peer { from, event: PeerEvent::Signal { payload, generation }, .. }
+                    if local_partner.as_deref() == Some(from.as_str()) =>
+                {
+                    self.send(key, None, ServerMessage::Signal { payload, generation })
+                }
+                msg => self.remote(now, msg),
+            }
+        }
+        let Some(from) = self.remote_partner(key).map(|p| p.session.clone()) else { return };
+        for event in waited.unwrap_or_default() {
+            if self.state(key) != State::InRoom(room) {
+                return;
+            }
+            self.peer_event(now, key, room, &from, event);
+        }
     }
 
     /// A message came from the partner of `key` in `room`: if its node had seemed dead, it
@@ -327,6 +413,9 @@ mod tests {
         );
         c.input(Input::Remote(answer[0].clone()));
         assert_eq!(c.last_to(x).kind(), "peer_resumed");
+        // The old node's inbox held nothing more for x.
+        assert_eq!(sent_to(&mut c, "there"), [RemoteMsg::Salvage { session: "x".into() }]);
+        c.input(Input::Salvaged { session: "x".into(), messages: vec![] });
 
         // Signals flow both ways between the new nodes.
         c.msg(x, signal(SignalPayload::Restart));
@@ -443,5 +532,88 @@ mod tests {
         let late = ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: Some(2) };
         n.input(Input::Remote(RemoteMsg::Replay { session: x_id, messages: vec![late.clone()] }));
         assert_eq!(n.last_to(x), &late);
+    }
+
+    /// On node "c": x restored from its token with partner y on node "b"; the old node "there"
+    /// is taken to have died. Returns x's connection.
+    fn restored_on_c(c: &mut Node, y_id: &str) -> ConnId {
+        let claims = Claims {
+            session: "x".into(),
+            pairing: Some(Pairing { partner: y_id.into(), polite: false }),
+            issued: 1_700_000_000,
+            instance: 12345,
+            nonce: 1,
+        };
+        let x = ConnId(7);
+        c.input(Input::Opened(x));
+        c.msg(x, ClientMessage::Hello { version: 1, resume_token: Some(key().sign(&claims)), client: None });
+        let answer =
+            Claimed { session: "x".into(), previous: Some("there".into()), partner_node: Some("b".into()), ack: None };
+        c.input(Input::Claimed(Box::new(answer)));
+        x
+    }
+
+    fn from_y(y: &str, p: SignalPayload) -> RemoteMsg {
+        RemoteMsg::Peer { to: "x".into(), from: y.into(), event: PeerEvent::Signal { payload: p, generation: None } }
+    }
+
+    #[test]
+    fn what_the_partner_sent_to_a_dead_node_is_salvaged_and_delivered_before_anything_newer() {
+        let mut c = Node::named("c", Some(key()));
+        let x = restored_on_c(&mut c, "y");
+        c.remote.clear();
+        let rejoined = PeerEvent::Rejoined { node: "b".into(), device: None };
+        c.input(Input::Remote(RemoteMsg::Peer { to: "x".into(), from: "y".into(), event: rejoined }));
+        assert_eq!(c.last_to(x).kind(), "peer_resumed");
+        // Once y's node has switched, whatever it wrote to the old node's inbox is there.
+        assert_eq!(sent_to(&mut c, "there"), [RemoteMsg::Salvage { session: "x".into() }]);
+        // A newer signal waits for the salvage.
+        c.input(Input::Remote(from_y("y", SignalPayload::EndOfCandidates)));
+        assert_eq!(c.last_to(x).kind(), "peer_resumed");
+        let old = vec![from_y("y", SignalPayload::Restart)];
+        c.input(Input::Salvaged { session: "x".into(), messages: old });
+        let signals: Vec<&ServerMessage> =
+            c.frames.iter().filter(|(conn, f)| *conn == x && f.msg.kind() == "signal").map(|(_, f)| &f.msg).collect();
+        assert!(
+            matches!(
+                signals.as_slice(),
+                [
+                    ServerMessage::Signal { payload: SignalPayload::Restart, .. },
+                    ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, .. }
+                ]
+            ),
+            "{signals:?}"
+        );
+        // Then signals flow as usual.
+        c.input(Input::Remote(from_y("y", SignalPayload::Restart)));
+        assert!(matches!(c.last_to(x), ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
+    }
+
+    #[test]
+    fn a_pair_whole_on_the_node_reached_gets_the_salvaged_signals_too() {
+        let mut c = Node::named("c", Some(key()));
+        let (y, y_id) = paired_with_remote(&mut c, 1, "x");
+        let x = restored_on_c(&mut c, &y_id);
+        assert_eq!(c.last_to(y).kind(), "peer_resumed", "the pair is whole on node c");
+        assert_eq!(c.pool.iter().filter(|op| matches!(op, PoolOp::Claim { .. })).count(), 2);
+        // The salvage is asked for at the claim, after the old copy is dropped.
+        let to_old = sent_to(&mut c, "there");
+        assert!(matches!(to_old.as_slice(), [RemoteMsg::Taken { .. }, RemoteMsg::Salvage { .. }]), "{to_old:?}");
+        c.input(Input::Salvaged { session: "x".into(), messages: vec![from_y(&y_id, SignalPayload::Restart)] });
+        assert!(matches!(c.last_to(x), ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
+    }
+
+    #[test]
+    fn messages_on_their_way_to_a_moved_session_follow_it() {
+        let mut n = Node::named("there", None);
+        let (_, x_id) = n.client(1);
+        n.input(Input::Remote(RemoteMsg::Taken { session: x_id.clone(), node: "c".into(), ack: None }));
+        let late = RemoteMsg::Peer {
+            to: x_id.clone(),
+            from: "y".into(),
+            event: PeerEvent::Signal { payload: SignalPayload::Restart, generation: None },
+        };
+        n.input(Input::Remote(late.clone()));
+        assert_eq!(sent_to(&mut n, "c"), [late]);
     }
 }

@@ -144,6 +144,13 @@ pub enum Input {
     Claimed(Box<Claimed>),
     /// Another node's heartbeat ran out: it is taken for dead.
     NodeDown(String),
+    /// What a [`RemoteMsg::Salvage`] took from the old node's inbox for `session`, in order.
+    Salvaged {
+        /// The session's public id.
+        session: String,
+        /// The messages.
+        messages: Vec<RemoteMsg>,
+    },
 }
 
 /// What the driver must do.
@@ -293,6 +300,10 @@ pub struct Hub {
     out: VecDeque<Output>,
     stats: Stats,
     shutting_down: bool,
+    /// Sessions restored here from another node, by public id: that node.
+    moved_in: HashMap<String, String>,
+    /// Sessions that moved from here to another node (the latest [`failover::MAX_MOVED`]).
+    moved_out: failover::MovedOut,
 }
 
 impl Hub {
@@ -328,6 +339,8 @@ impl Hub {
             out: VecDeque::new(),
             stats: Stats::default(),
             shutting_down: false,
+            moved_in: HashMap::new(),
+            moved_out: failover::MovedOut::default(),
         }
     }
 
@@ -375,6 +388,7 @@ impl Hub {
             Input::CodeReply(r) => self.code_reply(now, *r),
             Input::Claimed(c) => self.claimed(*c),
             Input::NodeDown(node) => self.node_down(now, &node),
+            Input::Salvaged { session, messages } => self.salvaged(now, &session, messages),
         }
     }
 
@@ -908,6 +922,7 @@ impl Hub {
         }
         self.release(key);
         if let Some(s) = self.sessions.remove(&key) {
+            self.moved_in.remove(&s.public_id);
             self.by_public.remove(&s.public_id);
             info!(session = %s.public_id, "session ended: grace period over");
         }
