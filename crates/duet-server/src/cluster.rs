@@ -809,19 +809,26 @@ async fn send_remote(
                 Err(_) => break,
             }
         }
-        // A salvage runs after every message queued before it was written.
-        for run in batch.split_inclusive(|(_, m)| matches!(m, RemoteMsg::Salvage { .. })) {
-            let (messages, last) = match run.split_last() {
-                Some(((node, RemoteMsg::Salvage { session }), before)) => (before, Some((node, session))),
-                _ => (run, None),
-            };
-            if !messages.is_empty() && !send_batch(&mut conn, messages, &mut expired_at, &mut stop).await {
-                return;
+        // Salvages run once every message of the batch is written (so after all this node
+        // wrote before asking), off this task, one pass over each old inbox.
+        let mut salvages: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        batch.retain(|(node, m)| match m {
+            RemoteMsg::Salvage { session } => {
+                salvages.entry(node.clone()).or_default().push(session.clone());
+                false
             }
-            if let Some((node, session)) = last {
-                let messages = salvage_inbox(&mut conn, &salvage, node, session).await;
-                backend.input(Input::Salvaged { session: session.clone(), messages });
-            }
+            _ => true,
+        });
+        if !batch.is_empty() && !send_batch(&mut conn, &batch, &mut expired_at, &mut stop).await {
+            return;
+        }
+        for (node, sessions) in salvages {
+            let (mut conn, salvage, backend) = (conn.clone(), salvage.clone(), backend.clone());
+            tokio::spawn(async move {
+                for (session, messages) in salvage_inbox(&mut conn, &salvage, &node, sessions).await {
+                    backend.input(Input::Salvaged { session, messages });
+                }
+            });
         }
         if let Some(done) = done {
             let _ = done.send(());
@@ -829,22 +836,31 @@ async fn send_remote(
     }
 }
 
-/// Takes out of `node`'s inbox what it never read for `session` (nothing if Redis fails).
+/// Takes out of `node`'s inbox what it never read for `sessions`; every session gets its list
+/// (empty if Redis fails: then what was there is lost, as the warning says).
 async fn salvage_inbox(
     conn: &mut ConnectionManager,
     script: &redis::Script,
     node: &str,
-    session: &str,
-) -> Vec<RemoteMsg> {
+    sessions: Vec<String>,
+) -> BTreeMap<String, Vec<RemoteMsg>> {
     let mut inv = script.key(inbox_key(node));
-    inv.key(directory::read_marker_key(node)).arg(session);
-    match inv.invoke_async::<Vec<String>>(conn).await {
-        Ok(raw) => raw.iter().filter_map(|d| serde_json::from_str(d).ok()).collect(),
-        Err(err) => {
-            warn!(error = %kind(&err), "salvaging an old node's inbox failed");
-            Vec::new()
-        }
+    inv.key(directory::read_marker_key(node));
+    for s in &sessions {
+        inv.arg(s);
     }
+    let mut found: BTreeMap<String, Vec<RemoteMsg>> = sessions.into_iter().map(|s| (s, Vec::new())).collect();
+    match inv.invoke_async::<Vec<String>>(conn).await {
+        Ok(raw) => {
+            for pair in raw.chunks_exact(2) {
+                if let (Some(list), Ok(msg)) = (found.get_mut(&pair[0]), serde_json::from_str(&pair[1])) {
+                    list.push(msg);
+                }
+            }
+        }
+        Err(err) => warn!(error = %kind(&err), "salvaging an old node's inbox failed; what it held is lost"),
+    }
+    found
 }
 
 /// Writes one batch in a `MULTI`/`EXEC`, retried for [`DELIVERY_PATIENCE`]; false once the node stops.

@@ -102,17 +102,22 @@ pub fn read_marker_key(node: &str) -> String {
     format!("duet:node:{node}:read")
 }
 
-/// Takes out of a node's inbox every message for one session the node had not read. KEYS: the
-/// inbox, its read marker. ARGV: the session. Returns the messages' JSON, oldest first.
+/// Takes out of a node's inbox every message it had not read for the given sessions, in one
+/// pass. KEYS: the inbox, its read marker. ARGV: the sessions. Returns `[session, message
+/// JSON, ...]`, oldest first. (Messages between nodes are serialized with `to` first after
+/// the tag, and session ids are hex, so a plain match finds the addressee.)
 pub const SALVAGE_SCRIPT: &str = r#"
+local wanted = {}
+for _, s in ipairs(ARGV) do wanted[s] = true end
 local from = redis.call('GET', KEYS[2]) or '0-0'
 local out = {}
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. from, '+')) do
   local fields = entry[2]
   for i = 1, #fields, 2 do
     if fields[i] == 'd' then
-      local ok, msg = pcall(cjson.decode, fields[i + 1])
-      if ok and msg.to == ARGV[1] then
+      local to = string.match(fields[i + 1], '"to":"([^"]+)"')
+      if to and wanted[to] then
+        table.insert(out, to)
         table.insert(out, fields[i + 1])
         redis.call('XDEL', KEYS[1], entry[1])
       end
