@@ -399,7 +399,7 @@ impl Hub {
                     self.take_from_queue(b);
                     let room = self.next_room;
                     self.next_room += 1;
-                    let r = Room { name: m.room, code: None, members: vec![a, b], awaiting: None, remote: None };
+                    let r = Room::new(m.room, None, vec![a, b]);
                     self.rooms.insert(room, r);
                     self.announce_match(now, room);
                 }
@@ -418,13 +418,7 @@ impl Hub {
                         let room = self.next_room;
                         self.next_room += 1;
                         let peer = RemotePeer::of(remote, polite);
-                        let r = Room {
-                            name: m.room.clone(),
-                            code: None,
-                            members: vec![key],
-                            awaiting: None,
-                            remote: Some(peer),
-                        };
+                        let r = Room { remote: Some(peer), ..Room::new(m.room.clone(), None, vec![key]) };
                         self.rooms.insert(room, r);
                         self.announce_remote_match(now, room, key, remote, polite);
                     }
@@ -466,8 +460,7 @@ impl Hub {
     fn open_code_room(&mut self, key: u64, code: &str, remote: Option<RemotePeer>) -> u64 {
         let room = self.next_room;
         self.next_room += 1;
-        let r =
-            Room { name: code.to_string(), code: Some(code.to_string()), members: vec![key], awaiting: None, remote };
+        let r = Room { remote, ..Room::new(code.to_string(), Some(code.to_string()), vec![key]) };
         self.rooms.insert(room, r);
         self.codes.insert(code.to_string(), room);
         if let Some(s) = self.sessions.get_mut(&key) {

@@ -63,13 +63,31 @@ impl MovedOut {
 
 /// Holds `event` for the lost partner `peer`.
 pub(super) fn hold(peer: &mut RemotePeer, event: PeerEvent) {
-    if peer.held.len() == MAX_HELD {
-        peer.held.remove(0);
+    push_bounded(&mut peer.held, event);
+}
+
+fn push_bounded(held: &mut Vec<PeerEvent>, event: PeerEvent) {
+    if held.len() == MAX_HELD {
+        held.remove(0);
     }
-    peer.held.push(event);
+    held.push(event);
 }
 
 impl Hub {
+    /// True if the session waits in a restored room for its partner to come back.
+    pub(super) fn awaits_partner(&self, key: u64) -> bool {
+        let State::InRoom(room) = self.state(key) else { return false };
+        self.rooms.get(&room).is_some_and(|r| r.awaiting.is_some())
+    }
+
+    /// Holds a signal of `key` for the partner its restored room waits for.
+    pub(super) fn hold_for_partner(&mut self, key: u64, event: PeerEvent) {
+        let State::InRoom(room) = self.state(key) else { return };
+        if let Some(r) = self.rooms.get_mut(&room) {
+            push_bounded(&mut r.held, event);
+        }
+    }
+
     /// The session `key` now lives on this node (`partner`: the partner its token names;
     /// `ack`: what its client acknowledged of the node that held it).
     pub(super) fn claim(&mut self, key: u64, partner: Option<String>, ack: Option<u64>) {
@@ -195,7 +213,7 @@ impl Hub {
             (None, Some((partner, polite))) if partner == from => {
                 r.remote = Some(RemotePeer { device, ..RemotePeer::new(from, node, *polite) });
                 r.awaiting = None;
-                Vec::new()
+                std::mem::take(&mut r.held)
             }
             _ => {
                 debug!(session = %self.public_id(key), "rejoin from a former partner; ignored");
@@ -224,6 +242,11 @@ impl Hub {
         }
         r.awaiting = None;
         r.remote = Some(RemotePeer { device, ..RemotePeer::new(from, node, polite) });
+        let held = std::mem::take(&mut r.held);
+        let to = self.public_id(key).to_string();
+        for event in held {
+            self.emit_remote(node, from, &to, event);
+        }
         self.send(key, None, ServerMessage::PeerResumed);
         // The partner's node has switched: all it sent to this session's old node is there.
         let session = self.public_id(key).to_string();
@@ -615,5 +638,21 @@ mod tests {
         };
         n.input(Input::Remote(late.clone()));
         assert_eq!(sent_to(&mut n, "c"), [late]);
+    }
+
+    #[test]
+    fn what_a_restored_session_signalled_before_the_rejoin_follows_it_to_the_partners_node() {
+        let mut c = Node::named("c", Some(key()));
+        let x = restored_on_c(&mut c, "y");
+        c.remote.clear();
+        c.msg(x, signal(SignalPayload::Restart));
+        assert_ne!(c.last_to(x).kind(), "error", "held, not refused");
+        let rejoined = PeerEvent::Rejoined { node: "b".into(), device: None };
+        c.input(Input::Remote(RemoteMsg::Peer { to: "x".into(), from: "y".into(), event: rejoined }));
+        let to_y = sent_to(&mut c, "b");
+        assert!(
+            matches!(to_y.as_slice(), [RemoteMsg::Peer { to, event: PeerEvent::Signal { payload: SignalPayload::Restart, .. }, .. }] if to == "y"),
+            "{to_y:?}"
+        );
     }
 }

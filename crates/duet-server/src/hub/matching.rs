@@ -144,10 +144,7 @@ impl Hub {
                 let room = self.next_room;
                 self.next_room += 1;
                 let name = format!("r-{}", self.random_hex(6));
-                self.rooms.insert(
-                    room,
-                    Room { name, code: None, members: vec![first, second], awaiting: None, remote: None },
-                );
+                self.rooms.insert(room, Room::new(name, None, vec![first, second]));
                 self.announce_match(now, room);
             }
             None => {
@@ -252,16 +249,7 @@ impl Hub {
                 self.dequeue(key);
                 let room = self.next_room;
                 self.next_room += 1;
-                self.rooms.insert(
-                    room,
-                    Room {
-                        name: code.clone(),
-                        code: Some(code.clone()),
-                        members: vec![key],
-                        awaiting: None,
-                        remote: None,
-                    },
-                );
+                self.rooms.insert(room, Room::new(code.clone(), Some(code.clone()), vec![key]));
                 self.codes.insert(code.clone(), room);
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.state = State::InRoom(room);

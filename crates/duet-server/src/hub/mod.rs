@@ -273,6 +273,15 @@ struct Room {
     awaiting: Option<(String, bool)>,
     /// The partner of the only local member, on another node (a random pair across nodes).
     remote: Option<cluster::RemotePeer>,
+    /// While `awaiting`: the member's signals for the partner expected back (at most
+    /// [`failover::MAX_HELD`]), delivered when it is.
+    held: Vec<PeerEvent>,
+}
+
+impl Room {
+    fn new(name: String, code: Option<String>, members: Vec<u64>) -> Self {
+        Self { name, code, members, awaiting: None, remote: None, held: Vec::new() }
+    }
 }
 
 /// The matching/session state machine. See the module docs.
@@ -544,12 +553,15 @@ impl Hub {
                         self.reply(key, id, ServerMessage::Ok);
                     }
                 }
-                None if self.remote_partner(key).is_some() => {
+                None if self.remote_partner(key).is_some() || self.awaits_partner(key) => {
                     self.stats.signals_relayed_total += 1;
                     if payload == duet_proto::SignalPayload::Restart {
                         self.stats.restarts_relayed_total += 1;
                     }
-                    self.tell_remote(key, PeerEvent::Signal { payload, generation });
+                    let event = PeerEvent::Signal { payload, generation };
+                    if !self.tell_remote(key, event.clone()) {
+                        self.hold_for_partner(key, event);
+                    }
                     if id.is_some() {
                         self.reply(key, id, ServerMessage::Ok);
                     }
@@ -689,14 +701,22 @@ impl Hub {
         });
         match waiting {
             Some((p, room)) => {
+                let mut held = Vec::new();
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.awaiting = None;
                     r.remote = None;
+                    held = std::mem::take(&mut r.held);
                     // members[0] is the impolite side.
                     if polite {
                         r.members.push(key);
                     } else {
                         r.members.insert(0, key);
+                    }
+                }
+                // What the partner signalled while it waited for this session.
+                for event in held {
+                    if let PeerEvent::Signal { payload, generation } = event {
+                        self.send(key, None, ServerMessage::Signal { payload, generation });
                     }
                 }
                 if let Some(s) = self.sessions.get_mut(&key) {
@@ -719,11 +739,8 @@ impl Hub {
                 self.rooms.insert(
                     room,
                     Room {
-                        name: format!("restored-{room}"),
-                        code: None,
-                        members: vec![key],
                         awaiting: Some((partner, polite)),
-                        remote: None,
+                        ..Room::new(format!("restored-{room}"), None, vec![key])
                     },
                 );
                 if let Some(s) = self.sessions.get_mut(&key) {

@@ -639,6 +639,27 @@ fn a_restarted_server_with_the_same_secret_restores_both_partners_and_their_pair
 }
 
 #[test]
+fn what_a_restored_session_signals_before_its_partner_is_back_waits_for_the_partner() {
+    let mut old = Sim::with_seed(keyed(1));
+    let ((_, ta), (_, tb)) = old.paired_tokens();
+    let mut new = Sim::with_seed(keyed(2));
+    let (a, _) = new.hello_with(&ta);
+    // a restarts ICE at once, before b is back: accepted, not refused.
+    new.send(
+        a,
+        ClientFrame::with_id(40, ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(2) }),
+    );
+    let answer = new.take(a);
+    assert!(matches!(answer[0].msg, ServerMessage::Ok) && answer[0].reply_to == Some(40), "{answer:?}");
+    let (_, fb) = new.hello_with(&tb);
+    let kinds: Vec<&str> = fb.iter().map(|f| f.msg.kind()).collect();
+    assert!(
+        fb.iter().any(|f| f.msg == ServerMessage::Signal { payload: SignalPayload::Restart, generation: Some(2) }),
+        "b gets what a signalled meanwhile: {kinds:?}"
+    );
+}
+
+#[test]
 fn a_restored_session_whose_partner_never_returns_ends_with_timeout() {
     let mut old = Sim::with_seed(keyed(1));
     let ((_, ta), _) = old.paired_tokens();
