@@ -83,7 +83,8 @@ const READ_BLOCK_MS: u64 = 1000;
 /// session, then looks for a partner exactly as one process does (see `hub::matching`): the
 /// longest-waiting entry sharing an interest or the language; failing that the longest-waiting
 /// one, if both accept anyone (not picky, or waited the interest wait); never a pair where either
-/// avoids the other, or whose devices blocked each other. A pairing takes both out of the pool in the same script, so nobody is
+/// avoids the other, or whose devices blocked each other, and never an entry that is away
+/// (`w`: its socket is lost; it keeps its place). A pairing takes both out of the pool in the same script, so nobody is
 /// paired twice. An entry of a node whose heartbeat in [`ALIVE_KEY`] is over is removed, never
 /// paired. Returns nil, or `[older entry, newer entry]`.
 pub const POOL_SCRIPT: &str = r#"
@@ -113,6 +114,8 @@ else
 end
 redis.call('HSET', entries, sid, raw)
 local me = cjson.decode(raw)
+-- Away (its socket lost): it keeps its place, and neither looks nor is looked for.
+if me.w then return false end
 local function picky(e) return (e.i ~= nil and #e.i > 0) or e.l ~= nil end
 local function open(e, s) return (not picky(e)) or now >= s + wait end
 local function shares(a, b)
@@ -145,7 +148,7 @@ for _, id in ipairs(redis.call('ZRANGE', queue, 0, scan - 1)) do
       redis.call('ZREM', queue, id)
       redis.call('HDEL', entries, id)
       redis.call('HDEL', sinces, id)
-    elseif o then
+    elseif o and not o.w then
       if not avoids(me, id) and not avoids(o, sid) and not devices_blocked(me, o) then
         if shares(me, o) then
           pick = id

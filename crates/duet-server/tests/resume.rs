@@ -18,7 +18,41 @@ both_modes!(
     a_second_hello_while_the_old_socket_is_half_open_takes_over,
     a_silent_client_is_detected_within_the_idle_timeout,
     after_the_grace_period_the_token_starts_a_fresh_session,
+    a_queued_session_that_loses_its_socket_keeps_its_place,
 );
+
+/// a waits longest, then b; a's socket dies and a resumes; c shares an interest with both and
+/// is paired with a, who never lost its place (on every node of a service too).
+async fn a_queued_session_that_loses_its_socket_keeps_its_place(mode: Mode) {
+    let hub = HubConfig { interest_wait: Duration::from_secs(60), ..HubConfig::default() };
+    let service = Service::start(mode, hub).await;
+    let queue = |interest: &[&str]| ClientMessage::JoinQueue {
+        interests: interest.iter().map(|s| s.to_string()).collect(),
+        language: None,
+    };
+    let mut a = Client::connect(service.url(0)).await;
+    a.send(queue(&["cats"])).await;
+    a.expect("queued").await;
+    service.queue_holds(1).await;
+    let mut b = Client::connect(service.url(1)).await;
+    b.send(queue(&["dogs"])).await;
+    b.expect("queued").await;
+    service.queue_holds(2).await;
+    let token = a.token.clone();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut a = Client::hello_on(raw(service.url(0)).await, Some(token)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c = Client::connect(service.url(1)).await;
+    c.send(queue(&["cats", "dogs"])).await;
+    let peer = match c.expect("matched").await.msg {
+        ServerMessage::Matched { peer, .. } => peer.session_id,
+        other => unreachable!("{other:?}"),
+    };
+    assert_eq!(peer, a.session_id, "the longest waiting, a, is paired, not b");
+    a.expect("matched").await;
+    b.expect_silence(Duration::from_millis(300)).await;
+}
 
 async fn resume_after_a_killed_socket_replays_unacked_messages(mode: Mode) {
     let service = Service::start(mode, HubConfig::default()).await;

@@ -45,6 +45,10 @@ pub struct PoolEntry {
     /// every node.
     #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The session lost its socket: it keeps its place in the pool but is not paired (nor looks
+    /// for a partner) until it is back, as in one process.
+    #[serde(rename = "w", default, skip_serializing_if = "std::ops::Not::not")]
+    pub away: bool,
     /// Enter the pool just ahead of this session if it waits there: a partner left by `next`
     /// goes before the one who pressed it, as in one process.
     #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
@@ -323,6 +327,7 @@ impl Hub {
             avoid,
             client: s.client.clone(),
             device: s.device.map(|d| d.hex()),
+            away: s.conn.is_none(),
             ahead_of: None,
         })
     }
@@ -357,6 +362,13 @@ impl Hub {
     pub(super) fn share_device_block(&mut self, a: super::blocks::Device, b: super::blocks::Device) {
         if self.clustered() {
             self.out.push_back(Output::Pool(Box::new(PoolOp::BlockDevices { a: a.hex(), b: b.hex() })));
+        }
+    }
+
+    /// A queued session lost its socket: its pool entry stays, marked away (never paired).
+    pub(super) fn pool_away(&mut self, now: Now, key: u64) {
+        if let Some(entry) = self.pool_entry(now, key) {
+            self.out.push_back(Output::Pool(Box::new(PoolOp::Retry(entry))));
         }
     }
 
@@ -877,6 +889,7 @@ pub(super) mod tests {
             avoid: vec![],
             client: None,
             device: None,
+            away: false,
             ahead_of: None,
         }
     }
@@ -971,12 +984,12 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn a_lost_socket_leaves_the_pool_and_a_resume_enters_it_again() {
+    fn a_lost_socket_keeps_its_place_in_the_pool_away_and_a_resume_brings_it_back() {
         let mut n = Node::new();
         let (a, a_id) = n.client(1);
         n.msg(a, join());
         n.input(Input::Closed(a));
-        assert_eq!(n.pool.last(), Some(&PoolOp::Leave { session: a_id.clone() }));
+        assert!(matches!(n.pool.last(), Some(PoolOp::Retry(e)) if e.session == a_id && e.away), "{:?}", n.pool.last());
         let token = n
             .frames
             .iter()
@@ -986,7 +999,7 @@ pub(super) mod tests {
             .unwrap();
         n.input(Input::Opened(ConnId(2)));
         n.msg(ConnId(2), ClientMessage::Hello { version: 1, resume_token: Some(token), client: None });
-        assert!(matches!(n.pool.last(), Some(PoolOp::Join(e)) if e.session == a_id));
+        assert!(matches!(n.pool.last(), Some(PoolOp::Join(e)) if e.session == a_id && !e.away));
     }
 
     fn join_code_of(node: &Node) -> PoolEntry {

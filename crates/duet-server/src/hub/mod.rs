@@ -922,9 +922,9 @@ impl Hub {
         } else {
             self.tell_remote(key, PeerEvent::Reconnecting { grace_ms });
         }
-        // Without a socket a session is not matched: it leaves the shared pool until it is back.
-        if matches!(self.state(key), State::Queued { .. }) {
-            self.pool_leave(key);
+        // Without a socket a session is not matched: its place in the shared pool waits for it.
+        if self.clustered() && matches!(self.state(key), State::Queued { .. }) {
+            self.pool_away(now, key);
         }
     }
 
