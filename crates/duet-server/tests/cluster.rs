@@ -714,3 +714,31 @@ async fn a_client_back_before_its_dead_node_is_noticed_gets_what_its_partner_sen
     assert!(matches!(x.expect("signal").await.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
     drop((node_b, node_c));
 }
+
+#[tokio::test]
+async fn a_node_whose_heartbeat_was_late_puts_its_waiting_sessions_back_into_the_pool() {
+    let redis = RedisServer::start();
+    let node_a = node(&redis, "node-a", HubConfig::default()).await;
+    let node_b = node(&redis, "node-b", HubConfig::default()).await;
+    let mut w = Client::connect(&node_a.url).await;
+    w.send(queue(&[], None)).await;
+    w.expect("queued").await;
+    wait_pool(&redis, 1).await;
+    // Node a's heartbeat is seen over for 1.5 s (as if its writes were late): a client of node
+    // b queues meanwhile, and b's script drops w's entry instead of pairing it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let overdue = || redis::cmd("HSET").arg(duet_server::cluster::ALIVE_KEY).arg("node-a").arg(1).clone();
+    overdue().query_async::<()>(&mut conn).await.unwrap();
+    let mut v = Client::connect(&node_b.url).await;
+    v.send(queue(&[], None)).await;
+    v.expect("queued").await;
+    for _ in 0..15 {
+        overdue().query_async::<()>(&mut conn).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Node a beats again, notices, and w re-enters the pool: w and v are paired.
+    matched(&w.expect("matched").await);
+    matched(&v.expect("matched").await);
+    drop((node_a, node_b));
+}

@@ -4,7 +4,10 @@
 //!   a node takes a session (new or restored), removed by [`RELEASE_SCRIPT`] when it ends there,
 //!   and expiring with the session's restorable age otherwise (its node died and nobody came back).
 //! - [`watch_nodes`] reads every node's heartbeat ([`ALIVE_KEY`]) each [`WATCH_EVERY`] and feeds
-//!   [`Input::NodeDown`] once for each node whose heartbeat ran out.
+//!   [`Input::NodeDown`] once for each node whose heartbeat ran out. When this node's own
+//!   heartbeat was seen over (its writes were late), other nodes' scripts may have removed its
+//!   waiting entries: once it beats again, its queued sessions re-enter the pool
+//!   ([`Input::PoolRejoin`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -146,6 +149,7 @@ pub async fn watch_nodes(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut dead: Option<HashSet<String>> = None;
+    let mut seen_dead_myself = false;
     loop {
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(ALIVE_KEY).cmd("TIME");
@@ -153,6 +157,12 @@ pub async fn watch_nodes(
             Ok((beats, (secs, micros))) => {
                 let now_ms = secs * 1000 + micros / 1000;
                 let now_dead = dead_nodes(&beats, now_ms);
+                if now_dead.contains(&node) {
+                    seen_dead_myself = true;
+                } else if std::mem::take(&mut seen_dead_myself) {
+                    info!("this node's heartbeat was over for a while; its queued sessions re-enter the pool");
+                    backend.input(Input::PoolRejoin);
+                }
                 if let Some(known) = &dead {
                     for gone in now_dead.difference(known).filter(|n| **n != node) {
                         info!(node = %gone, "a node's heartbeat ran out");
