@@ -78,7 +78,8 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 const READ_BLOCK_MS: u64 = 1000;
 
 /// The atomic matcher. KEYS: queue, entries, since, seq, alive ([`ALIVE_KEY`]). ARGV: mode (`join` | `retry` |
-/// `leave`), session id, entry JSON, interest wait (ms), scan limit, device blocks prefix
+/// `leave`), session id, entry JSON (for `leave`: the leaving node, whose entry only goes), interest
+/// wait (ms), scan limit, device blocks prefix
 /// ([`device_blocks::DEVICE_BLOCKS_PREFIX`]). Enters (or updates) the
 /// session, then looks for a partner exactly as one process does (see `hub::matching`): the
 /// longest-waiting entry sharing an interest or the language; failing that the longest-waiting
@@ -92,6 +93,9 @@ local queue, entries, sinces, seq, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4], K
 local mode, sid, raw = ARGV[1], ARGV[2], ARGV[3]
 local wait, scan, dblocks = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 if mode == 'leave' then
+  -- Only the leaving node's own entry: the session may be queued on another node by now.
+  local current = redis.call('HGET', entries, sid)
+  if current and raw ~= '' and cjson.decode(current).n ~= raw then return false end
   redis.call('ZREM', queue, sid)
   redis.call('HDEL', entries, sid)
   redis.call('HDEL', sinces, sid)
@@ -715,7 +719,7 @@ impl PoolWorker {
         match op {
             PoolOp::Join(e) => pool("join", &e.session, serde_json::to_string(e).unwrap_or_default()),
             PoolOp::Retry(e) => pool("retry", &e.session, serde_json::to_string(e).unwrap_or_default()),
-            PoolOp::Leave { session } => pool("leave", session, String::new()),
+            PoolOp::Leave { session } => pool("leave", session, self.node.clone()),
             PoolOp::JoinCode { code, entry, may_open } => {
                 let mut inv = scripts.room.key(room_key(code));
                 inv.key(ALIVE_KEY);

@@ -742,3 +742,29 @@ async fn a_node_whose_heartbeat_was_late_puts_its_waiting_sessions_back_into_the
     matched(&v.expect("matched").await);
     drop((node_a, node_b));
 }
+
+#[tokio::test]
+async fn a_node_taken_for_dead_that_beats_again_leaves_its_quiet_calls_alone() {
+    let redis = RedisServer::start();
+    let (node_a, node_b, mut x, mut y) = paired_across_two_nodes(&redis).await;
+    // Node a's heartbeat is seen over for 7 s (late writes, or a stall): y hears its partner is
+    // reconnecting. Nothing is signalled: the call's media goes peer to peer.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let hold_over = async {
+        for _ in 0..70 {
+            let overdue = redis::cmd("HSET").arg(duet_server::cluster::ALIVE_KEY).arg("node-a").arg(1).clone();
+            overdue.query_async::<()>(&mut conn).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (_, reconnecting) = tokio::join!(hold_over, y.expect("peer_reconnecting"));
+    assert!(matches!(reconnecting.msg, ServerMessage::PeerReconnecting { .. }));
+    // Node a beats again: y hears its partner is back, and the call goes on, both ways.
+    y.expect("peer_resumed").await;
+    y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(2) }).await;
+    assert!(matches!(x.expect("signal").await.msg, ServerMessage::Signal { generation: Some(2), .. }));
+    x.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: Some(2) }).await;
+    assert!(matches!(y.expect("signal").await.msg, ServerMessage::Signal { generation: Some(2), .. }));
+    drop((node_a, node_b));
+}

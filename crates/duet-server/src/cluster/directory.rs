@@ -132,6 +132,8 @@ return out
 
 /// How often other nodes' heartbeats are read.
 pub const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// How long one heartbeat keeps a node alive (`super::ALIVE_FOR_MS`).
+const ALIVE_FOR: Duration = Duration::from_millis(super::ALIVE_FOR_MS);
 /// A heartbeat over for this long is removed from [`ALIVE_KEY`] (the node is long gone).
 const FORGET_AFTER_MS: u64 = 3_600_000;
 
@@ -140,16 +142,21 @@ pub fn dead_nodes(beats: &HashMap<String, u64>, now_ms: u64) -> HashSet<String> 
     beats.iter().filter(|(_, until)| **until < now_ms).map(|(n, _)| n.clone()).collect()
 }
 
-/// Feeds [`Input::NodeDown`] for every other node whose heartbeat runs out while this node
-/// watches (nodes already dead when it starts are not reported).
+/// Feeds [`Input::NodeDown`] for every other node whose heartbeat is seen over in two reads
+/// in a row, and [`Input::NodeUp`] when it beats again. Nodes already dead when this node
+/// starts are not reported, and a read is not trusted after a gap of a heartbeat's length or
+/// while this node's own heartbeat is over (Redis stalled, or this node did): then every
+/// heartbeat may look over.
 pub async fn watch_nodes(
     mut conn: ConnectionManager,
     node: String,
     backend: Arc<InMemoryBackend>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut dead: Option<HashSet<String>> = None;
+    let mut reported: Option<HashSet<String>> = None;
+    let mut previous = HashSet::new();
     let mut seen_dead_myself = false;
+    let mut last_read = tokio::time::Instant::now();
     loop {
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(ALIVE_KEY).cmd("TIME");
@@ -157,24 +164,39 @@ pub async fn watch_nodes(
             Ok((beats, (secs, micros))) => {
                 let now_ms = secs * 1000 + micros / 1000;
                 let now_dead = dead_nodes(&beats, now_ms);
+                let gap = std::mem::replace(&mut last_read, tokio::time::Instant::now()).elapsed();
+                let trusted = gap < ALIVE_FOR && !now_dead.contains(&node);
                 if now_dead.contains(&node) {
                     seen_dead_myself = true;
                 } else if std::mem::take(&mut seen_dead_myself) {
                     info!("this node's heartbeat was over for a while; its queued sessions re-enter the pool");
                     backend.input(Input::PoolRejoin);
                 }
-                if let Some(known) = &dead {
-                    for gone in now_dead.difference(known).filter(|n| **n != node) {
-                        info!(node = %gone, "a node's heartbeat ran out");
-                        backend.input(Input::NodeDown(gone.clone()));
+                match reported.as_mut() {
+                    None => reported = Some(now_dead.clone()),
+                    Some(reported) if trusted => {
+                        for gone in now_dead.intersection(&previous).filter(|n| **n != node) {
+                            if reported.insert(gone.clone()) {
+                                info!(node = %gone, "a node's heartbeat ran out");
+                                backend.input(Input::NodeDown(gone.clone()));
+                            }
+                        }
+                        let back: Vec<String> = reported.difference(&now_dead).cloned().collect();
+                        for node in back {
+                            reported.remove(&node);
+                            backend.input(Input::NodeUp(node));
+                        }
                     }
+                    Some(_) => debug!("heartbeats not trusted this time (a gap, or this node's own is over)"),
+                }
+                if trusted {
+                    previous = now_dead.clone();
                 }
                 let forgotten: Vec<&String> =
                     beats.iter().filter(|(_, until)| **until + FORGET_AFTER_MS < now_ms).map(|(n, _)| n).collect();
                 if !forgotten.is_empty() {
                     let _ = redis::cmd("HDEL").arg(ALIVE_KEY).arg(forgotten).query_async::<()>(&mut conn).await;
                 }
-                dead = Some(now_dead);
             }
             Err(err) => debug!(error = %kind(&err), "reading heartbeats failed"),
         }

@@ -390,6 +390,11 @@ impl Hub {
         for key in queued {
             self.pool_join(now, key);
         }
+        // A store that lost the pool lost the session directory too.
+        let held: Vec<u64> = self.sessions.keys().copied().collect();
+        for key in held {
+            self.claim(key, None, None);
+        }
     }
 
     /// The key of a session of this node that still waits with the ticket the pool paired.
@@ -709,6 +714,10 @@ impl Hub {
             event => event,
         };
         let State::InRoom(room) = self.state(key) else { return };
+        if self.awaits(room, &from) {
+            // The restored session's partner, whose node has not answered the rejoin yet.
+            return self.deliver_from_awaited_partner(now, key, room, event);
+        }
         if self.rooms.get(&room).and_then(|r| r.remote.as_ref()).is_none_or(|p| p.session != from) {
             debug!(session = %to, "message from a former partner; dropped");
             return;

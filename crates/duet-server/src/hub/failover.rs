@@ -55,6 +55,11 @@ impl MovedOut {
         }
     }
 
+    /// `session` is back here: messages for it are delivered here, never forwarded.
+    pub(super) fn remove(&mut self, session: &str) {
+        self.node_of.remove(session);
+    }
+
     /// The node `session` moved to, if it moved from here.
     pub(super) fn node_of(&self, session: &str) -> Option<&str> {
         self.node_of.get(session).map(String::as_str)
@@ -158,9 +163,9 @@ impl Hub {
         }
         let device = self.sessions.get(&key).and_then(|s| s.device);
         match self.state(key) {
-            State::Queued { .. } => {
-                self.take_from_queue(key);
-            }
+            // Its entry leaves the pool (only this node's entry: the new node may have queued
+            // it again already).
+            State::Queued { .. } => self.dequeue(key),
             State::InRoom(room) => {
                 let Some(r) = self.rooms.get_mut(&room) else { return };
                 match r.members.iter().copied().find(|m| *m != key) {
@@ -171,10 +176,15 @@ impl Hub {
                         r.remote = Some(RemotePeer { device, ..RemotePeer::new(session, node, polite_here) });
                     }
                     None => {
-                        if let Some(code) = self.rooms.remove(&room).and_then(|r| r.code)
-                            && self.codes.get(&code) == Some(&room)
-                        {
-                            self.codes.remove(&code);
+                        let alone = r.remote.is_none() && r.awaiting.is_none();
+                        if let Some(code) = self.rooms.remove(&room).and_then(|r| r.code) {
+                            if self.codes.get(&code) == Some(&room) {
+                                self.codes.remove(&code);
+                            }
+                            // Waiting alone in a room by code: the room is free again.
+                            if alone {
+                                self.code_leave(key, code);
+                            }
                         }
                     }
                 }
@@ -183,6 +193,7 @@ impl Hub {
         }
         self.sessions.remove(&key);
         self.by_public.remove(session);
+        self.moved_in.remove(session);
         self.moved_out.insert(session, node);
         info!(session = %session, node = %node, "session moved to another node; the copy here is dropped");
     }
@@ -198,10 +209,10 @@ impl Hub {
 
     /// `from`, restored on `node`, asks to go on with its partner `key` here.
     pub(super) fn rejoin(&mut self, key: u64, from: &str, node: &str, device: Option<String>) {
-        let State::InRoom(room) = self.state(key) else { return };
         let my_device = self.sessions.get(&key).and_then(|s| s.device).map(|d| d.hex());
         let device = device.as_deref().and_then(Device::from_hex);
-        let Some(r) = self.rooms.get_mut(&room) else { return };
+        let State::InRoom(room) = self.state(key) else { return self.not_partners_any_more(key, from, node) };
+        let Some(r) = self.rooms.get_mut(&room) else { return self.not_partners_any_more(key, from, node) };
         let held = match (&mut r.remote, &r.awaiting) {
             (Some(peer), _) if peer.session == from => {
                 peer.node = node.to_string();
@@ -215,10 +226,7 @@ impl Hub {
                 r.awaiting = None;
                 std::mem::take(&mut r.held)
             }
-            _ => {
-                debug!(session = %self.public_id(key), "rejoin from a former partner; ignored");
-                return;
-            }
+            _ => return self.not_partners_any_more(key, from, node),
         };
         self.stats.pairings_restored_total += 1;
         let to = self.public_id(key).to_string();
@@ -229,6 +237,36 @@ impl Hub {
             self.emit_remote(node, from, &to, event);
         }
         self.send(key, None, ServerMessage::PeerResumed);
+        // Restored here too: what the partner had sent to this session's old node.
+        if self.salvage(&to)
+            && let Some(peer) = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut())
+        {
+            peer.salvaging = Some(Vec::new());
+        }
+    }
+
+    /// `from` (on `node`) asked to rejoin `key`, which has moved on: it is told the pairing is over.
+    fn not_partners_any_more(&mut self, key: u64, from: &str, node: &str) {
+        debug!(session = %self.public_id(key), "rejoin from a former partner; told it is over");
+        let to = self.public_id(key).to_string();
+        self.emit_remote(node, from, &to, PeerEvent::Left { reason: PeerLeftReason::Timeout, requeue: false });
+    }
+
+    /// True if `room` is a restored room waiting for `partner`.
+    pub(super) fn awaits(&self, room: u64, partner: &str) -> bool {
+        self.rooms.get(&room).and_then(|r| r.awaiting.as_ref()).is_some_and(|(p, _)| p == partner)
+    }
+
+    /// A message from the partner a restored room waits for, before its node answered the
+    /// rejoin: a signal is delivered, a goodbye ends the wait.
+    pub(super) fn deliver_from_awaited_partner(&mut self, now: Now, key: u64, room: u64, event: PeerEvent) {
+        match event {
+            PeerEvent::Signal { payload, generation } => {
+                self.send(key, None, ServerMessage::Signal { payload, generation })
+            }
+            PeerEvent::Left { .. } => self.partner_not_back(now, room),
+            _ => {}
+        }
     }
 
     /// The partner's node took this session's [`PeerEvent::Rejoin`]: the pair is whole again.
@@ -332,6 +370,21 @@ impl Hub {
         }
     }
 
+    /// `node` beats again (its heartbeat had run out): its partners here were waiting for
+    /// nothing; they hear `peer_resumed`, and what was held goes out.
+    pub(super) fn node_up(&mut self, node: &str) {
+        let back: Vec<(u64, u64)> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.remote.as_ref().is_some_and(|p| p.lost && p.node == node))
+            .filter_map(|(room, r)| Some((*room, *r.members.first()?)))
+            .collect();
+        info!(node = %node, pairings = back.len(), "a node beats again");
+        for (room, member) in back {
+            self.partner_heard(member, room);
+        }
+    }
+
     /// The grace period of a lost remote partner is over: if it is still lost, the call is.
     pub(super) fn remote_not_back(&mut self, now: Now, room: u64, session: &str) {
         let Some(r) = self.rooms.get(&room) else { return };
@@ -339,6 +392,8 @@ impl Hub {
         let Some(&member) = r.members.first() else { return };
         if lost {
             info!(session = %session, "partner on a dead node did not come back");
+            // If that node was only slow, its side ends too.
+            self.tell_remote(member, PeerEvent::Left { reason: PeerLeftReason::Timeout, requeue: false });
             self.remote_left(now, member, room, session, PeerLeftReason::Timeout, false);
         }
     }
@@ -353,7 +408,7 @@ mod tests {
     use super::super::cluster::tests::{Node, join, joined, remote_entry};
     use super::*;
     use crate::hub::token::{Claims, Pairing, TokenKey};
-    use crate::hub::{ConnId, Input, PoolMatch};
+    use crate::hub::{CodeOutcome, CodeReply, ConnId, Input, PoolMatch};
 
     fn key() -> TokenKey {
         TokenKey::new(b"one secret for the service".to_vec())
@@ -654,5 +709,107 @@ mod tests {
             matches!(to_y.as_slice(), [RemoteMsg::Peer { to, event: PeerEvent::Signal { payload: SignalPayload::Restart, .. }, .. }] if to == "y"),
             "{to_y:?}"
         );
+    }
+
+    #[test]
+    fn a_node_that_beats_again_resumes_its_pairings_and_gets_what_was_held() {
+        let mut n = Node::named("b", None);
+        let (y, _) = paired_with_remote(&mut n, 1, "x");
+        n.input(Input::NodeDown("there".into()));
+        n.msg(y, signal(SignalPayload::Restart));
+        // A quiet call: no message comes from the partner, but its node beats again.
+        n.input(Input::NodeUp("there".into()));
+        assert_eq!(n.last_to(y).kind(), "peer_resumed");
+        assert!(matches!(
+            sent_to(&mut n, "there").as_slice(),
+            [RemoteMsg::Peer { event: PeerEvent::Signal { payload: SignalPayload::Restart, .. }, .. }]
+        ));
+        n.advance(Duration::from_secs(60));
+        assert_eq!(n.last_to(y).kind(), "peer_resumed", "the grace timer ends nothing");
+    }
+
+    #[test]
+    fn a_partner_given_up_on_is_told_on_its_node_too() {
+        let mut n = Node::named("b", None);
+        let (y, y_id) = paired_with_remote(&mut n, 1, "x");
+        n.input(Input::NodeDown("there".into()));
+        n.advance(Duration::from_secs(31));
+        assert!(n.kinds_to(y).contains(&"peer_left"));
+        let told = sent_to(&mut n, "there");
+        assert!(
+            matches!(told.as_slice(), [RemoteMsg::Peer { to, from, event: PeerEvent::Left { reason: PeerLeftReason::Timeout, .. } }] if to == "x" && *from == y_id),
+            "{told:?}"
+        );
+    }
+
+    #[test]
+    fn back_on_its_partners_node_a_session_gets_what_was_held_for_it() {
+        let mut c = Node::named("c", Some(key()));
+        let (y, y_id) = paired_with_remote(&mut c, 1, "x");
+        c.input(Input::NodeDown("there".into()));
+        c.msg(y, signal(SignalPayload::EndOfCandidates));
+        let x = restored_on_c(&mut c, &y_id);
+        assert!(
+            c.frames.iter().any(|(conn, f)| *conn == x
+                && matches!(f.msg, ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, .. })),
+            "{:?}",
+            c.kinds_to(x)
+        );
+    }
+
+    #[test]
+    fn the_partners_signal_before_its_node_answers_the_rejoin_is_delivered() {
+        let mut c = Node::named("c", Some(key()));
+        let x = restored_on_c(&mut c, "y");
+        // Forwarded by y's old node, it beats B's Rejoined here.
+        c.input(Input::Remote(from_y("y", SignalPayload::Restart)));
+        assert!(matches!(c.last_to(x), ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
+    }
+
+    #[test]
+    fn a_rejoin_from_a_former_partner_is_answered_and_ends_the_wait() {
+        let mut b = Node::named("b", None);
+        let (_, y_id) = b.client(1);
+        let rejoin = PeerEvent::Rejoin { node: "c".into(), device: None };
+        b.input(Input::Remote(RemoteMsg::Peer { to: y_id.clone(), from: "x".into(), event: rejoin }));
+        let answer = sent_to(&mut b, "c");
+        assert!(matches!(answer.as_slice(), [RemoteMsg::Peer { event: PeerEvent::Left { .. }, .. }]), "{answer:?}");
+        let mut c = Node::named("c", Some(key()));
+        let x = restored_on_c(&mut c, &y_id);
+        c.input(Input::Remote(answer[0].clone()));
+        assert!(c.kinds_to(x).ends_with(&["peer_left", "token"]), "{:?}", c.kinds_to(x));
+    }
+
+    #[test]
+    fn a_queued_session_taken_elsewhere_leaves_the_pool_and_a_room_by_code_is_freed() {
+        let mut n = Node::named("there", None);
+        let (q, q_id) = n.client(1);
+        n.msg(q, join());
+        n.input(Input::Remote(RemoteMsg::Taken { session: q_id.clone(), node: "c".into(), ack: None }));
+        assert_eq!(n.pool.last(), Some(&PoolOp::Leave { session: q_id }));
+        let (w, w_id) = n.client(2);
+        n.msg(w, ClientMessage::JoinRoom { code: "friends-1".into() });
+        let entry = n.pool.iter().find_map(|op| match op {
+            PoolOp::JoinCode { entry, .. } => Some(entry.clone()),
+            _ => None,
+        });
+        let reply = CodeReply { code: "friends-1".into(), joiner: entry.unwrap(), outcome: CodeOutcome::Opened };
+        n.input(Input::CodeReply(Box::new(reply)));
+        n.input(Input::Remote(RemoteMsg::Taken { session: w_id.clone(), node: "c".into(), ack: None }));
+        assert_eq!(n.pool.last(), Some(&PoolOp::LeaveCode { code: "friends-1".into(), session: w_id }));
+    }
+
+    #[test]
+    fn a_session_back_on_a_node_it_had_left_is_no_longer_forwarded_from_there() {
+        let mut c = Node::named("c", Some(key()));
+        c.input(Input::Remote(RemoteMsg::Taken { session: "x".into(), node: "d".into(), ack: None }));
+        let x = restored_on_c(&mut c, "y");
+        c.remote.clear();
+        let rejoined = PeerEvent::Rejoined { node: "b".into(), device: None };
+        c.input(Input::Remote(RemoteMsg::Peer { to: "x".into(), from: "y".into(), event: rejoined }));
+        c.input(Input::Salvaged { session: "x".into(), messages: vec![] });
+        c.input(Input::Remote(from_y("y", SignalPayload::Restart)));
+        assert!(matches!(c.last_to(x), ServerMessage::Signal { .. }));
+        assert!(sent_to(&mut c, "d").is_empty(), "delivered here, not sent on to d");
     }
 }

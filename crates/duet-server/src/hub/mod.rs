@@ -144,6 +144,8 @@ pub enum Input {
     Claimed(Box<Claimed>),
     /// Another node's heartbeat ran out: it is taken for dead.
     NodeDown(String),
+    /// A node taken for dead beats again.
+    NodeUp(String),
     /// What a [`RemoteMsg::Salvage`] took from the old node's inbox for `session`, in order.
     Salvaged {
         /// The session's public id.
@@ -397,6 +399,7 @@ impl Hub {
             Input::CodeReply(r) => self.code_reply(now, *r),
             Input::Claimed(c) => self.claimed(*c),
             Input::NodeDown(node) => self.node_down(now, &node),
+            Input::NodeUp(node) => self.node_up(&node),
             Input::Salvaged { session, messages } => self.salvaged(now, &session, messages),
         }
     }
@@ -672,6 +675,7 @@ impl Hub {
         claims: Claims,
     ) {
         let key = self.add_session(now, conn, claims.session.clone(), client);
+        self.moved_out.remove(&claims.session);
         self.claim(key, claims.pairing.as_ref().map(|p| p.partner.clone()), ack);
         self.stats.resumes_total += 1;
         self.stats.sessions_restored_total += 1;
@@ -704,8 +708,9 @@ impl Hub {
                 let mut held = Vec::new();
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.awaiting = None;
-                    r.remote = None;
                     held = std::mem::take(&mut r.held);
+                    // Or held for this session while its old node was taken for dead.
+                    held.extend(r.remote.take().map(|peer| peer.held).unwrap_or_default());
                     // members[0] is the impolite side.
                     if polite {
                         r.members.push(key);
