@@ -177,6 +177,23 @@ if theirs < mine then return {their_raw, raw} end
 return {raw, their_raw}
 "#;
 
+/// Removes every pool entry of one node. KEYS: queue, entries, since. ARGV: node id. Returns
+/// how many went.
+const SWEEP_SCRIPT: &str = r#"
+local all = redis.call('HGETALL', KEYS[2])
+local swept = 0
+for i = 1, #all, 2 do
+  local ok, e = pcall(cjson.decode, all[i + 1])
+  if ok and e.n == ARGV[1] then
+    redis.call('ZREM', KEYS[1], all[i])
+    redis.call('HDEL', KEYS[2], all[i])
+    redis.call('HDEL', KEYS[3], all[i])
+    swept = swept + 1
+  end
+end
+return swept
+"#;
+
 /// Rooms by code: one hash per room, `duet:room:<hash of the code>`, session id -> entry JSON.
 pub const ROOM_KEY_PREFIX: &str = "duet:room:";
 /// A room by code nobody joins or leaves for this long disappears (a node that died with a
@@ -630,6 +647,11 @@ async fn run_pool(
         release: redis::Script::new(directory::RELEASE_SCRIPT),
         block: redis::Script::new(device_blocks::BLOCK_SCRIPT),
     };
+    // A process that restarts under the same node id before its heartbeat ran out: the pool
+    // entries of its previous process carry the same id, alive again, and would be paired.
+    if !w.sweep_previous_entries(&mut stop).await {
+        return;
+    }
     let mut rng = StdRng::from_os_rng();
     loop {
         let Some((first, done)) = next_or_flush(&mut rx, &mut flush).await else { return };
@@ -656,6 +678,32 @@ async fn run_pool(
 }
 
 impl PoolWorker {
+    /// Removes this node's entries from the pool, before its first request (retried until Redis
+    /// answers); false once the node stops.
+    async fn sweep_previous_entries(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let script = redis::Script::new(SWEEP_SCRIPT);
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let mut inv = script.key(POOL_KEY);
+            inv.key(POOL_ENTRIES_KEY).key(POOL_SINCE_KEY).arg(&self.node);
+            match inv.invoke_async::<u64>(&mut self.conn).await {
+                Ok(swept) => {
+                    if swept > 0 {
+                        info!(entries = swept, "pool entries of this node's previous process removed");
+                    }
+                    return true;
+                }
+                Err(err) => {
+                    debug!(error = %kind(&err), "sweeping this node's old pool entries failed; retrying");
+                    if stopped_during(stop, delay).await {
+                        return false;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
     /// Sends one pipeline of requests (retried until Redis answers) and acts on each answer in
     /// order; false once the node stops.
     async fn run_batch(

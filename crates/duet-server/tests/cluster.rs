@@ -768,3 +768,25 @@ async fn a_node_taken_for_dead_that_beats_again_leaves_its_quiet_calls_alone() {
     assert!(matches!(y.expect("signal").await.msg, ServerMessage::Signal { generation: Some(2), .. }));
     drop((node_a, node_b));
 }
+
+#[tokio::test]
+async fn a_node_restarted_under_the_same_id_leaves_no_entry_of_its_previous_process_to_be_paired() {
+    let redis = RedisServer::start();
+    let mut node_a = node(&redis, "node-a", HubConfig::default()).await;
+    let node_b = node(&redis, "node-b", HubConfig::default()).await;
+    let mut w = Client::connect(&node_a.url).await;
+    w.send(queue(&[], None)).await;
+    w.expect("queued").await;
+    wait_pool(&redis, 1).await;
+    // Node a's process dies (no drain) and a new one starts under the same id at once, long
+    // before the old heartbeat runs out: w's entry is still in the pool, under a live id.
+    node_a.done.take().unwrap().abort();
+    drop(w);
+    let _node_a = node(&redis, "node-a", HubConfig::default()).await;
+    wait_pool(&redis, 0).await;
+    // A client of node b is not paired with the ghost.
+    let mut v = Client::connect(&node_b.url).await;
+    v.send(queue(&[], None)).await;
+    v.expect("queued").await;
+    v.expect_silence(Duration::from_millis(500)).await;
+}
