@@ -580,17 +580,24 @@ async fn connect_when_ready(url: &str) -> Client {
     }
 }
 
-#[tokio::test]
-async fn a_killed_nodes_client_resumes_on_a_third_node_and_the_pairing_goes_on_with_nothing_lost() {
-    let redis = RedisServer::start();
-    let (node_a, node_b, node_c) = (node_process(&redis, "a"), node_process(&redis, "b"), node_process(&redis, "c"));
-    let mut x = connect_when_ready(&node_a.url).await;
-    wait_pool(&redis, 1).await;
-    let mut y = connect_when_ready(&node_b.url).await;
+/// Three `duet-server` processes a, b and c; x on node a paired with y on node b, both holding
+/// the tokens that name their pairing.
+async fn three_nodes_with_x_on_a_paired_with_y_on_b(redis: &RedisServer) -> ([process::Proc; 3], Client, Client) {
+    let nodes = [node_process(redis, "a"), node_process(redis, "b"), node_process(redis, "c")];
+    let mut x = connect_when_ready(&nodes[0].url).await;
+    wait_pool(redis, 1).await;
+    let mut y = connect_when_ready(&nodes[1].url).await;
     matched(&x.expect("matched").await);
     matched(&y.expect("matched").await);
     x.expect("token").await;
     y.expect("token").await;
+    (nodes, x, y)
+}
+
+#[tokio::test]
+async fn a_killed_nodes_client_resumes_on_a_third_node_and_the_pairing_goes_on_with_nothing_lost() {
+    let redis = RedisServer::start();
+    let ([node_a, node_b, node_c], x, mut y) = three_nodes_with_x_on_a_paired_with_y_on_b(&redis).await;
     let (token, x_id) = (x.token.clone(), x.session_id.clone());
 
     // Node a dies without a word. y signals at once: nobody knows yet, so it goes to node a's
@@ -683,14 +690,7 @@ async fn a_token_used_on_another_node_closes_the_first_copy_and_the_pairing_foll
 #[tokio::test]
 async fn a_client_back_before_its_dead_node_is_noticed_gets_what_its_partner_sent_meanwhile() {
     let redis = RedisServer::start();
-    let (node_a, node_b, node_c) = (node_process(&redis, "a"), node_process(&redis, "b"), node_process(&redis, "c"));
-    let mut x = connect_when_ready(&node_a.url).await;
-    wait_pool(&redis, 1).await;
-    let mut y = connect_when_ready(&node_b.url).await;
-    matched(&x.expect("matched").await);
-    matched(&y.expect("matched").await);
-    x.expect("token").await;
-    y.expect("token").await;
+    let ([node_a, node_b, node_c], x, mut y) = three_nodes_with_x_on_a_paired_with_y_on_b(&redis).await;
     let token = x.token.clone();
     // Node a is killed; y's signals go to its inbox (nobody can know yet) and are answered `ok`.
     drop(node_a);

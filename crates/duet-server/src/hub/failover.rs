@@ -442,16 +442,7 @@ mod tests {
         let mut b = Node::named("b", None);
         let (y, y_id) = paired_with_remote(&mut b, 1, "x");
         let mut c = Node::named("c", Some(key()));
-        let claims = Claims {
-            session: "x".into(),
-            pairing: Some(Pairing { partner: y_id.clone(), polite: false }),
-            issued: 1_700_000_000,
-            instance: 12345,
-            nonce: 1,
-        };
-        let x = ConnId(7);
-        c.input(Input::Opened(x));
-        c.msg(x, ClientMessage::Hello { version: 1, resume_token: Some(key().sign(&claims)), client: None });
+        let x = hello_restored_on_c(&mut c, &y_id);
         assert_eq!(c.kinds_to(x), ["welcome", "peer_reconnecting"]);
         assert_eq!(c.pool.last(), Some(&PoolOp::Claim { session: "x".into(), partner: Some(y_id.clone()), ack: None }));
 
@@ -612,9 +603,9 @@ mod tests {
         assert_eq!(n.last_to(x), &late);
     }
 
-    /// On node "c": x restored from its token with partner y on node "b"; the old node "there"
-    /// is taken to have died. Returns x's connection.
-    fn restored_on_c(c: &mut Node, y_id: &str) -> ConnId {
+    /// On node "c": x says hello with its token, which names partner `y_id`. Returns x's
+    /// connection.
+    fn hello_restored_on_c(c: &mut Node, y_id: &str) -> ConnId {
         let claims = Claims {
             session: "x".into(),
             pairing: Some(Pairing { partner: y_id.into(), polite: false }),
@@ -625,6 +616,13 @@ mod tests {
         let x = ConnId(7);
         c.input(Input::Opened(x));
         c.msg(x, ClientMessage::Hello { version: 1, resume_token: Some(key().sign(&claims)), client: None });
+        x
+    }
+
+    /// On node "c": x restored from its token with partner y on node "b"; the old node "there"
+    /// is taken to have died. Returns x's connection.
+    fn restored_on_c(c: &mut Node, y_id: &str) -> ConnId {
+        let x = hello_restored_on_c(c, y_id);
         let answer =
             Claimed { session: "x".into(), previous: Some("there".into()), partner_node: Some("b".into()), ack: None };
         c.input(Input::Claimed(Box::new(answer)));
