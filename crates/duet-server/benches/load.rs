@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{Ws, cpu_secs, pairing_burst, raise_fd_limit, rss_kib, seq_of, ws_config};
+use common::{Target, Ws, cpu_secs, pairing_burst, pct, raise_fd_limit, rss_kib, ws_config};
 use duet_proto::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
@@ -99,12 +99,6 @@ fn main() {
     let duet = rt.block_on(run_against(Target::Duet, &args));
     let anchor = (!args.no_anchor).then(|| rt.block_on(run_against(Target::Anchor, &args)));
     print_table(&args, &duet, anchor.as_ref());
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Target {
-    Duet,
-    Anchor,
 }
 
 #[derive(Default, Debug)]
@@ -201,9 +195,7 @@ async fn run_against(target: Target, args: &Args) -> Results {
     r.relay_received = lat.len();
     let mut lat = lat;
     lat.sort_unstable();
-    let pct =
-        |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
-    (r.p50_us, r.p99_us, r.max_us) = (pct(0.50), pct(0.99), lat.last().copied().unwrap_or(0));
+    (r.p50_us, r.p99_us, r.max_us) = (pct(&lat, 0.50), pct(&lat, 0.99), lat.last().copied().unwrap_or(0));
     eprintln!("[{name}] relay: sent {sent}, received {}, p50 {} us, p99 {} us", r.relay_received, r.p50_us, r.p99_us);
     drop(conns);
     r
@@ -257,7 +249,6 @@ async fn open_one(server: SocketAddr, src: IpAddr, target: Target) -> Result<Ws,
 /// Returns (signals sent, latencies in microseconds).
 async fn relay_phase(conns: Vec<Ws>, target: Target, rate: u64, duration: Duration) -> (u64, Vec<u64>) {
     let k = conns.len() / 2;
-    let epoch = Instant::now();
     let mut conns = conns.into_iter();
     let mut pairs = Vec::with_capacity(k);
     // Pair up: rooms by code for duet, connection order for the anchor.
@@ -283,108 +274,7 @@ async fn relay_phase(conns: Vec<Ws>, target: Target, rate: u64, duration: Durati
         }
         pairs.push((a, b));
     }
-    let interval = Duration::from_secs_f64(k as f64 / rate as f64);
-    let stop_at = Instant::now() + duration;
-    let (lat_tx, mut lat_rx) = mpsc::unbounded_channel::<Vec<u64>>();
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut handles = Vec::new();
-    for (i, (a, b)) in pairs.into_iter().enumerate() {
-        let sent = sent.clone();
-        // Spread the senders' phases over one interval.
-        let offset = interval.mul_f64(i as f64 / k as f64);
-        handles.push(tokio::spawn(sender(a, target, interval, offset, stop_at, epoch, sent)));
-        let lat_tx = lat_tx.clone();
-        handles.push(tokio::spawn(async move {
-            let lat = receiver(b, target, stop_at + Duration::from_secs(2), epoch).await;
-            let _ = lat_tx.send(lat);
-        }));
-    }
-    drop(lat_tx);
-    for h in handles {
-        h.await.unwrap();
-    }
-    let mut all = Vec::new();
-    while let Some(mut v) = lat_rx.recv().await {
-        all.append(&mut v);
-    }
-    (sent.load(Ordering::Relaxed), all)
-}
-
-async fn sender(
-    mut ws: Ws,
-    target: Target,
-    interval: Duration,
-    offset: Duration,
-    stop_at: Instant,
-    epoch: Instant,
-    sent: Arc<AtomicU64>,
-) {
-    let mut tick = tokio::time::interval_at((Instant::now() + offset).into(), interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut id = 100;
-    let mut last_seq = 0;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if Instant::now() >= stop_at {
-                    break;
-                }
-                id += 1;
-                let nanos = epoch.elapsed().as_nanos();
-                let text = match target {
-                    Target::Duet => {
-                        let payload = SignalPayload::Candidate { candidate: IceCandidate {
-                            candidate: format!("candidate:{nanos} 1 udp 2130706431 127.0.0.1 9 typ host"),
-                            sdp_mid: Some("0".into()), sdp_m_line_index: Some(0), username_fragment: None,
-                        }};
-                        ClientFrame { id: Some(id), ack: (last_seq > 0).then_some(last_seq), msg: ClientMessage::Signal { payload, generation: None } }.to_json()
-                    }
-                    Target::Anchor => format!("{{\"candidate\":\"candidate:{nanos} 1 udp 2130706431 127.0.0.1 9 typ host\"}}"),
-                };
-                if ws.send(Message::text(text)).await.is_err() {
-                    break;
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    if let Some(seq) = seq_of(t.as_str()) { last_seq = last_seq.max(seq); }
-                }
-                Some(Ok(_)) => {}
-                _ => break,
-            },
-        }
-    }
-    // Keep the socket open until the receivers are done.
-    tokio::time::sleep_until((stop_at + Duration::from_secs(2)).into()).await;
-}
-
-async fn receiver(mut ws: Ws, target: Target, until: Instant, epoch: Instant) -> Vec<u64> {
-    let mut lat = Vec::new();
-    let mut last_seq = 0;
-    let mut unacked = 0;
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until.into(), ws.next()).await {
-        let now = epoch.elapsed().as_nanos();
-        let Message::Text(t) = msg else { continue };
-        let t = t.as_str();
-        if let Some(rest) = t.split("candidate:").nth(1)
-            && let Some(sent) = rest.split(' ').next().and_then(|s| s.parse::<u128>().ok())
-        {
-            lat.push(((now.saturating_sub(sent)) / 1000) as u64);
-        }
-        if target == Target::Duet {
-            if let Some(seq) = seq_of(t) {
-                last_seq = last_seq.max(seq);
-            }
-            unacked += 1;
-            if unacked >= 32 {
-                unacked = 0;
-                let ack = ClientFrame::new(ClientMessage::Ack { seq: last_seq });
-                let _ = ws.send(Message::text(ack.to_json())).await;
-            }
-        }
-    }
-    lat
+    common::relay(pairs, target, rate, duration).await
 }
 
 /// The anchor: a bare WebSocket relay. A connection's first text frame `pair:<code>` puts it

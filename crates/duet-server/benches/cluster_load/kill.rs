@@ -25,7 +25,7 @@ use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{self, Ws};
+use crate::common::{self, Ws, candidate_tag, pct, signal_frame};
 use crate::{Args, Node, http_get, node_command, spawn_node, start_redis, wait_healthy};
 
 const NODES: usize = 3;
@@ -211,7 +211,7 @@ fn dead_inbox(port: u16, node: &str, since: u128) -> (HashMap<String, usize>, Ha
             _ => "?".into(),
         };
         *kinds.entry(kind).or_default() += 1;
-        if let Some(tag) = v.to_string().split("candidate:").nth(1).and_then(|r| r.split(' ').next())
+        if let Some(tag) = candidate_tag(&v.to_string())
             && let Some((from, n)) = tag.split_once('x')
             && let (Ok(from), Ok(n)) = (from.parse(), n.parse())
         {
@@ -358,19 +358,8 @@ impl Client {
         let Some(ws) = self.ws.as_mut() else { return };
         self.signals += 1;
         let n = self.signals;
-        let payload = SignalPayload::Candidate {
-            candidate: IceCandidate {
-                candidate: format!("candidate:{}x{n} 1 udp 2130706431 127.0.0.1 9 typ host", self.rec.idx),
-                sdp_mid: Some("0".into()),
-                sdp_m_line_index: Some(0),
-                username_fragment: None,
-            },
-        };
-        let frame = ClientFrame {
-            id: Some(SIGNAL_ID + n),
-            ack: (self.last_seq > 0).then_some(self.last_seq),
-            msg: ClientMessage::Signal { payload, generation: None },
-        };
+        // The candidate's tag names the sender and the signal: `<idx>x<n>`.
+        let frame = signal_frame(SIGNAL_ID + n, self.last_seq, format_args!("{}x{n}", self.rec.idx));
         let at = shared.ms();
         match ws.send(Message::text(frame.to_json())).await {
             Ok(()) => {
@@ -391,8 +380,7 @@ impl Client {
         let at = shared.ms();
         match f.msg {
             ServerMessage::Signal { payload: SignalPayload::Candidate { candidate }, .. } => {
-                let tag = candidate.candidate.strip_prefix("candidate:").and_then(|r| r.split(' ').next());
-                if let Some((from, n)) = tag.and_then(|t| t.split_once('x'))
+                if let Some((from, n)) = candidate_tag(&candidate.candidate).and_then(|t| t.split_once('x'))
                     && let (Ok(from), Ok(n)) = (from.parse(), n.parse())
                 {
                     self.rec.received.push((from, n, at));
@@ -452,11 +440,6 @@ impl Client {
         }
         false
     }
-}
-
-/// Percentile `p` of sorted `v` (0 if empty).
-fn pct(v: &[f64], p: f64) -> f64 {
-    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(0.0)
 }
 
 /// "p50 / p99 / max" of the durations `v` (ms), in seconds.

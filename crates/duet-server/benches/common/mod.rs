@@ -1,15 +1,20 @@
 //! What both load benchmarks share: the client socket type and its configuration, opening a
-//! session (or resuming one with its token), the pairing burst, a process's memory and CPU time,
+//! session (or resuming one with its token), the pairing burst, the relay of signals between
+//! paired clients and the candidates they carry, percentiles, a process's memory and CPU time,
 //! and the file-descriptor limit.
 
+use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use duet_proto::{ClientFrame, ClientMessage, ServerFrame, ServerMessage, parse_server_frame};
+use duet_proto::{
+    ClientFrame, ClientMessage, IceCandidate, ServerFrame, ServerMessage, SignalPayload, parse_server_frame,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, mpsc};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -81,6 +86,151 @@ pub async fn pairing_burst(conns: Vec<Ws>) -> f64 {
         keep.push(ws);
     }
     (n / 2) as f64 / last.duration_since(start).as_secs_f64()
+}
+
+/// The server the clients talk to.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Target {
+    /// `duet-server`: sessions, JSON frames, `seq` and acks.
+    Duet,
+    /// The `load` bench's bare WebSocket relay: text frames go to the partner unchanged.
+    #[allow(dead_code, reason = "only the load bench runs the anchor")]
+    Anchor,
+}
+
+/// K paired clients: the first of each pair sends signals at `rate / K` per second for
+/// `duration`, the second receives them. Returns (signals sent, latencies in microseconds).
+pub async fn relay(pairs: Vec<(Ws, Ws)>, target: Target, rate: u64, duration: Duration) -> (u64, Vec<u64>) {
+    let k = pairs.len();
+    let epoch = Instant::now();
+    let interval = Duration::from_secs_f64(k as f64 / rate as f64);
+    let stop_at = Instant::now() + duration;
+    let (lat_tx, mut lat_rx) = mpsc::unbounded_channel::<Vec<u64>>();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for (i, (a, b)) in pairs.into_iter().enumerate() {
+        let sent = sent.clone();
+        // Spread the senders' phases over one interval.
+        let offset = interval.mul_f64(i as f64 / k as f64);
+        handles.push(tokio::spawn(sender(a, target, interval, offset, stop_at, epoch, sent)));
+        let lat_tx = lat_tx.clone();
+        handles.push(tokio::spawn(async move {
+            let lat = receiver(b, target, stop_at + Duration::from_secs(2), epoch).await;
+            let _ = lat_tx.send(lat);
+        }));
+    }
+    drop(lat_tx);
+    for h in handles {
+        h.await.unwrap();
+    }
+    let mut all = Vec::new();
+    while let Some(mut v) = lat_rx.recv().await {
+        all.append(&mut v);
+    }
+    (sent.load(Ordering::Relaxed), all)
+}
+
+/// Sends a signal every `interval` (the first after `offset`) until `stop_at`, its candidate
+/// tagged with the time sent (ns since `epoch`).
+async fn sender(
+    mut ws: Ws,
+    target: Target,
+    interval: Duration,
+    offset: Duration,
+    stop_at: Instant,
+    epoch: Instant,
+    sent: Arc<AtomicU64>,
+) {
+    let mut tick = tokio::time::interval_at((Instant::now() + offset).into(), interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut id = 100;
+    let mut last_seq = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if Instant::now() >= stop_at {
+                    break;
+                }
+                id += 1;
+                let nanos = epoch.elapsed().as_nanos();
+                let text = match target {
+                    Target::Duet => signal_frame(id, last_seq, nanos).to_json(),
+                    Target::Anchor => format!("{{\"candidate\":\"{}\"}}", candidate(nanos)),
+                };
+                if ws.send(Message::text(text)).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if let Some(seq) = seq_of(t.as_str()) { last_seq = last_seq.max(seq); }
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+        }
+    }
+    // Keep the socket open until the receivers are done.
+    tokio::time::sleep_until((stop_at + Duration::from_secs(2)).into()).await;
+}
+
+/// Reads signals until `until`: the latency of each (µs), from the time in its candidate tag.
+async fn receiver(mut ws: Ws, target: Target, until: Instant, epoch: Instant) -> Vec<u64> {
+    let mut lat = Vec::new();
+    let mut last_seq = 0;
+    let mut unacked = 0;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until.into(), ws.next()).await {
+        let now = epoch.elapsed().as_nanos();
+        let Message::Text(t) = msg else { continue };
+        let t = t.as_str();
+        if let Some(sent) = candidate_tag(t).and_then(|s| s.parse::<u128>().ok()) {
+            lat.push(((now.saturating_sub(sent)) / 1000) as u64);
+        }
+        if target == Target::Duet {
+            if let Some(seq) = seq_of(t) {
+                last_seq = last_seq.max(seq);
+            }
+            unacked += 1;
+            if unacked >= 32 {
+                unacked = 0;
+                let ack = ClientFrame::new(ClientMessage::Ack { seq: last_seq });
+                let _ = ws.send(Message::text(ack.to_json())).await;
+            }
+        }
+    }
+    lat
+}
+
+/// The ICE candidate line the benchmarks send, with `tag` in the place of the foundation (read
+/// back with [`candidate_tag`]).
+pub fn candidate(tag: impl Display) -> String {
+    format!("candidate:{tag} 1 udp 2130706431 127.0.0.1 9 typ host")
+}
+
+/// A `signal` carrying [`candidate`]`(tag)`, acknowledging `last_seq` if anything was processed.
+pub fn signal_frame(id: u64, last_seq: u64, tag: impl Display) -> ClientFrame {
+    let candidate = IceCandidate {
+        candidate: candidate(tag),
+        sdp_mid: Some("0".into()),
+        sdp_m_line_index: Some(0),
+        username_fragment: None,
+    };
+    ClientFrame {
+        id: Some(id),
+        ack: (last_seq > 0).then_some(last_seq),
+        msg: ClientMessage::Signal { payload: SignalPayload::Candidate { candidate }, generation: None },
+    }
+}
+
+/// The tag of the first [`candidate`] in `text` (a frame, or the candidate line itself).
+pub fn candidate_tag(text: &str) -> Option<&str> {
+    text.split("candidate:").nth(1)?.split(' ').next()
+}
+
+/// Percentile `p` (0 to 1) of the sorted `v`; zero if `v` is empty.
+pub fn pct<T: Copy + Default>(v: &[T], p: f64) -> T {
+    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or_default()
 }
 
 pub fn seq_of(text: &str) -> Option<u64> {
