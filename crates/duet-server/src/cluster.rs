@@ -44,9 +44,10 @@ pub const POOL_KEY: &str = "duet:{pool}:queue";
 pub const POOL_ENTRIES_KEY: &str = "duet:{pool}:entry";
 /// When each pooled session entered the pool (Redis time, ms), for the interest wait.
 pub const POOL_SINCE_KEY: &str = "duet:{pool}:since";
-/// Each node's heartbeat: node id -> until when (Redis time, ms) it counts as alive. Rewritten
-/// every [`STATS_EVERY`]; removed when the node drains. A node without a field counts as alive
-/// (it has not beaten yet, or Redis restarted empty).
+/// Each node process's heartbeat: its address ([`process_address`]) -> until when (Redis time,
+/// ms) it counts as alive. Rewritten every [`STATS_EVERY`]; set to "over now" when the process
+/// drains or its successor starts; forgotten an hour after it ran out. A process without a
+/// field counts as alive (it has not beaten yet, or Redis restarted empty).
 pub const ALIVE_KEY: &str = "duet:{pool}:alive";
 /// How long one heartbeat keeps a node alive.
 const ALIVE_FOR_MS: u64 = 5000;
@@ -177,17 +178,31 @@ if theirs < mine then return {their_raw, raw} end
 return {raw, their_raw}
 "#;
 
-/// Removes every pool entry of one node. KEYS: queue, entries, since. ARGV: node id. Returns
-/// how many went.
-const SWEEP_SCRIPT: &str = r#"
-local all = redis.call('HGETALL', KEYS[2])
+/// Which process of a node id is the current one: `duet:{pool}:incarnation:<id>` -> its
+/// address (see [`Cluster::start`]).
+pub fn incarnation_key(id: &str) -> String {
+    format!("duet:{{pool}}:incarnation:{id}")
+}
+
+/// Retires the previous process of a node id when a new one starts. KEYS: the id's
+/// [`incarnation_key`], alive, queue, entries, since. ARGV: the new address. The previous
+/// address's heartbeat is over from now on (other nodes take it for dead: their sessions'
+/// partners there wait for them elsewhere, and what was sent to its inbox is salvaged), and its
+/// waiting entries leave the pool. Returns how many entries went.
+const RETIRE_SCRIPT: &str = r#"
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+if not previous or previous == ARGV[1] then return 0 end
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[2], previous, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local all = redis.call('HGETALL', KEYS[4])
 local swept = 0
 for i = 1, #all, 2 do
   local ok, e = pcall(cjson.decode, all[i + 1])
-  if ok and e.n == ARGV[1] then
-    redis.call('ZREM', KEYS[1], all[i])
-    redis.call('HDEL', KEYS[2], all[i])
-    redis.call('HDEL', KEYS[3], all[i])
+  if ok and e.n == previous then
+    redis.call('ZREM', KEYS[3], all[i])
+    redis.call('HDEL', KEYS[4], all[i])
+    redis.call('HDEL', KEYS[5], all[i])
     swept = swept + 1
   end
 end
@@ -334,9 +349,17 @@ fn kind(err: &redis::RedisError) -> String {
     format!("{:?}", err.kind())
 }
 
-/// The stream a node reads its messages from.
+/// The stream a node process reads its messages from (`node` is its address).
 pub fn inbox_key(node: &str) -> String {
     format!("duet:node:{node}:inbox")
+}
+
+/// A node process's address in the service: its id and a random incarnation, `<id>@<hex>`.
+/// Pool entries, the session directory, heartbeats and inboxes name processes, so a process
+/// restarted under the same id is a new node to the others, and its previous process one that
+/// died (see [`RETIRE_SCRIPT`]).
+pub fn process_address(id: &str) -> String {
+    format!("{id}@{:08x}", rand::random::<u32>())
 }
 
 /// Where the node finds Redis, and who it is.
@@ -382,7 +405,8 @@ pub struct Cluster {
     pub backend: Arc<InMemoryBackend>,
     /// Every live node's counters and the service totals, for `/metrics` and `/api/webrtc/stats`.
     pub service: Arc<ServiceStats>,
-    node: String,
+    id: String,
+    address: String,
     conn: ConnectionManager,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -412,7 +436,7 @@ impl Cluster {
         let reader =
             ConnectionManager::new_lazy_with_config(client, manager_cfg(Duration::from_millis(READ_BLOCK_MS + 2000)))
                 .map_err(|e| ClusterError::Url(kind(&e)))?;
-        let node = cfg.node.clone();
+        let (id, node) = (cfg.node.clone(), process_address(&cfg.node));
         let wait_ms = hub.interest_wait.as_millis() as u64;
         hub.cluster_node = Some(node.clone());
         let (pool_tx, pool_rx) = mpsc::unbounded_channel();
@@ -423,11 +447,12 @@ impl Cluster {
         let (stop, stop_rx) = watch::channel(false);
         let (pool_flush, pool_flush_rx) = mpsc::unbounded_channel();
         let (remote_flush, remote_flush_rx) = mpsc::unbounded_channel();
-        info!(node = %node, "clustered over Redis");
+        info!(node = %id, address = %node, "clustered over Redis");
         let service = Arc::new(ServiceStats::default());
         let tasks = vec![
             tokio::spawn(publish_stats(
                 commands.clone(),
+                id.clone(),
                 node.clone(),
                 backend.clone(),
                 service.clone(),
@@ -435,7 +460,14 @@ impl Cluster {
             )),
             tokio::spawn(watch_health(commands.clone(), health.clone(), backend.clone(), stop_rx.clone())),
             tokio::spawn(run_pool(
-                PoolWorker { conn: commands.clone(), node: node.clone(), wait_ms, backend: backend.clone(), remote_tx },
+                PoolWorker {
+                    conn: commands.clone(),
+                    id: id.clone(),
+                    node: node.clone(),
+                    wait_ms,
+                    backend: backend.clone(),
+                    remote_tx,
+                },
                 pool_rx,
                 pool_flush_rx,
                 stop_rx.clone(),
@@ -444,7 +476,7 @@ impl Cluster {
             tokio::spawn(read_inbox(reader, commands.clone(), node.clone(), backend.clone(), stop_rx.clone())),
             tokio::spawn(directory::watch_nodes(commands.clone(), node.clone(), backend.clone(), stop_rx)),
         ];
-        Ok(Self { health, backend, service, node, conn: commands, tasks, stop, pool_flush, remote_flush })
+        Ok(Self { health, backend, service, id, address: node, conn: commands, tasks, stop, pool_flush, remote_flush })
     }
 
     /// Waits (at most `patience`) until every pool request and message for other nodes the hub
@@ -466,19 +498,21 @@ impl Cluster {
         }
     }
 
-    /// A draining node leaves the service, within `patience`: its counters leave the totals, its
-    /// heartbeat and its inbox are removed.
+    /// A draining node leaves the service, within `patience`: its counters leave the totals and
+    /// its heartbeat is over. Its inbox stays until it expires: what partners send its sessions
+    /// until they hear where those went is salvaged by the nodes that restore them.
     pub async fn leave_service(&self, patience: Duration) {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(stats_key(&self.node)).ignore();
-        pipe.cmd("SREM").arg(NODES_KEY).arg(&self.node).ignore();
+        pipe.cmd("DEL").arg(stats_key(&self.id)).ignore();
+        pipe.cmd("SREM").arg(NODES_KEY).arg(&self.id).ignore();
         // A heartbeat that is over: other nodes take this node for gone at once (their sessions'
         // partners here wait for them to come back elsewhere), and never pair what it left.
-        pipe.cmd("HSET").arg(ALIVE_KEY).arg(&self.node).arg(0).ignore();
-        // Messages still arriving are for sessions that moved; a restart under the same id
-        // starts with an empty inbox.
-        pipe.cmd("DEL").arg(inbox_key(&self.node)).arg(directory::read_marker_key(&self.node)).ignore();
+        // (Over now, not at 0: a heartbeat over for an hour is forgotten, and no heartbeat at
+        // all counts as alive.)
+        let over = redis::Script::new(ALIVE_SCRIPT);
+        pipe.load_script(&over).ignore();
+        pipe.invoke_script(over.key(ALIVE_KEY).arg(&self.address).arg(0)).ignore();
         match tokio::time::timeout(patience, pipe.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => debug!(error = %kind(&err), "could not withdraw this node's counters"),
@@ -546,11 +580,12 @@ async fn watch_health(
     }
 }
 
-/// Writes this node's heartbeat ([`ALIVE_KEY`]) and publishes its counters every
-/// [`STATS_EVERY`], and reads every live node's counters.
+/// Writes this process's heartbeat ([`ALIVE_KEY`], under its `address`) and publishes the
+/// node's counters (under its id) every [`STATS_EVERY`], and reads every live node's counters.
 async fn publish_stats(
     mut conn: ConnectionManager,
     node: String,
+    address: String,
     backend: Arc<InMemoryBackend>,
     service: Arc<ServiceStats>,
     mut stop: watch::Receiver<bool>,
@@ -558,7 +593,7 @@ async fn publish_stats(
     let heartbeat = redis::Script::new(ALIVE_SCRIPT);
     loop {
         // The heartbeat other nodes' scripts check before pairing with this node's sessions.
-        let beat = heartbeat.key(ALIVE_KEY).arg(&node).arg(ALIVE_FOR_MS).invoke_async::<()>(&mut conn).await;
+        let beat = heartbeat.key(ALIVE_KEY).arg(&address).arg(ALIVE_FOR_MS).invoke_async::<()>(&mut conn).await;
         if let Err(err) = beat {
             debug!(error = %kind(&err), "heartbeat failed");
         }
@@ -612,6 +647,9 @@ async fn exchange_stats(
 
 struct PoolWorker {
     conn: ConnectionManager,
+    /// The node's configured id.
+    id: String,
+    /// This process's address (see [`process_address`]).
     node: String,
     wait_ms: u64,
     backend: Arc<InMemoryBackend>,
@@ -647,9 +685,7 @@ async fn run_pool(
         release: redis::Script::new(directory::RELEASE_SCRIPT),
         block: redis::Script::new(device_blocks::BLOCK_SCRIPT),
     };
-    // A process that restarts under the same node id before its heartbeat ran out: the pool
-    // entries of its previous process carry the same id, alive again, and would be paired.
-    if !w.sweep_previous_entries(&mut stop).await {
+    if !w.retire_previous_process(&mut stop).await {
         return;
     }
     let mut rng = StdRng::from_os_rng();
@@ -678,14 +714,15 @@ async fn run_pool(
 }
 
 impl PoolWorker {
-    /// Removes this node's entries from the pool, before its first request (retried until Redis
-    /// answers); false once the node stops.
-    async fn sweep_previous_entries(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
-        let script = redis::Script::new(SWEEP_SCRIPT);
+    /// A process restarted under the node's id (a supervisor's restart) before its first
+    /// request: the previous process is taken for dead at once, and its waiting entries leave
+    /// the pool (retried until Redis answers); false once the node stops.
+    async fn retire_previous_process(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let script = redis::Script::new(RETIRE_SCRIPT);
         let mut delay = Duration::from_millis(50);
         loop {
-            let mut inv = script.key(POOL_KEY);
-            inv.key(POOL_ENTRIES_KEY).key(POOL_SINCE_KEY).arg(&self.node);
+            let mut inv = script.key(incarnation_key(&self.id));
+            inv.key(ALIVE_KEY).key(POOL_KEY).key(POOL_ENTRIES_KEY).key(POOL_SINCE_KEY).arg(&self.node);
             match inv.invoke_async::<u64>(&mut self.conn).await {
                 Ok(swept) => {
                     if swept > 0 {
@@ -694,7 +731,7 @@ impl PoolWorker {
                     return true;
                 }
                 Err(err) => {
-                    debug!(error = %kind(&err), "sweeping this node's old pool entries failed; retrying");
+                    debug!(error = %kind(&err), "retiring this node's previous process failed; retrying");
                     if stopped_during(stop, delay).await {
                         return false;
                     }

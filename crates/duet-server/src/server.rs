@@ -25,6 +25,9 @@ use crate::hub::Input;
 
 /// How long shutdown waits for sockets to take their close frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a draining node of a service waits for its sessions in rooms to be restored on
+/// other nodes (their clients reconnect with backoff).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a draining node waits for Redis to take its last requests.
 const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a TLS handshake may take.
@@ -121,21 +124,11 @@ impl Server {
         self.state.shutting_down.store(true, Ordering::Relaxed);
         self.state.backend.input(Input::Shutdown);
         // While the sockets drain, new requests are still answered: with 503.
-        let drained = async {
-            while self.state.live_sockets.load(Ordering::Relaxed) > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::pin!(drained);
-        let deadline = tokio::time::sleep(DRAIN_TIMEOUT);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut drained => break,
-                _ = &mut deadline => break,
-                accepted = self.listener.accept() => self.accept(accepted, &mut conns).await,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            }
+        self.serve_until(&mut conns, DRAIN_TIMEOUT, || self.state.live_sockets.load(Ordering::Relaxed) == 0).await;
+        if self.cluster.is_some() {
+            // A node of a service hands its sessions over: the nodes that restore them get what
+            // their clients had not processed (`Taken`, `Replay`) until none is left in a room.
+            self.serve_until(&mut conns, HANDOVER_TIMEOUT, || self.state.backend.stats().rooms == 0).await;
         }
         let _ = stop_tx.send(true);
         let _ = (&mut timers.0).await;
@@ -152,6 +145,27 @@ impl Server {
 }
 
 impl Server {
+    /// Goes on answering new connections (shutting down: with 503) until `done` holds, checked
+    /// every 20 ms, or `patience` runs out.
+    async fn serve_until(&self, conns: &mut JoinSet<()>, patience: Duration, done: impl Fn() -> bool) {
+        let reached = async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::pin!(reached);
+        let deadline = tokio::time::sleep(patience);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut reached => break,
+                _ = &mut deadline => break,
+                accepted = self.listener.accept() => self.accept(accepted, conns).await,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+    }
+
     /// Serves one accepted connection (admitted or only told why not) on its own task in `conns`.
     async fn accept(&self, accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>, conns: &mut JoinSet<()>) {
         let (stream, peer) = match accepted {

@@ -715,6 +715,19 @@ async fn a_client_back_before_its_dead_node_is_noticed_gets_what_its_partner_sen
     drop((node_b, node_c));
 }
 
+/// The address of the current process of node `id` (waits up to 10 s for it to register).
+async fn address_of(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let key = duet_server::cluster::incarnation_key(id);
+        if let Some(address) = redis::cmd("GET").arg(key).query_async::<Option<String>>(conn).await.unwrap() {
+            return address;
+        }
+        assert!(std::time::Instant::now() < deadline, "node {id} has no process registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_node_whose_heartbeat_was_late_puts_its_waiting_sessions_back_into_the_pool() {
     let redis = RedisServer::start();
@@ -728,7 +741,8 @@ async fn a_node_whose_heartbeat_was_late_puts_its_waiting_sessions_back_into_the
     // b queues meanwhile, and b's script drops w's entry instead of pairing it.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let overdue = || redis::cmd("HSET").arg(duet_server::cluster::ALIVE_KEY).arg("node-a").arg(1).clone();
+    let a = address_of(&mut conn, "node-a").await;
+    let overdue = || redis::cmd("HSET").arg(duet_server::cluster::ALIVE_KEY).arg(&a).arg(1).clone();
     overdue().query_async::<()>(&mut conn).await.unwrap();
     let mut v = Client::connect(&node_b.url).await;
     v.send(queue(&[], None)).await;
@@ -751,9 +765,10 @@ async fn a_node_taken_for_dead_that_beats_again_leaves_its_quiet_calls_alone() {
     // reconnecting. Nothing is signalled: the call's media goes peer to peer.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let a = address_of(&mut conn, "node-a").await;
     let hold_over = async {
         for _ in 0..70 {
-            let overdue = redis::cmd("HSET").arg(duet_server::cluster::ALIVE_KEY).arg("node-a").arg(1).clone();
+            let overdue = redis::cmd("HSET").arg(duet_server::cluster::ALIVE_KEY).arg(&a).arg(1).clone();
             overdue.query_async::<()>(&mut conn).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -778,15 +793,116 @@ async fn a_node_restarted_under_the_same_id_leaves_no_entry_of_its_previous_proc
     w.send(queue(&[], None)).await;
     w.expect("queued").await;
     wait_pool(&redis, 1).await;
+    let mut r = Client::connect(&node_a.url).await;
+    r.send(join_room("restart-room")).await;
+    r.expect("room_joined").await;
+    let room = duet_server::cluster::room_key("restart-room");
+    while redis_len(&redis, "HLEN", &room).await == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Node a's process dies (no drain) and a new one starts under the same id at once, long
-    // before the old heartbeat runs out: w's entry is still in the pool, under a live id.
+    // before the old heartbeat runs out: w's entry is still in the pool and r in its room.
     node_a.done.take().unwrap().abort();
-    drop(w);
+    drop((w, r));
     let _node_a = node(&redis, "node-a", HubConfig::default()).await;
     wait_pool(&redis, 0).await;
-    // A client of node b is not paired with the ghost.
+    // Clients of node b are paired with neither ghost.
     let mut v = Client::connect(&node_b.url).await;
     v.send(queue(&[], None)).await;
     v.expect("queued").await;
+    let mut z = Client::connect(&node_b.url).await;
+    z.send(join_room("restart-room")).await;
+    z.expect("room_joined").await;
     v.expect_silence(Duration::from_millis(500)).await;
+    z.expect_silence(Duration::from_millis(100)).await;
+}
+
+/// Waits (up to 10 s) until the `duet-server` process at `url` answers `/health` with 200
+/// (a fresh process may still be reaching Redis).
+async fn wait_process_healthy(url: &str) {
+    let addr = url.trim_start_matches("ws://").trim_end_matches("/ws").to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(stream) = tokio::net::TcpStream::connect(&addr).await
+            && http_get(stream, &addr, "/health").await.0 == 200
+        {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{url} not healthy within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_restarted_under_the_same_id_hands_on_what_partners_sent_its_previous_process() {
+    let redis = RedisServer::start();
+    let ([node_a, node_b, node_c], x, mut y) = three_nodes_with_x_on_a_paired_with_y_on_b(&redis).await;
+    let token = x.token.clone();
+    // Node a's process dies and its supervisor starts it again at once, under the same id. y
+    // signals meanwhile: nobody can know, so it all goes to node a's inbox.
+    drop(node_a);
+    drop(x);
+    for n in 0..3 {
+        y.send(ClientMessage::Signal { payload: offer(&format!("v=0 #{n}")), generation: Some(2) }).await;
+        y.expect("ok").await;
+    }
+    let node_a = node_process(&redis, "a");
+    wait_process_healthy(&node_a.url).await;
+    // x comes back to the new process and gets every signal, in order, then the call goes on.
+    let mut x = Client::hello_on(raw(&node_a.url).await, Some(token)).await;
+    x.expect("peer_resumed").await;
+    y.expect("peer_resumed").await;
+    for n in 0..3 {
+        let f = x.expect("signal").await;
+        assert!(
+            matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer(&format!("v=0 #{n}"))),
+            "{f:?}"
+        );
+    }
+    y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(3) }).await;
+    assert!(matches!(x.expect("signal").await.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
+    x.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: Some(3) }).await;
+    assert!(matches!(
+        y.expect("signal").await.msg,
+        ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, .. }
+    ));
+    drop((node_b, node_c));
+}
+
+#[tokio::test]
+async fn a_draining_node_hands_its_sessions_over_with_what_their_clients_had_not_processed() {
+    let redis = RedisServer::start();
+    let (mut node_a, node_b, mut x, mut y) = paired_across_two_nodes(&redis).await;
+    let (token, before) = (x.token.clone(), x.last_seq);
+    // y signals; x gets it on node a but has not processed it when node a starts draining.
+    y.send(ClientMessage::Signal { payload: offer("v=0 not processed"), generation: Some(1) }).await;
+    x.expect("signal").await;
+    node_a.begin_shutdown();
+    let close = x.expect_close().await;
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(1001));
+    drop(x);
+    // x takes a moment to come back, on node b, acknowledging only what came before the signal.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut x = Client::from_parts(raw(&node_b.url).await, String::new(), String::new());
+    let hello = ClientMessage::Hello { version: PROTOCOL_VERSION, resume_token: Some(token), client: None };
+    x.send_frame(ClientFrame { id: Some(1), ack: Some(before), msg: hello }).await;
+    assert!(matches!(x.expect("welcome").await.msg, ServerMessage::Welcome { restored: true, .. }));
+    // The draining node waited for it and hands the signal over; the pairing goes on.
+    let (mut replayed, mut resumed) = (false, false);
+    while !(replayed && resumed) {
+        match x.recv().await.msg {
+            ServerMessage::Signal { payload, .. } => {
+                assert_eq!(payload, offer("v=0 not processed"));
+                replayed = true;
+            }
+            ServerMessage::PeerResumed => resumed = true,
+            _ => {}
+        }
+    }
+    // Node a exits once nothing is left to hand over, well within its patience.
+    let waited = std::time::Instant::now();
+    node_a.shutdown().await;
+    assert!(waited.elapsed() < Duration::from_secs(2), "{:?}", waited.elapsed());
+    y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(2) }).await;
+    assert!(matches!(x.expect("signal").await.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
 }
