@@ -195,14 +195,21 @@ pub async fn run(args: &Args) -> KillResults {
     KillResults { records, kill_ms, setup_secs, node_ids, logs, stats, dead_inbox, dead_inbox_signals }
 }
 
-/// The entries of `node`'s inbox stream (`duet:node:<id>:inbox`) written at or after `since`
-/// (Unix ms; stream ids are Redis's clock, this machine's): their kinds, and the signals in them.
+/// The entries of the inbox stream of `node`'s last process (`duet:node:<address>:inbox`)
+/// written at or after `since` (Unix ms; stream ids are Redis's clock, this machine's): their
+/// kinds, and the signals in them.
 fn dead_inbox(port: u16, node: &str, since: u128) -> (HashMap<String, usize>, HashSet<(usize, u64)>) {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "--raw", "XRANGE", &format!("duet:node:{node}:inbox"), &since.to_string(), "+"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let redis_cli = |args: &[&str]| {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let address = redis_cli(&["GET", &duet_server::cluster::incarnation_key(node)]);
+    let inbox = duet_server::cluster::inbox_key(address.trim());
+    let out = redis_cli(&["XRANGE", &inbox, &since.to_string(), "+"]);
     let (mut kinds, mut signals) = (HashMap::new(), HashSet::new());
     for v in out.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
         let kind = match (v["t"].as_str(), v["event"]["e"].as_str()) {
