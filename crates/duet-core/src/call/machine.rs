@@ -172,6 +172,8 @@ pub struct CallMachine {
     outage: Option<Outage>,
     /// The signaling connection is down (since when).
     signaling_lost: Option<Instant>,
+    /// The interests and language of the latest search (a `next` searches with them again).
+    search: (Vec<String>, Option<String>),
     out: VecDeque<Output>,
 }
 
@@ -200,6 +202,7 @@ impl CallMachine {
             replacements: 0,
             outage: None,
             signaling_lost: None,
+            search: (Vec::new(), None),
             out: VecDeque::new(),
         }
     }
@@ -214,6 +217,7 @@ impl CallMachine {
         match cmd {
             Command::Start { interests, language } => {
                 self.end_peer();
+                self.search = (interests.clone(), language.clone());
                 self.out.push_back(Output::Signal(ClientMessage::JoinQueue { interests, language }));
                 self.set_state(CallState::Searching);
             }
@@ -268,6 +272,9 @@ impl CallMachine {
             SignalingEvent::State(_) => {}
             SignalingEvent::Welcome { ice_servers, resumed, restored, .. } => {
                 self.ice_servers = ice_servers;
+                if restored {
+                    self.ask_to_wait_again();
+                }
                 if let Some(since) = self.signaling_lost.take().filter(|_| resumed) {
                     let mut outage = Outage::new(since, Failure::Signaling);
                     outage.escalate(if restored { Fix::SessionRestore } else { Fix::SessionResume });
@@ -293,6 +300,21 @@ impl CallMachine {
                 self.set_state(CallState::Ended { reason: err.to_string() });
             }
         }
+    }
+
+    /// A server that rebuilt the session from its token (another node, or a restarted server)
+    /// has its pairing, never its place in the queue or in a room by code: a wait asks again.
+    fn ask_to_wait_again(&mut self) {
+        let again = match &self.state {
+            CallState::Searching => {
+                let (interests, language) = self.search.clone();
+                ClientMessage::JoinQueue { interests, language }
+            }
+            CallState::WaitingInRoom { code } => ClientMessage::JoinRoom { code: code.clone() },
+            _ => return,
+        };
+        debug!("session restored by another server while waiting; asking for the wait again");
+        self.out.push_back(Output::Signal(again));
     }
 
     fn server_message(&mut self, now: Instant, msg: ServerMessage) {

@@ -409,3 +409,57 @@ fn a_peer_left_arriving_after_we_left_or_moved_on_changes_nothing() {
     m.signaling(t0, SignalingEvent::Message(ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout }));
     assert_eq!(m.state(), &CallState::Searching);
 }
+
+fn restored_welcome() -> SignalingEvent {
+    SignalingEvent::Welcome { session_id: "s".into(), resumed: true, restored: true, ice_servers: vec![] }
+}
+
+#[test]
+fn a_search_restored_on_another_server_asks_for_its_place_in_the_queue_again() {
+    let mut m = CallMachine::new();
+    let t0 = Instant::now();
+    m.signaling(t0, SignalingEvent::State(SessionState::Connected));
+    m.command(Command::Start { interests: vec!["chess".into()], language: Some("de".into()) });
+    outputs(&mut m);
+    // The server holding the session went away; another rebuilt it from its token, without
+    // its place in the queue (a token names a pairing, not a search).
+    m.signaling(t0, SignalingEvent::State(SessionState::Reconnecting { attempt: 1 }));
+    m.signaling(t0 + Duration::from_secs(1), restored_welcome());
+    let out = outputs(&mut m);
+    let again = ClientMessage::JoinQueue { interests: vec!["chess".into()], language: Some("de".into()) };
+    assert!(out.contains(&Output::Signal(again)), "{out:?}");
+    assert_eq!(m.state(), &CallState::Searching);
+    // A resume on the same server keeps the place: nothing is asked again.
+    m.signaling(t0 + Duration::from_secs(2), SignalingEvent::State(SessionState::Reconnecting { attempt: 1 }));
+    let resumed =
+        SignalingEvent::Welcome { session_id: "s".into(), resumed: true, restored: false, ice_servers: vec![] };
+    m.signaling(t0 + Duration::from_secs(3), resumed);
+    assert!(!outputs(&mut m).iter().any(|o| matches!(o, Output::Signal(_))));
+}
+
+#[test]
+fn a_wait_in_a_room_by_code_restored_on_another_server_joins_the_room_again() {
+    let mut m = CallMachine::new();
+    let t0 = Instant::now();
+    m.signaling(t0, SignalingEvent::State(SessionState::Connected));
+    m.command(Command::JoinRoom { code: "friends-42".into() });
+    m.signaling(t0, SignalingEvent::Message(ServerMessage::RoomJoined { code: "friends-42".into() }));
+    outputs(&mut m);
+    m.signaling(t0, SignalingEvent::State(SessionState::Reconnecting { attempt: 1 }));
+    m.signaling(t0 + Duration::from_secs(1), restored_welcome());
+    let out = outputs(&mut m);
+    assert!(out.contains(&Output::Signal(ClientMessage::JoinRoom { code: "friends-42".into() })), "{out:?}");
+    assert_eq!(m.state(), &CallState::WaitingInRoom { code: "friends-42".into() });
+}
+
+#[test]
+fn a_search_after_next_restored_elsewhere_queues_with_the_same_preferences() {
+    let (mut m, t0) = in_call(false);
+    m.command(Command::Next);
+    outputs(&mut m);
+    m.signaling(t0, SignalingEvent::State(SessionState::Reconnecting { attempt: 1 }));
+    m.signaling(t0 + Duration::from_secs(1), restored_welcome());
+    let out = outputs(&mut m);
+    let again = ClientMessage::JoinQueue { interests: vec![], language: None };
+    assert!(out.contains(&Output::Signal(again)), "{out:?}");
+}
