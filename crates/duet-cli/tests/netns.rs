@@ -118,10 +118,17 @@ fn a_48_kbps_cap_falls_back_to_audio_only_both_ways_and_video_comes_back() {
         let on = on.unwrap_or_else(|| panic!("{name} never went audio-only: {:?}", timeline(me)));
         // Typically 2 to 3 s after the cap (BENCHMARKS.md); the margin is for a loaded machine.
         assert!((cap_on..cap_on + 6.5).contains(&on), "{name} audio-only at {on:.1}s: {:?}", timeline(me));
-        // The partner is told, with the cause.
+        // The partner is told, with the cause (re-sent until acknowledged: duet-core's
+        // `call::VideoSync`). Should it fail, the message says whether a connection was replaced;
+        // DUET_NETNS_LOG=duet_core=debug adds each side's announcements, "partner video state"
+        // and refused sends.
         assert!(
             partner.iter().any(|e| e["event"] == "audio_only" && e["on"] == true && e["cause"] == "partner_network"),
-            "{name}'s partner was not told"
+            "{name}'s partner was not told: {name} {:?} {:?}; partner {:?} {:?}",
+            timeline(me),
+            recoveries(me),
+            timeline(partner),
+            recoveries(partner)
         );
         // Video comes back by itself once the link allows it.
         let off = me.iter().any(|e| e["event"] == "audio_only" && e["on"] == false && f(&e["_t"]) > cap_off);

@@ -1,6 +1,6 @@
 //! Messages on the `control` data channel between partners (JSON text, `t`-tagged), shared with
-//! the browser client: camera and audio-only state, the size the partner's video is shown at,
-//! and the keepalive ([`crate::keepalive`]).
+//! the browser client: camera and audio-only state (kept in step by [`crate::call::VideoSync`]),
+//! the size the partner's video is shown at, and the keepalive ([`crate::keepalive`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,16 @@ pub enum ControlMessage {
         /// Why it is suspended (audio-only), when it is.
         #[serde(default, skip_serializing_if = "Option::is_none", with = "cause")]
         cause: Option<AudioOnlyCause>,
+        /// The version of the sender's state (it grows with each change); a Duet receiver
+        /// answers with a `video_ack` of it. Absent from clients that do not re-send (the
+        /// browser client).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// The partner's `video` of this `seq` arrived.
+    VideoAck {
+        /// Its `seq`.
+        seq: u64,
     },
     /// The size (pixels) the partner's video is displayed at here: the sender never needs to
     /// send more.
@@ -93,11 +103,14 @@ mod tests {
 
     #[test]
     fn messages_round_trip_in_the_shape_the_browser_client_uses() {
-        let off = ControlMessage::Video { on: false, cause: Some(AudioOnlyCause::Network) };
-        assert_eq!(off.encode(), r#"{"t":"video","on":false,"cause":"network"}"#);
+        let off = ControlMessage::Video { on: false, cause: Some(AudioOnlyCause::Network), seq: Some(3) };
+        assert_eq!(off.encode(), r#"{"t":"video","on":false,"cause":"network","seq":3}"#);
         assert_eq!(ControlMessage::parse(&off.encode()), Some(off));
-        let camera = ControlMessage::Video { on: true, cause: None };
+        assert_eq!(ControlMessage::VideoAck { seq: 3 }.encode(), r#"{"t":"video_ack","seq":3}"#);
+        // The browser client's shape: no `seq`.
+        let camera = ControlMessage::Video { on: true, cause: None, seq: None };
         assert_eq!(camera.encode(), r#"{"t":"video","on":true}"#);
+        assert_eq!(ControlMessage::parse(r#"{"t":"video","on":true}"#), Some(camera));
         assert_eq!(
             ControlMessage::parse(r#"{"t":"view","w":320,"h":180}"#),
             Some(ControlMessage::View { w: 320, h: 180 })
@@ -116,7 +129,7 @@ mod tests {
         // Only the sender's own causes travel: anything else reads as a camera change.
         assert_eq!(
             ControlMessage::parse(r#"{"t":"video","on":false,"cause":"partner_network"}"#),
-            Some(ControlMessage::Video { on: false, cause: None })
+            Some(ControlMessage::Video { on: false, cause: None, seq: None })
         );
     }
 }

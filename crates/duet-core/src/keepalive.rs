@@ -136,7 +136,7 @@ mod tests {
         }
         assert_eq!(silent_at, Some(5000), "4 s after the last thing heard (10 ms)");
         assert_eq!(
-            k.received(ms(t0, 8500), Some(&ControlMessage::Video { on: true, cause: None })),
+            k.received(ms(t0, 8500), Some(&ControlMessage::Video { on: true, cause: None, seq: None })),
             [KeepAliveOutput::Heard]
         );
     }

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::machine::{CallMachine, CallState, Command, Output, PeerState};
 use super::recovery::Recovery;
+use super::video_sync::{VideoState, VideoSync, VideoSyncOutput};
 use crate::chat::{Chat, ChatOutput};
 use crate::control::ControlMessage;
 use crate::keepalive::{KeepAlive, KeepAliveOutput};
@@ -281,12 +282,11 @@ struct Driver {
     audio_sender: Option<AudioSender>,
     video_receiver: Option<VideoReceiver>,
     audio_receiver: Option<AudioReceiver>,
-    quality: Quality,
     controller: QualityController,
-    source_size: (u32, u32, u32),
+    /// Our video state as the partner is told it, and the partner's.
+    video_sync: VideoSync,
     view: Option<(u32, u32)>,
     camera_on: bool,
-    partner_video_on: bool,
     video_dropped_seen: u64,
     seen_video: bool,
     seen_audio: bool,
@@ -335,12 +335,10 @@ async fn run(
         audio_sender: None,
         video_receiver: None,
         audio_receiver: None,
-        quality: cfg.quality,
         controller: QualityController::new(source_size, cfg.quality),
-        source_size,
+        video_sync: VideoSync::new(VideoState::ON, cfg.echo),
         view: None,
         camera_on: true,
-        partner_video_on: true,
         video_dropped_seen: 0,
         seen_video: false,
         seen_audio: false,
@@ -392,7 +390,8 @@ async fn run(
             break;
         }
         let deadline = d.machine.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        let keepalive_at = d.keepalive.as_ref().map_or(deadline, KeepAlive::poll_timeout);
+        let control_at =
+            d.keepalive.as_ref().map(KeepAlive::poll_timeout).into_iter().chain(d.video_sync.poll_timeout()).min();
         tokio::select! {
             ev = sig_rx.recv() => match ev {
                 Some(SignalingEvent::Message(duet_proto::ServerMessage::IceServers { ice_servers })) => {
@@ -447,9 +446,12 @@ async fn run(
                 d.ice_refresh_at = None;
                 d.signaling.send(ClientMessage::RefreshIceServers);
             }
-            _ = tokio::time::sleep_until(keepalive_at.into()), if d.keepalive.is_some() => {
+            // The control channel's timers: the keepalive, our video state's re-sending.
+            _ = tokio::time::sleep_until(control_at.unwrap_or(deadline).into()), if control_at.is_some() => {
                 let out = d.keepalive.as_mut().map(|k| k.handle_timeout(Instant::now())).unwrap_or_default();
                 d.on_keepalive(out).await;
+                d.video_sync.handle_timeout(Instant::now());
+                d.sync_video().await;
             }
         }
     }
@@ -514,10 +516,9 @@ impl Driver {
             CallCommand::SetCamera(on) => {
                 self.camera_on = on;
                 self.apply_video_state();
-                self.send_control(ControlMessage::Video { on, cause: None }).await;
+                self.sync_video().await;
             }
             CallCommand::SetQuality(q) => {
-                self.quality = q;
                 self.controller.set_choice(Instant::now(), q);
                 self.apply_quality().await;
             }
@@ -545,6 +546,28 @@ impl Driver {
         if let Some(live) = &self.live {
             live.peer.send_text(Channel::Control, &msg.encode()).await;
         }
+    }
+
+    /// Our video state as it is now goes to the partner (until acknowledged), the partner's to
+    /// the application: carries out what the video state sync asked for.
+    async fn sync_video(&mut self) {
+        let sending = self.camera_on && self.video_sender.is_some();
+        let cause = self.controller.suspended().filter(|_| sending);
+        self.video_sync.set(Instant::now(), VideoState { on: sending && cause.is_none(), cause });
+        while let Some(out) = self.video_sync.poll_output() {
+            let event = match out {
+                VideoSyncOutput::Send(msg) => {
+                    self.send_control(msg).await;
+                    continue;
+                }
+                VideoSyncOutput::PartnerAudioOnly { on, cause } => CallEvent::AudioOnly { on, cause },
+                VideoSyncOutput::PartnerCamera(on) => CallEvent::PeerVideo(on),
+            };
+            // The partner's video stopped or started: the time in between is no freeze.
+            self.summary.partner_video_paused();
+            self.emit(event);
+        }
+        self.controller.set_partner_suspended(self.video_sync.partner_suspended());
     }
 
     /// Every [`QUALITY_INTERVAL`] while media flows: the controller reads the transport.
@@ -586,10 +609,7 @@ impl Driver {
                 QualityOutput::AudioOnly { on, cause } => {
                     self.apply_video_state();
                     self.summary.audio_only(self.clock.now_us(), on);
-                    // Without a camera (none, or turned off) the partner sees no video either way.
-                    if self.video_sender.is_some() && self.camera_on {
-                        self.send_control(ControlMessage::Video { on: !on, cause: on.then_some(cause) }).await;
-                    }
+                    self.sync_video().await;
                     info!(on, cause = cause.as_str(), "audio only");
                     self.emit(CallEvent::AudioOnly { on, cause });
                 }
@@ -616,12 +636,14 @@ impl Driver {
                 Output::Notice(n) => self.notice(n),
                 Output::PairingStarted => {
                     self.chat.start_pairing();
+                    self.video_sync.new_partner();
                     self.verification = None;
                 }
                 Output::PairingEnded => self.chat.end_pairing(),
                 Output::ClosePeer => {
                     self.media_ready = false;
                     self.keepalive = None;
+                    self.video_sync.closed();
                     if let Some(live) = self.live.take() {
                         live.peer.close().await;
                     }
@@ -647,11 +669,11 @@ impl Driver {
                                 relay_only: self.cfg.relay_only,
                             });
                             // A new connection starts a new estimate, and perhaps a new partner.
-                            self.controller = QualityController::new(self.source_size, self.quality);
-                            self.partner_video_on = true;
+                            self.controller.new_connection();
                             self.keyframe_need = KeyframeNeed::default();
                             self.video_dropped_seen = 0;
                             self.apply_quality().await;
+                            self.sync_video().await;
                             if let Some(v) = &self.video_sender {
                                 v.request_keyframe();
                             }
@@ -779,10 +801,8 @@ impl Driver {
             PeerEvent::ChannelOpen(Channel::Chat) => self.chat.opened(),
             PeerEvent::ChannelOpen(Channel::Control) => {
                 self.keepalive = Some(KeepAlive::new(Instant::now()));
-                let cause = self.controller.suspended().filter(|_| self.camera_on);
-                // An echo bot sends the partner's own video back: it counts as sending video.
-                let on = self.camera_on && cause.is_none() && (self.video_sender.is_some() || self.cfg.echo);
-                self.send_control(ControlMessage::Video { on, cause }).await;
+                self.video_sync.opened(Instant::now());
+                self.sync_video().await;
                 if let Some((w, h)) = self.view {
                     self.send_control(ControlMessage::View { w, h }).await;
                 }
@@ -794,23 +814,20 @@ impl Driver {
                 let out = self.keepalive.as_mut().map(|k| k.received(Instant::now(), msg.as_ref())).unwrap_or_default();
                 self.on_keepalive(out).await;
                 match msg {
-                    Some(ControlMessage::Video { on, cause }) => {
-                        self.on_partner_video(on, cause);
-                        // An echo sends back exactly what it gets, video state included.
-                        if self.cfg.echo {
-                            self.send_control(ControlMessage::Video { on, cause }).await;
-                        }
-                    }
                     Some(ControlMessage::View { w, h }) => {
                         self.controller.set_partner_view(w, h);
                         self.apply_quality().await;
                     }
-                    Some(ControlMessage::Ping { .. } | ControlMessage::Pong { .. }) => {}
+                    Some(msg) => self.video_sync.received(Instant::now(), &msg),
                     None => debug!("control message ignored"),
                 }
+                self.sync_video().await;
             }
             PeerEvent::ChannelClosed(Channel::Chat) => self.chat.closed(),
-            PeerEvent::ChannelClosed(Channel::Control) => self.keepalive = None,
+            PeerEvent::ChannelClosed(Channel::Control) => {
+                self.keepalive = None;
+                self.video_sync.closed();
+            }
         }
         self.flush_chat().await;
     }
@@ -874,30 +891,11 @@ impl Driver {
 
     /// Asks the partner for a keyframe, unless its video is off (nothing to repair then).
     async fn request_keyframe(&self) {
-        if !self.partner_video_on {
+        if !self.video_sync.partner_on() {
             return;
         }
         if let Some(live) = &self.live {
             live.peer.request_keyframe().await;
-        }
-    }
-
-    /// The partner's video went on or off: a camera change without a cause, audio-only with one.
-    fn on_partner_video(&mut self, on: bool, cause: Option<AudioOnlyCause>) {
-        self.partner_video_on = on;
-        self.summary.partner_video_paused();
-        match cause {
-            Some(cause) => {
-                self.controller.set_partner_suspended((!on).then_some(cause));
-                self.emit(CallEvent::AudioOnly { on: !on, cause: cause.for_partner() });
-            }
-            None => {
-                if let Some(was) = self.controller.partner_suspended().filter(|_| on) {
-                    self.controller.set_partner_suspended(None);
-                    self.emit(CallEvent::AudioOnly { on: false, cause: was });
-                }
-                self.emit(CallEvent::PeerVideo(on));
-            }
         }
     }
 

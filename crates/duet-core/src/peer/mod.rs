@@ -510,13 +510,17 @@ impl Peer {
         Some(pt)
     }
 
-    /// Sends text on a data channel (dropped if it is not open).
+    /// Sends text on a data channel (dropped, and logged, if it is not open).
     pub async fn send_text(&self, channel: Channel, text: &str) -> bool {
         let dc = match channel {
             Channel::Chat => &self.chat,
             Channel::Control => &self.control,
         };
-        dc.send_text(text).await.is_ok()
+        let sent = dc.send_text(text).await;
+        if let Err(e) = &sent {
+            debug!(?channel, error = %e, "data channel message not sent");
+        }
+        sent.is_ok()
     }
 
     /// Uses these ICE servers from now on: new credentials for the same TURN servers re-sign

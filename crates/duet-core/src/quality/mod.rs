@@ -230,6 +230,20 @@ impl QualityController {
         c
     }
 
+    /// A new peer connection (a fresh one with this partner, or the next partner): what was
+    /// measured on the old one no longer holds, so everything starts over as in
+    /// [`QualityController::new`], except a suspension for the network. The sender's video is
+    /// still off: it resumes, and says so, when the new estimate allows it, like any suspension
+    /// (forgotten here, the video stayed off while this controller, and the partner, took it
+    /// for on).
+    pub fn new_connection(&mut self) {
+        let network = self.suspended == Some(AudioOnlyCause::Network);
+        *self = Self::new(self.source, self.choice);
+        if network && self.suspended.is_none() {
+            self.suspended = Some(AudioOnlyCause::Network);
+        }
+    }
+
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<QualityOutput> {
         self.out.pop_front()

@@ -74,6 +74,39 @@ fn a_small_source_is_never_sent_above_its_size_class() {
 }
 
 #[test]
+fn a_fresh_connection_keeps_a_network_suspension_until_the_new_estimate_allows_video() {
+    let t0 = Instant::now();
+    let mut c = QualityController::new((640, 360, 30), Quality::Auto);
+    for i in 0..20 {
+        c.update(secs(t0, 0.2 * f64::from(i)), 40_000.0, None, 0.0, None);
+    }
+    assert_eq!(c.suspended(), Some(AudioOnlyCause::Network));
+    drain(&mut c);
+    // The connection is replaced (ICE gave up, a new network): the sender's video is still
+    // off, so neither the controller nor what the partner is told may say otherwise.
+    c.new_connection();
+    assert_eq!(c.suspended(), Some(AudioOnlyCause::Network));
+    assert_eq!(c.status().audio_only, Some(AudioOnlyCause::Network));
+    assert!(!drain(&mut c).iter().any(|o| matches!(o, QualityOutput::AudioOnly { .. })));
+    // It comes back as any suspension does: when the new estimate allows video, and it says so.
+    let mut resumed = None;
+    for i in 0..20 {
+        let now = secs(t0, 5.0 + 0.2 * f64::from(i));
+        c.update(now, 1_500_000.0, None, 0.0, None);
+        if drain(&mut c).contains(&QualityOutput::AudioOnly { on: false, cause: AudioOnlyCause::Network }) {
+            resumed = Some(now);
+            break;
+        }
+    }
+    assert!(resumed.is_some(), "video never came back on the new connection");
+    // Audio-only by choice stays as chosen.
+    let mut c = QualityController::new((640, 360, 30), Quality::AudioOnly);
+    drain(&mut c);
+    c.new_connection();
+    assert_eq!(c.suspended(), Some(AudioOnlyCause::Choice));
+}
+
+#[test]
 fn the_partners_suspension_is_reported_with_its_cause() {
     let mut c = QualityController::new((1280, 720, 30), Quality::Auto);
     c.set_partner_suspended(Some(AudioOnlyCause::Network));
