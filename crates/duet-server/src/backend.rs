@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::hub::{ConnId, Hub, HubConfig, Input, Now, Output, PoolOp, RemoteMsg, Stats, TokenIce};
 
@@ -53,20 +54,28 @@ pub fn now() -> Now {
     Now { mono: Instant::now(), unix_secs }
 }
 
+/// Most requests, and most messages for other nodes, a clustered hub keeps queued for Redis.
+/// While Redis is slow or away they wait (and are retried); beyond this many, new ones are
+/// refused and counted (`store_backlog_refused_total`) instead of growing without bound.
+pub const STORE_QUEUE: usize = 100_000;
+
 /// Where a clustered hub's requests to the shared store go (see `crate::cluster`): pool
-/// requests and messages for other nodes, each channel in the order the hub emitted them.
+/// requests and messages for other nodes, each channel in the order the hub emitted them, each
+/// holding at most [`STORE_QUEUE`].
 #[derive(Debug, Clone)]
 pub struct StoreSink {
     /// Requests to the shared pool.
-    pub pool: mpsc::UnboundedSender<PoolOp>,
-    /// Messages for other nodes: (node id, message).
-    pub remote: mpsc::UnboundedSender<(String, RemoteMsg)>,
+    pub pool: mpsc::Sender<PoolOp>,
+    /// Messages for other nodes: (node address, message).
+    pub remote: mpsc::Sender<(String, RemoteMsg)>,
 }
 
 struct Inner {
     hub: Hub,
     conns: HashMap<ConnId, mpsc::Sender<Outgoing>>,
     sink: Option<StoreSink>,
+    /// Requests and messages refused because the store's queue was full.
+    store_refused: u64,
 }
 
 /// One hub in this process: the default, single-node backend.
@@ -79,7 +88,12 @@ impl InMemoryBackend {
     /// A backend around a new hub.
     pub fn new(cfg: HubConfig, server_version: &str) -> Self {
         Self {
-            inner: Mutex::new(Inner { hub: Hub::new(cfg, server_version), conns: HashMap::new(), sink: None }),
+            inner: Mutex::new(Inner {
+                hub: Hub::new(cfg, server_version),
+                conns: HashMap::new(),
+                sink: None,
+                store_refused: 0,
+            }),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -99,6 +113,17 @@ impl InMemoryBackend {
 }
 
 impl Inner {
+    /// Counts a request the store's full queue refused (`full`), with a warning for the first
+    /// of every 10,000.
+    fn refused_by_store(&mut self, full: bool) {
+        if full {
+            if self.store_refused.is_multiple_of(10_000) {
+                warn!(refused_so_far = self.store_refused + 1, "redis is not keeping up; requests for it refused");
+            }
+            self.store_refused += 1;
+        }
+    }
+
     /// Feeds one input and routes every output, all under the lock so frames for one
     /// connection are queued in sequence order.
     fn handle(&mut self, input: Input) {
@@ -126,13 +151,15 @@ impl Inner {
                 }
                 Output::Pool(op) => match &self.sink {
                     Some(sink) => {
-                        let _ = sink.pool.send(*op);
+                        let full = matches!(sink.pool.try_send(*op), Err(TrySendError::Full(_)));
+                        self.refused_by_store(full);
                     }
                     None => debug!("pool request without a store; dropped"),
                 },
                 Output::Remote { node, msg } => match &self.sink {
                     Some(sink) => {
-                        let _ = sink.remote.send((node, *msg));
+                        let full = matches!(sink.remote.try_send((node, *msg)), Err(TrySendError::Full(_)));
+                        self.refused_by_store(full);
                     }
                     None => debug!("message for another node without a store; dropped"),
                 },
@@ -171,7 +198,8 @@ impl Backend for InMemoryBackend {
     }
 
     fn stats(&self) -> Stats {
-        self.lock().hub.stats()
+        let inner = self.lock();
+        Stats { store_backlog_refused_total: inner.store_refused, ..inner.hub.stats() }
     }
 
     fn ice_servers_for_token(&self, token: &str) -> Option<TokenIce> {
@@ -196,5 +224,43 @@ pub async fn run_timers(backend: Arc<dyn Backend>, mut stop: watch::Receiver<boo
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use duet_proto::{ClientFrame, ClientMessage, PROTOCOL_VERSION};
+
+    use super::*;
+
+    fn hello() -> ClientFrame {
+        ClientFrame {
+            id: Some(1),
+            ack: None,
+            msg: ClientMessage::Hello { version: PROTOCOL_VERSION, resume_token: None, client: None },
+        }
+    }
+
+    #[test]
+    fn requests_for_a_store_that_does_not_keep_up_are_refused_and_counted_not_queued_without_bound() {
+        // Queues of two, which nobody reads (Redis stalled): every new session claims itself.
+        let (pool, mut pool_rx) = mpsc::channel(2);
+        let (remote, _remote_rx) = mpsc::channel(2);
+        let cfg = HubConfig { cluster_node: Some("n@1".into()), ..HubConfig::default() };
+        let backend = InMemoryBackend::with_store(cfg, "test", StoreSink { pool, remote });
+        for _ in 0..3 {
+            let (tx, _rx) = mpsc::channel(OUTGOING_QUEUE);
+            let conn = backend.open(tx);
+            backend.input(Input::Frame(conn, hello()));
+        }
+        assert_eq!(backend.stats().store_backlog_refused_total, 1);
+        assert_eq!(backend.stats().sessions, 3, "the sessions themselves are served");
+        // Once the store takes what waits, requests go through again.
+        while pool_rx.try_recv().is_ok() {}
+        let (tx, _rx) = mpsc::channel(OUTGOING_QUEUE);
+        let conn = backend.open(tx);
+        backend.input(Input::Frame(conn, hello()));
+        assert_eq!(backend.stats().store_backlog_refused_total, 1);
+        assert!(pool_rx.try_recv().is_ok());
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::backend::{Backend, InMemoryBackend, StoreSink};
+use crate::backend::{Backend, InMemoryBackend, STORE_QUEUE, StoreSink};
 use crate::hub::{CodeOutcome, CodeReply, HubConfig, Input, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
 use crate::turn::Secret;
 use device_blocks::DEVICE_BLOCKS_PREFIX;
@@ -439,8 +439,8 @@ impl Cluster {
         let (id, node) = (cfg.node.clone(), process_address(&cfg.node));
         let wait_ms = hub.interest_wait.as_millis() as u64;
         hub.cluster_node = Some(node.clone());
-        let (pool_tx, pool_rx) = mpsc::unbounded_channel();
-        let (remote_tx, remote_rx) = mpsc::unbounded_channel();
+        let (pool_tx, pool_rx) = mpsc::channel(STORE_QUEUE);
+        let (remote_tx, remote_rx) = mpsc::channel(STORE_QUEUE);
         let sink = StoreSink { pool: pool_tx, remote: remote_tx.clone() };
         let backend = Arc::new(InMemoryBackend::with_store(hub, server_version, sink));
         let health = Arc::new(StoreHealth::default());
@@ -653,7 +653,7 @@ struct PoolWorker {
     node: String,
     wait_ms: u64,
     backend: Arc<InMemoryBackend>,
-    remote_tx: mpsc::UnboundedSender<(String, RemoteMsg)>,
+    remote_tx: mpsc::Sender<(String, RemoteMsg)>,
 }
 
 /// Most pool and room requests sent to Redis in one pipeline.
@@ -674,7 +674,7 @@ struct Scripts {
 /// request queued before it is done.
 async fn run_pool(
     mut w: PoolWorker,
-    mut rx: mpsc::UnboundedReceiver<PoolOp>,
+    mut rx: mpsc::Receiver<PoolOp>,
     mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -775,10 +775,10 @@ impl PoolWorker {
         for (op, answer) in ops.into_iter().zip(answers) {
             match op {
                 PoolOp::Join(_) | PoolOp::Retry(_) => {
-                    self.pool_answer(redis::from_redis_value(answer).unwrap_or_default(), rng)
+                    self.pool_answer(redis::from_redis_value(answer).unwrap_or_default(), rng).await
                 }
                 PoolOp::JoinCode { code, entry, .. } => {
-                    self.code_answer(code, entry, redis::from_redis_value(answer).unwrap_or_default())
+                    self.code_answer(code, entry, redis::from_redis_value(answer).unwrap_or_default()).await
                 }
                 PoolOp::Claim { session, ack, .. } => {
                     let answer = redis::from_redis_value(answer).unwrap_or_default();
@@ -828,7 +828,7 @@ impl PoolWorker {
     }
 
     /// The pool script's answer: nothing, or a pairing for this node and its partner's.
-    fn pool_answer(&mut self, paired: Option<Vec<String>>, rng: &mut StdRng) {
+    async fn pool_answer(&mut self, paired: Option<Vec<String>>, rng: &mut StdRng) {
         let Some([first, second]) = paired.and_then(|v| <[String; 2]>::try_from(v).ok()) else { return };
         let (Ok(first), Ok(second)) =
             (serde_json::from_str::<PoolEntry>(&first), serde_json::from_str::<PoolEntry>(&second))
@@ -844,7 +844,7 @@ impl PoolWorker {
         for side in [&m.first, &m.second] {
             if side.node != self.node && !told.contains(&side.node) {
                 told.push(side.node.clone());
-                let _ = self.remote_tx.send((side.node.clone(), RemoteMsg::Matched(Box::new(m.clone()))));
+                let _ = self.remote_tx.send((side.node.clone(), RemoteMsg::Matched(Box::new(m.clone())))).await;
             }
         }
         self.backend.input(Input::PoolMatched(Box::new(m)));
@@ -852,7 +852,7 @@ impl PoolWorker {
 
     /// The room script's answer to a `join_room`; the waiting member's node hears of a pairing
     /// before this node's hub does (so before any signal of the newcomer).
-    fn code_answer(&mut self, code: String, entry: PoolEntry, answer: Vec<String>) {
+    async fn code_answer(&mut self, code: String, entry: PoolEntry, answer: Vec<String>) {
         let outcome = match answer.first().map(String::as_str) {
             Some("opened") => CodeOutcome::Opened,
             Some("full") => CodeOutcome::Full,
@@ -874,7 +874,7 @@ impl PoolWorker {
         {
             let msg =
                 RemoteMsg::CodePaired { code: code.clone(), waiting: waiting.clone(), joiner: Box::new(entry.clone()) };
-            let _ = self.remote_tx.send((waiting.node.clone(), msg));
+            let _ = self.remote_tx.send((waiting.node.clone(), msg)).await;
         }
         self.backend.input(Input::CodeReply(Box::new(CodeReply { code, joiner: entry, outcome })));
     }
@@ -885,7 +885,7 @@ impl PoolWorker {
 async fn send_remote(
     mut conn: ConnectionManager,
     backend: Arc<InMemoryBackend>,
-    mut rx: mpsc::UnboundedReceiver<(String, RemoteMsg)>,
+    mut rx: mpsc::Receiver<(String, RemoteMsg)>,
     mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -1062,7 +1062,7 @@ async fn read_inbox(
 /// request (answered once they are sent); with none, the request is answered at once and the
 /// wait goes on. `None` once the queue is closed.
 async fn next_or_flush<T>(
-    rx: &mut mpsc::UnboundedReceiver<T>,
+    rx: &mut mpsc::Receiver<T>,
     flush: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) -> Option<(T, Option<oneshot::Sender<()>>)> {
     loop {

@@ -322,6 +322,8 @@ fn metrics(state: &AppState) -> Response<Body> {
     metric("blocks_total", "counter", "Blocks received.", s.blocks_total);
     metric("frames_in_total", "counter", "Frames received.", s.frames_in_total);
     metric("frames_out_total", "counter", "Frames sent.", s.frames_out_total);
+    let refused = "Requests for Redis refused because its queue was full.";
+    metric("store_backlog_refused_total", "counter", refused, s.store_backlog_refused_total);
     let _ = writeln!(out, "# HELP duet_errors_total Error replies by code.\n# TYPE duet_errors_total counter");
     for code in ErrorCode::ALL {
         let n = s.errors_total.get(&code).copied().unwrap_or(0);

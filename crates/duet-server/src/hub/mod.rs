@@ -235,6 +235,9 @@ pub struct Stats {
     pub frames_out_total: u64,
     /// `error` replies by code.
     pub errors_total: BTreeMap<ErrorCode, u64>,
+    /// Requests for Redis refused because its queue was full (cluster mode; see
+    /// `crate::backend::STORE_QUEUE`).
+    pub store_backlog_refused_total: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
