@@ -16,6 +16,8 @@ use std::time::Duration;
 mod common;
 
 use common::{CutRelay, call_args as call, duet, http_get_json, server, u as n};
+use duet_server::hub::token::TokenKey;
+use duet_server::{Server, ServerConfig};
 
 use serde_json::Value;
 use tokio::process::Command;
@@ -179,4 +181,39 @@ async fn the_browser_client_shows_a_duet_partners_audio_only_with_its_cause() {
     // duet says so itself, and sends no video.
     assert!(d.events.iter().any(|e| e["event"] == "audio_only" && e["on"] == true && e["cause"] == "choice"));
     assert_eq!(n(&d.summary()["video_frames_sent"]), 0);
+}
+
+/// A server in this process signing tokens with one shared secret (so that another such server
+/// restores its sessions), and the task that kills it when aborted.
+async fn server_sharing_a_secret() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let mut cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
+    cfg.hub.resume_key = Some(TokenKey::new(b"one secret for both servers".to_vec()));
+    let server = Server::bind(cfg).await.unwrap();
+    let addr = server.local_addr();
+    (addr, tokio::spawn(server.run(std::future::pending())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_client_waiting_in_a_room_waits_on_where_its_session_is_restored() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The page reaches the service through a balancer: the first server while it is up, then
+    // the second, which restores sessions from their tokens (the same secret).
+    let ((first, first_task), (second, _second_task)) =
+        (server_sharing_a_secret().await, server_sharing_a_secret().await);
+    let balancer = CutRelay::balancing(vec![first, second]).await;
+    let page = balancer.addr;
+    let c = tokio::spawn(async move { chromium(page, "/?room=web-restore", 5, "hi", &[]).await });
+    // The page waits alone in its room when the first server dies.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    first_task.abort();
+    // Its session is rebuilt on the second server, which knows nothing of the room: the page
+    // joins it again there, and a newcomer to the code finds it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let d = duet(call(second, &["--room", "web-restore", "--duration", "7", "--connect-timeout", "15"])).await;
+    let c = c.await.unwrap();
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert_eq!(c["state"], "connected", "{c}");
+    assert!(n(&c["framesDecoded"]) > 30, "{c}");
+    let stats = http_get_json(second, "/api/webrtc/stats").await;
+    assert_eq!(n(&stats["sessions_restored_total"]), 1, "the page's session was restored: {stats}");
 }

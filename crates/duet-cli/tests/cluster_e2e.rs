@@ -75,3 +75,29 @@ async fn a_node_killed_mid_call_its_client_moves_to_another_and_the_call_goes_on
     assert_eq!(stats_c["sessions_restored_total"], 1, "{stats_c}");
     assert_eq!(stats_b["pairings_restored_total"], 1, "{stats_b}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_whose_node_is_killed_goes_on_from_another_node_and_finds_a_partner() {
+    let _slot = call_slot().await;
+    let redis = RedisServer::start();
+    let ((a, a_task), (b, _b_task), (c, _c_task)) =
+        (node(&redis, "a").await, node(&redis, "b").await, node(&redis, "c").await);
+    // x searches on node a (through the balancer), and node a dies while x waits.
+    let balancer = CutRelay::balancing(vec![a, c]).await;
+    let args = ["--duration", "4", "--connect-timeout", "20", "--interest", "rare"];
+    let x = tokio::spawn(duet(call_args(balancer.addr, &args)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a_task.abort();
+    // x's session is rebuilt on node c, without its place in the queue: x asks for it again,
+    // and a newcomer on node b is paired with it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let y = tokio::spawn(duet(call_args(b, &args)));
+    let (x, y) = (x.await.unwrap(), y.await.unwrap());
+    assert_eq!((x.code, y.code), (0, 0), "{}\n{}", x.stderr, y.stderr);
+    for run in [&x, &y] {
+        assert_eq!(run.count("matched"), 1, "{}", run.stderr);
+    }
+    check_media(&x, &y, 640, 360);
+    let stats_c = http_get_json(c, "/api/webrtc/stats").await;
+    assert_eq!(stats_c["sessions_restored_total"], 1, "x was restored on node c: {stats_c}");
+}

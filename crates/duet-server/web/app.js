@@ -32,6 +32,10 @@ let lastRx = 0;
 let attempts = 0;
 let welcomed = false;
 let timers = [];
+// What this page waits for (the `join_queue` or `join_room` it sent), until it is matched or
+// stops: a server that rebuilds the session from its token knows its pairing, not its wait.
+let waitingFor = null;
+let lastSearch = { type: "join_queue", interests: [] };
 
 function setStatus(state, text) {
   duet.state = state;
@@ -130,7 +134,10 @@ function onFrame(text) {
       return;
     case "error":
       note(`Server: ${f.message}`);
-      if (f.code === "room_full" || f.code === "invalid_field") setStatus("idle", "Idle");
+      if (f.code === "room_full" || f.code === "invalid_field") {
+        waitingFor = null;
+        setStatus("idle", "Idle");
+      }
       return;
     case "queued":
       if (!duet.peer) setStatus("searching", "Looking for someone…");
@@ -174,8 +181,10 @@ function onWelcome(f) {
     endCall("The connection to the server was lost.");
   }
   for (const [id, msg] of unanswered) ws.send(JSON.stringify({ ...msg, id }));
+  const asked = waitingFor && [...unanswered.values()].some((m) => m.type === waitingFor.type);
+  if (f.restored && waitingFor && !asked) send(waitingFor);
   if (duet.state === "reconnecting" && pc && pc.connectionState === "connected") setStatus("connected", "Connected");
-  else if (!duet.peer && duet.state === "reconnecting") setStatus("idle", "Idle");
+  else if (!duet.peer && duet.state === "reconnecting") showWait();
   timers.push(
     setInterval(() => {
       if (Date.now() - lastRx > heartbeatMs * 1.5) return ws.close();
@@ -226,6 +235,7 @@ async function localMedia() {
 }
 
 async function onMatched(f) {
+  waitingFor = null;
   closePeer();
   duet.peer = f.peer.session_id;
   duet.polite = f.polite;
@@ -476,7 +486,15 @@ function closePeer() {
   duet.peer = null;
 }
 
+// The status of what the page waits for, or idle.
+function showWait() {
+  if (waitingFor && waitingFor.type === "join_room") setStatus("waiting", `Waiting in room ${waitingFor.code}…`);
+  else if (waitingFor) setStatus("searching", "Looking for someone…");
+  else setStatus("idle", "Idle");
+}
+
 function endCall(reason) {
+  waitingFor = null;
   closePeer();
   setStatus("ended", reason);
   setButtons(false);
@@ -495,6 +513,7 @@ function onPeerLeft(reason) {
   }[reason] || "The call ended.";
   if (reason === "next") {
     closePeer();
+    waitingFor = lastSearch;
     note(text);
     setStatus("searching", "Looking for someone…");
   } else {
@@ -515,24 +534,28 @@ function setButtons(inCall) {
 async function start() {
   await localMedia();
   const interests = $("interests").value.split(",").map((s) => s.trim()).filter(Boolean).slice(0, 10);
-  send({ type: "join_queue", interests });
+  lastSearch = waitingFor = { type: "join_queue", interests };
+  send(waitingFor);
   setStatus("searching", "Looking for someone…");
   setButtons(true);
 }
 
 async function joinRoom(code) {
   await localMedia();
-  send({ type: "join_room", code });
+  waitingFor = { type: "join_room", code };
+  send(waitingFor);
 }
 
 $("start").onclick = start;
 $("join").onclick = () => joinRoom($("room").value.trim());
 $("next").onclick = () => {
   closePeer();
+  waitingFor = lastSearch;
   send({ type: "next" });
   setStatus("searching", "Looking for someone…");
 };
 $("stop").onclick = () => {
+  waitingFor = null;
   closePeer();
   send({ type: "leave" });
   setStatus("idle", "Idle");
