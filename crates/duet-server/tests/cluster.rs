@@ -687,6 +687,24 @@ async fn a_token_used_on_another_node_closes_the_first_copy_and_the_pairing_foll
     drop(node_b);
 }
 
+/// `y` signals `n` numbered offers (`v=0 #0`, ...), each answered `ok`.
+async fn send_numbered(y: &mut Client, n: usize) {
+    for i in 0..n {
+        y.send(ClientMessage::Signal { payload: offer(&format!("v=0 #{i}")), generation: Some(2) }).await;
+        y.expect("ok").await;
+    }
+}
+
+/// `x` gets the `n` numbered offers of [`send_numbered`], in order.
+async fn expect_numbered(x: &mut Client, n: usize) {
+    for i in 0..n {
+        let f = x.expect("signal").await;
+        let numbered =
+            matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer(&format!("v=0 #{i}")));
+        assert!(numbered, "{f:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_client_back_before_its_dead_node_is_noticed_gets_what_its_partner_sent_meanwhile() {
     let redis = RedisServer::start();
@@ -695,21 +713,12 @@ async fn a_client_back_before_its_dead_node_is_noticed_gets_what_its_partner_sen
     // Node a is killed; y's signals go to its inbox (nobody can know yet) and are answered `ok`.
     drop(node_a);
     drop(x);
-    for n in 0..5 {
-        y.send(ClientMessage::Signal { payload: offer(&format!("v=0 #{n}")), generation: Some(2) }).await;
-        y.expect("ok").await;
-    }
+    send_numbered(&mut y, 5).await;
     // x is back on node c at once, long before a's heartbeat runs out, and gets all of them, in order.
     let mut x = Client::hello_on(raw(&node_c.url).await, Some(token)).await;
     x.expect("peer_resumed").await;
     y.expect("peer_resumed").await;
-    for n in 0..5 {
-        let f = x.expect("signal").await;
-        assert!(
-            matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer(&format!("v=0 #{n}"))),
-            "{f:?}"
-        );
-    }
+    expect_numbered(&mut x, 5).await;
     y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(3) }).await;
     assert!(matches!(x.expect("signal").await.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
     drop((node_b, node_c));
@@ -842,23 +851,14 @@ async fn a_node_restarted_under_the_same_id_hands_on_what_partners_sent_its_prev
     // signals meanwhile: nobody can know, so it all goes to node a's inbox.
     drop(node_a);
     drop(x);
-    for n in 0..3 {
-        y.send(ClientMessage::Signal { payload: offer(&format!("v=0 #{n}")), generation: Some(2) }).await;
-        y.expect("ok").await;
-    }
+    send_numbered(&mut y, 3).await;
     let node_a = node_process(&redis, "a");
     wait_process_healthy(&node_a.url).await;
     // x comes back to the new process and gets every signal, in order, then the call goes on.
     let mut x = Client::hello_on(raw(&node_a.url).await, Some(token)).await;
     x.expect("peer_resumed").await;
     y.expect("peer_resumed").await;
-    for n in 0..3 {
-        let f = x.expect("signal").await;
-        assert!(
-            matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer(&format!("v=0 #{n}"))),
-            "{f:?}"
-        );
-    }
+    expect_numbered(&mut x, 3).await;
     y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(3) }).await;
     assert!(matches!(x.expect("signal").await.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
     x.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: Some(3) }).await;
