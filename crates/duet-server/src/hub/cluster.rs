@@ -265,9 +265,10 @@ pub(super) struct RemotePeer {
     pub node: String,
     /// Whether the local member is the polite side.
     pub polite_here: bool,
-    /// The partner's node stopped beating: the member was told `peer_reconnecting`, and its
-    /// signals wait in `held` until the partner is back (on any node).
-    pub lost: bool,
+    /// Since when the partner's node is taken for dead: the member was told
+    /// `peer_reconnecting`, and its signals wait in `held` until the partner is back (on any
+    /// node).
+    pub lost_at: Option<std::time::Instant>,
     /// Signals for the partner while it is lost (at most [`super::failover::MAX_HELD`]).
     pub held: Vec<PeerEvent>,
     /// While the partner's old node's inbox is salvaged: what the partner sent meanwhile,
@@ -280,7 +281,7 @@ pub(super) struct RemotePeer {
 impl RemotePeer {
     pub(super) fn new(session: &str, node: &str, polite_here: bool) -> Self {
         let (session, node) = (session.to_string(), node.to_string());
-        Self { session, node, polite_here, lost: false, held: Vec::new(), salvaging: None, device: None }
+        Self { session, node, polite_here, lost_at: None, held: Vec::new(), salvaging: None, device: None }
     }
 
     /// The partner of a pool or room entry.
@@ -670,7 +671,7 @@ impl Hub {
     pub(super) fn tell_remote(&mut self, key: u64, event: PeerEvent) -> bool {
         let State::InRoom(room) = self.state(key) else { return false };
         let Some(peer) = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut()) else { return false };
-        if peer.lost && matches!(event, PeerEvent::Signal { .. }) {
+        if peer.lost_at.is_some() && matches!(event, PeerEvent::Signal { .. }) {
             super::failover::hold(peer, event);
             return true;
         }

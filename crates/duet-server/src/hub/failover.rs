@@ -216,7 +216,7 @@ impl Hub {
         let held = match (&mut r.remote, &r.awaiting) {
             (Some(peer), _) if peer.session == from => {
                 peer.node = node.to_string();
-                peer.lost = false;
+                peer.lost_at = None;
                 peer.device = peer.device.or(device);
                 std::mem::take(&mut peer.held)
             }
@@ -337,10 +337,9 @@ impl Hub {
     /// is back, and what was held for it goes out.
     pub(super) fn partner_heard(&mut self, key: u64, room: u64) {
         let Some(peer) = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut()) else { return };
-        if !peer.lost {
+        if peer.lost_at.take().is_none() {
             return;
         }
-        peer.lost = false;
         let (node, to, held) = (peer.node.clone(), peer.session.clone(), std::mem::take(&mut peer.held));
         let from = self.public_id(key).to_string();
         for event in held {
@@ -357,15 +356,15 @@ impl Hub {
         for (room, r) in &mut self.rooms {
             if let (Some(peer), [member]) = (r.remote.as_mut(), r.members.as_slice())
                 && peer.node == node
-                && !peer.lost
+                && peer.lost_at.is_none()
             {
-                peer.lost = true;
+                peer.lost_at = Some(now.mono);
                 told.push((*room, *member, peer.session.clone()));
             }
         }
         info!(node = %node, pairings = told.len(), "node stopped beating; its partners here wait for them");
         for (room, member, session) in told {
-            self.timers.push(Reverse((now.mono + grace, Timer::AwaitRemote(room, session))));
+            self.timers.push(Reverse((now.mono + grace, Timer::AwaitRemote(room, session, now.mono))));
             self.send(member, None, ServerMessage::PeerReconnecting { grace_ms: grace.as_millis() as u64 });
         }
     }
@@ -376,7 +375,7 @@ impl Hub {
         let back: Vec<(u64, u64)> = self
             .rooms
             .iter()
-            .filter(|(_, r)| r.remote.as_ref().is_some_and(|p| p.lost && p.node == node))
+            .filter(|(_, r)| r.remote.as_ref().is_some_and(|p| p.lost_at.is_some() && p.node == node))
             .filter_map(|(room, r)| Some((*room, *r.members.first()?)))
             .collect();
         info!(node = %node, pairings = back.len(), "a node beats again");
@@ -386,9 +385,10 @@ impl Hub {
     }
 
     /// The grace period of a lost remote partner is over: if it is still lost, the call is.
-    pub(super) fn remote_not_back(&mut self, now: Now, room: u64, session: &str) {
+    pub(super) fn remote_not_back(&mut self, now: Now, room: u64, session: &str, lost_at: std::time::Instant) {
         let Some(r) = self.rooms.get(&room) else { return };
-        let lost = r.remote.as_ref().is_some_and(|p| p.lost && p.session == session);
+        // Only for the loss this timer was set for: a partner lost again has a grace of its own.
+        let lost = r.remote.as_ref().is_some_and(|p| p.lost_at == Some(lost_at) && p.session == session);
         let Some(&member) = r.members.first() else { return };
         if lost {
             info!(session = %session, "partner on a dead node did not come back");
@@ -517,6 +517,28 @@ mod tests {
         n.advance(Duration::from_secs(31));
         assert!(matches!(n.last_to(y), ServerMessage::Token { .. }));
         assert!(n.kinds_to(y).ends_with(&["peer_left", "token"]), "{:?}", n.kinds_to(y));
+    }
+
+    #[test]
+    fn a_partner_whose_node_dies_again_gets_a_whole_grace_period_the_second_time() {
+        let mut n = Node::named("b", None);
+        let (y, y_id) = paired_with_remote(&mut n, 1, "x");
+        let grace = n.hub.cfg.resume_grace;
+        n.input(Input::NodeDown("there".into()));
+        // x comes back on node c within the grace period...
+        n.advance(grace / 2);
+        let rejoin = PeerEvent::Rejoin { node: "c".into(), device: None };
+        n.input(Input::Remote(RemoteMsg::Peer { to: y_id.clone(), from: "x".into(), event: rejoin }));
+        assert_eq!(n.last_to(y).kind(), "peer_resumed");
+        // ...and node c dies too, shortly before the first grace period would have run out.
+        n.advance(grace / 2 - Duration::from_secs(1));
+        n.input(Input::NodeDown("c".into()));
+        assert!(matches!(n.last_to(y), ServerMessage::PeerReconnecting { .. }));
+        // The first loss's timer is not the second's: y still waits for x.
+        n.advance(Duration::from_secs(2));
+        assert!(!n.kinds_to(y).contains(&"peer_left"), "given up early: {:?}", n.kinds_to(y));
+        n.advance(grace);
+        assert!(n.kinds_to(y).contains(&"peer_left"), "{:?}", n.kinds_to(y));
     }
 
     #[test]

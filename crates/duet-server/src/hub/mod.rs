@@ -250,8 +250,9 @@ enum Timer {
     Rematch(u64, u64),
     /// A restored session's partner had this long to come back to the room.
     AwaitPartner(u64),
-    /// The partner (this public id) on another node, whose node died, had this long to come back.
-    AwaitRemote(u64, String),
+    /// The partner (this public id) on another node, whose node was taken for dead at this
+    /// time, had this long to come back.
+    AwaitRemote(u64, String, Instant),
 }
 
 /// A `hello` as received, with its frame's id and ack.
@@ -433,7 +434,7 @@ impl Hub {
                     }
                 }
                 Timer::AwaitPartner(room) => self.partner_not_back(now, room),
-                Timer::AwaitRemote(room, session) => self.remote_not_back(now, room, &session),
+                Timer::AwaitRemote(room, session, lost_at) => self.remote_not_back(now, room, &session, lost_at),
                 Timer::Rematch(key, ticket) => {
                     let still = self
                         .sessions
