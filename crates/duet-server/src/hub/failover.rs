@@ -124,8 +124,10 @@ impl Hub {
         let State::InRoom(room) = self.state(key) else { return };
         if self.partner(key).is_some() {
             // The pair is whole here already: what the partner had sent to the old node is
-            // behind every message this node wrote there.
-            self.salvage(&c.session);
+            // behind every message this node wrote there; what it signals now waits for that.
+            if self.salvage(&c.session) {
+                self.salvaging_local.insert(c.session.clone(), Vec::new());
+            }
             return;
         }
         let awaited = self.rooms.get(&room).and_then(|r| r.awaiting.as_ref()).map(|(p, _)| p.clone());
@@ -295,6 +297,15 @@ impl Hub {
         }
     }
 
+    /// A message from the partner on this node to `key`: it waits while `key`'s old inbox is
+    /// salvaged, so that it comes after what the partner had sent there.
+    pub(super) fn deliver_from_local_partner(&mut self, key: u64, msg: ServerMessage) {
+        match self.sessions.get(&key).and_then(|s| self.salvaging_local.get_mut(&s.public_id)) {
+            Some(waiting) => waiting.push(msg),
+            None => self.send(key, None, msg),
+        }
+    }
+
     /// Asks for what the session's old node never read for it; false if it did not move here.
     fn salvage(&mut self, session: &str) -> bool {
         let Some(node) = self.moved_in.remove(session) else { return false };
@@ -306,6 +317,7 @@ impl Hub {
     /// What the old node of `session` never read: delivered first, then what the partner sent
     /// meanwhile.
     pub(super) fn salvaged(&mut self, now: Now, session: &str, messages: Vec<RemoteMsg>) {
+        let waited_here = self.salvaging_local.remove(session);
         let Some(key) = self.by_public.get(session).copied() else { return };
         if !messages.is_empty() {
             info!(session = %session, messages = messages.len(), "messages left in a dead node's inbox delivered");
@@ -323,6 +335,9 @@ impl Hub {
                 }
                 msg => self.remote(now, msg),
             }
+        }
+        for msg in waited_here.unwrap_or_default() {
+            self.send(key, None, msg);
         }
         let Some(from) = self.remote_partner(key).map(|p| p.session.clone()) else { return };
         for event in waited.unwrap_or_default() {
@@ -697,7 +712,23 @@ mod tests {
         // The salvage is asked for at the claim, after the old copy is dropped.
         let to_old = sent_to(&mut c, "there");
         assert!(matches!(to_old.as_slice(), [RemoteMsg::Taken { .. }, RemoteMsg::Salvage { .. }]), "{to_old:?}");
+        // y signals again before the salvage is back: that newer signal waits for the older one.
+        c.msg(y, signal(SignalPayload::EndOfCandidates));
         c.input(Input::Salvaged { session: "x".into(), messages: vec![from_y(&y_id, SignalPayload::Restart)] });
+        let signals: Vec<&ServerMessage> =
+            c.frames.iter().filter(|(conn, f)| *conn == x && f.msg.kind() == "signal").map(|(_, f)| &f.msg).collect();
+        assert!(
+            matches!(
+                signals.as_slice(),
+                [
+                    ServerMessage::Signal { payload: SignalPayload::Restart, .. },
+                    ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, .. }
+                ]
+            ),
+            "{signals:?}"
+        );
+        // Then signals flow as usual.
+        c.msg(y, signal(SignalPayload::Restart));
         assert!(matches!(c.last_to(x), ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
     }
 

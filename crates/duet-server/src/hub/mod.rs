@@ -317,6 +317,9 @@ pub struct Hub {
     shutting_down: bool,
     /// Sessions restored here from another node, by public id: that node.
     moved_in: HashMap<String, String>,
+    /// Restored sessions whose partner is here, by public id, while their old node's inbox is
+    /// salvaged: what the partner signalled meanwhile (newer, so delivered after it).
+    salvaging_local: HashMap<String, Vec<ServerMessage>>,
     /// Sessions that moved from here to another node (the latest [`failover::MAX_MOVED`]).
     moved_out: failover::MovedOut,
 }
@@ -355,6 +358,7 @@ impl Hub {
             stats: Stats::default(),
             shutting_down: false,
             moved_in: HashMap::new(),
+            salvaging_local: HashMap::new(),
             moved_out: failover::MovedOut::default(),
         }
     }
@@ -555,7 +559,7 @@ impl Hub {
                     if payload == duet_proto::SignalPayload::Restart {
                         self.stats.restarts_relayed_total += 1;
                     }
-                    self.send(partner, None, ServerMessage::Signal { payload, generation });
+                    self.deliver_from_local_partner(partner, ServerMessage::Signal { payload, generation });
                     if id.is_some() {
                         self.reply(key, id, ServerMessage::Ok);
                     }
