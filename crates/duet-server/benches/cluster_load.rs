@@ -42,6 +42,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
+    /// Rounds of the comparison, one node and two nodes taking turns; with more than one, a
+    /// last table gives each round's pairings and relay p99 and their medians.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Sessions to hold at once (in total, over all nodes).
     #[arg(long, default_value_t = 10_000)]
     sessions: usize,
@@ -106,9 +110,16 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     if args.phase != Phase::Kill {
-        let single = rt.block_on(run(Setup::Single, &args));
-        let cluster = rt.block_on(run(Setup::Cluster, &args));
-        print_table(&args, &single, &cluster);
+        let mut rounds = Vec::new();
+        for _ in 0..args.rounds.max(1) {
+            let single = rt.block_on(run(Setup::Single, &args));
+            let cluster = rt.block_on(run(Setup::Cluster, &args));
+            print_table(&args, &single, &cluster);
+            rounds.push((single, cluster));
+        }
+        if rounds.len() > 1 {
+            print_rounds(&rounds);
+        }
     }
     if args.phase != Phase::Compare {
         let killed = rt.block_on(kill::run(&args));
@@ -388,6 +399,32 @@ async fn relay_phase(pairs: Vec<(Ws, Ws)>, rate: u64, duration: Duration) -> (u6
         ready.push((a, b));
     }
     common::relay(ready, Target::Duet, rate, duration).await
+}
+
+/// Each round's headline numbers, and their medians.
+fn print_rounds(rounds: &[(Results, Results)]) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let pick = |f: fn(&Results) -> f64, single: bool| -> Vec<f64> {
+        rounds.iter().map(|(s, c)| f(if single { s } else { c })).collect()
+    };
+    let pairings: fn(&Results) -> f64 = |r| r.pairings_per_sec;
+    let p99: fn(&Results) -> f64 = |r| r.p99_us as f64 / 1000.0;
+    println!();
+    println!("| round | pairings/s: 1 node / 2 nodes | relay p99: 1 node / 2 nodes |");
+    println!("|---|---|---|");
+    for (i, (s, c)) in rounds.iter().enumerate() {
+        println!("| {} | {:.0} / {:.0} | {:.2} / {:.2} ms |", i + 1, pairings(s), pairings(c), p99(s), p99(c));
+    }
+    println!(
+        "| median | {:.0} / {:.0} | {:.2} / {:.2} ms |",
+        median(pick(pairings, true)),
+        median(pick(pairings, false)),
+        median(pick(p99, true)),
+        median(pick(p99, false))
+    );
 }
 
 fn print_table(args: &Args, s: &Results, c: &Results) {
