@@ -219,6 +219,7 @@ async fn y4m_and_wav_files_are_sent_as_video_and_audio() {
     }
     wav.finish().unwrap();
 
+    let _slot = call_slot().await;
     let addr = server().await;
     let files = [format!("file:{}", clip.display()), format!("file:{}", tone.display())];
     let a = tokio::spawn(duet(call_args(addr, &["--duration", "3", "--video", &files[0], "--audio", &files[1]])));
