@@ -287,3 +287,123 @@ impl Interceptor for KeyframeRequestForwarder {
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
+
+/// Also binds each local stream's RTX SSRC, as a stream of its own, for the wrapped interceptor.
+/// webrtc's TWCC sender and congestion controller bind only the primary SSRC: without this, a
+/// retransmission carries no transport-wide sequence number and the estimator never sees its
+/// bytes (it takes a lossy link for an emptier one than it is).
+pub(super) struct WithRepairStream<I>(pub(super) I);
+
+fn repair_stream(info: &StreamInfo) -> Option<StreamInfo> {
+    info.ssrc_rtx.map(|ssrc| StreamInfo { ssrc, ssrc_rtx: None, ..info.clone() })
+}
+
+impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for WithRepairStream<I> {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.0.handle_read(msg)
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.0.poll_read()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.0.handle_write(msg)
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.0.poll_write()
+    }
+    fn handle_event(&mut self, evt: ()) -> Result<(), Self::Error> {
+        self.0.handle_event(evt)
+    }
+    fn poll_event(&mut self) -> Option<()> {
+        self.0.poll_event()
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.0.handle_timeout(now)
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn close(&mut self) -> Result<(), Self::Error> {
+        self.0.close()
+    }
+}
+
+impl<I: Interceptor> Interceptor for WithRepairStream<I> {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.0.bind_local_stream(info);
+        if let Some(repair) = repair_stream(info) {
+            self.0.bind_local_stream(&repair);
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.0.unbind_local_stream(info);
+        if let Some(repair) = repair_stream(info) {
+            self.0.unbind_local_stream(&repair);
+        }
+    }
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.0.bind_remote_stream(info);
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.0.unbind_remote_stream(info);
+    }
+}
+
+#[cfg(test)]
+mod repair_stream_tests {
+    use super::*;
+    use rtc::interceptor::{AttributedPacket, RTPHeaderExtension, TwccSenderBuilder};
+
+    const TWCC_ID: u8 = 5;
+
+    fn video_stream() -> StreamInfo {
+        StreamInfo {
+            ssrc: 1000,
+            ssrc_rtx: Some(1001),
+            payload_type: 96,
+            payload_type_rtx: Some(97),
+            mime_type: "video/VP8".into(),
+            rtp_header_extensions: vec![RTPHeaderExtension {
+                uri: rtc::sdp::extmap::TRANSPORT_CC_URI.into(),
+                id: u16::from(TWCC_ID),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn sent_with_transport_sequence(chain: &mut impl Interceptor, ssrc: u32) -> bool {
+        let mut rtp = rtc::rtp::Packet::default();
+        rtp.header.version = 2;
+        rtp.header.ssrc = ssrc;
+        let packet = TaggedPacket {
+            now: Instant::now(),
+            transport: Default::default(),
+            message: AttributedPacket::new(Packet::Rtp(rtp)),
+        };
+        chain.handle_write(packet).unwrap();
+        let out = chain.poll_write().unwrap();
+        let Packet::Rtp(rtp) = &out.message.packet else { panic!("not RTP") };
+        rtp.header.get_extension(TWCC_ID).is_some()
+    }
+
+    #[test]
+    fn retransmissions_on_the_rtx_ssrc_get_a_transport_wide_sequence_number() {
+        let mut plain = TwccSenderBuilder::new().build();
+        plain.bind_local_stream(&video_stream());
+        assert!(sent_with_transport_sequence(&mut plain, 1000));
+        assert!(!sent_with_transport_sequence(&mut plain, 1001), "webrtc's own binding skips RTX");
+
+        let mut wrapped = WithRepairStream(TwccSenderBuilder::new().build());
+        wrapped.bind_local_stream(&video_stream());
+        assert!(sent_with_transport_sequence(&mut wrapped, 1000));
+        assert!(sent_with_transport_sequence(&mut wrapped, 1001));
+        wrapped.unbind_local_stream(&video_stream());
+        assert!(!sent_with_transport_sequence(&mut wrapped, 1001));
+    }
+}

@@ -58,7 +58,7 @@ use crate::quality::bwe::Estimator;
 use crate::quality::keyframe::{KEYFRAME_MIN_INTERVAL, KeyframeThrottle};
 use crate::quality::{MAX_ESTIMATE_BPS, MIN_ESTIMATE_BPS, START_ESTIMATE_BPS};
 use events::{EventSender, Refusals};
-use interceptors::{KeyframeRequestForwarder, PriorityPacer, ReportingEstimator, TransportMeters};
+use interceptors::{KeyframeRequestForwarder, PriorityPacer, ReportingEstimator, TransportMeters, WithRepairStream};
 
 const VIDEO_SSRC_BASE: u32 = 0x4455_0000;
 const AUDIO_SSRC_BASE: u32 = 0x4455_8000;
@@ -621,9 +621,9 @@ fn congestion_control<E: rtc::interceptor::BandwidthEstimator + 'static>(
         )?;
     }
     Ok(Registry::new()
-        .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
+        .with(Slot::CongestionControl, WithRepairStream(CongestionControlBuilder::new(estimator).build()))
         .with(Slot::Pacer, pacer)
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::TwccSender, WithRepairStream(TwccSenderBuilder::new().build()))
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build()))
 }
 
