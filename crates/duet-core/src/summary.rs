@@ -57,6 +57,11 @@ pub struct CallSummary {
     pub longest_media_gap_ms: Option<u64>,
     /// Signals of replaced peer connections that arrived late and were dropped.
     pub stale_signals_dropped: u64,
+    /// Probe clusters measured (sent while our video was suspended for the network, and the
+    /// climb after one that held).
+    pub probes: u64,
+    /// Of those, the ones the link carried nearly at their rate.
+    pub probes_held: u64,
 }
 
 /// Accumulates a [`CallSummary`]. Times are microseconds on the caller's clock.
@@ -114,6 +119,12 @@ impl SummaryBuilder {
     /// Our sending rung changed (not the first one).
     pub fn rung_changed(&mut self) {
         self.summary.rung_changes += 1;
+    }
+
+    /// A probe cluster was measured; `held`: the link carried it nearly at its rate.
+    pub fn probed(&mut self, held: bool) {
+        self.summary.probes += 1;
+        self.summary.probes_held += u64::from(held);
     }
 
     /// Our video was suspended (`true`) or resumed at `now_us`.
@@ -305,6 +316,8 @@ mod tests {
             "recoveries",
             "longest_media_gap_ms",
             "stale_signals_dropped",
+            "probes",
+            "probes_held",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

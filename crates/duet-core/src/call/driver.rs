@@ -581,6 +581,20 @@ impl Driver {
                 v.request_keyframe();
             }
         }
+        for result in live.peer.probe_results() {
+            let c = result.cluster;
+            let measured_kbps = result.rate_bps.map(|r| (r / 1000.0).round() as u32);
+            info!(
+                id = c.id,
+                rate_kbps = (c.rate_bps / 1000.0).round() as u32,
+                bytes = c.bytes,
+                ?measured_kbps,
+                held = result.held(),
+                "probe"
+            );
+            self.summary.probed(result.held());
+            self.controller.on_probe_result(Instant::now(), result);
+        }
         let rtt = self.last_stats.as_ref().and_then(|s| s.1.rtt_ms);
         self.controller.update(Instant::now(), transport.estimate_bps, transport.acked_bps, transport.loss, rtt);
         self.apply_quality().await;
@@ -616,6 +630,11 @@ impl Driver {
                 QualityOutput::Audio(settings) => {
                     if let Some(a) = &self.audio_sender {
                         a.set_settings(settings);
+                    }
+                }
+                QualityOutput::Probe(cluster) => {
+                    if let Some(live) = &self.live {
+                        live.peer.probe(cluster);
                     }
                 }
             }

@@ -1,21 +1,25 @@
 //! The interceptors the application adds to webrtc's chain: one that publishes the congestion
 //! controller's estimate and the loss it sees (the API offers no other way to read them), the
 //! send queue that keeps audio first and the delay bounded ([`PriorityPacer`], around
-//! [`crate::quality::pacer::Pacer`]), and one that hands keyframe requests (PLI/FIR) to the
-//! sending track (by default inbound RTCP stops at the end of the interceptor chain).
+//! [`crate::quality::pacer::Pacer`]) and sends probe clusters, and one that hands keyframe
+//! requests (PLI/FIR) to the sending track (by default inbound RTCP stops at the end of the
+//! interceptor chain).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rtc::shared::marshal::MarshalSize;
 
 use crate::quality::AckedRate;
+use crate::quality::bwe::Estimator;
 use crate::quality::pacer::{Class, PACING_FACTOR, Pacer};
+use crate::quality::probe::{ProbeCluster, ProbeMeter, ProbeResult};
 
 use rtc::interceptor::{
-    Attribute, BandwidthEstimator, EstimatorStats, Interceptor, Packet, PacketReport, StreamInfo, TaggedPacket,
+    Attribute, AttributedPacket, BandwidthEstimator, EstimatorStats, Interceptor, Packet, PacketReport, StreamInfo,
+    TaggedPacket,
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -33,23 +37,39 @@ pub(super) struct TransportMeters {
     pub(super) acked_bps: AtomicU64,
     /// Video packets the pacer dropped because they waited too long.
     pub(super) video_dropped: AtomicU64,
+    probes: Mutex<Probes>,
+}
+
+/// Probe clusters the quality controller asked for, their packets in flight and what the
+/// feedback made of them: the pacer sends, the estimator measures, the peer hands over.
+#[derive(Debug, Default)]
+pub(super) struct Probes {
+    pub(super) requested: VecDeque<ProbeCluster>,
+    meter: ProbeMeter,
+    pub(super) results: VecDeque<ProbeResult>,
 }
 
 impl TransportMeters {
     pub(super) fn load(value: &AtomicU64) -> f64 {
         f64::from_bits(value.load(Ordering::Relaxed))
     }
+
+    pub(super) fn probes(&self) -> MutexGuard<'_, Probes> {
+        self.probes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
-/// Wraps a bandwidth estimator and publishes its target and the loss it sees after every update.
-pub(super) struct ReportingEstimator<E: BandwidthEstimator> {
-    inner: E,
+/// Wraps the bandwidth estimator: measures probe clusters (their packets are kept from the
+/// estimator's delay and loss signals, and their results raise its target), and publishes the
+/// target and the loss it sees after every update.
+pub(super) struct ReportingEstimator {
+    inner: Estimator,
     meters: Arc<TransportMeters>,
     acked: AckedRate,
 }
 
-impl<E: BandwidthEstimator> ReportingEstimator<E> {
-    pub(super) fn new(inner: E, meters: Arc<TransportMeters>) -> Self {
+impl ReportingEstimator {
+    pub(super) fn new(inner: Estimator, meters: Arc<TransportMeters>) -> Self {
         meters.acked_bps.store(f64::NAN.to_bits(), Ordering::Relaxed);
         let this = Self { inner, meters, acked: AckedRate::default() };
         this.publish();
@@ -60,14 +80,32 @@ impl<E: BandwidthEstimator> ReportingEstimator<E> {
         self.meters.target_bps.store(self.inner.target_bitrate().to_bits(), Ordering::Relaxed);
         self.meters.loss.store(self.inner.stats().packet_loss.unwrap_or(0.0).to_bits(), Ordering::Relaxed);
     }
+
+    /// Hands the clusters measured by `now` to the estimator and the peer.
+    fn take_probe_results(&mut self, now: Instant, probes: &mut Probes) {
+        while let Some(result) = probes.meter.poll_result(now) {
+            if let Some(rate) = result.held_rate() {
+                self.inner.on_probe_result(now, rate);
+            }
+            probes.results.push_back(result);
+        }
+    }
 }
 
-impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
+impl BandwidthEstimator for ReportingEstimator {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.inner.on_reports(now, reports);
+        let meters = self.meters.clone();
+        let mut probes = meters.probes();
+        let media: Vec<PacketReport> = reports
+            .iter()
+            .filter(|r| !probes.meter.on_report(r.ssrc, r.rtp_sequence_number, r.arrival.filter(|_| r.arrived)))
+            .cloned()
+            .collect();
+        self.inner.on_reports(now, &media);
         for r in reports.iter().filter(|r| r.arrived) {
             self.acked.add(now, r.size);
         }
+        self.take_probe_results(now, &mut probes);
         let acked = self.acked.rate_bps(now).unwrap_or(f64::NAN);
         self.meters.acked_bps.store(acked.to_bits(), Ordering::Relaxed);
         self.publish();
@@ -79,6 +117,8 @@ impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.inner.handle_timeout(now);
+        let meters = self.meters.clone();
+        self.take_probe_results(now, &mut meters.probes());
         self.publish();
     }
 
@@ -91,9 +131,18 @@ impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
     }
 }
 
+/// Recent video packets kept as the material of probes.
+const PROBE_MATERIAL: usize = 32;
+
 /// The send queue in the pacer's slot: audio leaves at once, video is paced at the estimate
 /// (times [`PACING_FACTOR`]) and dropped, whole frames at a time, when it has waited too long.
 /// Packets are classed by SSRC: the streams bound with an `audio/` codec are audio.
+///
+/// It also sends the probe clusters the quality controller asks for, as RTX copies of recent
+/// video packets (RFC 4588, as libwebrtc pads), paced at the cluster's rate. It therefore owns
+/// the RTX stream's sequence numbers: the NACK responder's retransmissions and the probes are
+/// numbered in the order they leave (the receiver's SRTP replay window would refuse a number
+/// used twice).
 pub(super) struct PriorityPacer {
     pacer: Pacer<TaggedPacket>,
     audio_ssrcs: HashSet<u32>,
@@ -102,6 +151,45 @@ pub(super) struct PriorityPacer {
     urgent: VecDeque<TaggedPacket>,
     released: VecDeque<TaggedPacket>,
     read: VecDeque<TaggedPacket>,
+    repair: Option<RepairStream>,
+    recent_video: VecDeque<rtc::rtp::Packet>,
+    /// Probe packets and when each leaves.
+    probes: VecDeque<(Instant, rtc::rtp::Packet, ProbeCluster)>,
+    /// Since when a requested cluster waits for an audio packet to follow.
+    probe_waiting_since: Option<Instant>,
+}
+
+/// A cluster starts right after an audio packet (see [`crate::quality::probe`]), or after this
+/// long without one (muted).
+const PROBE_WAITS_FOR_AUDIO: Duration = Duration::from_millis(100);
+
+/// The video stream and its RTX stream.
+#[derive(Debug, Clone, Copy)]
+struct RepairStream {
+    media_ssrc: u32,
+    ssrc: u32,
+    payload_type: u8,
+    next_seq: u16,
+}
+
+impl RepairStream {
+    /// An RTX copy of a media packet (sequence number set as it leaves).
+    fn copy(&self, original: &rtc::rtp::Packet) -> rtc::rtp::Packet {
+        let mut payload = Vec::with_capacity(2 + original.payload.len());
+        payload.extend_from_slice(&original.header.sequence_number.to_be_bytes());
+        payload.extend_from_slice(&original.payload);
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                ssrc: self.ssrc,
+                payload_type: self.payload_type,
+                timestamp: original.header.timestamp,
+                marker: original.header.marker,
+                ..Default::default()
+            },
+            payload: payload.into(),
+        }
+    }
 }
 
 impl PriorityPacer {
@@ -113,6 +201,59 @@ impl PriorityPacer {
             urgent: VecDeque::new(),
             released: VecDeque::new(),
             read: VecDeque::new(),
+            repair: None,
+            recent_video: VecDeque::new(),
+            probes: VecDeque::new(),
+            probe_waiting_since: None,
+        }
+    }
+
+    /// Lays out the clusters asked for as RTX copies of recent video packets, each leaving when
+    /// the cluster's rate allows, from right after an audio packet (`after_audio`). Without
+    /// video sent yet (or without RTX) a cluster fails at once.
+    fn schedule_probes(&mut self, now: Instant, after_audio: bool) {
+        let meters = self.meters.clone();
+        let mut probes = meters.probes();
+        if probes.requested.is_empty() {
+            return;
+        }
+        let since = *self.probe_waiting_since.get_or_insert(now);
+        if !after_audio && !self.audio_ssrcs.is_empty() && now.saturating_duration_since(since) < PROBE_WAITS_FOR_AUDIO
+        {
+            return;
+        }
+        self.probe_waiting_since = None;
+        while let Some(cluster) = probes.requested.pop_front() {
+            let Some(repair) = self.repair.filter(|_| !self.recent_video.is_empty()) else {
+                probes.results.push_back(ProbeResult::failed(cluster, false));
+                continue;
+            };
+            let mut at = self.probes.back().map_or(now, |p| p.0.max(now));
+            let mut bytes = 0;
+            for original in self.recent_video.iter().rev().cycle() {
+                if bytes >= cluster.bytes {
+                    break;
+                }
+                let copy = repair.copy(original);
+                let size = copy.marshal_size();
+                self.probes.push_back((at, copy, cluster));
+                bytes += size;
+                at += Duration::from_secs_f64(size as f64 * 8.0 / cluster.rate_bps);
+            }
+        }
+    }
+
+    /// Numbers what leaves on the RTX stream, and keeps recent video packets as probe material.
+    fn leaving(&mut self, packet: &mut TaggedPacket) {
+        let (Some(repair), Packet::Rtp(rtp)) = (self.repair.as_mut(), &mut packet.message.packet) else { return };
+        if rtp.header.ssrc == repair.ssrc {
+            rtp.header.sequence_number = repair.next_seq;
+            repair.next_seq = repair.next_seq.wrapping_add(1);
+        } else if rtp.header.ssrc == repair.media_ssrc {
+            if self.recent_video.len() == PROBE_MATERIAL {
+                self.recent_video.pop_front();
+            }
+            self.recent_video.push_back(rtp.clone());
         }
     }
 }
@@ -154,6 +295,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
         if let Some(audio) = self.pacer.push(now, msg, bytes, class) {
             self.urgent.push_back(audio);
         }
+        // The controller's requests come on the quality tick: pick them up with the traffic.
+        self.schedule_probes(now, class == Class::Audio);
         Ok(())
     }
 
@@ -166,6 +309,19 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
             // The departure instant: what leaves now is recorded as leaving now, so the queueing
             // here is never charged to the network.
             packet.now = now;
+            self.leaving(&mut packet);
+            self.released.push_back(packet);
+        }
+        self.schedule_probes(now, false);
+        while self.probes.front().is_some_and(|p| p.0 <= now) {
+            let Some((_, rtp, cluster)) = self.probes.pop_front() else { break };
+            let mut packet =
+                TaggedPacket { now, transport: Default::default(), message: AttributedPacket::new(Packet::Rtp(rtp)) };
+            self.leaving(&mut packet);
+            if let Packet::Rtp(rtp) = &packet.message.packet {
+                let (ssrc, seq, size) = (rtp.header.ssrc, rtp.header.sequence_number, rtp.marshal_size());
+                self.meters.probes().meter.on_sent(cluster, ssrc, seq, size, now);
+            }
             self.released.push_back(packet);
         }
         self.meters.video_dropped.store(self.pacer.dropped_video(), Ordering::Relaxed);
@@ -173,7 +329,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        self.pacer.poll_timeout()
+        let probe = self.probes.front().map(|p| p.0);
+        match (self.pacer.poll_timeout(), probe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -208,10 +368,16 @@ impl Interceptor for PriorityPacer {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if info.mime_type.to_ascii_lowercase().starts_with("audio/") {
             self.audio_ssrcs.insert(info.ssrc);
+        } else if let (Some(ssrc), Some(payload_type)) = (info.ssrc_rtx, info.payload_type_rtx) {
+            self.repair = Some(RepairStream { media_ssrc: info.ssrc, ssrc, payload_type, next_seq: 0 });
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.audio_ssrcs.remove(&info.ssrc);
+        if self.repair.is_some_and(|r| r.media_ssrc == info.ssrc) {
+            self.repair = None;
+            self.recent_video.clear();
+        }
     }
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
@@ -405,5 +571,114 @@ mod repair_stream_tests {
         assert!(sent_with_transport_sequence(&mut wrapped, 1001));
         wrapped.unbind_local_stream(&video_stream());
         assert!(!sent_with_transport_sequence(&mut wrapped, 1001));
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+    use crate::quality::probe::ProbeCluster;
+
+    const VIDEO: u32 = 1000;
+    const RTX: u32 = 1001;
+    const AUDIO: u32 = 2000;
+
+    fn pacer() -> (PriorityPacer, Arc<TransportMeters>) {
+        let meters = Arc::new(TransportMeters::default());
+        let mut pacer = PriorityPacer::new(2_000_000.0, meters.clone());
+        pacer.bind_local_stream(&StreamInfo {
+            ssrc: VIDEO,
+            ssrc_rtx: Some(RTX),
+            payload_type: 96,
+            payload_type_rtx: Some(97),
+            mime_type: "video/VP8".into(),
+            ..Default::default()
+        });
+        pacer.bind_local_stream(&StreamInfo { ssrc: AUDIO, mime_type: "audio/opus".into(), ..Default::default() });
+        (pacer, meters)
+    }
+
+    fn write(pacer: &mut PriorityPacer, now: Instant, ssrc: u32, seq: u16, payload: &[u8]) {
+        let mut rtp = rtc::rtp::Packet::default();
+        rtp.header.version = 2;
+        rtp.header.ssrc = ssrc;
+        rtp.header.sequence_number = seq;
+        rtp.header.timestamp = 90_000;
+        rtp.payload = payload.to_vec().into();
+        let msg = TaggedPacket { now, transport: Default::default(), message: AttributedPacket::new(Packet::Rtp(rtp)) };
+        pacer.handle_write(msg).unwrap();
+    }
+
+    /// Runs the pacer every millisecond from `from` for `ms`; returns (ms, packet) of what left.
+    fn run(pacer: &mut PriorityPacer, t0: Instant, from: u64, ms: u64) -> Vec<(u64, rtc::rtp::Packet)> {
+        let mut out = Vec::new();
+        for t in from..from + ms {
+            pacer.handle_timeout(t0 + Duration::from_millis(t)).unwrap();
+            while let Some(p) = pacer.poll_write() {
+                if let Packet::Rtp(rtp) = p.message.packet {
+                    out.push((t, rtp));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_probe_is_rtx_copies_of_recent_video_after_an_audio_packet_at_the_clusters_rate() {
+        let (mut pacer, meters) = pacer();
+        let t0 = Instant::now();
+        for seq in 0..4u16 {
+            write(&mut pacer, t0, VIDEO, 100 + seq, &[seq as u8; 1000]);
+        }
+        assert_eq!(run(&mut pacer, t0, 0, 10).len(), 4, "the video left");
+        // Asked for 3,000 bytes at 1.2 Mb/s: nothing leaves until an audio packet has.
+        meters.probes().requested.push_back(ProbeCluster { id: 7, rate_bps: 1_200_000.0, bytes: 3000 });
+        assert!(run(&mut pacer, t0, 10, 50).is_empty());
+        write(&mut pacer, t0 + Duration::from_millis(60), AUDIO, 1, &[0; 100]);
+        let out = run(&mut pacer, t0, 60, 40);
+        let probes: Vec<_> = out.iter().filter(|(_, p)| p.header.ssrc == RTX).collect();
+        assert_eq!(probes.len(), 3, "{out:?}");
+        for (i, (_, p)) in probes.iter().enumerate() {
+            assert_eq!(p.header.payload_type, 97);
+            assert_eq!(p.header.sequence_number, i as u16, "the pacer numbers the RTX stream");
+            // Original sequence number, then the original payload (newest packet first).
+            let original = 103 - i as u16;
+            assert_eq!(&p.payload[..2], &original.to_be_bytes());
+            assert_eq!(p.payload[2..], [original as u8 - 100; 1000]);
+        }
+        // 1,014 bytes on the wire at 1.2 Mb/s: about 7 ms apart.
+        let spacing = probes[2].0 - probes[0].0;
+        assert!((12..=16).contains(&spacing), "{spacing} ms for two intervals");
+        // The estimator side knows them as probes.
+        let mut probes_state = meters.probes();
+        assert!(probes_state.meter.on_report(RTX, 0, Some(Duration::ZERO)));
+        assert!(!probes_state.meter.on_report(VIDEO, 100, Some(Duration::ZERO)));
+    }
+
+    #[test]
+    fn retransmissions_are_renumbered_after_the_probes_so_no_rtx_number_is_used_twice() {
+        let (mut pacer, meters) = pacer();
+        let t0 = Instant::now();
+        write(&mut pacer, t0, VIDEO, 100, &[1; 1000]);
+        let mut out = run(&mut pacer, t0, 0, 5);
+        meters.probes().requested.push_back(ProbeCluster { id: 1, rate_bps: 3_000_000.0, bytes: 2000 });
+        write(&mut pacer, t0 + Duration::from_millis(5), AUDIO, 1, &[0; 100]);
+        out.extend(run(&mut pacer, t0, 5, 15));
+        // The NACK responder numbers its own retransmissions from 0, as if alone on the stream.
+        write(&mut pacer, t0 + Duration::from_millis(20), RTX, 0, &[0, 100, 1, 1]);
+        out.extend(run(&mut pacer, t0, 20, 10));
+        let rtx: Vec<u16> =
+            out.iter().filter(|(_, p)| p.header.ssrc == RTX).map(|(_, p)| p.header.sequence_number).collect();
+        assert_eq!(rtx, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn without_video_to_copy_a_probe_fails_at_once_as_not_sent() {
+        let (mut pacer, meters) = pacer();
+        let t0 = Instant::now();
+        let cluster = ProbeCluster { id: 1, rate_bps: 1_200_000.0, bytes: 3000 };
+        meters.probes().requested.push_back(cluster);
+        write(&mut pacer, t0, AUDIO, 1, &[0; 100]);
+        assert_eq!(meters.probes().results.pop_front(), Some(ProbeResult::failed(cluster, false)));
     }
 }

@@ -13,6 +13,7 @@ mod events;
 mod interceptors;
 mod stats;
 
+use crate::quality::{ProbeCluster, ProbeResult};
 use crate::verify::Fingerprint;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -545,6 +546,16 @@ impl Peer {
     /// The congestion controller's current target, in bit/s.
     pub fn target_bitrate_bps(&self) -> f64 {
         TransportMeters::load(&self.meters.target_bps)
+    }
+
+    /// Sends a probe cluster (see [`crate::quality::probe`]).
+    pub fn probe(&self, cluster: ProbeCluster) {
+        self.meters.probes().requested.push_back(cluster);
+    }
+
+    /// The probe clusters measured since the last call.
+    pub fn probe_results(&self) -> Vec<ProbeResult> {
+        self.meters.probes().results.drain(..).collect()
     }
 
     /// What the transport measures now: estimate, loss on what we send, video dropped by the

@@ -105,6 +105,16 @@ impl Aimd {
         self.target
     }
 
+    /// A probe measured that the link carries `rate` (bit/s): the target rises to it if lower,
+    /// and the remembered ceiling, which the link has just shown to be gone, is forgotten.
+    pub fn raise_to(&mut self, now: Instant, rate: f64) {
+        if rate > self.target {
+            self.target = rate.clamp(self.min, self.max);
+            self.ceiling = None;
+            self.last_change = Some(now);
+        }
+    }
+
     /// Folds a backoff's received rate into the ceiling (a new one far from it starts afresh).
     fn remember_ceiling(&mut self, received: f64) {
         self.ceiling = Some(match self.ceiling {
@@ -144,6 +154,19 @@ impl Estimator {
             max,
             target: initial,
         }
+    }
+}
+
+impl Estimator {
+    /// A probe measured that the link carries `rate` (bit/s, see [`super::probe`]): both the
+    /// delay-based and the loss-based targets rise to it if lower. Only an application-limited
+    /// sender probes, so neither had the traffic to find this out.
+    pub fn on_probe_result(&mut self, now: Instant, rate: f64) {
+        self.delay.raise_to(now, rate);
+        if self.loss.target() < rate {
+            self.loss = LossController::new(rate, self.min, self.max);
+        }
+        self.target = self.delay.target().min(self.loss.target()).clamp(self.min, self.max);
     }
 }
 
@@ -240,6 +263,20 @@ mod tests {
         let late_per_s = (a.target() / before).powf(1.0 / 2.0);
         assert!(early < 1.10, "{early}");
         assert!(late_per_s > 1.2, "{late_per_s}");
+    }
+
+    #[test]
+    fn a_probe_raises_both_targets_and_forgets_the_ceiling() {
+        let t0 = Instant::now();
+        let mut e = Estimator::new(1_000_000.0, 30_000.0, 5_000_000.0);
+        e.delay.update(t0, Usage::Over, Some(50_000.0));
+        e.loss = LossController::new(60_000.0, 30_000.0, 5_000_000.0);
+        e.on_probe_result(at(t0, 100), 1_200_000.0);
+        assert_eq!(e.target_bitrate(), 1_200_000.0);
+        assert!(e.delay.ceiling.is_none());
+        // A probe below the target changes nothing.
+        e.on_probe_result(at(t0, 200), 400_000.0);
+        assert_eq!(e.target_bitrate(), 1_200_000.0);
     }
 
     #[test]

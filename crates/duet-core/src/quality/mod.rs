@@ -6,13 +6,16 @@
 //! is suspended (audio-only) and why. It also computes the [`QualityStatus`] every UI displays
 //! as it is: rung, estimate, RTT, loss, bars with the reason, audio-only with its cause on
 //! either side. [`pacer`] is the send queue that keeps audio first and the delay bounded.
-//! [`keyframe`] throttles keyframe requests both ways.
+//! [`keyframe`] throttles keyframe requests both ways. [`probe`] measures the link while the
+//! sender is application-limited (video suspended), so that video comes back as soon as a cap is
+//! lifted.
 
 pub mod bwe;
 pub mod keyframe;
 pub mod ladder;
 pub mod opus;
 pub mod pacer;
+pub mod probe;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -21,6 +24,7 @@ use serde::Serialize;
 
 pub use ladder::{LADDER, Ladder, Rung, RungReason};
 pub use opus::AudioSettings;
+pub use probe::{ProbeCluster, ProbeResult};
 
 use crate::call::Quality;
 
@@ -50,8 +54,13 @@ pub const RESUME_BACKOFF: Duration = Duration::from_secs(3);
 /// The longest wait between resume attempts.
 pub const MAX_RESUME_BACKOFF: Duration = Duration::from_secs(12);
 /// A budget this many times the lowest rung's floor, held for [`RESUME_HOLD`], resumes without
-/// waiting out the backoff: the link clearly changed.
+/// waiting out the backoff: the link clearly changed (only where probes cannot be sent: an
+/// application-limited sender's estimate has measured nothing).
 pub const LINK_CHANGED: f64 = 3.0;
+/// Where probes can be sent, they bring video back as soon as the link allows; the estimate
+/// alone then resumes only after this many times the backoff (a link the probes cannot read, for
+/// want of a burst that hides part of a cluster, or a queue deep enough to carry one slowly).
+pub const PROBING_BACKOFF_FACTOR: u32 = 10;
 /// A resume counts as held after this long without a new suspension (the backoff resets).
 pub const RESUME_HELD: Duration = Duration::from_secs(10);
 /// The sender plans with the lowest estimate of this window: an estimator probing upward while
@@ -135,6 +144,9 @@ pub enum QualityOutput {
     },
     /// New Opus settings.
     Audio(AudioSettings),
+    /// Send this probe cluster; its [`ProbeResult`] comes back through
+    /// [`QualityController::on_probe_result`].
+    Probe(ProbeCluster),
 }
 
 /// The quality the UIs show, computed here so that none of them infers anything.
@@ -192,6 +204,15 @@ pub struct QualityController {
     backoff: Duration,
     target_kbps: u32,
     audio: Option<AudioSettings>,
+    prober: probe::Prober,
+    /// The last rate a probe measured (bit/s), and when.
+    probed: Option<(f64, Instant)>,
+    /// The best rate measured by the climb of probes under way (bit/s).
+    climb_best: Option<f64>,
+    /// What Opus is planned on while video is suspended for the network, kbit/s.
+    audio_basis_kbps: Option<f64>,
+    /// A probe could not be sent (no RTX stream negotiated): the estimate alone resumes video.
+    probing_unavailable: bool,
     out: VecDeque<QualityOutput>,
 }
 
@@ -221,6 +242,11 @@ impl QualityController {
             backoff: RESUME_BACKOFF,
             target_kbps: 0,
             audio: None,
+            prober: probe::Prober::default(),
+            probed: None,
+            climb_best: None,
+            probing_unavailable: false,
+            audio_basis_kbps: None,
             out: VecDeque::new(),
         };
         c.apply_caps();
@@ -290,6 +316,46 @@ impl QualityController {
     /// acknowledged (bit/s; `None` before feedback covers a window), the loss the partner sees
     /// on what we send (fraction) and the RTT (ms). Decides and queues outputs.
     pub fn update(&mut self, now: Instant, estimate_bps: f64, acked_bps: Option<f64>, loss: f64, rtt_ms: Option<f64>) {
+        self.decide(now, estimate_bps, acked_bps, loss, rtt_ms);
+        self.prober.set_wanted(now, self.suspended == Some(AudioOnlyCause::Network));
+        self.poll_probe(now);
+    }
+
+    /// A probe cluster was measured. A rate the link carried is planned with at once (the
+    /// estimates so far were held to what an application-limited sender used). Once the climb of
+    /// doubling probes ends, the best rate it measured, if enough for video, ends a suspension
+    /// for the network without the resume hold and backoff (the probes are the evidence they
+    /// wait for), at the rung that rate allows.
+    pub fn on_probe_result(&mut self, now: Instant, result: ProbeResult) {
+        self.prober.on_result(now, result);
+        self.probing_unavailable |= !result.sent;
+        self.poll_probe(now);
+        if let Some(rate) = result.held_rate() {
+            self.climb_best = Some(self.climb_best.map_or(rate, |b| b.max(rate)));
+        }
+        if self.prober.climbing() {
+            return;
+        }
+        let Some(best) = self.climb_best.take() else { return };
+        self.probed = Some((best, now));
+        self.estimates.clear();
+        self.audio_basis_kbps = None;
+        let budget = self.video_budget_kbps(best / 1000.0);
+        if self.suspended == Some(AudioOnlyCause::Network)
+            && budget >= f64::from(Ladder::floor_kbps()) * RESUME_MARGIN
+            && self.loss < LOSSY / 2.0
+        {
+            self.resume_video(now, budget);
+        }
+    }
+
+    fn poll_probe(&mut self, now: Instant) {
+        if let Some(cluster) = self.prober.poll(now) {
+            self.out.push_back(QualityOutput::Probe(cluster));
+        }
+    }
+
+    fn decide(&mut self, now: Instant, estimate_bps: f64, acked_bps: Option<f64>, loss: f64, rtt_ms: Option<f64>) {
         let unchecked_kbps = estimate_bps / 1000.0;
         let estimate_bps = estimate_bps.min(self.allowed_bps(now, estimate_bps, acked_bps, loss));
         self.estimates.push_back((now, estimate_bps / 1000.0, unchecked_kbps));
@@ -362,7 +428,9 @@ impl QualityController {
             self.allowed = None;
             return f64::INFINITY;
         };
-        let floor = acked * ACKED_FACTOR + ACKED_SLACK_KBPS * 1000.0;
+        // A recent probe measured the link itself.
+        let probed = self.probed.filter(|(_, at)| now.duration_since(*at) <= STABLE_WINDOW).map_or(0.0, |p| p.0);
+        let floor = (acked * ACKED_FACTOR + ACKED_SLACK_KBPS * 1000.0).max(probed);
         let calm = loss < 0.02 && self.last_drop.is_none_or(|t| now.duration_since(t) >= CALM_FOR);
         let allowed = match self.allowed {
             Some((prev, at)) if calm => floor.max(prev * CALM_GROWTH.powf(now.duration_since(at).as_secs_f64())),
@@ -382,8 +450,20 @@ impl QualityController {
         (estimate_kbps * HEADROOM - audio).max(0.0)
     }
 
+    /// Opus follows the stable estimate; while video is suspended for the network, the lowest
+    /// one since the suspension: the estimator of a sender that only sends audio measures nothing
+    /// and drifts up, and audio planned on it would fill the very link that could not carry
+    /// video (a probe that holds raises it).
     fn update_audio(&mut self) {
-        let settings = opus::settings(self.stable_kbps, self.loss, self.suspended.is_some());
+        let basis = if self.suspended == Some(AudioOnlyCause::Network) {
+            let lowest = self.audio_basis_kbps.map_or(self.stable_kbps, |b| b.min(self.stable_kbps));
+            self.audio_basis_kbps = Some(lowest);
+            lowest
+        } else {
+            self.audio_basis_kbps = None;
+            self.stable_kbps
+        };
+        let settings = opus::settings(basis, self.loss, self.suspended.is_some());
         if self.audio != Some(settings) {
             self.audio = Some(settings);
             self.out.push_back(QualityOutput::Audio(settings));
@@ -418,16 +498,28 @@ impl QualityController {
             return;
         }
         let since = *self.resumable_since.get_or_insert(now);
-        let changed = budget >= f64::from(Ladder::floor_kbps()) * LINK_CHANGED;
-        let waited = changed || self.suspended_at.is_none_or(|s| now.duration_since(s) >= self.backoff);
+        let (changed, backoff) = if self.probing_unavailable {
+            (budget >= f64::from(Ladder::floor_kbps()) * LINK_CHANGED, self.backoff)
+        } else {
+            (false, self.backoff * PROBING_BACKOFF_FACTOR)
+        };
+        let waited = changed || self.suspended_at.is_none_or(|s| now.duration_since(s) >= backoff);
         if waited && now.duration_since(since) >= RESUME_HOLD {
-            self.resume(now);
-            self.ladder = Ladder::new();
-            self.apply_caps();
-            if let Some((rung, reason)) = self.ladder.update(now, budget, budget) {
-                self.target_kbps = target_for(rung, budget);
-                self.out.push_back(QualityOutput::Rung { rung, target_kbps: self.target_kbps, reason });
-            }
+            // Nothing measured this budget: start at the lowest rung and let the ladder climb
+            // on what the link then carries (a keyframe at a high rung into a link that cannot
+            // take it would queue the audio behind it).
+            self.resume_video(now, budget.min(f64::from(Ladder::floor_kbps()) * RESUME_MARGIN));
+        }
+    }
+
+    /// Ends a suspension for the network, at the rung the video budget (kbit/s) allows.
+    fn resume_video(&mut self, now: Instant, budget: f64) {
+        self.resume(now);
+        self.ladder = Ladder::new();
+        self.apply_caps();
+        if let Some((rung, reason)) = self.ladder.update(now, budget, budget) {
+            self.target_kbps = target_for(rung, budget);
+            self.out.push_back(QualityOutput::Rung { rung, target_kbps: self.target_kbps, reason });
         }
     }
 

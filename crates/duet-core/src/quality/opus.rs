@@ -23,8 +23,12 @@ pub const MIN_BPS: u32 = 12_000;
 pub const MAX_BPS: u32 = 48_000;
 /// Share of the estimate audio may take while video is on (48 kb/s from 400 kb/s up).
 const SHARE: f64 = 0.12;
-/// Under this estimate (kbit/s), audio-only calls use 60 ms packets.
+/// Under this estimate (kbit/s), audio-only calls use 60 ms packets ...
 pub const LONG_FRAMES_BELOW_KBPS: f64 = 80.0;
+/// ... and at most this bitrate (good wideband speech): on such a link an estimate that drifts
+/// up while the sender is application-limited would let audio fill the link, and then anything
+/// else (a probe, a retransmission, another application) queues the voice behind it.
+pub const THIN_LINK_MAX_BPS: u32 = 24_000;
 /// Loss (fraction) from which FEC is switched on.
 const FEC_FROM_LOSS: f64 = 0.01;
 
@@ -39,7 +43,9 @@ pub fn settings(estimate_kbps: f64, loss: f64, audio_only: bool) -> AudioSetting
     // Round to 2 kb/s so small estimate wobbles do not reconfigure the encoder every tick.
     let bitrate_bps = bitrate_bps / 2000 * 2000;
     let expected_loss_pct = if fec { ((loss * 100.0).ceil() as u8).min(30) } else { 0 };
-    let frame_ms = if audio_only && estimate_kbps < LONG_FRAMES_BELOW_KBPS { 60 } else { 20 };
+    let thin = audio_only && estimate_kbps < LONG_FRAMES_BELOW_KBPS;
+    let frame_ms = if thin { 60 } else { 20 };
+    let bitrate_bps = if thin { bitrate_bps.min(THIN_LINK_MAX_BPS) } else { bitrate_bps };
     AudioSettings { bitrate_bps, fec, expected_loss_pct, frame_ms }
 }
 
@@ -53,6 +59,15 @@ mod tests {
         assert_eq!(settings(20.0, 0.0, true).bitrate_bps, MIN_BPS);
         let mid = settings(100.0, 0.0, false).bitrate_bps;
         assert!((MIN_BPS..MAX_BPS).contains(&mid), "{mid}");
+    }
+
+    #[test]
+    fn a_thin_audio_only_link_is_never_filled_by_audio() {
+        let thin = settings(75.0, 0.0, true);
+        assert_eq!((thin.bitrate_bps, thin.frame_ms), (THIN_LINK_MAX_BPS, 60));
+        // With video on, or on a better link, the share applies.
+        assert_eq!(settings(75.0, 0.0, false).frame_ms, 20);
+        assert!(settings(200.0, 0.0, true).bitrate_bps > THIN_LINK_MAX_BPS);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use rtc::interceptor::{BandwidthEstimator, PacketReport};
 use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 
 use super::pacer::{Class, Pacer};
+use super::probe::ProbeMeter;
 use super::*;
 
 fn secs(t0: Instant, s: f64) -> Instant {
@@ -138,14 +139,22 @@ fn bars_follow_bandwidth_rtt_and_loss_with_the_reason() {
 #[derive(Clone, Copy)]
 struct LinkState {
     capacity_bps: f64,
+    /// A token bucket's depth: this much passes at once after a quiet spell.
+    burst_bytes: usize,
     loss: f64,
     extra_delay_ms: u64,
 }
 
-const FREE: LinkState = LinkState { capacity_bps: 20_000_000.0, loss: 0.0, extra_delay_ms: 0 };
+const FREE: LinkState = LinkState { capacity_bps: 20_000_000.0, burst_bytes: 0, loss: 0.0, extra_delay_ms: 0 };
 
+/// A cap without a burst: every packet waits for its share of the capacity.
 fn capped(kbps: f64) -> LinkState {
     LinkState { capacity_bps: kbps * 1000.0, ..FREE }
+}
+
+/// A cap as the namespace harness sets it (`tc tbf`, with its burst).
+fn tbf(kbps: f64) -> LinkState {
+    LinkState { burst_bytes: if kbps < 100.0 { 3000 } else { 6144 }, ..capped(kbps) }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -153,10 +162,17 @@ struct Pkt {
     bytes: usize,
     audio: bool,
     frame: u64,
+    /// A probe packet, and its cluster.
+    probe: Option<ProbeCluster>,
 }
 
-/// The sender's encoders, pacer, estimator and controller; a tbf-like bottleneck (100 ms queue);
-/// a receiver that reports arrivals every 50 ms.
+/// Probe packets' SSRC in the reports (media is 1).
+const PROBE_SSRC: u32 = 2;
+/// Probe packets' size on the wire.
+const PROBE_PACKET_BYTES: usize = 1100;
+
+/// The sender's encoders, pacer, prober, estimator and controller; a tbf-like bottleneck (100 ms
+/// queue); a receiver that reports arrivals every 50 ms.
 struct Sim {
     t0: Instant,
     rng: StdRng,
@@ -174,6 +190,9 @@ struct Sim {
     /// Bottleneck: its state now, and when it is free again.
     link: LinkState,
     link_free_at: Instant,
+    /// The bucket's tokens (bits) as of `tokens_at`.
+    tokens: f64,
+    tokens_at: Instant,
     arrivals: Vec<Option<Duration>>,
     reported: usize,
     /// Per frame: packets expected and arrived.
@@ -185,6 +204,10 @@ struct Sim {
     rungs: Vec<(f64, &'static str)>,
     recent_loss: VecDeque<(Instant, bool)>,
     acked: AckedRate,
+    /// Probe packets waiting for their departure, and the measurement of sent ones.
+    probes: VecDeque<(Instant, ProbeCluster)>,
+    meter: ProbeMeter,
+    probe_results: Vec<(f64, ProbeResult)>,
 }
 
 impl Sim {
@@ -208,6 +231,8 @@ impl Sim {
             sent: Vec::new(),
             link: FREE,
             link_free_at: t0,
+            tokens: 0.0,
+            tokens_at: t0,
             arrivals: Vec::new(),
             reported: 0,
             frames: VecDeque::new(),
@@ -216,6 +241,9 @@ impl Sim {
             rungs: Vec::new(),
             recent_loss: VecDeque::new(),
             acked: AckedRate::default(),
+            probes: VecDeque::new(),
+            meter: ProbeMeter::default(),
+            probe_results: Vec::new(),
         };
         sim.apply(t0);
         sim
@@ -242,12 +270,23 @@ impl Sim {
                     self.rungs.push((t, if self.suspended { "audio-only" } else { self.rung.map_or("?", |r| r.name) }));
                 }
                 QualityOutput::Audio(a) => self.audio = a,
+                QualityOutput::Probe(cluster) => {
+                    // As the pacer does: right after an audio packet.
+                    let frame = u128::from(self.audio.frame_ms);
+                    let next_audio = now.duration_since(self.t0).as_millis().div_ceil(frame) * frame;
+                    let after_audio = self.t0 + Duration::from_millis(next_audio as u64 + 1);
+                    let mut at = self.probes.back().map_or(after_audio, |p| p.0.max(after_audio));
+                    for _ in 0..cluster.bytes.div_ceil(PROBE_PACKET_BYTES) {
+                        self.probes.push_back((at, cluster));
+                        at += Duration::from_secs_f64(PROBE_PACKET_BYTES as f64 * 8.0 / cluster.rate_bps);
+                    }
+                }
             }
         }
     }
 
     fn send(&mut self, now: Instant, bytes: usize, audio: bool, frame: u64, keyframe: bool) {
-        let pkt = Pkt { bytes, audio, frame };
+        let pkt = Pkt { bytes, audio, frame, probe: None };
         let class = if audio { Class::Audio } else { Class::Video { frame: (1, frame as u32), keyframe } };
         if let Some(pkt) = self.pacer.push(now, pkt, bytes, class) {
             self.enter_link(now, pkt);
@@ -287,6 +326,13 @@ impl Sim {
             for pkt in self.pacer.release(now) {
                 self.enter_link(now, pkt);
             }
+            while self.probes.front().is_some_and(|p| p.0 <= now) {
+                let Some((_, cluster)) = self.probes.pop_front() else { break };
+                let seq = self.sent.len() as u16;
+                self.meter.on_sent(cluster, PROBE_SSRC, seq, PROBE_PACKET_BYTES, now);
+                let pkt = Pkt { bytes: PROBE_PACKET_BYTES, audio: false, frame: 0, probe: Some(cluster) };
+                self.enter_link(now, pkt);
+            }
             while self.frames.front().is_some_and(|f| now.duration_since(f.3) > Duration::from_secs(2)) {
                 self.frames.pop_front();
             }
@@ -316,10 +362,19 @@ impl Sim {
         self.arrivals.push(None);
         let start = self.link_free_at.max(now);
         let lost = self.rng.random::<f64>() < self.link.loss;
-        if start.duration_since(now) > Duration::from_millis(100) {
-            return; // tail drop
+        // A token bucket: a packet leaves once the tokens for it have accumulated.
+        let capacity = self.link.capacity_bps;
+        let refill = start.duration_since(self.tokens_at).as_secs_f64() * capacity;
+        let tokens = (self.tokens + refill).min(self.link.burst_bytes as f64 * 8.0);
+        let bits = pkt.bytes as f64 * 8.0;
+        let leaves = start + Duration::from_secs_f64((bits - tokens).max(0.0) / capacity);
+        // Tail drop: the queue ahead of it (its own transmission aside) holds over 100 ms.
+        if leaves.duration_since(now) > Duration::from_millis(100) + Duration::from_secs_f64(bits / capacity) {
+            return;
         }
-        self.link_free_at = start + Duration::from_secs_f64(pkt.bytes as f64 * 8.0 / self.link.capacity_bps);
+        self.tokens = (tokens - bits).max(0.0);
+        self.tokens_at = leaves;
+        self.link_free_at = leaves;
         if lost {
             return;
         }
@@ -327,6 +382,7 @@ impl Sim {
         self.arrivals[index] = Some(arrival.duration_since(self.t0));
         if pkt.audio {
             self.audio_at.push(arrival);
+        } else if pkt.probe.is_some() {
         } else if let Some(f) = self.frames.iter_mut().find(|f| f.0 == pkt.frame) {
             f.2 += 1;
             if f.2 == f.1 {
@@ -346,7 +402,7 @@ impl Sim {
         };
         let reports: Vec<PacketReport> = (self.reported..=last)
             .map(|i| PacketReport {
-                ssrc: 1,
+                ssrc: if self.sent[i].0.probe.is_some() { PROBE_SSRC } else { 1 },
                 id: i as u64,
                 rtp_sequence_number: i as u16,
                 is_twcc: true,
@@ -365,7 +421,21 @@ impl Sim {
             }
         }
         self.reported = last + 1;
-        self.gcc.on_reports(now, &reports);
+        // As `peer::interceptors::ReportingEstimator` does: probes are measured, not estimated on.
+        let media: Vec<PacketReport> = reports
+            .into_iter()
+            .filter(|r| !self.meter.on_report(r.ssrc, r.rtp_sequence_number, r.arrival.filter(|_| r.arrived)))
+            .collect();
+        self.gcc.on_reports(now, &media);
+        while let Some(result) = self.meter.poll_result(now) {
+            if let Some(rate) = result.held_rate() {
+                self.gcc.on_probe_result(now, rate);
+            }
+            self.probe_results.push((now.duration_since(self.t0).as_secs_f64(), result));
+            self.controller.on_probe_result(now, result);
+            self.pacer.set_rate(self.gcc.target_bitrate() * pacer::PACING_FACTOR);
+            self.apply(now);
+        }
     }
 
     fn now_s(&self) -> f64 {
@@ -427,13 +497,16 @@ fn a_cap_to_300_kbps_settles_within_3_s_keeps_audio_whole_and_never_oscillates()
 #[test]
 fn a_48_kbps_link_falls_back_to_audio_only_within_3_s_and_audio_goes_on() {
     let mut sim = Sim::new(3);
-    let link = |t: f64| if t < 5.0 { FREE } else { capped(48.0) };
+    let link = |t: f64| if t < 5.0 { FREE } else { tbf(48.0) };
     sim.run(30.0, link);
     assert_eq!(sim.rung_at(8.0), "audio-only", "{:?}", sim.rungs);
     // Probing resumes may happen, but it never sits in video on a link that cannot carry it.
     let in_video: f64 =
         sim.rungs.windows(2).filter(|w| w[0].0 >= 8.0 && w[0].1 != "audio-only").map(|w| w[1].0 - w[0].0).sum();
     assert!(in_video < 3.0, "{in_video} s of video attempts: {:?}", sim.rungs);
+    // Probes went on, each failing, and none cost the audio more than a moment.
+    assert!(sim.probe_results.len() >= 6, "{:?}", sim.probe_results);
+    assert!(sim.probe_results.iter().all(|(_, r)| !r.held()), "{:?}", sim.probe_results);
     assert!(sim.longest_gap_ms(&sim.audio_at, 8.0, 30.0) <= 200, "{:?}", sim.longest_gap_ms(&sim.audio_at, 8.0, 30.0));
     assert_eq!(sim.audio.frame_ms, 60);
 }
@@ -484,4 +557,35 @@ fn after_a_300_kbps_cap_is_lifted_the_estimate_is_back_above_1_mbps_within_5_s()
     eprintln!("estimate above 1 Mb/s {back:?} s after the cap; rungs {:?}", sim.rungs);
     assert!(back.is_some_and(|b| b <= 5.0), "{back:?}");
     assert!(sim.fps(35.0, 40.0) >= 25.0);
+}
+
+#[test]
+fn after_a_48_kbps_stretch_probes_bring_video_back_within_5_s_at_above_1_mbps() {
+    // The benchmark's profile: free, 300 kb/s, 48 kb/s, free (caps as `tc tbf` sets them).
+    let mut sim = Sim::new(8);
+    let link = |t: f64| match t {
+        t if t < 5.0 => FREE,
+        t if t < 15.0 => tbf(300.0),
+        t if t < 30.0 => tbf(48.0),
+        _ => FREE,
+    };
+    sim.run(30.0, link);
+    assert_eq!(sim.rung_at(29.9), "audio-only", "{:?}", sim.rungs);
+    let mut above_1_mbps = None;
+    for tenth in 1..=100 {
+        let t = 30.0 + f64::from(tenth) / 10.0;
+        sim.run(t, link);
+        if above_1_mbps.is_none() && sim.gcc.target_bitrate() > 1_000_000.0 && !sim.suspended {
+            above_1_mbps = Some(t - 30.0);
+        }
+    }
+    let back = sim.rungs.iter().find(|(t, r)| *t >= 30.0 && *r != "audio-only").map_or(f64::MAX, |r| r.0 - 30.0);
+    assert!(back <= 5.0, "video back {back} s after the cap was lifted: {:?}", sim.rungs);
+    assert!(above_1_mbps.is_some_and(|t| t <= 5.0), "{above_1_mbps:?}");
+    // Straight back to the top rung: the probes measured the link, no climb through the ladder.
+    assert_eq!(sim.rung_at(36.0), "720p30", "{:?}", sim.rungs);
+    assert!(sim.fps(37.0, 40.0) >= 25.0, "{} fps", sim.fps(37.0, 40.0));
+    // Audio went on through the 48 kb/s stretch and its probes.
+    let gap = sim.longest_gap_ms(&sim.audio_at, 18.0, 40.0);
+    assert!(gap <= 200, "{gap} ms");
 }
