@@ -130,9 +130,13 @@ fn a_48_kbps_cap_falls_back_to_audio_only_both_ways_and_video_comes_back() {
             timeline(partner),
             recoveries(partner)
         );
-        // Video comes back by itself once the link allows it.
-        let off = me.iter().any(|e| e["event"] == "audio_only" && e["on"] == false && f(&e["_t"]) > cap_off);
-        assert!(off, "{name} stayed audio-only after the cap: {:?}", timeline(me));
+        // Video comes back by itself once the link allows it: probes find out within seconds
+        // (typically 1 to 3 s, BENCHMARKS.md; the margin is for a loaded machine).
+        let off = me.iter().find(|e| e["event"] == "audio_only" && e["on"] == false && f(&e["_t"]) > cap_off);
+        let off = off.map(|e| f(&e["_t"]) - cap_off);
+        assert!(off.is_some_and(|t| t <= 7.0), "{name}'s video back {off:?} s after the cap: {:?}", timeline(me));
+        let s = summary(me);
+        assert!(f(&s["probes"]) >= 3.0 && f(&s["probes_held"]) >= 1.0, "{name}: {s}");
     }
     // Audio went on through the cap.
     let (got, sent) = (f(&sb["audio_frames_decoded"]), f(&sa["audio_frames_sent"]));

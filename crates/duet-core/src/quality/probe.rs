@@ -92,11 +92,13 @@ pub struct Prober {
     next_at: Option<Instant>,
     next_rate: f64,
     in_flight: Option<(ProbeCluster, Instant)>,
+    /// The last cluster held and a faster one follows.
+    climbing: bool,
 }
 
 impl Default for Prober {
     fn default() -> Self {
-        Self { next_id: 1, wanted: false, next_at: None, next_rate: FIRST_PROBE_BPS, in_flight: None }
+        Self { next_id: 1, wanted: false, next_at: None, next_rate: FIRST_PROBE_BPS, in_flight: None, climbing: false }
     }
 }
 
@@ -138,8 +140,10 @@ impl Prober {
             return;
         }
         self.in_flight = None;
-        match result.held_rate() {
-            Some(rate) if result.cluster.rate_bps < MAX_PROBE_BPS => {
+        let held = result.held_rate();
+        self.climbing = held.is_some() && result.cluster.rate_bps < MAX_PROBE_BPS;
+        match held {
+            Some(rate) if self.climbing => {
                 self.next_rate = (rate * 2.0).min(MAX_PROBE_BPS);
                 self.next_at = Some(now);
             }
@@ -152,7 +156,7 @@ impl Prober {
 
     /// A climb of doubling probes is under way (the last probe held and the next is due or out).
     pub fn climbing(&self) -> bool {
-        self.next_rate > FIRST_PROBE_BPS && (self.in_flight.is_some() || self.next_at.is_some())
+        self.climbing
     }
 
     /// When [`Prober::poll`] should run next.
