@@ -9,15 +9,6 @@
 //! libwebrtc's AIMD does: additive only within three deviations of it, and once past that the
 //! ceiling is forgotten (the link got better) and growth is multiplicative, faster while no
 //! overuse has been seen for a while.
-//!
-//! A shallow tail-drop queue (`tc tbf ... latency 100ms`, a home router) defeats both of GCC's
-//! signals: once the queue is full the delay stops growing (no trend, no overuse), and the loss
-//! it causes, a few per cent, is inside the loss controller's 2-10 % "hold" band. Measured at a
-//! 300 kb/s cap: the sender sat at 310-320 kb/s for 3 s while the partner's video fell from 30
-//! to 3 fps. So loss that comes with a standing queue (this batch's one-way delay
-//! [`CONGESTION_QUEUE`] over the lowest of the last [`MIN_DELAY_WINDOW`]) is congestion: the
-//! target backs off to [`LOSS_DECREASE`] of the received rate. Loss on an empty queue (a lossy
-//! radio) is left to the loss controller.
 
 use std::time::{Duration, Instant};
 
@@ -40,26 +31,6 @@ const ADDITIVE_BITS: f64 = 1200.0 * 8.0;
 pub const INTERVAL: Duration = Duration::from_millis(200);
 /// The ceiling's deviation is at least this share of its mean.
 const MIN_DEVIATION: f64 = 0.05;
-/// Growth stops at this many times the received rate (plus [`RECEIVED_SLACK_BPS`]), as in
-/// libwebrtc's AIMD: a sender that sends less than the target (an encoder under its rung's
-/// ceiling, audio-only) proves nothing about the rates above, and the pacer sends keyframes at
-/// the target. Measured at a 300 kb/s cap without this: the target drifted to 1.4 Mb/s while
-/// 200 kb/s went through. Probes (see [`super::probe`]) raise it past this bound.
-pub const RECEIVED_LIMIT: f64 = 2.0;
-/// See [`RECEIVED_LIMIT`].
-pub const RECEIVED_SLACK_BPS: f64 = 10_000.0;
-/// Loss in a feedback batch, and on average, from which, with a standing queue, the target
-/// backs off.
-pub const CONGESTION_LOSS: f64 = 0.02;
-/// A batch's mean one-way delay this far over the recent lowest is a standing queue.
-pub const CONGESTION_QUEUE: Duration = Duration::from_millis(40);
-/// The lowest one-way delay is taken over this window.
-pub const MIN_DELAY_WINDOW: Duration = Duration::from_secs(30);
-/// A batch that arrived at under this share of the received rate is a collapse of the link:
-/// congestion loss then backs off from the batch's rate.
-pub const COLLAPSE: f64 = 0.5;
-/// A backoff for congestion loss: the new target is this share of the received rate.
-pub const LOSS_DECREASE: f64 = 0.9;
 
 /// Delay-based AIMD rate control with a remembered ceiling.
 #[derive(Debug, Clone)]
@@ -119,16 +90,15 @@ impl Aimd {
                         self.ceiling = None;
                     }
                 }
-                let grown = match self.ceiling {
+                self.target = match self.ceiling {
                     Some(_) => self.target + ADDITIVE_BITS * elapsed.as_secs_f64() / INTERVAL.as_secs_f64(),
                     None => {
                         let calm = self.last_overuse.is_none_or(|t| now.saturating_duration_since(t) >= CALM_AFTER);
                         let growth = if calm { FAST_GROWTH } else { SLOW_GROWTH };
                         self.target * growth.powf(elapsed.as_secs_f64())
                     }
-                };
-                let limit = received.map_or(f64::INFINITY, |r| r * RECEIVED_LIMIT + RECEIVED_SLACK_BPS);
-                self.target = grown.min(limit.max(self.target)).clamp(self.min, self.max);
+                }
+                .clamp(self.min, self.max);
                 self.last_change = Some(now);
             }
         }
@@ -143,18 +113,6 @@ impl Aimd {
             self.ceiling = None;
             self.last_change = Some(now);
         }
-    }
-
-    /// Loss with a standing queue at `now`: the target backs off to [`LOSS_DECREASE`] of the
-    /// received rate, as an overuse would (at most once per [`INTERVAL`]).
-    pub fn congestion_loss(&mut self, now: Instant, received: f64) {
-        if self.last_overuse.is_some_and(|t| now.saturating_duration_since(t) < INTERVAL) {
-            return;
-        }
-        self.last_overuse = Some(now);
-        self.remember_ceiling(received);
-        self.target = (received * LOSS_DECREASE).min(self.target).clamp(self.min, self.max);
-        self.last_change = Some(now);
     }
 
     /// Folds a backoff's received rate into the ceiling (a new one far from it starts afresh).
@@ -177,49 +135,9 @@ pub struct Estimator {
     rate: RateCalculator,
     delay: Aimd,
     loss: LossController,
-    queue: QueueDelay,
     min: f64,
     max: f64,
     target: f64,
-}
-
-/// One-way delay (receiver's arrival clock minus departure, up to a constant) over time, to tell
-/// a standing queue from an empty one.
-#[derive(Debug, Default)]
-struct QueueDelay {
-    epoch: Option<Instant>,
-    /// Per batch: when, and its lowest one-way delay (s).
-    lows: std::collections::VecDeque<(Instant, f64)>,
-}
-
-impl QueueDelay {
-    /// Takes a batch's arrived reports; returns its mean queueing delay over the window's lowest,
-    /// and the rate (bit/s) at which the batch arrived (over its span less its last packet).
-    fn batch(&mut self, now: Instant, reports: &[PacketReport]) -> Option<(Duration, Option<f64>)> {
-        let epoch = *self.epoch.get_or_insert_with(|| reports.iter().map(|r| r.departure).min().unwrap_or(now));
-        let delays: Vec<f64> = reports
-            .iter()
-            .filter_map(|r| {
-                let arrival = r.arrival.filter(|_| r.arrived)?;
-                Some(arrival.as_secs_f64() - r.departure.saturating_duration_since(epoch).as_secs_f64())
-            })
-            .collect();
-        let low = delays.iter().copied().reduce(f64::min)?;
-        self.lows.push_back((now, low));
-        while self.lows.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > MIN_DELAY_WINDOW) {
-            self.lows.pop_front();
-        }
-        let floor = self.lows.iter().map(|l| l.1).fold(f64::INFINITY, f64::min);
-        let mean = delays.iter().sum::<f64>() / delays.len() as f64;
-        let arrivals: Vec<(Duration, usize)> =
-            reports.iter().filter_map(|r| r.arrival.filter(|_| r.arrived).map(|a| (a, r.size))).collect();
-        let first = arrivals.iter().map(|a| a.0).min()?;
-        let (last, last_size) = arrivals.iter().max_by_key(|a| a.0).copied()?;
-        let span = last.saturating_sub(first).as_secs_f64();
-        let bytes = arrivals.iter().map(|a| a.1).sum::<usize>() - last_size;
-        let rate = (span >= 0.02).then(|| bytes as f64 * 8.0 / span);
-        Some((Duration::from_secs_f64((mean - floor).max(0.0)), rate))
-    }
 }
 
 impl Estimator {
@@ -232,7 +150,6 @@ impl Estimator {
             rate: RateCalculator::default(),
             delay: Aimd::new(initial, min, max),
             loss: LossController::new(initial, min, max),
-            queue: QueueDelay::default(),
             min,
             max,
             target: initial,
@@ -268,29 +185,9 @@ impl BandwidthEstimator for Estimator {
             }
         }
         let received = self.rate.rate_bits_per_second(now);
-        let lost = reports.iter().filter(|r| !r.arrived).count();
-        let queued = self.queue.batch(now, reports);
-        let loss = self.loss.update(now, lost, reports.len());
-        let lossy = self.loss.average_loss().is_some_and(|l| l >= CONGESTION_LOSS);
-        // The rate averaged over the last window still counts what went through before a
-        // collapse; this batch's own arrival rate does not (taken only when under half of it:
-        // a batch's rate is noisy, a sender's pauses inside it count as idle link).
-        let batch_rate = queued.and_then(|q| q.1).filter(|b| received.is_some_and(|r| *b < r * COLLAPSE));
-        if lost as f64 >= reports.len() as f64 * CONGESTION_LOSS
-            && lossy
-            && let Some((queue, _)) = queued.filter(|q| q.0 >= CONGESTION_QUEUE)
-            && let Some(received) = received.map(|r| batch_rate.map_or(r, |b| b.min(r)))
-        {
-            tracing::debug!(
-                lost,
-                of = reports.len(),
-                queue_ms = queue.as_millis() as u64,
-                received_kbps = (received / 1000.0) as u64,
-                "congestion loss"
-            );
-            self.delay.congestion_loss(now, received);
-        }
         let delay = self.delay.update(now, usage, received);
+        let lost = reports.iter().filter(|r| !r.arrived).count();
+        let loss = self.loss.update(now, lost, reports.len());
         self.target = delay.min(loss).clamp(self.min, self.max);
     }
 
@@ -380,71 +277,6 @@ mod tests {
         // A probe below the target changes nothing.
         e.on_probe_result(at(t0, 200), 400_000.0);
         assert_eq!(e.target_bitrate(), 1_200_000.0);
-    }
-
-    fn report(id: u64, departure: Instant, arrival_ms: Option<u64>) -> PacketReport {
-        PacketReport {
-            ssrc: 1,
-            id,
-            rtp_sequence_number: id as u16,
-            is_twcc: true,
-            twcc_sequence_number: id as u16,
-            size: 1000,
-            arrived: arrival_ms.is_some(),
-            departure,
-            arrival: arrival_ms.map(Duration::from_millis),
-            ecn: Default::default(),
-        }
-    }
-
-    /// Feeds `batches` of 20 packets 10 ms apart, each batch 100 ms after the last: every
-    /// `lose_every`-th packet lost, each arriving `queue_ms(batch)` after an empty-link delay.
-    fn run(e: &mut Estimator, t0: Instant, batches: u64, lose_every: u64, queue_ms: impl Fn(u64) -> u64) {
-        let mut id = 0;
-        for b in 0..batches {
-            let mut reports = Vec::new();
-            for _ in 0..20 {
-                let sent = id * 5;
-                let arrival = (id % lose_every != 0).then_some(sent + 20 + queue_ms(b));
-                reports.push(report(id, at(t0, sent), arrival));
-                id += 1;
-            }
-            e.on_reports(at(t0, b * 100 + 100), &reports);
-        }
-    }
-
-    #[test]
-    fn loss_with_a_standing_queue_backs_off_and_loss_on_an_empty_one_does_not() {
-        let t0 = Instant::now();
-        // 5 % loss, the queue full from the fourth batch on (its delay flat, no trend).
-        let mut congested = Estimator::new(3_000_000.0, 30_000.0, 5_000_000.0);
-        run(&mut congested, t0, 30, 20, |b| if b < 3 { 0 } else { 100 });
-        // The same loss on a link that queues nothing.
-        let mut lossy = Estimator::new(3_000_000.0, 30_000.0, 5_000_000.0);
-        run(&mut lossy, t0, 30, 20, |_| 0);
-        // 20 packets of 1,000 bytes per 100 ms: received under 2 Mb/s.
-        assert!(congested.target_bitrate() < 2_000_000.0, "{}", congested.target_bitrate());
-        assert!(lossy.target_bitrate() > 2_500_000.0, "{}", lossy.target_bitrate());
-    }
-
-    #[test]
-    fn the_target_grows_no_further_than_one_and_a_half_times_what_is_received() {
-        let t0 = Instant::now();
-        let mut a = Aimd::new(300_000.0, 30_000.0, 5_000_000.0);
-        for i in 0..50 {
-            a.update(at(t0, i * 200), Usage::Normal, Some(200_000.0));
-        }
-        assert_eq!(a.target(), 410_000.0);
-        // Above the bound already: it holds there, never falls for it.
-        let mut b = Aimd::new(1_000_000.0, 30_000.0, 5_000_000.0);
-        b.update(t0, Usage::Normal, Some(200_000.0));
-        assert_eq!(b.target(), 1_000_000.0);
-        // Without a received rate yet, growth is free.
-        let mut c = Aimd::new(300_000.0, 30_000.0, 5_000_000.0);
-        for i in 0..10 {
-            c.update(at(t0, i * 200), Usage::Normal, None);
-        }
-        assert!(c.target() > 400_000.0);
     }
 
     #[test]

@@ -190,9 +190,8 @@ pub struct QualityController {
     /// The last raw estimate (bit/s), and when it last dropped.
     last_raw_bps: Option<f64>,
     last_drop: Option<Instant>,
-    /// Recent estimates (kbit/s: capped by the acknowledged rate and its calm growth; not capped;
-    /// capped by what was acknowledged or probed alone) over [`STABLE_WINDOW`].
-    estimates: VecDeque<(Instant, f64, f64, f64)>,
+    /// Recent estimates (kbit/s; capped by the acknowledged rate, and not) over [`STABLE_WINDOW`].
+    estimates: VecDeque<(Instant, f64, f64)>,
     loss: f64,
     rtt_ms: Option<f64>,
     suspended: Option<AudioOnlyCause>,
@@ -358,22 +357,17 @@ impl QualityController {
 
     fn decide(&mut self, now: Instant, estimate_bps: f64, acked_bps: Option<f64>, loss: f64, rtt_ms: Option<f64>) {
         let unchecked_kbps = estimate_bps / 1000.0;
-        let vouched_kbps = estimate_bps.min(self.vouched_bps(now, acked_bps)) / 1000.0;
         let estimate_bps = estimate_bps.min(self.allowed_bps(now, estimate_bps, acked_bps, loss));
-        self.estimates.push_back((now, estimate_bps / 1000.0, unchecked_kbps, vouched_kbps));
+        self.estimates.push_back((now, estimate_bps / 1000.0, unchecked_kbps));
         while self.estimates.front().is_some_and(|(t, ..)| now.duration_since(*t) > STABLE_WINDOW) {
             self.estimates.pop_front();
         }
         self.estimate_kbps = estimate_bps / 1000.0;
         self.stable_kbps = self.estimates.iter().map(|e| e.1).fold(f64::INFINITY, f64::min);
-        // Going up a rung is judged on what the partner acknowledged (x 1.25, plus a little) or a
-        // probe measured: measured at a 300 kb/s cap, an estimator that has room to grow while
-        // the encoder is under its target reached 600 kb/s and the ladder went up to 360p30,
-        // into a link that could not carry it. Where probes cannot be sent (and out of
-        // audio-only for want of them), the estimator alone: the switch is itself the probe, and
-        // one that fails backs off.
+        // Going up (a rung, or out of audio-only) is judged on the estimator alone: the sender
+        // is held to what was acknowledged, so that rate cannot show room for more. The switch
+        // is itself the probe; one that fails backs off.
         let unchecked = self.estimates.iter().map(|e| e.2).fold(f64::INFINITY, f64::min);
-        let vouched = self.estimates.iter().map(|e| e.3).fold(f64::INFINITY, f64::min);
         self.loss = loss.clamp(0.0, 1.0);
         self.rtt_ms = rtt_ms;
         self.update_audio();
@@ -382,7 +376,6 @@ impl QualityController {
         let raw = self.video_budget_kbps(self.estimate_kbps);
         let budget = self.video_budget_kbps(self.stable_kbps);
         let up_budget = self.video_budget_kbps(unchecked);
-        let rung_up_budget = if self.probing_unavailable { up_budget } else { self.video_budget_kbps(vouched) };
         match self.suspended {
             Some(AudioOnlyCause::Network) => self.maybe_resume(now, up_budget),
             Some(_) => {}
@@ -390,7 +383,7 @@ impl QualityController {
                 if self.maybe_suspend(now, raw) {
                     return;
                 }
-                if let Some((rung, reason)) = self.ladder.update(now, raw, rung_up_budget) {
+                if let Some((rung, reason)) = self.ladder.update(now, raw, up_budget) {
                     self.target_kbps = target_for(rung, budget);
                     self.out.push_back(QualityOutput::Rung { rung, target_kbps: self.target_kbps, reason });
                 } else {
@@ -435,7 +428,9 @@ impl QualityController {
             self.allowed = None;
             return f64::INFINITY;
         };
-        let floor = self.vouched_bps(now, Some(acked));
+        // A recent probe measured the link itself.
+        let probed = self.probed.filter(|(_, at)| now.duration_since(*at) <= STABLE_WINDOW).map_or(0.0, |p| p.0);
+        let floor = (acked * ACKED_FACTOR + ACKED_SLACK_KBPS * 1000.0).max(probed);
         let calm = loss < 0.02 && self.last_drop.is_none_or(|t| now.duration_since(t) >= CALM_FOR);
         let allowed = match self.allowed {
             Some((prev, at)) if calm => floor.max(prev * CALM_GROWTH.powf(now.duration_since(at).as_secs_f64())),
@@ -444,15 +439,6 @@ impl QualityController {
         .min(estimate_bps);
         self.allowed = Some((allowed, now));
         allowed
-    }
-
-    /// What the link is known to carry (bit/s): the acknowledged rate x [`ACKED_FACTOR`] plus
-    /// [`ACKED_SLACK_KBPS`], or what a probe measured in the last [`STABLE_WINDOW`] (unbounded
-    /// before feedback covers a window).
-    fn vouched_bps(&self, now: Instant, acked_bps: Option<f64>) -> f64 {
-        let Some(acked) = acked_bps else { return f64::INFINITY };
-        let probed = self.probed.filter(|(_, at)| now.duration_since(*at) <= STABLE_WINDOW).map_or(0.0, |p| p.0);
-        (acked * ACKED_FACTOR + ACKED_SLACK_KBPS * 1000.0).max(probed)
     }
 
     /// The kbit/s left for video at an estimate once audio and its headers are paid for.
