@@ -108,6 +108,39 @@ fn a_fresh_connection_keeps_a_network_suspension_until_the_new_estimate_allows_v
 }
 
 #[test]
+fn the_estimate_alone_resumes_video_soon_only_where_probes_cannot_be_sent() {
+    // Suspended for the network, then an estimate that would allow video: where probes can be
+    // sent (and fail) the estimate is not taken at its word for 30 s; where a probe could not be sent (no
+    // RTX negotiated) it resumes after the usual 3 s backoff and 2 s hold.
+    let resumed_after = |probes_sent: bool| {
+        let t0 = Instant::now();
+        let mut c = QualityController::new((640, 360, 30), Quality::Auto);
+        for i in 0..20 {
+            c.update(secs(t0, 0.2 * f64::from(i)), 40_000.0, None, 0.0, None);
+        }
+        assert_eq!(c.suspended(), Some(AudioOnlyCause::Network));
+        for i in 20..200 {
+            let now = secs(t0, 0.2 * f64::from(i));
+            c.update(now, 1_500_000.0, None, 0.0, None);
+            for out in drain(&mut c) {
+                if let QualityOutput::Probe(cluster) = out {
+                    c.on_probe_result(now, ProbeResult::failed(cluster, probes_sent));
+                }
+            }
+            if c.suspended().is_none() {
+                return Some(0.2 * f64::from(i) - 4.0);
+            }
+        }
+        None
+    };
+    let without = resumed_after(false).expect("resumed without probes");
+    assert!(without <= 6.0, "{without}");
+    // 30 s after the suspension (ten times the first backoff), at the lowest rung.
+    let with = resumed_after(true);
+    assert!(with.is_some_and(|t| t >= 25.0), "the estimate alone resumed after {with:?} s while probes failed");
+}
+
+#[test]
 fn the_partners_suspension_is_reported_with_its_cause() {
     let mut c = QualityController::new((1280, 720, 30), Quality::Auto);
     c.set_partner_suspended(Some(AudioOnlyCause::Network));
