@@ -41,6 +41,9 @@ pub const MIN_ARRIVED: f64 = 0.8;
 pub const HELD_SHARE: f64 = 0.7;
 /// Feedback on a cluster's packets is awaited this long after its last packet left.
 pub const RESULT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// A cluster asked for this long ago without a result counts as failed (it was never sent, or
+/// its result was lost with a replaced connection).
+pub const UNANSWERED_AFTER: Duration = Duration::from_millis(1060);
 
 /// A cluster to send: `bytes` of packets paced at `rate_bps`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,7 +119,7 @@ impl Prober {
     /// The next cluster to send, if one is due at `now`.
     pub fn poll(&mut self, now: Instant) -> Option<ProbeCluster> {
         if let Some((cluster, sent)) = self.in_flight
-            && now.saturating_duration_since(sent) >= RESULT_TIMEOUT + CLUSTER_DURATION * 4
+            && now.saturating_duration_since(sent) >= UNANSWERED_AFTER
         {
             self.on_result(now, ProbeResult::failed(cluster, true));
         }
@@ -157,14 +160,6 @@ impl Prober {
     /// A climb of doubling probes is under way (the last probe held and the next is due or out).
     pub fn climbing(&self) -> bool {
         self.climbing
-    }
-
-    /// When [`Prober::poll`] should run next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.in_flight {
-            Some((_, sent)) => Some(sent + RESULT_TIMEOUT + CLUSTER_DURATION * 4),
-            None => self.next_at,
-        }
     }
 }
 
@@ -360,7 +355,7 @@ mod tests {
         let mut p = Prober::default();
         p.set_wanted(t0, true);
         let first = p.poll(ms(t0, 1500)).unwrap();
-        let timeout = p.poll_timeout().unwrap();
+        let timeout = ms(t0, 1500) + UNANSWERED_AFTER;
         assert_eq!(p.poll(timeout), None);
         let again = p.poll(timeout + PROBE_INTERVAL).expect("probing goes on");
         assert_ne!(again.id, first.id);
