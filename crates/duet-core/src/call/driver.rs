@@ -537,8 +537,12 @@ impl Driver {
     }
 
     fn apply_video_state(&self) {
+        let on = self.camera_on && self.controller.suspended().is_none();
         if let Some(v) = &self.video_sender {
-            v.set_enabled(self.camera_on && self.controller.suspended().is_none());
+            v.set_enabled(on);
+        }
+        if let (false, Some(live)) = (on, &self.live) {
+            live.peer.drop_queued_video();
         }
     }
 

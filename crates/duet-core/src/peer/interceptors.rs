@@ -6,7 +6,7 @@
 //! interceptor chain).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ pub(super) struct TransportMeters {
     pub(super) acked_bps: AtomicU64,
     /// Video packets the pacer dropped because they waited too long.
     pub(super) video_dropped: AtomicU64,
+    /// Video stopped: the pacer drops what it holds (set by the peer, taken by the pacer).
+    pub(super) drop_queued_video: AtomicBool,
     probes: Mutex<Probes>,
 }
 
@@ -211,6 +213,14 @@ impl PriorityPacer {
     /// Lays out the clusters asked for as RTX copies of recent video packets, each leaving when
     /// the cluster's rate allows, from right after an audio packet (`after_audio`). Without
     /// video sent yet (or without RTX) a cluster fails at once.
+    /// Drops the queued video if the peer said video stopped (before anything newer is queued:
+    /// the flag is taken with the next packet or timeout, whichever comes first).
+    fn take_video_stop(&mut self) {
+        if self.meters.drop_queued_video.swap(false, Ordering::Relaxed) {
+            self.pacer.drop_video();
+        }
+    }
+
     fn schedule_probes(&mut self, now: Instant, after_audio: bool) {
         let meters = self.meters.clone();
         let mut probes = meters.probes();
@@ -292,6 +302,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
             Class::Video { frame: (rtp.header.ssrc, rtp.header.timestamp), keyframe: starts_vp8_keyframe(&rtp.payload) }
         };
         let now = msg.now;
+        self.take_video_stop();
         if let Some(audio) = self.pacer.push(now, msg, bytes, class) {
             self.urgent.push_back(audio);
         }
@@ -305,6 +316,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for PriorityPacer {
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.take_video_stop();
         for mut packet in self.pacer.release(now) {
             // The departure instant: what leaves now is recorded as leaving now, so the queueing
             // here is never charged to the network.
@@ -621,6 +633,25 @@ mod probe_tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn video_stopped_drops_the_queued_video_and_audio_goes_on() {
+        let (mut pacer, meters) = pacer();
+        let t0 = Instant::now();
+        // A 40,000-byte keyframe: 160 ms of queue at 2 Mb/s.
+        for seq in 0..40u16 {
+            let mut payload = vec![0u8; 1000];
+            payload[0] = if seq == 0 { 0x10 } else { 0x00 };
+            write(&mut pacer, t0, VIDEO, 100 + seq, &payload);
+        }
+        let before = run(&mut pacer, t0, 0, 20);
+        assert!(!before.is_empty() && before.len() < 40, "{} left", before.len());
+        meters.drop_queued_video.store(true, Ordering::Relaxed);
+        write(&mut pacer, t0 + Duration::from_millis(20), AUDIO, 1, &[0; 100]);
+        let after = run(&mut pacer, t0, 20, 500);
+        assert_eq!(after.iter().map(|(_, p)| p.header.ssrc).collect::<Vec<_>>(), vec![AUDIO]);
+        assert_eq!(pacer.poll_timeout(), None);
     }
 
     #[test]

@@ -548,6 +548,11 @@ impl Peer {
         TransportMeters::load(&self.meters.target_bps)
     }
 
+    /// Video sending stopped: the send queue drops the video it still holds.
+    pub fn drop_queued_video(&self) {
+        self.meters.drop_queued_video.store(true, Ordering::Relaxed);
+    }
+
     /// Sends a probe cluster (see [`crate::quality::probe`]).
     pub fn probe(&self, cluster: ProbeCluster) {
         self.meters.probes().requested.push_back(cluster);

@@ -153,6 +153,17 @@ impl<P> Pacer<P> {
         Some(last + wait)
     }
 
+    /// Video has stopped (suspended, camera off): what is queued is dropped, keyframes and the
+    /// frame leaving too. A keyframe queued at a thin link's rate would otherwise hold the
+    /// bottleneck, and the audio behind it, for seconds after the last frame mattered.
+    pub fn drop_video(&mut self) {
+        self.dropped_video += self.video.len() as u64;
+        self.video.clear();
+        self.keyframes.clear();
+        self.in_progress = None;
+        self.broken = false;
+    }
+
     /// Video packets dropped because they waited too long, so far.
     pub fn dropped_video(&self) -> u64 {
         self.dropped_video
@@ -324,5 +335,27 @@ mod tests {
         let next = p.poll_timeout().expect("a packet is queued");
         assert!(next > t0 && next <= t0 + Duration::from_millis(13), "{:?}", next - t0);
         assert_eq!(p.release(next), vec![4]);
+    }
+
+    #[test]
+    fn stopping_video_drops_what_is_queued_keyframes_included() {
+        let t0 = Instant::now();
+        let mut pacer = Pacer::new(30_000.0);
+        let keyframe = Class::Video { frame: (1, 1), keyframe: true };
+        for i in 0..6 {
+            assert!(pacer.push(t0, ('v', i), 1000, keyframe).is_none());
+        }
+        // At 30 kb/s the keyframe alone would hold the link for 1.6 s.
+        assert!(!pacer.release(t0).is_empty());
+        pacer.drop_video();
+        let later =
+            run(
+                &mut pacer,
+                t0,
+                2000,
+                |t| if t % 60 == 0 { vec![(('a', t as u32), 100, Class::Audio)] } else { vec![] },
+            );
+        assert!(later.iter().all(|((kind, _), _)| *kind == 'a'), "{later:?}");
+        assert_eq!(pacer.poll_timeout(), None);
     }
 }

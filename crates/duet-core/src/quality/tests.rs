@@ -300,6 +300,9 @@ impl Sim {
                 QualityOutput::AudioOnly { on, .. } => {
                     self.suspended = on;
                     self.keyframe_due = true;
+                    if on {
+                        self.pacer.drop_video();
+                    }
                     self.rungs.push((t, if self.suspended { "audio-only" } else { self.rung.map_or("?", |r| r.name) }));
                 }
                 QualityOutput::Audio(a) => self.audio = a,
