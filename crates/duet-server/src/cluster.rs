@@ -780,9 +780,9 @@ impl PoolWorker {
                 PoolOp::JoinCode { code, entry, .. } => {
                     self.code_answer(code, entry, redis::from_redis_value(answer).unwrap_or_default()).await
                 }
-                PoolOp::Claim { session, ack, .. } => {
+                PoolOp::Claim { session, .. } => {
                     let answer = redis::from_redis_value(answer).unwrap_or_default();
-                    self.backend.input(Input::Claimed(Box::new(directory::claimed(session, ack, answer))));
+                    self.backend.input(Input::Claimed(Box::new(directory::claimed(session, answer))));
                 }
                 PoolOp::Leave { .. }
                 | PoolOp::LeaveCode { .. }
@@ -819,7 +819,7 @@ impl PoolWorker {
                 inv.arg("leave").arg(session).arg("").arg(0).arg(ROOM_TTL_SECS).arg(DEVICE_BLOCKS_PREFIX);
                 inv
             }
-            PoolOp::Claim { session, partner, .. } => {
+            PoolOp::Claim { session, partner } => {
                 directory::claim(&scripts.claim, &self.node, session, partner.as_deref())
             }
             PoolOp::Release { session } => directory::release(&scripts.release, &self.node, session),

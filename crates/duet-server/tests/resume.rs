@@ -18,6 +18,7 @@ both_modes!(
     a_second_hello_while_the_old_socket_is_half_open_takes_over,
     a_silent_client_is_detected_within_the_idle_timeout,
     after_the_grace_period_the_token_starts_a_fresh_session,
+    a_token_of_a_session_that_ended_starts_a_fresh_session_on_every_node,
     a_queued_session_that_loses_its_socket_keeps_its_place,
 );
 
@@ -151,6 +152,32 @@ async fn after_the_grace_period_the_token_starts_a_fresh_session(mode: Mode) {
     let a2 = Client::hello_on_replay(raw(service.url(0)).await, token).await;
     assert!(!a2.resumed);
     assert_ne!(a2.client.session_id, old);
+}
+
+/// a (client 0) and b (client 1) are paired; a's socket dies and its grace period runs out, so
+/// its session ends. Its token starts a new session wherever it comes back: on its own node
+/// and, in a service, on the other node too (which did not sign it). b's session lives: its
+/// token still resumes on a's node.
+async fn a_token_of_a_session_that_ended_starts_a_fresh_session_on_every_node(mode: Mode) {
+    let hub = HubConfig { resume_grace: Duration::from_millis(300), ..HubConfig::default() };
+    let service = Service::start(mode, hub).await;
+    let (a, mut b) = service.matched_pair().await;
+    let (token, old) = (a.token.clone(), a.session_id.clone());
+    drop(a);
+    b.expect("peer_reconnecting").await;
+    let left = b.expect("peer_left").await;
+    assert!(matches!(left.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout }));
+    service.ended(&old).await;
+    for client in [1, 0] {
+        let a2 = Client::hello_on_replay(raw(service.url(client)).await, token.clone()).await;
+        assert!(!a2.resumed, "an ended session's token resumed on client {client}'s node");
+        assert_ne!(a2.client.session_id, old, "an ended session was restored on client {client}'s node");
+    }
+    // A live session's token is not refused anywhere.
+    b.send(ClientMessage::Ack { seq: b.last_seq }).await;
+    let b2 = Client::hello_on_replay(raw(service.url(0)).await, b.token.clone()).await;
+    assert!(b2.resumed);
+    assert_eq!(b2.client.session_id, b.session_id);
 }
 
 /// A client that resumed, with what was replayed before its `welcome`.

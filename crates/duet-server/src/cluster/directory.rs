@@ -3,6 +3,10 @@
 //! - `duet:{pool}:home:<session>` holds the node of a live session: set by [`CLAIM_SCRIPT`] when
 //!   a node takes a session (new or restored), removed by [`RELEASE_SCRIPT`] when it ends there,
 //!   and expiring with the session's restorable age otherwise (its node died and nobody came back).
+//! - `duet:{pool}:ended:<session>` says a session ended for good (its grace period ran out on its
+//!   node): set by [`RELEASE_SCRIPT`] for as long as a token of the session could be restored, it
+//!   makes [`CLAIM_SCRIPT`] refuse the session, so its tokens start new sessions on every node.
+//!   (A live session without a directory entry, as after a Redis restart, is still restored.)
 //! - [`watch_nodes`] reads every node's heartbeat ([`ALIVE_KEY`]) each [`WATCH_EVERY`] and feeds
 //!   [`Input::NodeDown`] once for each node whose heartbeat ran out. When this node's own
 //!   heartbeat was seen over (its writes were late), other nodes' scripts may have removed its
@@ -29,24 +33,42 @@ pub fn home_key(session: &str) -> String {
     format!("{HOME_KEY_PREFIX}{session}")
 }
 
-/// Takes a session for a node. KEYS: the session's home, the partner's home (optional). ARGV:
-/// node id, TTL (s). Returns `{previous node or '', partner's node or ''}`.
+/// Prefix of the keys that say a session ended (in the pool's hash slot, with its home).
+pub const ENDED_KEY_PREFIX: &str = "duet:{pool}:ended:";
+
+/// The key that says `session` ended for good.
+pub fn ended_key(session: &str) -> String {
+    format!("{ENDED_KEY_PREFIX}{session}")
+}
+
+/// Takes a session for a node, unless it ended. KEYS: the session's home, its ended key, the
+/// partner's home (optional). ARGV: node id, TTL (s). Returns `{previous node or '', partner's
+/// node or ''}`, or `{'', '', 'ended'}` (and takes nothing) if the session ended.
 pub const CLAIM_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'', '', 'ended'} end
 local previous = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 local partner = false
-if KEYS[2] then partner = redis.call('GET', KEYS[2]) end
+if KEYS[3] then partner = redis.call('GET', KEYS[3]) end
 return {previous or '', partner or ''}
 "#;
 
-/// Ends a session's entry if it is still the node's. KEYS: the session's home. ARGV: node id.
+/// A session ended for good on a node: its entry goes if it is still the node's, and the session
+/// is recorded as ended unless another node holds it now (restored there, it lives on). KEYS:
+/// the session's home, its ended key. ARGV: node id, how long the record lives (s).
 pub const RELEASE_SCRIPT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+local home = redis.call('GET', KEYS[1])
+if home == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if home == ARGV[1] or not home then redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[2])) end
 return 1
 "#;
 
 /// How long a directory entry outlives its last claim: as long as its token can be restored.
 pub const HOME_TTL_SECS: u64 = MAX_RESTORE_AGE_SECS;
+
+/// How long the record that a session ended lives: as long as its newest token can be restored,
+/// and 5 minutes more for clocks of nodes that disagree (a node judges a token's age by its own).
+pub const ENDED_TTL_SECS: u64 = MAX_RESTORE_AGE_SECS + 300;
 
 /// The claim script's call for `session` (and the partner its token names).
 pub fn claim<'a>(
@@ -56,6 +78,7 @@ pub fn claim<'a>(
     partner: Option<&str>,
 ) -> redis::ScriptInvocation<'a> {
     let mut inv = script.key(home_key(session));
+    inv.key(ended_key(session));
     if let Some(p) = partner {
         inv.key(home_key(p));
     }
@@ -66,14 +89,16 @@ pub fn claim<'a>(
 /// The release script's call for `session`.
 pub fn release<'a>(script: &'a redis::Script, node: &str, session: &str) -> redis::ScriptInvocation<'a> {
     let mut inv = script.key(home_key(session));
-    inv.arg(node);
+    inv.key(ended_key(session));
+    inv.arg(node).arg(ENDED_TTL_SECS);
     inv
 }
 
-/// The claim script's answer, as the hub takes it (with the claim's `ack`).
-pub fn claimed(session: String, ack: Option<u64>, answer: Vec<String>) -> Claimed {
+/// The claim script's answer, as the hub takes it.
+pub fn claimed(session: String, answer: Vec<String>) -> Claimed {
     let node = |i: usize| answer.get(i).filter(|n| !n.is_empty()).cloned();
-    Claimed { session, previous: node(0), partner_node: node(1), ack }
+    let ended = answer.get(2).is_some_and(|e| e == "ended");
+    Claimed { session, previous: node(0), partner_node: node(1), ended }
 }
 
 /// Reads the session directory.
@@ -219,7 +244,9 @@ mod tests {
 
     #[test]
     fn an_empty_answer_part_is_no_node() {
-        let c = claimed("s".into(), None, vec!["".into(), "node-b".into()]);
-        assert_eq!((c.previous, c.partner_node), (None, Some("node-b".into())));
+        let c = claimed("s".into(), vec!["".into(), "node-b".into()]);
+        assert_eq!((c.previous, c.partner_node, c.ended), (None, Some("node-b".into()), false));
+        let c = claimed("s".into(), vec!["".into(), "".into(), "ended".into()]);
+        assert_eq!((c.previous, c.partner_node, c.ended), (None, None, true));
     }
 }

@@ -85,17 +85,15 @@ pub enum PoolOp {
         /// The session's public id.
         session: String,
     },
-    /// This node now holds `session` (new, or restored from its token): record it in the
-    /// session directory, and say where it was before and where `partner` is. Answered with
+    /// This node now holds `session` (new, or to be restored from its token): record it in the
+    /// session directory, and say where it was before and where `partner` is, unless the
+    /// session ended for good (then nothing is recorded). Answered with
     /// [`super::Input::Claimed`].
     Claim {
         /// The session's public id.
         session: String,
         /// The partner its token names, if any.
         partner: Option<String>,
-        /// A restored session's `ack` in its `hello`: the last message its client processed
-        /// from the node that held it (echoed in [`Claimed`]).
-        ack: Option<u64>,
     },
     /// Two devices never meet again, on any node (a block or report between them).
     BlockDevices {
@@ -104,7 +102,9 @@ pub enum PoolOp {
         /// The other.
         b: String,
     },
-    /// `session` ended on this node: its directory entry goes (if it is still this node's).
+    /// `session` ended on this node for good: its directory entry goes (if it is still this
+    /// node's), and the service remembers that it ended, so that no node restores it from its
+    /// tokens.
     Release {
         /// The session's public id.
         session: String,
@@ -120,8 +120,9 @@ pub struct Claimed {
     pub previous: Option<String>,
     /// The node holding the partner the token named, if it is in the directory.
     pub partner_node: Option<String>,
-    /// The claim's `ack`, echoed.
-    pub ack: Option<u64>,
+    /// The session ended for good on some node ([`PoolOp::Release`]): it was not claimed, and
+    /// its tokens start new sessions.
+    pub ended: bool,
 }
 
 /// What the shared store did with a [`PoolOp::JoinCode`].
@@ -394,7 +395,8 @@ impl Hub {
         // A store that lost the pool lost the session directory too.
         let held: Vec<u64> = self.sessions.keys().copied().collect();
         for key in held {
-            self.claim(key, None, None);
+            let session = self.public_id(key).to_string();
+            self.claim(session, None);
         }
     }
 

@@ -27,7 +27,8 @@ use tracing::{debug, info};
 use super::blocks::Device;
 use super::cluster::{Claimed, PeerEvent, PoolOp, RemoteMsg, RemotePeer};
 use super::session::State;
-use super::{CLOSE_REPLACED, Hub, Now, Output, Timer};
+use super::token::Claims;
+use super::{CLOSE_REPLACED, ConnId, Hub, Now, Output, PendingHello, PendingRestore, Timer};
 
 /// Signals held for a lost partner, at most; older ones are dropped first (the clients
 /// renegotiate after `peer_resumed` anyway).
@@ -93,16 +94,46 @@ impl Hub {
         }
     }
 
-    /// The session `key` now lives on this node (`partner`: the partner its token names;
-    /// `ack`: what its client acknowledged of the node that held it).
-    pub(super) fn claim(&mut self, key: u64, partner: Option<String>, ack: Option<u64>) {
+    /// The session `session` lives on this node from now on (`partner`: the partner its token
+    /// names).
+    pub(super) fn claim(&mut self, session: String, partner: Option<String>) {
         if self.clustered() {
-            let session = self.public_id(key).to_string();
-            self.out.push_back(Output::Pool(Box::new(PoolOp::Claim { session, partner, ack })));
+            self.out.push_back(Output::Pool(Box::new(PoolOp::Claim { session, partner })));
         }
     }
 
-    /// The session `key` ended on this node.
+    /// A `hello` on `conn` with a token of a session another node may hold or have ended: the
+    /// session is claimed, and restored when the directory answers that it has not ended
+    /// ([`Hub::claimed`]). A second `hello` with the same session's token meanwhile takes the
+    /// place of the first, as a resume replaces an older socket (the first token's pairing is
+    /// the one claimed).
+    pub(super) fn restore_when_claimed(&mut self, conn: ConnId, hello: PendingHello, claims: Claims) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.restoring = true;
+        }
+        let session = claims.session.clone();
+        let partner = claims.pairing.as_ref().map(|p| p.partner.clone());
+        match self.restoring.get_mut(&session) {
+            Some(pending) => {
+                let old = std::mem::replace(&mut pending.conn, conn);
+                pending.hello = hello;
+                if self.conns.remove(&old).is_some() {
+                    self.out.push_back(Output::Close {
+                        conn: old,
+                        code: CLOSE_REPLACED,
+                        reason: "replaced by a new connection",
+                    });
+                }
+            }
+            None => {
+                debug!(session = %session, "token of a session held elsewhere; asking the session directory");
+                self.restoring.insert(session.clone(), PendingRestore { conn, hello, claims });
+                self.claim(session, partner);
+            }
+        }
+    }
+
+    /// The session `key` ended on this node for good.
     pub(super) fn release(&mut self, key: u64) {
         if self.clustered() {
             let session = self.public_id(key).to_string();
@@ -110,14 +141,32 @@ impl Hub {
         }
     }
 
-    /// The directory's answer to a claim: the old copy is dropped, and a restored session that
-    /// waits for its partner asks the partner's node to rejoin the pair.
-    pub(super) fn claimed(&mut self, c: Claimed) {
+    /// The directory's answer to a claim: a session whose token waited for it is restored (or,
+    /// if it ended, its client gets a new session), the old copy is dropped, and a restored
+    /// session that waits for its partner asks the partner's node to rejoin the pair.
+    pub(super) fn claimed(&mut self, now: Now, c: Claimed) {
         let Some(here) = self.cfg.cluster_node.clone() else { return };
+        let mut ack = None;
+        if let Some(PendingRestore { conn, hello, claims }) = self.restoring.remove(&c.session) {
+            let open = self.conns.get_mut(&conn).map(|c| c.restoring = false).is_some();
+            if c.ended {
+                info!(session = %c.session, "resume token of a session that ended; starting a new session");
+                if open && !self.shutting_down {
+                    self.new_session(now, conn, hello.id, hello.client);
+                }
+                return;
+            }
+            ack = hello.ack;
+            let key = self.restore(now, conn, hello.id, hello.client, claims);
+            if !open {
+                // Its socket closed while the directory answered: the session waits for it here.
+                self.detach(now, key);
+            }
+        }
         let Some(key) = self.by_public.get(&c.session).copied() else { return };
         if let Some(previous) = c.previous.filter(|n| *n != here) {
             debug!(session = %c.session, node = %previous, "session restored here; its old copy is dropped");
-            let msg = RemoteMsg::Taken { session: c.session.clone(), node: here.clone(), ack: c.ack };
+            let msg = RemoteMsg::Taken { session: c.session.clone(), node: here.clone(), ack };
             self.out.push_back(Output::Remote { node: previous.clone(), msg: Box::new(msg) });
             self.moved_in.insert(c.session.clone(), previous);
         }
@@ -418,7 +467,7 @@ impl Hub {
 mod tests {
     use std::time::Duration;
 
-    use duet_proto::{ClientMessage, SignalPayload};
+    use duet_proto::{ClientFrame, ClientMessage, ErrorCode, SignalPayload};
 
     use super::super::cluster::tests::{Node, join, joined, remote_entry};
     use super::*;
@@ -457,18 +506,19 @@ mod tests {
         let mut b = Node::named("b", None);
         let (y, y_id) = paired_with_remote(&mut b, 1, "x");
         let mut c = Node::named("c", Some(key()));
-        let x = hello_restored_on_c(&mut c, &y_id);
-        assert_eq!(c.kinds_to(x), ["welcome", "peer_reconnecting"]);
-        assert_eq!(c.pool.last(), Some(&PoolOp::Claim { session: "x".into(), partner: Some(y_id.clone()), ack: None }));
+        let x = hello_restored_on_c(&mut c, &y_id, Some(4));
+        assert_eq!(c.kinds_to(x), [] as [&str; 0], "x waits for the session directory");
+        assert_eq!(c.pool.last(), Some(&PoolOp::Claim { session: "x".into(), partner: Some(y_id.clone()) }));
 
         // The directory says where x was and where y is.
         let answer = Claimed {
             session: "x".into(),
             previous: Some("there".into()),
             partner_node: Some("b".into()),
-            ack: Some(4),
+            ended: false,
         };
         c.input(Input::Claimed(Box::new(answer)));
+        assert_eq!(c.kinds_to(x), ["welcome", "peer_reconnecting"]);
         assert_eq!(
             sent_to(&mut c, "there"),
             [RemoteMsg::Taken { session: "x".into(), node: "c".into(), ack: Some(4) }]
@@ -640,9 +690,9 @@ mod tests {
         assert_eq!(n.last_to(x), &late);
     }
 
-    /// On node "c": x says hello with its token, which names partner `y_id`. Returns x's
-    /// connection.
-    fn hello_restored_on_c(c: &mut Node, y_id: &str) -> ConnId {
+    /// On node "c": x says hello with its token, which names partner `y_id`, having processed
+    /// its old node's messages up to `ack`. Returns x's connection.
+    fn hello_restored_on_c(c: &mut Node, y_id: &str, ack: Option<u64>) -> ConnId {
         let claims = Claims {
             session: "x".into(),
             pairing: Some(Pairing { partner: y_id.into(), polite: false }),
@@ -652,18 +702,79 @@ mod tests {
         };
         let x = ConnId(7);
         c.input(Input::Opened(x));
-        c.msg(x, ClientMessage::Hello { version: 1, resume_token: Some(key().sign(&claims)), client: None });
+        let hello = ClientMessage::Hello { version: 1, resume_token: Some(key().sign(&claims)), client: None };
+        c.input(Input::Frame(x, ClientFrame { id: Some(1), ack, msg: hello }));
         x
     }
 
     /// On node "c": x restored from its token with partner y on node "b"; the old node "there"
     /// is taken to have died. Returns x's connection.
     fn restored_on_c(c: &mut Node, y_id: &str) -> ConnId {
-        let x = hello_restored_on_c(c, y_id);
-        let answer =
-            Claimed { session: "x".into(), previous: Some("there".into()), partner_node: Some("b".into()), ack: None };
+        let x = hello_restored_on_c(c, y_id, None);
+        let answer = Claimed {
+            session: "x".into(),
+            previous: Some("there".into()),
+            partner_node: Some("b".into()),
+            ended: false,
+        };
         c.input(Input::Claimed(Box::new(answer)));
         x
+    }
+
+    #[test]
+    fn a_token_of_a_session_that_ended_elsewhere_starts_a_new_session() {
+        let mut c = Node::named("c", Some(key()));
+        let x = hello_restored_on_c(&mut c, "y", None);
+        assert!(c.kinds_to(x).is_empty());
+        let answer = Claimed { session: "x".into(), previous: None, partner_node: None, ended: true };
+        c.input(Input::Claimed(Box::new(answer)));
+        match c.last_to(x) {
+            ServerMessage::Welcome { session_id, resumed: false, restored: false, .. } => {
+                assert_ne!(session_id, "x");
+                assert_eq!(c.pool.last(), Some(&PoolOp::Claim { session: session_id.clone(), partner: None }));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.kinds_to(x), ["welcome"], "no pairing, nothing of the old session");
+        assert!(c.remote.is_empty(), "no node is told anything about the ended session");
+        assert_eq!((c.hub.stats().sessions, c.hub.stats().sessions_restored_total), (1, 0));
+    }
+
+    #[test]
+    fn while_the_directory_answers_a_newer_socket_takes_the_restore_and_a_closed_one_leaves_it_waiting() {
+        let mut c = Node::named("c", Some(key()));
+        let first = hello_restored_on_c(&mut c, "y", None);
+        // The same token on a second socket, with a second hello on it.
+        let claims_so_far = c.pool.len();
+        let second = ConnId(8);
+        c.input(Input::Opened(second));
+        let claims = Claims {
+            session: "x".into(),
+            pairing: Some(Pairing { partner: "y".into(), polite: false }),
+            issued: 1_700_000_000,
+            instance: 12345,
+            nonce: 1,
+        };
+        let hello = ClientMessage::Hello { version: 1, resume_token: Some(key().sign(&claims)), client: None };
+        c.msg(second, hello.clone());
+        assert_eq!(c.closed, [first], "the older socket is replaced");
+        assert_eq!(c.pool.len(), claims_so_far, "one claim for both");
+        c.msg(second, hello);
+        assert!(matches!(c.last_to(second), ServerMessage::Error { code: ErrorCode::AlreadyWelcomed, .. }));
+        // The newer socket closes too before the directory answers: x is restored without one.
+        c.input(Input::Closed(second));
+        let answer = Claimed { session: "x".into(), previous: Some("there".into()), partner_node: None, ended: false };
+        c.input(Input::Claimed(Box::new(answer)));
+        let stats = c.hub.stats();
+        assert_eq!((stats.sessions, stats.sessions_detached, stats.sessions_restored_total), (1, 1, 1));
+        assert!(matches!(sent_to(&mut c, "there").as_slice(), [RemoteMsg::Taken { .. }]));
+        // Its client comes back within the grace period and resumes it.
+        let third = ConnId(9);
+        c.input(Input::Opened(third));
+        let hello = ClientMessage::Hello { version: 1, resume_token: Some(key().sign(&claims)), client: None };
+        c.msg(third, hello);
+        assert!(matches!(c.last_to(third), ServerMessage::Welcome { resumed: true, .. }));
+        assert_eq!(c.hub.stats().sessions_detached, 0);
     }
 
     fn from_y(y: &str, p: SignalPayload) -> RemoteMsg {

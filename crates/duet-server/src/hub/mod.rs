@@ -264,9 +264,26 @@ struct Hello {
     client: Option<ClientInfo>,
 }
 
+/// What a `hello` whose session waits for the session directory needs to be answered.
+struct PendingHello {
+    id: Option<u64>,
+    ack: Option<u64>,
+    client: Option<ClientInfo>,
+}
+
+/// A token's session to restore once the session directory says it has not ended (cluster
+/// mode; see [`Hub::claimed`]).
+struct PendingRestore {
+    conn: ConnId,
+    hello: PendingHello,
+    claims: Claims,
+}
+
 struct Conn {
     session: Option<u64>,
     last_seen: Instant,
+    /// Its `hello` waits for the session directory ([`PendingRestore`]).
+    restoring: bool,
 }
 
 /// A room: a random pair, or a room by code (which may wait with one member).
@@ -322,6 +339,8 @@ pub struct Hub {
     salvaging_local: HashMap<String, Vec<ServerMessage>>,
     /// Sessions that moved from here to another node (the latest [`failover::MAX_MOVED`]).
     moved_out: failover::MovedOut,
+    /// Tokens' sessions waiting for the session directory before they are restored, by public id.
+    restoring: HashMap<String, PendingRestore>,
 }
 
 impl Hub {
@@ -360,6 +379,7 @@ impl Hub {
             moved_in: HashMap::new(),
             salvaging_local: HashMap::new(),
             moved_out: failover::MovedOut::default(),
+            restoring: HashMap::new(),
         }
     }
 
@@ -390,7 +410,7 @@ impl Hub {
                     self.out.push_back(Output::Close { conn, code: CLOSE_SHUTDOWN, reason: "server shutting down" });
                     return;
                 }
-                self.conns.insert(conn, Conn { session: None, last_seen: now.mono });
+                self.conns.insert(conn, Conn { session: None, last_seen: now.mono, restoring: false });
                 self.timers.push(Reverse((now.mono + self.cfg.idle_timeout, Timer::Idle(conn))));
             }
             Input::Frame(conn, frame) => self.on_frame(now, conn, frame),
@@ -405,7 +425,7 @@ impl Hub {
             Input::Remote(msg) => self.remote(now, msg),
             Input::PoolRejoin => self.pool_rejoin(now),
             Input::CodeReply(r) => self.code_reply(now, *r),
-            Input::Claimed(c) => self.claimed(*c),
+            Input::Claimed(c) => self.claimed(now, *c),
             Input::NodeDown(node) => self.node_down(now, &node),
             Input::NodeUp(node) => self.node_up(&node),
             Input::Salvaged { session, messages } => self.salvaged(now, &session, messages),
@@ -486,7 +506,11 @@ impl Hub {
         let key = self.touch(now, conn);
         let ClientFrame { id, ack, msg } = frame;
         let Some(key) = key else {
+            let restoring = self.conns.get(&conn).is_some_and(|c| c.restoring);
             match msg {
+                ClientMessage::Hello { .. } if restoring => {
+                    self.fail(conn, None, id, ErrorCode::AlreadyWelcomed, "this connection already said hello")
+                }
                 ClientMessage::Hello { version, resume_token, client } => {
                     self.hello(now, conn, Hello { id, ack, version, token: resume_token, client });
                 }
@@ -651,8 +675,13 @@ impl Hub {
                 }
                 self.resume(now, conn, key, id, client)
             }
+            // On a node of a service, the session may have ended on another node: the directory
+            // says so first.
+            Some((None, claims)) if self.restorable(now, claims) && self.clustered() => {
+                self.restore_when_claimed(conn, PendingHello { id, ack, client }, claims.clone())
+            }
             Some((None, claims)) if self.restorable(now, claims) => {
-                self.restore(now, conn, id, ack, client, claims.clone())
+                self.restore(now, conn, id, client, claims.clone());
             }
             _ => {
                 if token.is_some() {
@@ -672,30 +701,30 @@ impl Hub {
             && !self.by_public.contains_key(&claims.session)
     }
 
-    /// Rebuilds a session from its token, and its pairing once both partners are back.
-    fn restore(
-        &mut self,
-        now: Now,
-        conn: ConnId,
-        id: Option<u64>,
-        ack: Option<u64>,
-        client: Option<ClientInfo>,
-        claims: Claims,
-    ) {
+    /// Rebuilds a session from its token, and its pairing once both partners are back; returns
+    /// its key.
+    fn restore(&mut self, now: Now, conn: ConnId, id: Option<u64>, client: Option<ClientInfo>, claims: Claims) -> u64 {
         let key = self.add_session(now, conn, claims.session.clone(), client);
         self.moved_out.remove(&claims.session);
-        self.claim(key, claims.pairing.as_ref().map(|p| p.partner.clone()), ack);
         self.stats.resumes_total += 1;
         self.stats.sessions_restored_total += 1;
         info!(session = %claims.session, paired = claims.pairing.is_some(), "session restored from its token");
         self.welcome(now, key, id, true, 0, true);
-        let Some(Pairing { partner, polite }) = claims.pairing else { return };
+        if let Some(Pairing { partner, polite }) = claims.pairing {
+            self.restore_pairing(now, key, &claims.session, partner, polite);
+        }
+        key
+    }
+
+    /// The restored session `key` was paired with `partner`: the pair is whole again if the
+    /// partner waits for it here, else the session waits for the partner.
+    fn restore_pairing(&mut self, now: Now, key: u64, session: &str, partner: String, polite: bool) {
         let waiting = self.by_public.get(&partner).copied().and_then(|p| match self.state(p) {
             State::InRoom(room)
                 if self
                     .rooms
                     .get(&room)
-                    .is_some_and(|r| r.awaiting.as_ref().is_some_and(|(who, _)| *who == claims.session)) =>
+                    .is_some_and(|r| r.awaiting.as_ref().is_some_and(|(who, _)| *who == session)) =>
             {
                 Some((p, room))
             }
@@ -705,7 +734,7 @@ impl Hub {
                 if self
                     .rooms
                     .get(&room)
-                    .is_some_and(|r| r.remote.as_ref().is_some_and(|peer| peer.session == claims.session)) =>
+                    .is_some_and(|r| r.remote.as_ref().is_some_and(|peer| peer.session == session)) =>
             {
                 Some((p, room))
             }
@@ -736,7 +765,7 @@ impl Hub {
                     s.state = State::InRoom(room);
                 }
                 self.stats.pairings_restored_total += 1;
-                info!(a = %self.public_id(p), b = %claims.session, "pairing restored");
+                info!(a = %self.public_id(p), b = %session, "pairing restored");
                 for k in [key, p] {
                     self.send(k, None, ServerMessage::PeerResumed);
                 }
@@ -819,8 +848,8 @@ impl Hub {
         let public_id = self.random_hex(16);
         let client_name = client.as_ref().map_or_else(|| "-".into(), |c| loggable(&c.name));
         info!(session = %public_id, client = ?client_name, "session started");
-        let key = self.add_session(now, conn, public_id, client);
-        self.claim(key, None, None);
+        let key = self.add_session(now, conn, public_id.clone(), client);
+        self.claim(public_id, None);
         self.welcome(now, key, id, false, 0, false);
     }
 

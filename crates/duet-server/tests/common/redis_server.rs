@@ -55,3 +55,19 @@ pub async fn wait_pool(redis: &RedisServer, n: usize) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Waits (up to 10 s) until `redis` records that `session` ended for good.
+pub async fn wait_ended(redis: &RedisServer, session: &str) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = duet_server::cluster::directory::ended_key(session);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ended: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.unwrap();
+        if ended {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no record that session {session} ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -9,7 +9,7 @@ use duet_server::ServerConfig;
 use duet_server::hub::HubConfig;
 use duet_server::hub::token::TokenKey;
 
-use super::redis_server::{RedisServer, node_with, wait_pool};
+use super::redis_server::{RedisServer, node_with, wait_ended, wait_pool};
 use super::{Client, TestServer, matched_pair_at};
 
 /// How the service stores its shared state.
@@ -80,6 +80,15 @@ impl Service {
     pub async fn queue_holds(&self, n: usize) {
         if let Some(redis) = &self.redis {
             wait_pool(redis, n).await;
+        }
+    }
+
+    /// Waits until the service has recorded that `session` ended: at once in one process, where
+    /// the session ends in the server's memory; with Redis, until its node's record of the end
+    /// reached Redis (within 10 s), which may come after its partner was told.
+    pub async fn ended(&self, session: &str) {
+        if let Some(redis) = &self.redis {
+            wait_ended(redis, session).await;
         }
     }
 
