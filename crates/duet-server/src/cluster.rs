@@ -215,12 +215,15 @@ pub const ROOM_KEY_PREFIX: &str = "duet:room:";
 /// member waiting in it).
 const ROOM_TTL_SECS: u64 = 24 * 3600;
 
-/// The atomic room by code. KEYS: the room, alive ([`ALIVE_KEY`]). ARGV: mode (`join` | `leave`), session id, entry
-/// JSON, may open (`1` | `0`), TTL (s), device blocks prefix. A join into an empty room opens it (if the session may
-/// open one); into a room with one member pairs them (unless either avoids the other); a room
-/// of two is full; a member of a node whose heartbeat is over is removed first. A repeated join
-/// gets the same answer. Returns `{'opened'}`,
-/// `{'paired', waiting entry}`, `{'full'}` or `{'rate_limited'}`; a leave returns nil.
+/// The atomic room by code. KEYS: the room, alive ([`ALIVE_KEY`]). ARGV: mode (`join` | `leave` |
+/// `restore`), session id, entry JSON, may open (`1` | `0`), TTL (s), device blocks prefix. A
+/// join into an empty room opens it (if the session may open one); into a room with one member
+/// pairs them (unless either avoids the other); a room of two is full. A member of a node whose
+/// heartbeat is over is removed first, unless a live member is beside it (its pair may be
+/// restored: the room stays full). A repeated join gets the same answer. Returns `{'opened'}`,
+/// `{'paired', waiting entry}`, `{'full'}` or `{'rate_limited'}`; a leave returns nil. A restore
+/// rewrites the session's entry (now naming its new node) if the room still holds it, and
+/// returns `{'kept'}`, else `{'gone'}`.
 pub const ROOM_SCRIPT: &str = r#"
 local key, alive = KEYS[1], KEYS[2]
 local mode, sid, raw, may_open, ttl, dblocks = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
@@ -228,25 +231,37 @@ if mode == 'leave' then
   redis.call('HDEL', key, sid)
   return false
 end
+if mode == 'restore' then
+  if redis.call('HEXISTS', key, sid) == 0 then return {'gone'} end
+  redis.call('HSET', key, sid, raw)
+  redis.call('EXPIRE', key, ttl)
+  return {'kept'}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local all = redis.call('HGETALL', key)
-local n, mine, other_raw = 0, false, nil
+local mine, live, dead = false, {}, {}
 for i = 1, #all, 2 do
   if all[i] == sid then
     mine = true
-    n = n + 1
   else
     local beat = redis.call('HGET', alive, cjson.decode(all[i + 1]).n)
     if beat and tonumber(beat) < now then
-      -- A member of a node that stopped beating (killed, not drained) leaves the room.
-      redis.call('HDEL', key, all[i])
+      table.insert(dead, all[i])
     else
-      n = n + 1
-      other_raw = all[i + 1]
+      table.insert(live, all[i + 1])
     end
   end
 end
+if #live == 0 then
+  -- Members of nodes that stopped beating (killed, not drained), with nobody alive beside
+  -- them, leave the room. Beside a live member, such a member keeps its place: its client
+  -- may restore it on another node, and the live member's node takes it out if it does not.
+  for _, d in ipairs(dead) do redis.call('HDEL', key, d) end
+  dead = {}
+end
+local n = #live + #dead
+local other_raw = live[1]
 if mine then
   redis.call('HSET', key, sid, raw)
   redis.call('EXPIRE', key, ttl)
@@ -784,6 +799,11 @@ impl PoolWorker {
                     let answer = redis::from_redis_value(answer).unwrap_or_default();
                     self.backend.input(Input::Claimed(Box::new(directory::claimed(session, answer))));
                 }
+                PoolOp::RestoreCode { code, entry } => {
+                    let answer: Vec<String> = redis::from_redis_value(answer).unwrap_or_default();
+                    let kept = answer.first().is_some_and(|a| a == "kept");
+                    self.backend.input(Input::CodeRestored { code, session: entry.session, kept });
+                }
                 PoolOp::Leave { .. }
                 | PoolOp::LeaveCode { .. }
                 | PoolOp::Release { .. }
@@ -817,6 +837,13 @@ impl PoolWorker {
                 let mut inv = scripts.room.key(room_key(code));
                 inv.key(ALIVE_KEY);
                 inv.arg("leave").arg(session).arg("").arg(0).arg(ROOM_TTL_SECS).arg(DEVICE_BLOCKS_PREFIX);
+                inv
+            }
+            PoolOp::RestoreCode { code, entry } => {
+                let mut inv = scripts.room.key(room_key(code));
+                inv.key(ALIVE_KEY);
+                let raw = serde_json::to_string(entry).unwrap_or_default();
+                inv.arg("restore").arg(&entry.session).arg(raw).arg(0).arg(ROOM_TTL_SECS).arg(DEVICE_BLOCKS_PREFIX);
                 inv
             }
             PoolOp::Claim { session, partner } => {

@@ -643,6 +643,85 @@ async fn a_killed_nodes_client_resumes_on_a_third_node_and_the_pairing_goes_on_w
     drop((node_b, node_c));
 }
 
+/// A client on the node of `url`, once the fresh process takes WebSockets (it refuses them
+/// until it reaches Redis).
+async fn client_when_ready(url: &str) -> Client {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => return Client::hello_on(ws, None).await,
+            Err(err) => assert!(std::time::Instant::now() < deadline, "node not ready: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (past a heartbeat's length) for `peer_reconnecting`.
+async fn expect_partner_reconnecting(c: &mut Client) {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    loop {
+        match c.next().await {
+            Got::Frame(ServerFrame { msg: ServerMessage::PeerReconnecting { .. }, .. }) => return,
+            Got::Frame(_) => {}
+            Got::Closed(close) => panic!("lost its socket: {close:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline);
+    }
+}
+
+#[tokio::test]
+async fn a_room_by_code_stays_its_pairs_room_when_a_members_node_is_killed() {
+    let redis = RedisServer::start();
+    let [node_a, node_b, node_c] = [node_process(&redis, "a"), node_process(&redis, "b"), node_process(&redis, "c")];
+    let mut x = client_when_ready(&node_a.url).await;
+    let mut y = client_when_ready(&node_b.url).await;
+    drop(client_when_ready(&node_c.url).await);
+    x.send(join_room("friends-7")).await;
+    x.expect("room_joined").await;
+    y.send(join_room("friends-7")).await;
+    let (room, _, _, _) = matched(&y.expect("matched").await);
+    assert_eq!(room, "friends-7");
+    matched(&x.expect("matched").await);
+    x.expect("token").await;
+    y.expect("token").await;
+    let (token, x_id) = (x.token.clone(), x.session_id.clone());
+
+    // Node a dies. While x is away, the room is still x's and y's, as it is in one process
+    // while a partner reconnects: a third client is refused.
+    drop(node_a);
+    drop(x);
+    expect_partner_reconnecting(&mut y).await;
+    let mut z = Client::connect(&node_b.url).await;
+    let id = z.send(join_room("friends-7")).await;
+    assert_eq!(z.expect_error(Some(id)).await, ErrorCode::RoomFull, "a newcomer while x is away");
+
+    // x comes back on node c: the pairing goes on, and the room is still theirs.
+    let mut x = Client::hello_on(raw(&node_c.url).await, Some(token)).await;
+    x.ids_from(100);
+    assert_eq!(x.session_id, x_id);
+    x.expect("peer_resumed").await;
+    y.expect("peer_resumed").await;
+    for url in [&node_b.url, &node_c.url] {
+        let mut z = Client::connect(url).await;
+        let id = z.send(join_room("friends-7")).await;
+        assert_eq!(z.expect_error(Some(id)).await, ErrorCode::RoomFull, "a third client");
+    }
+
+    // x leaves: y stays in the room, and the next client with the code is paired with y.
+    x.send(ClientMessage::Leave).await;
+    let f = y.expect("peer_left").await;
+    assert!(matches!(f.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::Left }), "{f:?}");
+    let mut w = Client::connect(&node_c.url).await;
+    w.send(join_room("friends-7")).await;
+    w.expect("room_joined").await;
+    let (room_w, peer_w, polite_w, _) = matched(&w.expect("matched").await);
+    assert_eq!((room_w.as_str(), peer_w.as_str(), polite_w), ("friends-7", y.session_id.as_str(), true));
+    let (_, peer_y, _, _) = matched(&y.expect("matched").await);
+    assert_eq!(peer_y, w.session_id);
+    drop((node_b, node_c));
+}
+
 #[tokio::test]
 async fn a_token_used_on_another_node_closes_the_first_copy_and_the_pairing_follows_it() {
     let redis = RedisServer::start();

@@ -85,6 +85,15 @@ pub enum PoolOp {
         /// The session's public id.
         session: String,
     },
+    /// A session restored on this node from a token that names its room by code: if the room
+    /// still holds it (under the node that held it before), it holds it under this node now.
+    /// Answered with [`super::Input::CodeRestored`].
+    RestoreCode {
+        /// The room code.
+        code: String,
+        /// The session as the room holds it from now on.
+        entry: PoolEntry,
+    },
     /// This node now holds `session` (new, or to be restored from its token): record it in the
     /// session directory, and say where it was before and where `partner` is, unless the
     /// session ended for good (then nothing is recorded). Answered with
@@ -470,10 +479,55 @@ impl Hub {
 
     /// The session leaves the room by code `code` in the shared store.
     pub(super) fn code_leave(&mut self, key: u64, code: String) {
+        let session = self.public_id(key).to_string();
+        self.code_leave_session(session, code);
+    }
+
+    /// `session` (of this node or not) leaves the room by code `code` in the shared store.
+    pub(super) fn code_leave_session(&mut self, session: String, code: String) {
         if self.clustered() {
-            let session = self.public_id(key).to_string();
             self.out.push_back(Output::Pool(Box::new(PoolOp::LeaveCode { code, session })));
         }
+    }
+
+    /// The session `key`, restored here, was in the room by code `code`: the shared room names
+    /// this node for it from now on, if it still holds it.
+    pub(super) fn code_restore(&mut self, now: Now, key: u64, code: String) {
+        if !self.clustered() {
+            return;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        if let Some(entry) = self.entry_with(now, key, ticket) {
+            self.out.push_back(Output::Pool(Box::new(PoolOp::RestoreCode { code, entry })));
+        }
+    }
+
+    /// The shared store's answer to a [`PoolOp::RestoreCode`]. A room that no longer holds the
+    /// session (its partner's node gave up on it, or a newcomer took its place while every
+    /// member's node was dead) is not the pair's any more: the pair goes on without the code,
+    /// and a member waiting there alone leaves it.
+    pub(super) fn code_restored(&mut self, now: Now, code: &str, session: &str, kept: bool) {
+        if kept {
+            debug!(session = %session, "restored session kept its place in its room by code");
+            return;
+        }
+        let Some(key) = self.by_public.get(session).copied() else { return };
+        let State::InRoom(room) = self.state(key) else { return };
+        let Some(r) = self.rooms.get_mut(&room).filter(|r| r.code.as_deref() == Some(code)) else { return };
+        r.code = None;
+        let alone = r.members.len() == 1 && r.remote.is_none() && r.awaiting.is_none();
+        if self.codes.get(code) == Some(&room) {
+            self.codes.remove(code);
+        }
+        info!(session = %session, alone, "restored session's room by code has moved on without it");
+        if alone {
+            self.rooms.remove(&room);
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.state = State::Idle;
+            }
+        }
+        self.reissue_token(now, key);
     }
 
     /// A local room by code with this one member, as the store opened it.

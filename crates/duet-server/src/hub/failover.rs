@@ -315,7 +315,7 @@ impl Hub {
             PeerEvent::Signal { payload, generation } => {
                 self.send(key, None, ServerMessage::Signal { payload, generation })
             }
-            PeerEvent::Left { .. } => self.partner_not_back(now, room),
+            PeerEvent::Left { .. } => self.partner_not_back(now, room, false),
             _ => {}
         }
     }
@@ -456,9 +456,15 @@ impl Hub {
         let Some(&member) = r.members.first() else { return };
         if lost {
             info!(session = %session, "partner on a dead node did not come back");
+            let code = r.code.clone();
             // If that node was only slow, its side ends too.
             self.tell_remote(member, PeerEvent::Left { reason: PeerLeftReason::Timeout, requeue: false });
             self.remote_left(now, member, room, session, PeerLeftReason::Timeout, false);
+            // The member stays in its room by code; the partner's dead node cannot take the
+            // partner out of it, so this node does, and a newcomer with the code gets the member.
+            if let Some(code) = code {
+                self.code_leave_session(session.to_string(), code);
+            }
         }
     }
 }
@@ -469,6 +475,7 @@ mod tests {
 
     use duet_proto::{ClientFrame, ClientMessage, ErrorCode, SignalPayload};
 
+    use super::super::cluster::PoolEntry;
     use super::super::cluster::tests::{Node, join, joined, remote_entry};
     use super::*;
     use crate::hub::token::{Claims, Pairing, TokenKey};
@@ -695,7 +702,7 @@ mod tests {
     fn hello_restored_on_c(c: &mut Node, y_id: &str, ack: Option<u64>) -> ConnId {
         let claims = Claims {
             session: "x".into(),
-            pairing: Some(Pairing { partner: y_id.into(), polite: false }),
+            pairing: Some(Pairing { partner: y_id.into(), polite: false, code: None }),
             issued: 1_700_000_000,
             instance: 12345,
             nonce: 1,
@@ -750,7 +757,7 @@ mod tests {
         c.input(Input::Opened(second));
         let claims = Claims {
             session: "x".into(),
-            pairing: Some(Pairing { partner: "y".into(), polite: false }),
+            pairing: Some(Pairing { partner: "y".into(), polite: false, code: None }),
             issued: 1_700_000_000,
             instance: 12345,
             nonce: 1,
@@ -775,6 +782,87 @@ mod tests {
         c.msg(third, hello);
         assert!(matches!(c.last_to(third), ServerMessage::Welcome { resumed: true, .. }));
         assert_eq!(c.hub.stats().sessions_detached, 0);
+    }
+
+    /// The pairing named by the newest token `conn` got on `n`.
+    fn newest_pairing(n: &Node, conn: ConnId) -> Option<Pairing> {
+        let token = n.frames.iter().rev().find_map(|(c, f)| match &f.msg {
+            ServerMessage::Token { resume_token } | ServerMessage::Welcome { resume_token, .. } if *c == conn => {
+                Some(resume_token.clone())
+            }
+            _ => None,
+        });
+        key().verify(&token.unwrap()).unwrap().pairing
+    }
+
+    #[test]
+    fn a_restored_member_of_a_room_by_code_takes_its_place_in_the_shared_room_back() {
+        let mut c = Node::named("c", Some(key()));
+        let claims = Claims {
+            session: "x".into(),
+            pairing: Some(Pairing { partner: "y".into(), polite: false, code: Some("friends-4".into()) }),
+            issued: 1_700_000_000,
+            instance: 12345,
+            nonce: 1,
+        };
+        let x = ConnId(7);
+        c.input(Input::Opened(x));
+        c.msg(x, ClientMessage::Hello { version: 1, resume_token: Some(key().sign(&claims)), client: None });
+        let answer = Claimed { session: "x".into(), previous: Some("there".into()), partner_node: None, ended: false };
+        c.input(Input::Claimed(Box::new(answer)));
+        assert_eq!(c.kinds_to(x), ["welcome", "peer_reconnecting"]);
+        match c.pool.last() {
+            Some(PoolOp::RestoreCode { code, entry }) => {
+                assert_eq!((code.as_str(), entry.session.as_str(), entry.node.as_str()), ("friends-4", "x", "c"));
+            }
+            other => panic!("{other:?}"),
+        }
+        c.input(Input::CodeRestored { code: "friends-4".into(), session: "x".into(), kept: true });
+        assert_eq!(c.kinds_to(x), ["welcome", "peer_reconnecting"]);
+        // The room moved on without x meanwhile: the pairing goes on without the code.
+        c.input(Input::CodeRestored { code: "friends-4".into(), session: "x".into(), kept: false });
+        assert_eq!(c.last_to(x).kind(), "token");
+        assert_eq!(newest_pairing(&c, x).map(|p| (p.partner, p.code)), Some(("y".into(), None)));
+    }
+
+    #[test]
+    fn a_partner_given_up_on_in_a_room_by_code_leaves_it_in_the_shared_store_and_the_member_stays() {
+        let mut n = Node::named("b", None);
+        let (y, _) = n.client(1);
+        n.msg(y, ClientMessage::JoinRoom { code: "friends-5".into() });
+        let mine = n
+            .pool
+            .iter()
+            .rev()
+            .find_map(|op| match op {
+                PoolOp::JoinCode { entry, .. } => Some(entry.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let paired = CodeOutcome::Paired(Box::new(remote_entry("x")));
+        n.input(Input::CodeReply(Box::new(CodeReply {
+            code: "friends-5".into(),
+            joiner: mine.clone(),
+            outcome: paired,
+        })));
+        assert!(n.kinds_to(y).contains(&"matched"));
+        n.input(Input::NodeDown("there".into()));
+        n.advance(Duration::from_secs(31));
+        assert!(n.kinds_to(y).ends_with(&["peer_left", "token"]), "{:?}", n.kinds_to(y));
+        assert_eq!(n.pool.last(), Some(&PoolOp::LeaveCode { code: "friends-5".into(), session: "x".into() }));
+        // y waits in the room: a newcomer with the code is paired with it.
+        let joiner = PoolEntry { session: "w".into(), ..remote_entry("w") };
+        n.input(Input::Remote(RemoteMsg::CodePaired {
+            code: "friends-5".into(),
+            waiting: Box::new(mine),
+            joiner: Box::new(joiner),
+        }));
+        match n.frames.iter().rev().find(|(c, f)| *c == y && f.msg.kind() == "matched").map(|(_, f)| &f.msg) {
+            Some(ServerMessage::Matched { room, peer, .. }) => {
+                assert_eq!((room.as_str(), peer.session_id.as_str()), ("friends-5", "w"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn from_y(y: &str, p: SignalPayload) -> RemoteMsg {

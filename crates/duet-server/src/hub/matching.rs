@@ -228,7 +228,10 @@ impl Hub {
         match self.codes.get(&code).copied() {
             Some(room) => {
                 let members = self.rooms.get(&room).map(|r| r.members.clone()).unwrap_or_default();
-                let refused = members.len() >= 2 || members.iter().any(|m| self.blocked(now, *m, key));
+                // A restored member's partner, expected back, holds the other place.
+                let awaited = self.rooms.get(&room).is_some_and(|r| r.awaiting.is_some());
+                let refused =
+                    members.len() + usize::from(awaited) >= 2 || members.iter().any(|m| self.blocked(now, *m, key));
                 if refused {
                     self.fail(conn, Some(key), id, ErrorCode::RoomFull, "the room is full");
                     return;

@@ -142,6 +142,15 @@ pub enum Input {
     CodeReply(Box<CodeReply>),
     /// The session directory's answer to a [`PoolOp::Claim`] of this node.
     Claimed(Box<Claimed>),
+    /// The shared store's answer to a [`PoolOp::RestoreCode`] of this node.
+    CodeRestored {
+        /// The room code.
+        code: String,
+        /// The restored session's public id.
+        session: String,
+        /// Whether the room still held the session (and now names this node for it).
+        kept: bool,
+    },
     /// Another node's heartbeat ran out: it is taken for dead.
     NodeDown(String),
     /// A node taken for dead beats again.
@@ -426,6 +435,7 @@ impl Hub {
             Input::PoolRejoin => self.pool_rejoin(now),
             Input::CodeReply(r) => self.code_reply(now, *r),
             Input::Claimed(c) => self.claimed(now, *c),
+            Input::CodeRestored { code, session, kept } => self.code_restored(now, &code, &session, kept),
             Input::NodeDown(node) => self.node_down(now, &node),
             Input::NodeUp(node) => self.node_up(&node),
             Input::Salvaged { session, messages } => self.salvaged(now, &session, messages),
@@ -457,7 +467,7 @@ impl Hub {
                         self.expire(now, key);
                     }
                 }
-                Timer::AwaitPartner(room) => self.partner_not_back(now, room),
+                Timer::AwaitPartner(room) => self.partner_not_back(now, room, true),
                 Timer::AwaitRemote(room, session, lost_at) => self.remote_not_back(now, room, &session, lost_at),
                 Timer::Rematch(key, ticket) => {
                     let still = self
@@ -710,15 +720,17 @@ impl Hub {
         self.stats.sessions_restored_total += 1;
         info!(session = %claims.session, paired = claims.pairing.is_some(), "session restored from its token");
         self.welcome(now, key, id, true, 0, true);
-        if let Some(Pairing { partner, polite }) = claims.pairing {
-            self.restore_pairing(now, key, &claims.session, partner, polite);
+        if let Some(pairing) = claims.pairing {
+            self.restore_pairing(now, key, &claims.session, pairing);
         }
         key
     }
 
-    /// The restored session `key` was paired with `partner`: the pair is whole again if the
-    /// partner waits for it here, else the session waits for the partner.
-    fn restore_pairing(&mut self, now: Now, key: u64, session: &str, partner: String, polite: bool) {
+    /// The restored session `key` was paired: the pair is whole again if the partner waits for
+    /// it here, else the session waits for the partner (in their room by code, if they met by
+    /// one and no other room here holds that code).
+    fn restore_pairing(&mut self, now: Now, key: u64, session: &str, pairing: Pairing) {
+        let Pairing { partner, polite, code } = pairing;
         let waiting = self.by_public.get(&partner).copied().and_then(|p| match self.state(p) {
             State::InRoom(room)
                 if self
@@ -769,22 +781,39 @@ impl Hub {
                 for k in [key, p] {
                     self.send(k, None, ServerMessage::PeerResumed);
                 }
+                // Its entry in the shared room by code names this node from now on.
+                if let Some(code) = self.rooms.get(&room).and_then(|r| r.code.clone()) {
+                    self.code_restore(now, key, code);
+                }
             }
             None if self.by_public.contains_key(&partner) => {
-                // The partner is back without this pairing: it moved on.
+                // The partner is back without this pairing: it moved on (and out of their room).
                 self.send(key, None, ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout });
                 self.reissue_token(now, key);
+                if let Some(code) = code {
+                    self.code_leave(key, code);
+                }
             }
             None => {
                 let room = self.next_room;
                 self.next_room += 1;
+                let code = code.filter(|c| {
+                    let free = !self.codes.contains_key(c);
+                    if !free {
+                        // Another room here has the code now: the pair goes on without it.
+                        self.code_leave(key, c.clone());
+                    }
+                    free
+                });
+                let name = code.clone().unwrap_or_else(|| format!("restored-{room}"));
                 self.rooms.insert(
                     room,
-                    Room {
-                        awaiting: Some((partner, polite)),
-                        ..Room::new(format!("restored-{room}"), None, vec![key])
-                    },
+                    Room { awaiting: Some((partner, polite)), ..Room::new(name, code.clone(), vec![key]) },
                 );
+                if let Some(code) = code {
+                    self.codes.insert(code.clone(), room);
+                    self.code_restore(now, key, code);
+                }
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.state = State::InRoom(room);
                 }
@@ -795,18 +824,42 @@ impl Hub {
         }
     }
 
-    /// A restored session's partner did not come back in time: the call is over.
-    fn partner_not_back(&mut self, now: Now, room: u64) {
-        if self.rooms.get(&room).is_none_or(|r| r.awaiting.is_none()) {
-            return;
-        }
-        let Some(r) = self.rooms.remove(&room) else { return };
-        for key in r.members {
-            if let Some(s) = self.sessions.get_mut(&key) {
-                s.state = State::Idle;
+    /// A restored session's partner is not coming back: the call is over. If the partner did
+    /// not come back in time (`gave_up`), a room by code stays the member's, as when a partner's
+    /// grace period runs out in one process, and the partner leaves it in the shared store (its
+    /// node, if any, did not answer). If the partner's node said the pairing is over, the member
+    /// leaves the room too.
+    fn partner_not_back(&mut self, now: Now, room: u64, gave_up: bool) {
+        let Some(r) = self.rooms.get_mut(&room) else { return };
+        let Some((partner, _)) = r.awaiting.take() else { return };
+        r.held.clear();
+        let members = r.members.clone();
+        match r.code.clone() {
+            Some(code) if gave_up => {
+                self.code_leave_session(partner, code);
+                for key in members {
+                    self.send(key, None, ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout });
+                    self.reissue_token(now, key);
+                }
             }
-            self.send(key, None, ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout });
-            self.reissue_token(now, key);
+            code => {
+                self.rooms.remove(&room);
+                if let Some(code) = code {
+                    if self.codes.get(&code) == Some(&room) {
+                        self.codes.remove(&code);
+                    }
+                    for key in &members {
+                        self.code_leave(*key, code.clone());
+                    }
+                }
+                for key in members {
+                    if let Some(s) = self.sessions.get_mut(&key) {
+                        s.state = State::Idle;
+                    }
+                    self.send(key, None, ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout });
+                    self.reissue_token(now, key);
+                }
+            }
         }
     }
 
@@ -816,14 +869,16 @@ impl Hub {
         let pairing = match s.state {
             State::InRoom(room) => {
                 let r = self.rooms.get(&room)?;
+                let code = r.code.clone();
                 match (&r.awaiting, self.partner(key)) {
-                    (Some((partner, polite)), _) => Some(Pairing { partner: partner.clone(), polite: *polite }),
+                    (Some((partner, polite)), _) => Some(Pairing { partner: partner.clone(), polite: *polite, code }),
                     (None, Some(p)) => Some(Pairing {
                         partner: self.public_id(p).to_string(),
                         polite: r.members.first() != Some(&key),
+                        code,
                     }),
                     (None, None) => {
-                        r.remote.as_ref().map(|p| Pairing { partner: p.session.clone(), polite: p.polite_here })
+                        r.remote.as_ref().map(|p| Pairing { partner: p.session.clone(), polite: p.polite_here, code })
                     }
                 }
             }

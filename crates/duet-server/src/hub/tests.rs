@@ -676,6 +676,49 @@ fn a_restored_session_whose_partner_never_returns_ends_with_timeout() {
     assert_eq!(f.len(), 1, "{f:?}");
 }
 
+/// x and y paired in the room by code `code` of a server that then stops: their tokens.
+fn tokens_of_a_pair_in_room(code: &str) -> ((String, String), (String, String)) {
+    let mut old = Sim::with_seed(keyed(1));
+    let (x, _, x_id) = old.client();
+    let (y, _, y_id) = old.client();
+    old.msg(x, ClientMessage::JoinRoom { code: code.into() });
+    old.msg(y, ClientMessage::JoinRoom { code: code.into() });
+    ((x_id, newest_token(&old.take_all(x), "")), (y_id, newest_token(&old.take_all(y), "")))
+}
+
+#[test]
+fn a_restart_keeps_a_room_by_code_its_pairs_room() {
+    let ((x_id, tx), (_, ty)) = tokens_of_a_pair_in_room("friends-2");
+    let mut new = Sim::with_seed(keyed(2));
+    let (x, _) = new.hello_with(&tx);
+    // While y is expected back, the room is full, as when a partner reconnects.
+    let (z, ..) = new.client();
+    new.msg(z, ClientMessage::JoinRoom { code: "friends-2".into() });
+    assert!(matches!(new.take(z)[0].msg, ServerMessage::Error { code: ErrorCode::RoomFull, .. }));
+    let (y, fy) = new.hello_with(&ty);
+    assert!(fy.iter().any(|f| f.msg == ServerMessage::PeerResumed), "{fy:?}");
+    new.msg(z, ClientMessage::JoinRoom { code: "friends-2".into() });
+    assert!(matches!(new.take(z)[0].msg, ServerMessage::Error { code: ErrorCode::RoomFull, .. }));
+    // y leaves: x stays in the room, and z takes the place.
+    new.msg(y, ClientMessage::Leave);
+    assert!(new.take_all(x).iter().any(|f| f.msg == ServerMessage::PeerLeft { reason: PeerLeftReason::Left }));
+    new.msg(z, ClientMessage::JoinRoom { code: "friends-2".into() });
+    assert_eq!(new.matched(z).map(|m| (m.0, m.2)), Some((x_id, "friends-2".into())));
+}
+
+#[test]
+fn a_restored_member_of_a_room_by_code_whose_partner_never_returns_stays_in_the_room() {
+    let ((x_id, tx), _) = tokens_of_a_pair_in_room("friends-3");
+    let mut new = Sim::with_seed(keyed(2));
+    let (x, _) = new.hello_with(&tx);
+    new.advance(HubConfig::default().resume_grace + Duration::from_millis(10));
+    assert!(new.take_all(x).iter().any(|f| f.msg == ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout }));
+    let (z, ..) = new.client();
+    new.msg(z, ClientMessage::JoinRoom { code: "friends-3".into() });
+    assert_eq!(new.matched(z).map(|m| (m.0, m.2)), Some((x_id, "friends-3".into())));
+    assert!(new.take_all(x).iter().any(|f| f.msg.kind() == "matched"));
+}
+
 #[test]
 fn partners_who_moved_on_are_not_paired_again_by_a_restart() {
     let mut old = Sim::with_seed(keyed(1));

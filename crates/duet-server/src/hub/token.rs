@@ -3,7 +3,8 @@
 //!
 //! A token is `d1.<claims>.<mac>`: the claims as JSON in unpadded base64url, and an
 //! HMAC-SHA-256 over `d1.<claims>` with the server's resume secret. The claims name the session,
-//! its current partner (if any, and who is polite) and when they were issued; a
+//! its current partner (if any, who is polite, and their room's code if they met by one) and
+//! when they were issued; a
 //! session's token is reissued whenever its pairing changes.
 
 use base64::Engine as _;
@@ -43,6 +44,9 @@ pub struct Pairing {
     /// Whether this session is the polite side.
     #[serde(rename = "o")]
     pub polite: bool,
+    /// The room by code the pair is in, if it is one: a restored pair keeps its room.
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// The key tokens are signed with.
@@ -101,7 +105,7 @@ mod tests {
     fn claims() -> Claims {
         Claims {
             session: "a1".into(),
-            pairing: Some(Pairing { partner: "b2".into(), polite: true }),
+            pairing: Some(Pairing { partner: "b2".into(), polite: true, code: Some("friends-1".into()) }),
             issued: 1_700_000_000,
             instance: 3,
             nonce: 9,
