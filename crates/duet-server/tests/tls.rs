@@ -16,25 +16,20 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
+/// A certificate and key in a directory of their own (tests run in parallel), removed when
+/// dropped.
 struct Certs {
-    dir: std::path::PathBuf,
+    _dir: tempfile::TempDir,
     der: rustls::pki_types::CertificateDer<'static>,
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn make_certs() -> (Certs, TlsFiles) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("duet-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let dir = tempfile::Builder::new().prefix("duet-tls-").tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    (Certs { dir, der: ck.cert.der().clone() }, TlsFiles { cert, key })
+    (Certs { _dir: dir, der: ck.cert.der().clone() }, TlsFiles { cert, key })
 }
 
 fn connector(certs: &Certs) -> TlsConnector {
