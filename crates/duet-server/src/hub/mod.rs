@@ -719,6 +719,13 @@ impl Hub {
         self.stats.resumes_total += 1;
         self.stats.sessions_restored_total += 1;
         info!(session = %claims.session, paired = claims.pairing.is_some(), "session restored from its token");
+        // The welcome's token names the pairing being restored (the session is not in its room
+        // yet): restored again elsewhere before the pairing next changes, it must not come back
+        // unpaired. A restore that changes the pairing reissues the token.
+        let token = self.sign_pairing(now, claims.session.clone(), claims.pairing.clone());
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.token = token;
+        }
         self.welcome(now, key, id, true, 0, true);
         if let Some(pairing) = claims.pairing {
             self.restore_pairing(now, key, &claims.session, pairing);
@@ -797,6 +804,7 @@ impl Hub {
             None => {
                 let room = self.next_room;
                 self.next_room += 1;
+                let named = code.is_some();
                 let code = code.filter(|c| {
                     let free = !self.codes.contains_key(c);
                     if !free {
@@ -805,6 +813,7 @@ impl Hub {
                     }
                     free
                 });
+                let code_lost = named && code.is_none();
                 let name = code.clone().unwrap_or_else(|| format!("restored-{room}"));
                 self.rooms.insert(
                     room,
@@ -820,6 +829,9 @@ impl Hub {
                 let grace = self.cfg.resume_grace;
                 self.timers.push(Reverse((now.mono + grace, Timer::AwaitPartner(room))));
                 self.send(key, None, ServerMessage::PeerReconnecting { grace_ms: grace.as_millis() as u64 });
+                if code_lost {
+                    self.reissue_token(now, key);
+                }
             }
         }
     }
@@ -884,10 +896,14 @@ impl Hub {
             }
             _ => None,
         };
-        let claims =
-            Claims { session: s.public_id.clone(), pairing, issued: now.unix_secs, instance: self.instance, nonce: 0 };
+        let session = s.public_id.clone();
+        Some(self.sign_pairing(now, session, pairing))
+    }
+
+    /// A token for `session` naming `pairing`.
+    fn sign_pairing(&mut self, now: Now, session: String, pairing: Option<Pairing>) -> String {
         let nonce = self.rng.next_u64();
-        Some(self.token_key.sign(&Claims { nonce, ..claims }))
+        self.token_key.sign(&Claims { session, pairing, issued: now.unix_secs, instance: self.instance, nonce })
     }
 
     /// The pairing changed: the session gets a token that says so.

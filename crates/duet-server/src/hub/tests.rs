@@ -639,6 +639,25 @@ fn a_restarted_server_with_the_same_secret_restores_both_partners_and_their_pair
 }
 
 #[test]
+fn a_restored_sessions_first_token_names_its_pairing_so_a_second_restart_keeps_the_pair() {
+    let mut old = Sim::with_seed(keyed(1));
+    let ((_, ta), (_, tb)) = old.paired_tokens();
+    drop(old);
+    // The server restarts; a is restored (b is not back yet), and the server restarts again.
+    let mut second = Sim::with_seed(keyed(2));
+    let (_, fa) = second.hello_with(&ta);
+    let ta2 = newest_token(&fa, &ta);
+    drop(second);
+    let mut third = Sim::with_seed(keyed(3));
+    let (a, fa) = third.hello_with(&ta2);
+    assert!(fa.iter().any(|f| matches!(f.msg, ServerMessage::PeerReconnecting { .. })), "a waits for b: {fa:?}");
+    let (_, fb) = third.hello_with(&tb);
+    assert!(fb.iter().any(|f| f.msg == ServerMessage::PeerResumed), "{fb:?}");
+    assert!(third.take(a).iter().any(|f| f.msg == ServerMessage::PeerResumed));
+    assert_eq!(third.hub.stats().pairings_restored_total, 1);
+}
+
+#[test]
 fn what_a_restored_session_signals_before_its_partner_is_back_waits_for_the_partner() {
     let mut old = Sim::with_seed(keyed(1));
     let ((_, ta), (_, tb)) = old.paired_tokens();
