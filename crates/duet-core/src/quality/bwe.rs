@@ -1,5 +1,5 @@
-//! The bandwidth estimator: webrtc-rs's delay trend, overuse detector and loss-based controller
-//! (transport-wide feedback in, the same signals as its GCC), with Duet's own rate controller.
+//! The bandwidth estimator: webrtc-rs's packet grouping and loss-based controller over
+//! transport-wide feedback, with Duet's own delay trend ([`Trendline`]) and rate controller.
 //!
 //! Measured against webrtc-rs's `Gcc` (the simulated link in `tests.rs`, and namespaces with
 //! `tc tbf` in `duet-cli/tests/netns.rs`): after one backoff its controller treats every rate
@@ -10,11 +10,12 @@
 //! ceiling is forgotten (the link got better) and growth is multiplicative, faster while no
 //! overuse has been seen for a while.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
-    BandwidthEstimator, EstimatorStats, LossController, OveruseDetector, PacketReport, RateCalculator,
-    RateControlState, SlopeEstimator, Usage,
+    ArrivalGroupAccumulator, BandwidthEstimator, EstimatorStats, InterGroupDelay, LossController, PacketReport,
+    RateCalculator, RateControlState, Usage,
 };
 
 /// Backoff: the new target is this share of the received rate.
@@ -127,11 +128,193 @@ impl Aimd {
     }
 }
 
+/// Delay samples the trend line is fitted over.
+const TREND_WINDOW: usize = 20;
+/// Smoothing of the accumulated delay before the fit.
+const TREND_SMOOTHING: f64 = 0.9;
+/// The fitted slope is scaled by the number of samples (up to [`TREND_MIN_DELTAS`]) and this
+/// gain before it is compared with the threshold.
+const TREND_GAIN: f64 = 4.0;
+/// See [`TREND_GAIN`].
+const TREND_MIN_DELTAS: u32 = 60;
+/// The adaptive threshold (ms): where it starts, its bounds, and how fast it follows the trend
+/// up (outside it) and down (inside it), per ms.
+const THRESHOLD_START: f64 = 12.5;
+const THRESHOLD_MIN: f64 = 6.0;
+const THRESHOLD_MAX: f64 = 600.0;
+const THRESHOLD_UP: f64 = 0.0087;
+const THRESHOLD_DOWN: f64 = 0.039;
+/// A trend this far above the threshold is a spike: the threshold does not follow it.
+const THRESHOLD_MAX_ADAPT: f64 = 15.0;
+/// Overuse is declared once the trend has been over the threshold this long (and rising).
+const OVERUSE_TIME_MS: f64 = 10.0;
+
+/// The delay-based overuse detector: a line fitted through the smoothed accumulated delay of
+/// the last [`TREND_WINDOW`] packet groups, its slope compared with an adaptive threshold
+/// (libwebrtc's trendline estimator, from its published design).
+///
+/// It replaces webrtc-rs's Kalman filter and detector, which compare the filtered delay change
+/// per group (a fraction of a millisecond while a queue builds behind a 300 kb/s shaper) with a
+/// threshold meant for a scaled trend: in simulation and in namespaces under `tc tbf` it never
+/// declared overuse, so only loss ever backed the estimate off, after the shaper's queue had
+/// filled.
+#[derive(Debug, Clone)]
+pub struct Trendline {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    accumulated: f64,
+    smoothed: f64,
+    deltas: u32,
+    samples: VecDeque<(f64, f64)>,
+    threshold: f64,
+    threshold_at: Option<Instant>,
+    over_ms: Option<f64>,
+    over_count: u32,
+    prev_trend: f64,
+    usage: Usage,
+}
+
+impl Default for Trendline {
+    fn default() -> Self {
+        Self {
+            first: None,
+            last: None,
+            accumulated: 0.0,
+            smoothed: 0.0,
+            deltas: 0,
+            samples: VecDeque::new(),
+            threshold: THRESHOLD_START,
+            threshold_at: None,
+            over_ms: None,
+            over_count: 0,
+            prev_trend: 0.0,
+            usage: Usage::Normal,
+        }
+    }
+}
+
+impl Trendline {
+    /// The current verdict.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// Takes the delay change between two packet groups; returns the verdict.
+    pub fn update(&mut self, delay: InterGroupDelay) -> Usage {
+        let first = *self.first.get_or_insert(delay.at);
+        let since_last_ms = self.last.map_or(0.0, |l| delay.at.saturating_duration_since(l).as_secs_f64() * 1000.0);
+        self.last = Some(delay.at);
+        self.deltas = self.deltas.saturating_add(1);
+        self.accumulated += delay.delta_ms;
+        self.smoothed = TREND_SMOOTHING * self.smoothed + (1.0 - TREND_SMOOTHING) * self.accumulated;
+        let t_ms = delay.at.saturating_duration_since(first).as_secs_f64() * 1000.0;
+        self.samples.push_back((t_ms, self.smoothed));
+        if self.samples.len() > TREND_WINDOW {
+            self.samples.pop_front();
+        }
+        let trend = if self.samples.len() == TREND_WINDOW { slope(&self.samples) } else { None };
+        let trend = trend.unwrap_or(self.prev_trend);
+        self.detect(trend, since_last_ms, delay.at);
+        self.usage
+    }
+
+    fn detect(&mut self, trend: f64, since_last_ms: f64, now: Instant) {
+        let modified = f64::from(self.deltas.min(TREND_MIN_DELTAS)) * trend * TREND_GAIN;
+        if modified > self.threshold {
+            let over = self.over_ms.map_or(since_last_ms / 2.0, |o| o + since_last_ms);
+            self.over_count += 1;
+            if over > OVERUSE_TIME_MS && self.over_count > 1 && trend >= self.prev_trend {
+                self.over_ms = Some(0.0);
+                self.over_count = 0;
+                self.usage = Usage::Over;
+            } else {
+                self.over_ms = Some(over);
+            }
+        } else {
+            self.over_ms = None;
+            self.over_count = 0;
+            self.usage = if modified < -self.threshold { Usage::Under } else { Usage::Normal };
+        }
+        self.prev_trend = trend;
+        self.adapt_threshold(modified, now);
+    }
+
+    fn adapt_threshold(&mut self, modified: f64, now: Instant) {
+        let last = *self.threshold_at.get_or_insert(now);
+        self.threshold_at = Some(now);
+        if modified.abs() > self.threshold + THRESHOLD_MAX_ADAPT {
+            return;
+        }
+        let k = if modified.abs() < self.threshold { THRESHOLD_DOWN } else { THRESHOLD_UP };
+        let dt_ms = (now.saturating_duration_since(last).as_secs_f64() * 1000.0).min(100.0);
+        self.threshold =
+            (self.threshold + k * (modified.abs() - self.threshold) * dt_ms).clamp(THRESHOLD_MIN, THRESHOLD_MAX);
+    }
+}
+
+/// The least-squares slope of `points` (`None` if they share one x).
+fn slope(points: &VecDeque<(f64, f64)>) -> Option<f64> {
+    let n = points.len() as f64;
+    let (mx, my) = points.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let (num, den) = points.iter().fold((0.0, 0.0), |(a, b), p| (a + (p.0 - mx) * (p.1 - my), b + (p.0 - mx).powi(2)));
+    (den > 0.0).then(|| num / den)
+}
+
+/// The trend's overuse counts only while the queue is at least this deep (ms over the least
+/// one-way delay of the last [`BASE_DELAY_WINDOW`]).
+pub const QUEUE_GATE_MS: f64 = 25.0;
+/// See [`QUEUE_GATE_MS`].
+const BASE_DELAY_WINDOW: Duration = Duration::from_secs(10);
+
+/// How much longer than the fastest packet of the last [`BASE_DELAY_WINDOW`] the packets of a
+/// feedback batch took (the least of them; the clocks' offset cancels out).
+///
+/// A token-bucket shaper passes a burst at line rate and then spaces packets at its rate, so
+/// the delay between packet groups swings by ten milliseconds and more with no queue behind it:
+/// in namespaces under `tc tbf` the trend line crossed its threshold every second or so on those
+/// swings alone and held the sender at 44 % of a 300 kb/s cap. A queue that is building (or
+/// stands) delays every packet of a batch.
+#[derive(Debug, Default)]
+pub struct QueueDelay {
+    epoch: Option<Instant>,
+    /// Per second of departures: the least one-way delay (ms on the receiver's clock less ms
+    /// since `epoch` on ours).
+    minima: VecDeque<(Instant, f64)>,
+}
+
+impl QueueDelay {
+    /// The queue (ms) the packets of this batch found, if any of them arrived.
+    pub fn update(&mut self, reports: &[PacketReport]) -> Option<f64> {
+        let epoch = *self.epoch.get_or_insert(reports.first()?.departure);
+        let mut least: Option<(Instant, f64)> = None;
+        for r in reports {
+            let Some(arrival) = r.arrival.filter(|_| r.arrived) else { continue };
+            let delay = (arrival.as_secs_f64() - r.departure.saturating_duration_since(epoch).as_secs_f64()) * 1000.0;
+            if least.is_none_or(|(_, d)| delay < d) {
+                least = Some((r.departure, delay));
+            }
+        }
+        let (at, least) = least?;
+        match self.minima.back_mut() {
+            Some((start, min)) if at.saturating_duration_since(*start) < Duration::from_secs(1) => {
+                *min = min.min(least)
+            }
+            _ => self.minima.push_back((at, least)),
+        }
+        while self.minima.front().is_some_and(|(t, _)| at.saturating_duration_since(*t) > BASE_DELAY_WINDOW) {
+            self.minima.pop_front();
+        }
+        let base = self.minima.iter().map(|m| m.1).fold(f64::INFINITY, f64::min);
+        Some(least - base)
+    }
+}
+
 /// The estimator the peer connection's congestion control runs (see the module text).
 #[derive(Debug)]
 pub struct Estimator {
-    slope: SlopeEstimator,
-    detector: OveruseDetector,
+    groups: ArrivalGroupAccumulator,
+    trend: Trendline,
+    queue: QueueDelay,
     rate: RateCalculator,
     delay: Aimd,
     loss: LossController,
@@ -145,8 +328,9 @@ impl Estimator {
     pub fn new(initial: f64, min: f64, max: f64) -> Self {
         let initial = initial.clamp(min, max);
         Self {
-            slope: SlopeEstimator::new(),
-            detector: OveruseDetector::new(),
+            groups: ArrivalGroupAccumulator::default(),
+            trend: Trendline::default(),
+            queue: QueueDelay::default(),
             rate: RateCalculator::default(),
             delay: Aimd::new(initial, min, max),
             loss: LossController::new(initial, min, max),
@@ -175,14 +359,19 @@ impl BandwidthEstimator for Estimator {
         if reports.is_empty() {
             return;
         }
-        let mut usage = self.detector.usage();
+        let mut usage = self.trend.usage();
         for report in reports {
             if report.arrived {
                 self.rate.add(now, report.size);
             }
-            if let Some(trend) = self.slope.accumulate(report) {
-                usage = self.detector.update(trend.at, trend.estimate_ms);
+            if let Some(delay) = self.groups.accumulate(report) {
+                usage = self.trend.update(delay);
             }
+        }
+        // A trend without a queue behind it is a shaper's bursts, not congestion.
+        let queue = self.queue.update(reports);
+        if usage == Usage::Over && queue.is_none_or(|q| q < QUEUE_GATE_MS) {
+            usage = Usage::Normal;
         }
         let received = self.rate.rate_bits_per_second(now);
         let delay = self.delay.update(now, usage, received);
@@ -210,6 +399,36 @@ mod tests {
 
     fn at(t0: Instant, ms: u64) -> Instant {
         t0 + Duration::from_millis(ms)
+    }
+
+    /// Feeds `groups` packet groups 10 ms apart, the n-th with delay change `delta(n)` ms;
+    /// returns the verdict after each.
+    fn trend_over(t0: Instant, groups: u64, delta: impl Fn(u64) -> f64) -> Vec<Usage> {
+        let mut trend = Trendline::default();
+        (0..groups)
+            .map(|n| trend.update(InterGroupDelay { delta_ms: delta(n), at: at(t0, n * 10), size: 1200 }))
+            .collect()
+    }
+
+    #[test]
+    fn a_queue_building_slowly_reads_as_overuse_within_half_a_second() {
+        // 0.5 ms more delay per 10 ms group: a sender 5 % over a shaper's rate.
+        let verdicts = trend_over(Instant::now(), 100, |_| 0.5);
+        let first = verdicts.iter().position(|u| *u == Usage::Over);
+        assert!(first.is_some_and(|n| n <= 50), "{first:?}");
+    }
+
+    #[test]
+    fn jitter_without_a_trend_is_never_overuse() {
+        // +-4 ms of jitter, alternating, around a standing delay.
+        let verdicts = trend_over(Instant::now(), 1000, |n| if n % 2 == 0 { 4.0 } else { -4.0 });
+        assert!(!verdicts.contains(&Usage::Over));
+    }
+
+    #[test]
+    fn a_draining_queue_reads_as_underuse() {
+        let verdicts = trend_over(Instant::now(), 100, |n| if n < 40 { 0.0 } else { -1.0 });
+        assert_eq!(verdicts.last(), Some(&Usage::Under));
     }
 
     #[test]
@@ -263,6 +482,75 @@ mod tests {
         let late_per_s = (a.target() / before).powf(1.0 / 2.0);
         assert!(early < 1.10, "{early}");
         assert!(late_per_s > 1.2, "{late_per_s}");
+    }
+
+    /// Packet `n` of 1,000 bytes leaves at `n` x 10 ms and takes 20 ms plus `extra(n)` ms;
+    /// feedback every 5 packets. Returns the estimator's target after each batch, with the
+    /// extra delay of the batch's last packet.
+    fn targets_with_delay(extra: impl Fn(u64) -> f64) -> Vec<(f64, f64)> {
+        let t0 = Instant::now();
+        let mut e = Estimator::new(1_000_000.0, 30_000.0, 5_000_000.0);
+        let mut out = Vec::new();
+        let reports = |from: u64| -> Vec<PacketReport> {
+            (from..from + 5)
+                .map(|n| PacketReport {
+                    ssrc: 1,
+                    id: n,
+                    rtp_sequence_number: n as u16,
+                    is_twcc: true,
+                    twcc_sequence_number: n as u16,
+                    size: 1000,
+                    arrived: true,
+                    departure: at(t0, n * 10),
+                    arrival: Some(Duration::from_secs_f64((n as f64 * 10.0 + 20.0 + extra(n)) / 1000.0)),
+                    ecn: Default::default(),
+                })
+                .collect()
+        };
+        for batch in 0..40 {
+            let from = batch * 5;
+            e.on_reports(at(t0, from * 10 + 80), &reports(from));
+            out.push((e.target_bitrate(), extra(from + 4)));
+        }
+        out
+    }
+
+    #[test]
+    fn a_delay_trend_backs_off_only_once_a_queue_stands_behind_it() {
+        // The queue grows 0.3 ms per packet: the trend sees it long before it is 25 ms deep.
+        let targets = targets_with_delay(|n| 0.3 * n as f64);
+        let first_backoff = targets.windows(2).position(|w| w[1].0 < w[0].0).map(|i| targets[i + 1].1);
+        assert!(first_backoff.is_some_and(|q| q >= QUEUE_GATE_MS), "backed off at {first_backoff:?} ms of queue");
+        // Without a queue (the same swings a shaper's bursts make, around no growth) it never
+        // backs off.
+        let targets = targets_with_delay(|n| if (n / 10) % 2 == 0 { 0.3 * (n % 10) as f64 * 5.0 } else { 0.0 });
+        assert!(targets.windows(2).all(|w| w[1].0 >= w[0].0), "{targets:?}");
+    }
+
+    #[test]
+    fn the_queue_is_the_batch_s_least_delay_over_the_least_of_the_last_10_s() {
+        let t0 = Instant::now();
+        let report = |n: u64, delay_ms: u64| PacketReport {
+            ssrc: 1,
+            id: n,
+            rtp_sequence_number: n as u16,
+            is_twcc: true,
+            twcc_sequence_number: n as u16,
+            size: 1000,
+            arrived: true,
+            departure: at(t0, n * 100),
+            arrival: Some(Duration::from_millis(5_000 + n * 100 + delay_ms)),
+            ecn: Default::default(),
+        };
+        let mut q = QueueDelay::default();
+        assert_eq!(q.update(&[report(0, 30), report(1, 20)]), Some(0.0));
+        // One late packet is jitter; a batch all of whose packets wait is a queue.
+        assert_eq!(q.update(&[report(2, 80), report(3, 20)]), Some(0.0));
+        assert_eq!(q.update(&[report(4, 70), report(5, 60)]), Some(40.0));
+        // Lost packets say nothing about delay.
+        assert_eq!(q.update(&[PacketReport { arrived: false, arrival: None, ..report(6, 0) }]), None);
+        // 10 s on, a path that got 30 ms slower for good is the new base.
+        assert_eq!(q.update(&[report(200, 50)]), Some(0.0));
     }
 
     #[test]

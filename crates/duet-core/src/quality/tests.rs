@@ -520,6 +520,31 @@ fn a_cap_to_300_kbps_settles_within_3_s_keeps_audio_whole_and_never_oscillates()
     let mut sim = Sim::new(2);
     let link = |t: f64| if t < 10.0 { FREE } else { capped(300.0) };
     sim.run(40.0, link);
+    assert_settled_at_300_kbps(&sim);
+}
+
+#[test]
+fn behind_a_300_kbps_shaper_with_a_burst_the_delay_trend_backs_off_before_packets_drop() {
+    // As `tc tbf` in the namespaces: a bucket that lets 6 KB through at once hides the queue
+    // from a sender creeping up on the rate until it is full. The trend line must see it
+    // building; loss-driven backoffs froze the video for a second or two every few seconds.
+    let mut sim = Sim::new(2);
+    let link = |t: f64| if t < 10.0 { FREE } else { tbf(300.0) };
+    sim.run(40.0, link);
+    assert_settled_at_300_kbps(&sim);
+    let lost_after_settling =
+        sim.sent.iter().zip(&sim.arrivals).filter(|((_, at), arrival)| *at >= secs(sim.t0, 15.0) && arrival.is_none());
+    let sent_after_settling = sim.sent.iter().filter(|(_, at)| *at >= secs(sim.t0, 15.0)).count();
+    let lost = lost_after_settling.count() as f64 / sent_after_settling as f64;
+    assert!(lost < 0.01, "{:.1} % of packets dropped after settling", lost * 100.0);
+    assert!(
+        sim.longest_gap_ms(&sim.video_at, 15.0, 40.0) <= 300,
+        "{} ms",
+        sim.longest_gap_ms(&sim.video_at, 15.0, 40.0)
+    );
+}
+
+fn assert_settled_at_300_kbps(sim: &Sim) {
     // Within 3 s of the cap the rung fits it, and stays put.
     let settled = sim.rung_at(13.0);
     assert!(rung_kbps(settled) <= 300 && settled != "audio-only", "{:?}", sim.rungs);
