@@ -17,7 +17,6 @@ both_modes!(
     resume_after_a_killed_socket_replays_unacked_messages,
     a_second_hello_while_the_old_socket_is_half_open_takes_over,
     a_silent_client_is_detected_within_the_idle_timeout,
-    after_the_grace_period_the_token_starts_a_fresh_session,
     a_token_of_a_session_that_ended_starts_a_fresh_session_on_every_node,
     a_queued_session_that_loses_its_socket_keeps_its_place,
 );
@@ -138,20 +137,6 @@ async fn a_silent_client_is_detected_within_the_idle_timeout(mode: Mode) {
     assert!(started.elapsed() < Duration::from_secs(3));
     let close = a.expect_close().await.expect("close frame");
     assert_eq!(u16::from(close.code), CLOSE_IDLE);
-}
-
-async fn after_the_grace_period_the_token_starts_a_fresh_session(mode: Mode) {
-    let hub = HubConfig { resume_grace: Duration::from_millis(300), ..HubConfig::default() };
-    let service = Service::start(mode, hub).await;
-    let (a, mut b) = service.matched_pair().await;
-    let (token, old) = (a.token.clone(), a.session_id.clone());
-    drop(a);
-    b.expect("peer_reconnecting").await;
-    let left = b.expect("peer_left").await;
-    assert!(matches!(left.msg, ServerMessage::PeerLeft { reason: PeerLeftReason::Timeout }));
-    let a2 = Client::hello_on_replay(raw(service.url(0)).await, token).await;
-    assert!(!a2.resumed);
-    assert_ne!(a2.client.session_id, old);
 }
 
 /// a (client 0) and b (client 1) are paired; a's socket dies and its grace period runs out, so

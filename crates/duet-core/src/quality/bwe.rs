@@ -484,6 +484,22 @@ mod tests {
         assert!(late_per_s > 1.2, "{late_per_s}");
     }
 
+    /// Media packet `n`, 1,000 bytes, that left at `departure` and arrived at `arrival`.
+    fn packet(n: u64, departure: Instant, arrival: Duration) -> PacketReport {
+        PacketReport {
+            ssrc: 1,
+            id: n,
+            rtp_sequence_number: n as u16,
+            is_twcc: true,
+            twcc_sequence_number: n as u16,
+            size: 1000,
+            arrived: true,
+            departure,
+            arrival: Some(arrival),
+            ecn: Default::default(),
+        }
+    }
+
     /// Packet `n` of 1,000 bytes leaves at `n` x 10 ms and takes 20 ms plus `extra(n)` ms;
     /// feedback every 5 packets. Returns the estimator's target after each batch, with the
     /// extra delay of the batch's last packet.
@@ -493,17 +509,8 @@ mod tests {
         let mut out = Vec::new();
         let reports = |from: u64| -> Vec<PacketReport> {
             (from..from + 5)
-                .map(|n| PacketReport {
-                    ssrc: 1,
-                    id: n,
-                    rtp_sequence_number: n as u16,
-                    is_twcc: true,
-                    twcc_sequence_number: n as u16,
-                    size: 1000,
-                    arrived: true,
-                    departure: at(t0, n * 10),
-                    arrival: Some(Duration::from_secs_f64((n as f64 * 10.0 + 20.0 + extra(n)) / 1000.0)),
-                    ecn: Default::default(),
+                .map(|n| {
+                    packet(n, at(t0, n * 10), Duration::from_secs_f64((n as f64 * 10.0 + 20.0 + extra(n)) / 1000.0))
                 })
                 .collect()
         };
@@ -530,18 +537,8 @@ mod tests {
     #[test]
     fn the_queue_is_the_batch_s_least_delay_over_the_least_of_the_last_10_s() {
         let t0 = Instant::now();
-        let report = |n: u64, delay_ms: u64| PacketReport {
-            ssrc: 1,
-            id: n,
-            rtp_sequence_number: n as u16,
-            is_twcc: true,
-            twcc_sequence_number: n as u16,
-            size: 1000,
-            arrived: true,
-            departure: at(t0, n * 100),
-            arrival: Some(Duration::from_millis(5_000 + n * 100 + delay_ms)),
-            ecn: Default::default(),
-        };
+        let report =
+            |n: u64, delay_ms: u64| packet(n, at(t0, n * 100), Duration::from_millis(5_000 + n * 100 + delay_ms));
         let mut q = QueueDelay::default();
         assert_eq!(q.update(&[report(0, 30), report(1, 20)]), Some(0.0));
         // One late packet is jitter; a batch all of whose packets wait is a queue.
