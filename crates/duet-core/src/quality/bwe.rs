@@ -155,9 +155,9 @@ const OVERUSE_TIME_MS: f64 = 10.0;
 ///
 /// It replaces webrtc-rs's Kalman filter and detector, which compare the filtered delay change
 /// per group (a fraction of a millisecond while a queue builds behind a 300 kb/s shaper) with a
-/// threshold meant for a scaled trend: in simulation and in namespaces under `tc tbf` it never
-/// declared overuse, so only loss ever backed the estimate off, after the shaper's queue had
-/// filled.
+/// threshold meant for a scaled trend: on simulated time behind a `tc tbf`-like shaper they
+/// never declared overuse, so only loss backed the estimate off, once the shaper's queue had
+/// filled (in namespaces, round trips of 200-450 ms stood under a 300 kb/s cap).
 #[derive(Debug, Clone)]
 pub struct Trendline {
     first: Option<Instant>,
