@@ -16,6 +16,7 @@ use crate::quality::AckedRate;
 use crate::quality::bwe::Estimator;
 use crate::quality::pacer::{Class, PACING_FACTOR, Pacer};
 use crate::quality::probe::{ProbeCluster, ProbeMeter, ProbeResult};
+use crate::quality::retransmit::RetransmitPolicy;
 
 use rtc::interceptor::{
     Attribute, AttributedPacket, BandwidthEstimator, EstimatorStats, Interceptor, Packet, PacketReport, StreamInfo,
@@ -23,6 +24,9 @@ use rtc::interceptor::{
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    NackPair, TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
 use rtc::sansio::Protocol;
 
 /// What the transport measures for the application, shared with the interceptors (each value
@@ -39,6 +43,9 @@ pub(super) struct TransportMeters {
     pub(super) video_dropped: AtomicU64,
     /// Video stopped: the pacer drops what it holds (set by the peer, taken by the pacer).
     pub(super) drop_queued_video: AtomicBool,
+    /// The latest round trip the transport feedback showed, µs (0 until known): from a
+    /// packet's departure to the feedback that reported it, for the newest packet reported.
+    pub(super) feedback_rtt_us: AtomicU64,
     probes: Mutex<Probes>,
 }
 
@@ -106,6 +113,10 @@ impl BandwidthEstimator for ReportingEstimator {
         self.inner.on_reports(now, &media);
         for r in reports.iter().filter(|r| r.arrived) {
             self.acked.add(now, r.size);
+        }
+        if let Some(newest) = reports.iter().filter(|r| r.arrived).map(|r| r.departure).max() {
+            let rtt = now.saturating_duration_since(newest).as_micros().max(1);
+            self.meters.feedback_rtt_us.store(u64::try_from(rtt).unwrap_or(u64::MAX), Ordering::Relaxed);
         }
         self.take_probe_results(now, &mut probes);
         let acked = self.acked.rate_bps(now).unwrap_or(f64::NAN);
@@ -466,6 +477,111 @@ impl Interceptor for KeyframeRequestForwarder {
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
+/// webrtc's NACK responder behind [`RetransmitPolicy`]: the NACKs it reads name only the
+/// packets worth resending (once per round trip, and not after the partner gave up on them).
+pub(super) struct ThrottledNackResponder<I> {
+    inner: I,
+    policy: RetransmitPolicy,
+    meters: Arc<TransportMeters>,
+}
+
+impl<I> ThrottledNackResponder<I> {
+    pub(super) fn new(inner: I, meters: Arc<TransportMeters>) -> Self {
+        Self { inner, policy: RetransmitPolicy::default(), meters }
+    }
+
+    fn rtt(&self) -> Option<Duration> {
+        let us = self.meters.feedback_rtt_us.load(Ordering::Relaxed);
+        (us > 0).then(|| Duration::from_micros(us))
+    }
+
+    /// `packets` with each NACK narrowed to what the policy answers (and dropped if nothing is).
+    fn narrow(&mut self, now: Instant, packets: &[Box<dyn rtc::rtcp::Packet>]) -> Vec<Box<dyn rtc::rtcp::Packet>> {
+        let rtt = self.rtt();
+        packets
+            .iter()
+            .filter_map(|packet| {
+                let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>() else {
+                    return Some(packet.cloned());
+                };
+                let wanted: Vec<u16> = nack
+                    .nacks
+                    .iter()
+                    .flat_map(NackPair::packet_list)
+                    .filter(|seq| self.policy.should_resend(nack.media_ssrc, *seq, now, rtt))
+                    .collect();
+                (!wanted.is_empty()).then(|| {
+                    Box::new(TransportLayerNack { nacks: nack_pairs_from_sequence_numbers(&wanted), ..nack.clone() })
+                        as Box<dyn rtc::rtcp::Packet>
+                })
+            })
+            .collect()
+    }
+}
+
+impl<I: Interceptor> Protocol<TaggedPacket, TaggedPacket, ()> for ThrottledNackResponder<I> {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| p.as_any().is::<TransportLayerNack>())
+        {
+            let narrowed = self.narrow(msg.now, packets);
+            msg.message.packet = Packet::Rtcp(narrowed);
+        }
+        self.inner.handle_read(msg)
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.inner.poll_read()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(rtp) = &msg.message.packet
+            && !msg.message.has(&Attribute::Retransmission)
+        {
+            self.policy.on_sent(rtp.header.ssrc, rtp.header.sequence_number, msg.now);
+        }
+        self.inner.handle_write(msg)
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.inner.poll_write()
+    }
+    fn handle_event(&mut self, evt: ()) -> Result<(), Self::Error> {
+        self.inner.handle_event(evt)
+    }
+    fn poll_event(&mut self) -> Option<()> {
+        self.inner.poll_event()
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.inner.handle_timeout(now)
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+    fn close(&mut self) -> Result<(), Self::Error> {
+        self.inner.close()
+    }
+}
+
+impl<I: Interceptor> Interceptor for ThrottledNackResponder<I> {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.inner.bind_local_stream(info);
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.policy.forget(info.ssrc);
+        self.inner.unbind_local_stream(info);
+    }
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.inner.bind_remote_stream(info);
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.inner.unbind_remote_stream(info);
+    }
+}
+
 /// Also binds each local stream's RTX SSRC, as a stream of its own, for the wrapped interceptor.
 /// webrtc's TWCC sender and congestion controller bind only the primary SSRC: without this, a
 /// retransmission carries no transport-wide sequence number and the estimator never sees its
@@ -711,5 +827,94 @@ mod probe_tests {
         meters.probes().requested.push_back(cluster);
         write(&mut pacer, t0, AUDIO, 1, &[0; 100]);
         assert_eq!(meters.probes().results.pop_front(), Some(ProbeResult::failed(cluster, false)));
+    }
+}
+
+#[cfg(test)]
+mod nack_tests {
+    use super::*;
+    use rtc::interceptor::NackResponderBuilder;
+
+    const VIDEO: u32 = 1000;
+    const RTX: u32 = 1001;
+
+    fn responder() -> (ThrottledNackResponder<rtc::interceptor::NackResponderInterceptor>, Arc<TransportMeters>) {
+        let meters = Arc::new(TransportMeters::default());
+        let mut r = ThrottledNackResponder::new(NackResponderBuilder::new().build(), meters.clone());
+        r.bind_local_stream(&StreamInfo {
+            ssrc: VIDEO,
+            ssrc_rtx: Some(RTX),
+            payload_type: 96,
+            payload_type_rtx: Some(97),
+            mime_type: "video/VP8".into(),
+            rtcp_feedback: vec![rtc::interceptor::RTCPFeedback { typ: "nack".into(), parameter: String::new() }],
+            ..Default::default()
+        });
+        (r, meters)
+    }
+
+    fn send(r: &mut ThrottledNackResponder<rtc::interceptor::NackResponderInterceptor>, now: Instant, seq: u16) {
+        let mut rtp = rtc::rtp::Packet::default();
+        rtp.header.version = 2;
+        rtp.header.ssrc = VIDEO;
+        rtp.header.sequence_number = seq;
+        rtp.payload = vec![0u8; 100].into();
+        r.handle_write(TaggedPacket {
+            now,
+            transport: Default::default(),
+            message: AttributedPacket::new(Packet::Rtp(rtp)),
+        })
+        .unwrap();
+        while r.poll_write().is_some() {}
+    }
+
+    /// The partner's NACK for `seqs` arrives at `now`; returns the sequence numbers resent.
+    fn nack(
+        r: &mut ThrottledNackResponder<rtc::interceptor::NackResponderInterceptor>,
+        now: Instant,
+        seqs: &[u16],
+    ) -> Vec<u16> {
+        let nack =
+            TransportLayerNack { sender_ssrc: 1, media_ssrc: VIDEO, nacks: nack_pairs_from_sequence_numbers(seqs) };
+        let packets: Vec<Box<dyn rtc::rtcp::Packet>> = vec![Box::new(nack)];
+        r.handle_read(TaggedPacket {
+            now,
+            transport: Default::default(),
+            message: AttributedPacket::new(Packet::Rtcp(packets)),
+        })
+        .unwrap();
+        while r.poll_read().is_some() {}
+        let mut resent = Vec::new();
+        while let Some(p) = r.poll_write() {
+            if let Packet::Rtp(rtp) = p.message.packet {
+                assert_eq!(rtp.header.ssrc, RTX);
+                resent.push(u16::from_be_bytes([rtp.payload[0], rtp.payload[1]]));
+            }
+        }
+        resent
+    }
+
+    #[test]
+    fn a_packet_asked_for_again_within_a_round_trip_is_resent_once() {
+        let (mut r, meters) = responder();
+        meters.feedback_rtt_us.store(300_000, Ordering::Relaxed);
+        let t0 = Instant::now();
+        for seq in 10..20 {
+            send(&mut r, t0, seq);
+        }
+        let ms = Duration::from_millis;
+        assert_eq!(nack(&mut r, t0 + ms(30), &[12, 13]), vec![12, 13]);
+        // The partner's second and third requests, 100 ms apart, cross the copies in flight.
+        assert_eq!(nack(&mut r, t0 + ms(130), &[12, 13, 15]), vec![15]);
+        assert_eq!(nack(&mut r, t0 + ms(230), &[12, 13, 15]), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn packets_older_than_the_partner_waits_for_are_not_resent() {
+        let (mut r, _) = responder();
+        let t0 = Instant::now();
+        send(&mut r, t0, 10);
+        send(&mut r, t0 + Duration::from_millis(400), 11);
+        assert_eq!(nack(&mut r, t0 + Duration::from_millis(450), &[10, 11]), vec![11]);
     }
 }

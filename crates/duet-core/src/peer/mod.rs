@@ -59,7 +59,10 @@ use crate::quality::bwe::Estimator;
 use crate::quality::keyframe::{KEYFRAME_MIN_INTERVAL, KeyframeThrottle};
 use crate::quality::{MAX_ESTIMATE_BPS, MIN_ESTIMATE_BPS, START_ESTIMATE_BPS};
 use events::{EventSender, Refusals};
-use interceptors::{KeyframeRequestForwarder, PriorityPacer, ReportingEstimator, TransportMeters, WithRepairStream};
+use interceptors::{
+    KeyframeRequestForwarder, PriorityPacer, ReportingEstimator, ThrottledNackResponder, TransportMeters,
+    WithRepairStream,
+};
 
 const VIDEO_SSRC_BASE: u32 = 0x4455_0000;
 const AUDIO_SSRC_BASE: u32 = 0x4455_8000;
@@ -290,7 +293,7 @@ impl Peer {
         let estimator = ReportingEstimator::new(Estimator::new(start, min, max), meters.clone());
         let registry = congestion_control(estimator, PriorityPacer::new(start, meters.clone()), &mut me)
             .map_err(ctx("congestion control"))?;
-        let registry = feedback_and_reports(registry, &mut me).map_err(ctx("interceptors"))?;
+        let registry = feedback_and_reports(registry, &mut me, meters.clone()).map_err(ctx("interceptors"))?;
         let registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
 
         let settings = SettingEngineBuilder::new()
@@ -650,8 +653,13 @@ fn congestion_control<E: rtc::interceptor::BandwidthEstimator + 'static>(
 const MAX_NACKS_PER_PACKET: u16 = 3;
 
 /// webrtc's `register_default_interceptors` (NACK with PLI, RTCP reports, the mid/rid header
-/// extensions; TWCC comes with [`congestion_control`]), with retransmission requests bounded.
-fn feedback_and_reports(registry: Registry, me: &mut MediaEngine) -> Result<Registry, webrtc::error::Error> {
+/// extensions; TWCC comes with [`congestion_control`]), with retransmission requests bounded
+/// and answered only while useful ([`ThrottledNackResponder`]).
+fn feedback_and_reports(
+    registry: Registry,
+    me: &mut MediaEngine,
+    meters: Arc<TransportMeters>,
+) -> Result<Registry, webrtc::error::Error> {
     for parameter in ["", "pli"] {
         me.register_feedback(
             RTCPFeedback { typ: TYPE_RTCP_FB_NACK.to_owned(), parameter: parameter.to_owned() },
@@ -660,7 +668,7 @@ fn feedback_and_reports(registry: Registry, me: &mut MediaEngine) -> Result<Regi
     }
     configure_simulcast_extension_headers(me)?;
     let registry = registry
-        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(Slot::NackResponder, ThrottledNackResponder::new(NackResponderBuilder::new().build(), meters))
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build());
     Ok(configure_rtcp_reports(registry))
 }

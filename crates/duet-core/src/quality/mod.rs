@@ -16,6 +16,7 @@ pub mod ladder;
 pub mod opus;
 pub mod pacer;
 pub mod probe;
+pub mod retransmit;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
