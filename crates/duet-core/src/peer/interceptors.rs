@@ -1,9 +1,11 @@
 //! The interceptors the application adds to webrtc's chain: one that publishes the congestion
 //! controller's estimate and the loss it sees (the API offers no other way to read them), the
 //! send queue that keeps audio first and the delay bounded ([`PriorityPacer`], around
-//! [`crate::quality::pacer::Pacer`]) and sends probe clusters, and one that hands keyframe
-//! requests (PLI/FIR) to the sending track (by default inbound RTCP stops at the end of the
-//! interceptor chain).
+//! [`crate::quality::pacer::Pacer`]) and sends probe clusters, one in front of webrtc's NACK
+//! responder that answers only the retransmission requests worth answering
+//! ([`ThrottledNackResponder`], around [`crate::quality::retransmit::RetransmitPolicy`]), and
+//! one that hands keyframe requests (PLI/FIR) to the sending track (by default inbound RTCP
+//! stops at the end of the interceptor chain).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
