@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 /// arrives one way later than the NACK left; this leaves room for the time the frame waited in
 /// the send queue.
 pub const MAX_AGE: Duration = Duration::from_millis(300);
-/// A packet is resent again only after a round trip, and never more often than this.
-pub const MIN_SPACING: Duration = Duration::from_millis(100);
+/// A packet is resent again only after a round trip, and never more often than this. Under the
+/// partner's 100 ms between requests: on a short round trip a request repeated 100 ms later
+/// means the copy was lost, and is answered.
+pub const MIN_SPACING: Duration = Duration::from_millis(50);
 /// Packets remembered per stream.
 const HISTORY: usize = 1024;
 
@@ -92,13 +94,19 @@ mod tests {
     }
 
     #[test]
-    fn without_a_round_trip_known_a_packet_is_resent_at_most_every_100_ms() {
+    fn on_a_short_round_trip_a_request_repeated_100_ms_later_is_answered() {
         let t0 = Instant::now();
         let mut p = RetransmitPolicy::default();
         p.on_sent(1, 10, t0);
-        assert!(p.should_resend(1, 10, t0 + ms(10), None));
-        assert!(!p.should_resend(1, 10, t0 + ms(100), None));
-        assert!(p.should_resend(1, 10, t0 + ms(110), None));
+        assert!(p.should_resend(1, 10, t0 + ms(10), Some(ms(5))));
+        // A duplicate request right behind the first (a repeated NACK packet) is not.
+        assert!(!p.should_resend(1, 10, t0 + ms(20), Some(ms(5))));
+        assert!(p.should_resend(1, 10, t0 + ms(108), Some(ms(5))));
+        // Without a round trip known, the same.
+        p.on_sent(1, 11, t0);
+        assert!(p.should_resend(1, 11, t0 + ms(10), None));
+        assert!(!p.should_resend(1, 11, t0 + ms(59), None));
+        assert!(p.should_resend(1, 11, t0 + ms(108), None));
     }
 
     #[test]
