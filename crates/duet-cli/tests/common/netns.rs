@@ -55,27 +55,29 @@ impl Net {
         net
     }
 
+    /// Runs an nftables script in the router namespace.
+    fn nft(&self, script: &str) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.r, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(script.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Takes client `a`'s link down (`true`: every packet from and to it dropped in the router,
     /// signaling and media alike, while the interfaces stay up) or back up.
     pub fn outage(&self, down: bool) {
         let id = &self.r[2..];
-        let nft = |script: &str| {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &self.r, "nft", "-f", "-"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .and_then(|mut child| {
-                    use std::io::Write;
-                    child.stdin.take().unwrap().write_all(script.as_bytes())?;
-                    child.wait_with_output()
-                })
-                .unwrap();
-            assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
-        };
         if down {
-            nft(&format!(
+            self.nft(&format!(
                 "table inet outage {{
                   chain drop_in {{ type filter hook prerouting priority -300; iifname \"ra{id}\" drop; }}
                   chain drop_fwd {{ type filter hook forward priority -300; oifname \"ra{id}\" drop; }}
@@ -83,7 +85,22 @@ impl Net {
                 }}"
             ));
         } else {
-            nft("delete table inet outage");
+            self.nft("delete table inet outage");
+        }
+    }
+
+    /// Drops `percent` % of the packets the router forwards toward either client (the media;
+    /// signaling ends in the router), at random (nftables `numgen random`); `None`: no loss.
+    pub fn loss(&self, percent: Option<u32>) {
+        let id = &self.r[2..];
+        // Adding first makes the delete succeed when there was no table.
+        self.nft("add table inet loss\ndelete table inet loss");
+        if let Some(p) = percent {
+            self.nft(&format!(
+                "table inet loss {{
+                  chain lossy {{ type filter hook forward priority -200; oifname {{ \"ra{id}\", \"rb{id}\" }} numgen random mod 100 < {p} drop; }}
+                }}"
+            ));
         }
     }
 
