@@ -322,11 +322,15 @@ impl QualityController {
         self.poll_probe(now);
     }
 
-    /// A probe cluster was measured. A rate the link carried is planned with at once (the
-    /// estimates so far were held to what an application-limited sender used). Once the climb of
-    /// doubling probes ends, the best rate it measured, if enough for video, ends a suspension
-    /// for the network without the resume hold and backoff (the probes are the evidence they
-    /// wait for), at the rung that rate allows.
+    /// A probe cluster was measured. A climb of doubling probes that reached [`probe::MAX_PROBE_BPS`]
+    /// measured a free link: its best rate is planned with at once (the estimates so far were
+    /// held to what an application-limited sender used) and ends a suspension for the network
+    /// without the resume hold and backoff, at the rung that rate allows.
+    ///
+    /// A climb that stopped short may only have measured a shaper's burst (a `tc tbf` at
+    /// 100 kb/s passes a 3,000-byte cluster at line rate), so it is not planned with: it ends a
+    /// suspension only once the resume backoff is out, and at the lowest rung, from where the
+    /// ladder climbs on what the partner acknowledges. One that fails doubles the backoff.
     pub fn on_probe_result(&mut self, now: Instant, result: ProbeResult) {
         self.prober.on_result(now, result);
         self.probing_unavailable |= !result.sent;
@@ -338,12 +342,21 @@ impl QualityController {
             return;
         }
         let Some(best) = self.climb_best.take() else { return };
-        self.probed = Some((best, now));
-        self.estimates.clear();
-        self.audio_basis_kbps = None;
-        let budget = self.video_budget_kbps(best / 1000.0);
+        // A climb ends on a held cluster only at the top.
+        let reached_top = result.held();
+        let lowest = f64::from(Ladder::floor_kbps()) * RESUME_MARGIN;
+        let budget = if reached_top {
+            self.probed = Some((best, now));
+            self.estimates.clear();
+            self.audio_basis_kbps = None;
+            self.video_budget_kbps(best / 1000.0)
+        } else {
+            lowest
+        };
+        let backed_off = reached_top || self.suspended_at.is_none_or(|s| now.duration_since(s) >= self.backoff);
         if self.suspended == Some(AudioOnlyCause::Network)
-            && budget >= f64::from(Ladder::floor_kbps()) * RESUME_MARGIN
+            && backed_off
+            && self.video_budget_kbps(best / 1000.0) >= lowest
             && self.loss < LOSSY / 2.0
         {
             self.resume_video(now, budget);

@@ -15,8 +15,8 @@
 //! most the cluster's tail ahead of it (once per [`PROBE_INTERVAL`]). A token-bucket shaper lets
 //! its burst through at line rate (the tests' `tc tbf`: 3,000 bytes under 100 kb/s): the
 //! cluster's last packet, beyond the burst, arrives at the shaper's rate, and that is what fails
-//! the probe. A shaper whose burst exceeds a cluster fools it, as it fools libwebrtc's probes:
-//! video then resumes, fails, and is suspended again with a longer wait (the controller's backoff).
+//! the probe. A shaper whose burst exceeds a cluster fools it, as it fools libwebrtc's probes,
+//! but rarely a whole climb: the controller trusts only a climb that reached [`MAX_PROBE_BPS`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -650,3 +650,24 @@ fn after_a_48_kbps_stretch_probes_bring_video_back_within_5_s_at_above_1_mbps() 
     let gap = sim.longest_gap_ms(&sim.audio_at, 18.0, 40.0);
     assert!(gap <= 200, "{gap} ms");
 }
+
+#[test]
+fn behind_a_100_kbps_shaper_whose_burst_passes_a_probe_video_stays_off_the_link() {
+    // `tc tbf` at 100 kb/s lets 6 KB through at line rate: a 3,000-byte cluster holds at
+    // 1.2 Mb/s although the link carries a tenth of that. Resuming video on such a climb put
+    // 360p30 into the cap every few seconds.
+    let mut sim = Sim::new(9);
+    let link = |t: f64| if t < 5.0 { FREE } else { tbf(100.0) };
+    sim.run(50.0, link);
+    // Nothing above the lowest rungs is tried, and the tries that fail come ever more rarely.
+    let changes = sim.changes(10.0, 50.0);
+    assert!(changes.iter().all(|r| r.1 == "audio-only" || rung_kbps(r.1) <= 120), "{:?}", sim.rungs);
+    let resumes = sim.rungs.windows(2).filter(|w| w[1].0 >= 25.0 && w[0].1 == "audio-only" && w[1].1 != "audio-only").count();
+    let sent_bytes: usize = sim.sent.iter().filter(|(_, at)| *at >= secs(sim.t0, 10.0)).map(|(p, _)| p.bytes).sum();
+    let sent_kbps = sent_bytes as f64 * 8.0 / 40.0 / 1000.0;
+    eprintln!("{resumes} resumes after 25 s, {sent_kbps:.0} kb/s sent: {:?}", sim.rungs);
+    assert!(resumes <= 2, "{resumes} resumes in 25 s: {:?}", sim.rungs);
+    assert!(sent_kbps <= 100.0, "{sent_kbps:.0} kb/s into a 100 kb/s cap: {:?}", sim.rungs);
+    let gap = sim.longest_gap_ms(&sim.audio_at, 10.0, 50.0);
+    assert!(gap <= 300, "{gap} ms");
+}
