@@ -10,7 +10,8 @@
 //! - settle: from the 300 kb/s cap until video is smooth again (>= 10 fps for 2 s in a row);
 //! - longest freeze: the longest run of seconds under 1 fps (outside audio-only);
 //! - longest audio gap: Duet's own measure (decode to decode); for Chromium the longest run of
-//!   seconds with under half the audio packets;
+//!   seconds with under half the audio packets; over the whole call, and within 5 s of the
+//!   300 kb/s cap's onset and of the 48 kb/s cap's (Duet: from `stats`' per-interval `audio_gap_ms`);
 //! - utilisation: the mean send rate over the last 10 s of the 300 kb/s cap, over the cap;
 //! - audio-only: from the 48 kb/s cap until video is off (Duet's `audio_only` event);
 //! - recovery: from the cap being lifted until the sender is back above 1 Mb/s.
@@ -41,6 +42,8 @@ struct Series {
     /// known (Duet's summary, from decode times).
     audio: Vec<f64>,
     audio_gap_s: Option<f64>,
+    /// Receiver: the longest audio gap that ended in each second, ms (Duet only).
+    audio_gap_ms: Vec<f64>,
     /// Sender: kbit/s sent.
     send_kbps: Vec<f64>,
     /// Periods (seconds since the start) the sender spent in audio-only, if it has such a mode.
@@ -52,6 +55,8 @@ struct Row {
     settle_s: Option<f64>,
     freeze_s: f64,
     audio_gap_s: f64,
+    /// The longest audio gap within 5 s of the 300 kb/s cap, and of the 48 kb/s cap.
+    onset_gaps_s: (f64, f64),
     utilisation: f64,
     audio_only_s: Option<f64>,
     recovery_s: Option<f64>,
@@ -82,12 +87,21 @@ fn row(who: &'static str, s: &Series, cap300: f64, cap48: f64, lift: f64, end: f
     let freeze_s = longest_run(&fps, 5, sec(end), |v| v < 1.0);
     // Chromium: seconds with under half of the 50 packets a second of 20 ms packets holds.
     let audio_gap_s = s.audio_gap_s.unwrap_or_else(|| longest_run(&s.audio, 5, sec(end), |v| v < 25.0));
+    let gap_after = |cap: f64| {
+        if s.audio_gap_ms.is_empty() {
+            longest_run(&s.audio, sec(cap), sec(cap) + 5, |v| v < 25.0)
+        } else {
+            // A second's `stats` report the gaps that ended in the second before it.
+            s.audio_gap_ms.iter().take(sec(cap) + 6).skip(sec(cap) + 1).fold(0.0, |a: f64, b| a.max(*b)) / 1000.0
+        }
+    };
+    let onset_gaps_s = (gap_after(cap300), gap_after(cap48));
     let steady = &s.send_kbps[sec(cap48 - 10.0).min(s.send_kbps.len())..sec(cap48).min(s.send_kbps.len())];
     let utilisation = steady.iter().sum::<f64>() / steady.len().max(1) as f64 / 300.0;
     let audio_only_s = s.audio_only.iter().find(|(t, _)| *t >= cap48 && *t < lift).map(|(t, _)| t - cap48);
     let recovery_s =
         (sec(lift)..sec(end).min(s.send_kbps.len())).find(|&i| s.send_kbps[i] >= 1000.0).map(|i| i as f64 - lift);
-    Row { who, settle_s, freeze_s, audio_gap_s, utilisation, audio_only_s, recovery_s }
+    Row { who, settle_s, freeze_s, audio_gap_s, onset_gaps_s, utilisation, audio_only_s, recovery_s }
 }
 
 /// Applies `profile` on `net` from `t0`, in the calling thread.
@@ -130,6 +144,7 @@ fn duet_call(profile: &Profile, secs: u32) -> Series {
         fps: per_second(&b, n, |e| f(&e["recv_fps"])),
         audio: vec![],
         audio_gap_s: Some(f(&summary["longest_audio_gap_ms"]) / 1000.0),
+        audio_gap_ms: per_second(&b, n, |e| f(&e["audio_gap_ms"])),
         send_kbps: per_second(&a, n, |e| f(&e["video_send_kbps"]) + f(&e["audio_send_kbps"])),
         audio_only: audio_only_periods(&a, f64::from(secs)),
     }
@@ -180,6 +195,7 @@ fn chromium_call(profile: &Profile, secs: u32) -> Series {
         fps: deltas(&b, "framesDecoded", 1.0),
         audio: deltas(&b, "audioPacketsReceived", 1.0),
         audio_gap_s: None,
+        audio_gap_ms: vec![],
         send_kbps: deltas(&a, "bytesSent", 8.0 / 1000.0),
         audio_only: vec![],
     }
@@ -195,17 +211,19 @@ fn trace(who: &str, s: &Series) {
 fn print(rows: &[Row], profile: &Profile) {
     println!("profile (s, kb/s): {profile:?}");
     println!(
-        "| | settle after 300 kb/s | longest freeze | longest audio gap | utilisation at 300 kb/s | audio-only after 48 kb/s | back above 1 Mb/s after the cap |"
+        "| | settle after 300 kb/s | longest freeze | longest audio gap: call / 300 kb/s onset / 48 kb/s onset | utilisation at 300 kb/s | audio-only after 48 kb/s | back above 1 Mb/s after the cap |"
     );
     println!("|---|---|---|---|---|---|---|");
     let s = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("{v:.0} s"));
     for r in rows {
         println!(
-            "| {} | {} | {:.0} s | {:.1} s | {:.0} % | {} | {} |",
+            "| {} | {} | {:.0} s | {:.1} / {:.1} / {:.1} s | {:.0} % | {} | {} |",
             r.who,
             s(r.settle_s),
             r.freeze_s,
             r.audio_gap_s,
+            r.onset_gaps_s.0,
+            r.onset_gaps_s.1,
             r.utilisation * 100.0,
             if r.who == "Chromium" { "no such mode".into() } else { s(r.audio_only_s) },
             s(r.recovery_s),

@@ -74,6 +74,8 @@ pub struct SummaryBuilder {
     connected_at_us: Option<u64>,
     last_video_us: Option<u64>,
     last_audio_us: Option<u64>,
+    /// The longest audio gap that ended since [`SummaryBuilder::take_audio_gap_ms`] was last called.
+    audio_gap_since_taken_ms: Option<u64>,
     last_media_us: Option<u64>,
     audio_only_since_us: Option<u64>,
     last_bytes_us: Option<u64>,
@@ -183,7 +185,14 @@ impl SummaryBuilder {
         if let Some(last) = self.last_audio_us.replace(now_us) {
             let gap = now_us.saturating_sub(last) / 1000;
             self.summary.longest_audio_gap_ms = Some(self.summary.longest_audio_gap_ms.unwrap_or(0).max(gap));
+            self.audio_gap_since_taken_ms = Some(self.audio_gap_since_taken_ms.unwrap_or(0).max(gap));
         }
+    }
+
+    /// The longest gap between two decoded audio frames that ended since the last call, ms
+    /// (`None` if fewer than two frames were decoded since).
+    pub fn take_audio_gap_ms(&mut self) -> Option<u64> {
+        self.audio_gap_since_taken_ms.take()
     }
 
     /// A chat message was sent.
@@ -273,6 +282,21 @@ mod tests {
         assert_eq!(s.longest_audio_gap_ms, Some(180));
         assert_eq!(s.longest_video_freeze_ms, Some(33));
         assert_eq!(s.mean_send_kbps, Some(1000.0));
+    }
+
+    #[test]
+    fn each_stats_interval_reports_the_longest_audio_gap_that_ended_in_it() {
+        let mut b = SummaryBuilder::new();
+        assert_eq!(b.take_audio_gap_ms(), None);
+        for t in [1_000_000, 1_020_000, 1_320_000, 1_340_000] {
+            b.audio_frame(t);
+        }
+        assert_eq!(b.take_audio_gap_ms(), Some(300));
+        b.audio_frame(1_400_000);
+        b.audio_frame(1_420_000);
+        assert_eq!(b.take_audio_gap_ms(), Some(60));
+        assert_eq!(b.take_audio_gap_ms(), None);
+        assert_eq!(b.summary().longest_audio_gap_ms, Some(300));
     }
 
     #[test]

@@ -168,6 +168,8 @@ pub struct CallStats {
     pub recv_width: Option<u32>,
     /// Remote video height.
     pub recv_height: Option<u32>,
+    /// The longest gap between two decoded partner audio frames that ended in this interval, ms.
+    pub audio_gap_ms: Option<u64>,
 }
 
 /// What the call reports.
@@ -981,6 +983,7 @@ impl Driver {
             video_frames_too_large: self.video_receiver.as_ref().map_or(0, VideoReceiver::frames_too_large),
             recv_width: self.last_size.map(|s| s.0),
             recv_height: self.last_size.map(|s| s.1),
+            audio_gap_ms: self.summary.take_audio_gap_ms(),
             ..CallStats::default()
         };
         if let Some((t, prev, frames)) = &self.last_stats {
