@@ -7,7 +7,8 @@
 //!   anything; a damaged settings file is moved aside with a visible notice. A screenshot of
 //!   the call screen is saved in `test-artifacts/`.
 //! - Two app instances match with each other through one embedded server and chat; the one
-//!   without a camera says so and still gets the call; a report reaches the server and ends the call;
+//!   without a camera says so and still gets the call; it shows the quality bars and its
+//!   partner's audio-only choice as a placeholder; a report reaches the server and ends the call;
 //!   when the instance that ran the server quits, the other one takes over its address.
 //! - The settings meter the microphone (a tone) while they are open and stop when closed, turn
 //!   noise suppression off in the saved file, and test the speaker (playing, then done).
@@ -203,6 +204,25 @@ fn two_windows_match_each_other_through_the_embedded_server() {
         "return document.getElementById('chat-log').textContent.includes('hello from the second window')",
     );
     b.wait("delivery at B", 10, "return document.querySelector('#chat-log li.me.delivered') !== null");
+
+    // The quality indicator shows the core's bars, with its reason as the tooltip.
+    b.wait(
+        "B's quality bars",
+        10,
+        "return ['1', '2', '3', '4'].includes(document.getElementById('link').dataset.bars)",
+    );
+    assert!(!b.exec("return document.getElementById('link').title").as_str().unwrap_or("").is_empty());
+    // A chooses audio only: B shows a placeholder with the cause the core reports, never A's
+    // last frame, and A's video comes back when A chooses Auto again.
+    a.click("#quality option[value=audio_only]");
+    b.wait(
+        "A's audio-only at B",
+        10,
+        "const o = document.getElementById('overlay'); return !o.hidden && o.dataset.audioOnly === 'partner_choice'",
+    );
+    assert_eq!(b.text("#overlay-text"), "Your partner chose audio only.");
+    a.click("#quality option[value=auto]");
+    b.wait("A's video back at B", 15, "return document.getElementById('overlay').hidden");
 
     // A reports B (which also blocks): the server counts it and B's call ends.
     a.click("#btn-report");

@@ -662,7 +662,8 @@ fn behind_a_100_kbps_shaper_whose_burst_passes_a_probe_video_stays_off_the_link(
     // Nothing above the lowest rungs is tried, and the tries that fail come ever more rarely.
     let changes = sim.changes(10.0, 50.0);
     assert!(changes.iter().all(|r| r.1 == "audio-only" || rung_kbps(r.1) <= 120), "{:?}", sim.rungs);
-    let resumes = sim.rungs.windows(2).filter(|w| w[1].0 >= 25.0 && w[0].1 == "audio-only" && w[1].1 != "audio-only").count();
+    let resumes =
+        sim.rungs.windows(2).filter(|w| w[1].0 >= 25.0 && w[0].1 == "audio-only" && w[1].1 != "audio-only").count();
     let sent_bytes: usize = sim.sent.iter().filter(|(_, at)| *at >= secs(sim.t0, 10.0)).map(|(p, _)| p.bytes).sum();
     let sent_kbps = sent_bytes as f64 * 8.0 / 40.0 / 1000.0;
     eprintln!("{resumes} resumes after 25 s, {sent_kbps:.0} kb/s sent: {:?}", sim.rungs);
