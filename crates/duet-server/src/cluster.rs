@@ -19,9 +19,12 @@
 pub mod device_blocks;
 pub mod directory;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -448,6 +451,10 @@ impl Cluster {
         };
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg(Duration::from_secs(2)))
             .map_err(|e| ClusterError::Url(kind(&e)))?;
+        // Messages for other nodes have a connection of their own: their batches do not queue
+        // behind pool scripts' answers.
+        let sending = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg(Duration::from_secs(2)))
+            .map_err(|e| ClusterError::Url(kind(&e)))?;
         let reader =
             ConnectionManager::new_lazy_with_config(client, manager_cfg(Duration::from_millis(READ_BLOCK_MS + 2000)))
                 .map_err(|e| ClusterError::Url(kind(&e)))?;
@@ -487,7 +494,7 @@ impl Cluster {
                 pool_flush_rx,
                 stop_rx.clone(),
             )),
-            tokio::spawn(send_remote(commands.clone(), backend.clone(), remote_rx, remote_flush_rx, stop_rx.clone())),
+            tokio::spawn(send_remote(sending, backend.clone(), remote_rx, remote_flush_rx, stop_rx.clone())),
             tokio::spawn(read_inbox(reader, commands.clone(), node.clone(), backend.clone(), stop_rx.clone())),
             tokio::spawn(directory::watch_nodes(commands.clone(), node.clone(), backend.clone(), stop_rx)),
         ];
@@ -907,10 +914,31 @@ impl PoolWorker {
     }
 }
 
-/// Appends messages to other nodes' inboxes, in order, in atomic batches. A flush request is
-/// answered once every message queued before it was written (or given up on).
+/// Most batches for other nodes written to Redis and not answered yet. A message does not wait
+/// for the answer to the batch before it (a round trip through Redis, which on a busy machine
+/// waits for a core as the nodes do) before it is written.
+const SEND_WINDOW: usize = 8;
+
+/// A batch for other nodes, written to Redis or about to be.
+struct Outbound {
+    batch: Vec<(String, RemoteMsg)>,
+    /// The salvages asked for with it: they run once it and everything before it is written.
+    salvages: BTreeMap<String, Vec<String>>,
+    /// A flush request, answered once it and everything before it is written.
+    done: Option<oneshot::Sender<()>>,
+    /// Its `MULTI`/`EXEC`, with the time of its first attempt.
+    pipe: Option<(Arc<redis::Pipeline>, Instant)>,
+    /// The call in flight.
+    call: Option<Pin<Box<dyn Future<Output = redis::RedisResult<()>> + Send>>>,
+    /// Its answer, once there.
+    answer: Option<redis::RedisResult<()>>,
+}
+
+/// Appends messages to other nodes' inboxes, in order, in atomic batches, up to
+/// [`SEND_WINDOW`] batches in flight on the connection. A flush request is answered once every
+/// message queued before it was written (or given up on).
 async fn send_remote(
-    mut conn: ConnectionManager,
+    conn: ConnectionManager,
     backend: Arc<InMemoryBackend>,
     mut rx: mpsc::Receiver<(String, RemoteMsg)>,
     mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
@@ -918,40 +946,151 @@ async fn send_remote(
 ) {
     let mut expired_at: HashMap<String, Instant> = HashMap::new();
     let salvage = redis::Script::new(directory::SALVAGE_SCRIPT);
+    let mut in_flight: VecDeque<Outbound> = VecDeque::new();
     loop {
-        let Some((first, done)) = next_or_flush(&mut rx, &mut flush).await else { return };
-        let mut batch = vec![first];
-        // A flush sends everything queued; otherwise batches of at most 256.
-        while done.is_some() || batch.len() < 256 {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        // Salvages run once every message of the batch is written (so after all this node
-        // wrote before asking), off this task, one pass over each old inbox.
-        let mut salvages: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        batch.retain(|(node, m)| match m {
-            RemoteMsg::Salvage { session } => {
-                salvages.entry(node.clone()).or_default().push(session.clone());
-                false
-            }
-            _ => true,
-        });
-        if !batch.is_empty() && !send_batch(&mut conn, &batch, &mut expired_at, &mut stop).await {
-            return;
-        }
-        for (node, sessions) in salvages {
-            let (mut conn, salvage, backend) = (conn.clone(), salvage.clone(), backend.clone());
-            tokio::spawn(async move {
-                for (session, messages) in salvage_inbox(&mut conn, &salvage, &node, sessions).await {
-                    backend.input(Input::Salvaged { session, messages });
+        tokio::select! {
+            biased;
+            oldest = answered(&mut in_flight), if !in_flight.is_empty() => {
+                if !settle(oldest, &mut in_flight, &conn, &salvage, &backend, &mut stop).await {
+                    return;
                 }
-            });
+            }
+            next = next_or_flush(&mut rx, &mut flush), if in_flight.len() < SEND_WINDOW => {
+                let Some((first, done)) = next else {
+                    // The hub is gone: what is in flight is still written.
+                    while !in_flight.is_empty() {
+                        let oldest = answered(&mut in_flight).await;
+                        if !settle(oldest, &mut in_flight, &conn, &salvage, &backend, &mut stop).await {
+                            return;
+                        }
+                    }
+                    return;
+                };
+                let mut batch = vec![first];
+                // A flush sends everything queued; otherwise batches of at most 256.
+                while done.is_some() || batch.len() < 256 {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                // Salvages run once every message of the batch is written (so after all this
+                // node wrote before asking), off this task, one pass over each old inbox.
+                let mut salvages: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                batch.retain(|(node, m)| match m {
+                    RemoteMsg::Salvage { session } => {
+                        salvages.entry(node.clone()).or_default().push(session.clone());
+                        false
+                    }
+                    _ => true,
+                });
+                let pipe = (!batch.is_empty()).then(|| (Arc::new(batch_pipe(&batch, &mut expired_at)), Instant::now()));
+                let call = pipe.as_ref().map(|(pipe, _)| write_batch(conn.clone(), pipe.clone()));
+                // The call is first polled by `answered`, after every older one.
+                in_flight.push_back(Outbound { batch, salvages, done, pipe, call, answer: None });
+            }
         }
-        if let Some(done) = done {
-            let _ = done.send(());
+    }
+}
+
+/// The oldest batch in flight has its answer: if it failed, every batch still in flight gets its
+/// answer and the failed ones go again, in order, each retried for [`DELIVERY_PATIENCE`] as
+/// before. Then what waited for them goes on. False once the node stops.
+async fn settle(
+    oldest: Outbound,
+    in_flight: &mut VecDeque<Outbound>,
+    conn: &ConnectionManager,
+    salvage: &redis::Script,
+    backend: &Arc<InMemoryBackend>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let failed = matches!(oldest.answer, Some(Err(_)));
+    let mut written = vec![oldest];
+    if failed {
+        written.extend(in_flight.drain(..));
+        if !retry_failed(conn, &mut written, stop).await {
+            return false;
         }
+    }
+    for w in written {
+        finish(w, conn, salvage, backend);
+    }
+    true
+}
+
+/// One attempt at writing a batch.
+fn write_batch(
+    mut conn: ConnectionManager,
+    pipe: Arc<redis::Pipeline>,
+) -> Pin<Box<dyn Future<Output = redis::RedisResult<()>> + Send>> {
+    Box::pin(async move { pipe.query_async::<()>(&mut conn).await })
+}
+
+/// The oldest batch in flight, once it has its answer. Every call in flight is polled, oldest
+/// first, so each one's request joins the connection's queue (first come, first served) behind
+/// those of the batches before it: Redis runs the batches in the order they were made.
+fn answered(in_flight: &mut VecDeque<Outbound>) -> impl Future<Output = Outbound> + '_ {
+    std::future::poll_fn(move |cx| {
+        for o in in_flight.iter_mut() {
+            if let Some(call) = o.call.as_mut()
+                && let Poll::Ready(answer) = call.as_mut().poll(cx)
+            {
+                o.answer = Some(answer);
+                o.call = None;
+            }
+        }
+        if in_flight.front().is_some_and(|o| o.call.is_none()) {
+            in_flight.pop_front().map_or(Poll::Pending, Poll::Ready)
+        } else {
+            Poll::Pending
+        }
+    })
+}
+
+/// The first of `written` failed: waits for the answers of the others, then writes again, in
+/// order, each that failed, retried for [`DELIVERY_PATIENCE`] from its first attempt; false once
+/// the node stops. (A batch after a failed one that went through stays written: only a Redis
+/// that refuses one `EXEC` and takes the next does that, and then the failed one follows it.)
+async fn retry_failed(conn: &ConnectionManager, written: &mut [Outbound], stop: &mut watch::Receiver<bool>) -> bool {
+    for o in written.iter_mut() {
+        if let Some(call) = o.call.take() {
+            o.answer = Some(call.await);
+        }
+    }
+    let mut failed_before = false;
+    for o in written.iter_mut() {
+        let (Some(Err(err)), Some((pipe, started))) = (&o.answer, &o.pipe) else {
+            if failed_before && o.pipe.is_some() {
+                warn!(
+                    messages = o.batch.len(),
+                    "messages for other nodes went through ahead of an earlier batch that failed"
+                );
+            }
+            continue;
+        };
+        failed_before = true;
+        debug!(error = %kind(err), messages = o.batch.len(), "sending to other nodes failed; retrying");
+        let mut conn = conn.clone();
+        if !send_batch(&mut conn, pipe, o.batch.len(), *started, stop).await {
+            return false;
+        }
+        o.answer = Some(Ok(()));
+    }
+    true
+}
+
+/// A batch is written (or given up on): what waited for it goes on.
+fn finish(o: Outbound, conn: &ConnectionManager, salvage: &redis::Script, backend: &Arc<InMemoryBackend>) {
+    for (node, sessions) in o.salvages {
+        let (mut conn, salvage, backend) = (conn.clone(), salvage.clone(), backend.clone());
+        tokio::spawn(async move {
+            for (session, messages) in salvage_inbox(&mut conn, &salvage, &node, sessions).await {
+                backend.input(Input::Salvaged { session, messages });
+            }
+        });
+    }
+    if let Some(done) = o.done {
+        let _ = done.send(());
     }
 }
 
@@ -982,19 +1121,14 @@ async fn salvage_inbox(
     found
 }
 
-/// Writes one batch in a `MULTI`/`EXEC`, retried for [`DELIVERY_PATIENCE`]; false once the node stops.
-async fn send_batch(
-    conn: &mut ConnectionManager,
-    batch: &[(String, RemoteMsg)],
-    expired_at: &mut HashMap<String, Instant>,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
+/// One batch in a `MULTI`/`EXEC` (with the inboxes' expiry renewed every [`EXPIRE_EVERY`]).
+fn batch_pipe(batch: &[(String, RemoteMsg)], expired_at: &mut HashMap<String, Instant>) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.atomic();
     let mut keys = Vec::new();
     for (node, msg) in batch {
         let key = inbox_key(node);
-        let data = serde_json::to_string(msg).unwrap_or_default();
+        let data = serde_json::to_vec(msg).unwrap_or_default();
         pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(INBOX_MAXLEN).arg("*").arg("d").arg(data).ignore();
         if !keys.contains(&key) {
             keys.push(key);
@@ -1006,22 +1140,31 @@ async fn send_batch(
             expired_at.insert(key, Instant::now());
         }
     }
-    let started = Instant::now();
+    pipe
+}
+
+/// Writes a batch whose first attempt (at `started`) failed again, retried until
+/// [`DELIVERY_PATIENCE`] after that; false once the node stops.
+async fn send_batch(
+    conn: &mut ConnectionManager,
+    pipe: &redis::Pipeline,
+    messages: usize,
+    started: Instant,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
     let mut delay = Duration::from_millis(50);
     loop {
+        if started.elapsed() >= DELIVERY_PATIENCE {
+            warn!(messages, "redis away too long; messages for other nodes dropped");
+            return true;
+        }
+        if stopped_during(stop, delay).await {
+            return false;
+        }
+        delay = (delay * 2).min(Duration::from_secs(1));
         match pipe.query_async::<()>(conn).await {
             Ok(()) => return true,
-            Err(err) if started.elapsed() < DELIVERY_PATIENCE => {
-                debug!(error = %kind(&err), messages = batch.len(), "sending to other nodes failed; retrying");
-                if stopped_during(stop, delay).await {
-                    return false;
-                }
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-            Err(err) => {
-                warn!(error = %kind(&err), messages = batch.len(), "redis away too long; messages for other nodes dropped");
-                return true;
-            }
+            Err(err) => debug!(error = %kind(&err), messages, "sending to other nodes failed; retrying"),
         }
     }
 }
