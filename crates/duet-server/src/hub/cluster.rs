@@ -756,6 +756,14 @@ impl Hub {
             RemoteMsg::Peer { to, from, event } => (to, from, event),
         };
         let Some(key) = self.by_public.get(&to).copied() else {
+            if let Some(pending) = self.restoring.get_mut(&to) {
+                // Restored here once the directory answers: a partner restored on another node
+                // at the same moment may ask to rejoin before that. It waits for the answer.
+                if pending.early.len() < super::failover::MAX_EARLY {
+                    pending.early.push(RemoteMsg::Peer { to, from, event });
+                }
+                return;
+            }
             if let Some(node) = self.moved_out.node_of(&to).map(str::to_string) {
                 // The session moved on: what was on its way here follows it.
                 let msg = RemoteMsg::Peer { to, from, event };

@@ -34,6 +34,10 @@ use super::{CLOSE_REPLACED, ConnId, Hub, Now, Output, PendingHello, PendingResto
 /// renegotiate after `peer_resumed` anyway).
 pub(super) const MAX_HELD: usize = 64;
 
+/// Messages from partners kept for a session whose restore waits for the session directory, at
+/// most; later ones are dropped.
+pub(super) const MAX_EARLY: usize = 1024;
+
 /// Sessions that moved away remembered for forwarding, at most.
 pub(super) const MAX_MOVED: usize = 10_000;
 
@@ -127,7 +131,7 @@ impl Hub {
             }
             None => {
                 debug!(session = %session, "token of a session held elsewhere; asking the session directory");
-                self.restoring.insert(session.clone(), PendingRestore { conn, hello, claims });
+                self.restoring.insert(session.clone(), PendingRestore { conn, hello, claims, early: Vec::new() });
                 self.claim(session, partner);
             }
         }
@@ -145,9 +149,18 @@ impl Hub {
     /// if it ended, its client gets a new session), the old copy is dropped, and a restored
     /// session that waits for its partner asks the partner's node to rejoin the pair.
     pub(super) fn claimed(&mut self, now: Now, c: Claimed) {
+        let early = self.restoring.get_mut(&c.session).map(|p| std::mem::take(&mut p.early)).unwrap_or_default();
+        self.claimed_here(now, c);
+        // What partners on other nodes sent meanwhile, now that the session is here (or not).
+        for msg in early {
+            self.remote(now, msg);
+        }
+    }
+
+    fn claimed_here(&mut self, now: Now, c: Claimed) {
         let Some(here) = self.cfg.cluster_node.clone() else { return };
         let mut ack = None;
-        if let Some(PendingRestore { conn, hello, claims }) = self.restoring.remove(&c.session) {
+        if let Some(PendingRestore { conn, hello, claims, .. }) = self.restoring.remove(&c.session) {
             let open = self.conns.get_mut(&conn).map(|c| c.restoring = false).is_some();
             if c.ended {
                 info!(session = %c.session, "resume token of a session that ended; starting a new session");
@@ -695,6 +708,41 @@ mod tests {
         let late = ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: Some(2) };
         n.input(Input::Remote(RemoteMsg::Replay { session: x_id, messages: vec![late.clone()] }));
         assert_eq!(n.last_to(x), &late);
+    }
+
+    #[test]
+    fn a_rejoin_that_comes_before_the_directory_answers_waits_for_it() {
+        // x and y were paired on node "there", which died. y came back on node "b" first, and
+        // the directory told it x was still on "there"; x comes back on node "c", and y's
+        // rejoin reaches c before the directory's answer to x's claim does.
+        let mut c = Node::named("c", Some(key()));
+        let x = hello_restored_on_c(&mut c, "y", None);
+        let rejoin = PeerEvent::Rejoin { node: "b".into(), device: None };
+        c.input(Input::Remote(RemoteMsg::Peer {
+            to: "x".into(),
+            from: "y".into(),
+            event: rejoin,
+        }));
+        assert_eq!(c.kinds_to(x), [] as [&str; 0], "x still waits for the session directory");
+        assert_eq!(sent_to(&mut c, "b"), []);
+
+        // The directory's answer names y's old node: x asks it in vain, but y's rejoin is taken.
+        let answer = Claimed {
+            session: "x".into(),
+            previous: Some("there".into()),
+            partner_node: Some("there".into()),
+            ended: false,
+        };
+        c.input(Input::Claimed(Box::new(answer)));
+        assert_eq!(c.last_to(x).kind(), "peer_resumed");
+        assert_eq!(
+            sent_to(&mut c, "b"),
+            [RemoteMsg::Peer {
+                to: "y".into(),
+                from: "x".into(),
+                event: PeerEvent::Rejoined { node: "c".into(), device: None },
+            }]
+        );
     }
 
     /// On node "c": x says hello with its token, which names partner `y_id`, having processed

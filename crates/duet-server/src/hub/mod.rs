@@ -286,6 +286,9 @@ struct PendingRestore {
     conn: ConnId,
     hello: PendingHello,
     claims: Claims,
+    /// Messages from partners on other nodes that came before the directory answered (a
+    /// partner restored elsewhere at the same moment may ask to rejoin first), in order.
+    early: Vec<RemoteMsg>,
 }
 
 struct Conn {
