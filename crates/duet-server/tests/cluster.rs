@@ -566,15 +566,21 @@ fn node_process(redis: &RedisServer, id: &str) -> process::Proc {
     process::spawn(&["--redis", &url, "--node-id", id], &[("DUET_RESUME_SECRET", "one secret for the whole service")])
 }
 
-/// Connects to `url` until the node answers (a fresh process may still be reaching Redis).
+/// Connects to `url` and queues, until the node takes both (a fresh process may still be
+/// reaching Redis: it refuses the WebSocket with 503, or the queue request).
 async fn connect_when_ready(url: &str) -> Client {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let mut c = Client::connect(url).await;
-        c.send(queue(&[], None)).await;
-        match c.recv().await.msg {
-            ServerMessage::Queued { .. } => return c,
-            other => assert!(std::time::Instant::now() < deadline, "node not ready: {other:?}"),
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => {
+                let mut c = Client::hello_on(ws, None).await;
+                c.send(queue(&[], None)).await;
+                match c.recv().await.msg {
+                    ServerMessage::Queued { .. } => return c,
+                    other => assert!(std::time::Instant::now() < deadline, "node not ready: {other:?}"),
+                }
+            }
+            Err(err) => assert!(std::time::Instant::now() < deadline, "node not ready: {err}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
