@@ -923,7 +923,7 @@ const SEND_WINDOW: usize = 8;
 struct Outbound {
     batch: Vec<(String, RemoteMsg)>,
     /// The salvages asked for with it: they run once it and everything before it is written.
-    salvages: BTreeMap<String, Vec<String>>,
+    salvages: BTreeMap<(String, bool), Vec<String>>,
     /// A flush request, answered once it and everything before it is written.
     done: Option<oneshot::Sender<()>>,
     /// Its `MULTI`/`EXEC`, with the time of its first attempt.
@@ -975,11 +975,12 @@ async fn send_remote(
                     }
                 }
                 // Salvages run once every message of the batch is written (so after all this
-                // node wrote before asking), off this task, one pass over each old inbox.
-                let mut salvages: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                // node wrote before asking, its `Handover` requests included), off this task, one
+                // pass over each old inbox.
+                let mut salvages: BTreeMap<(String, bool), Vec<String>> = BTreeMap::new();
                 batch.retain(|(node, m)| match m {
-                    RemoteMsg::Salvage { session } => {
-                        salvages.entry(node.clone()).or_default().push(session.clone());
+                    RemoteMsg::Salvage { session, force } => {
+                        salvages.entry((node.clone(), *force)).or_default().push(session.clone());
                         false
                     }
                     _ => true,
@@ -1081,11 +1082,12 @@ async fn retry_failed(conn: &ConnectionManager, written: &mut [Outbound], stop: 
 
 /// A batch is written (or given up on): what waited for it goes on.
 fn finish(o: Outbound, conn: &ConnectionManager, salvage: &redis::Script, backend: &Arc<InMemoryBackend>) {
-    for (node, sessions) in o.salvages {
+    for ((node, force), sessions) in o.salvages {
         let (mut conn, salvage, backend) = (conn.clone(), salvage.clone(), backend.clone());
         tokio::spawn(async move {
-            for (session, messages) in salvage_inbox(&mut conn, &salvage, &node, sessions).await {
-                backend.input(Input::Salvaged { session, messages });
+            let (node_alive, found) = salvage_inbox(&mut conn, &salvage, &node, sessions, force).await;
+            for (session, messages) in found {
+                backend.input(Input::Salvaged { session, messages, node_alive });
             }
         });
     }
@@ -1094,31 +1096,41 @@ fn finish(o: Outbound, conn: &ConnectionManager, salvage: &redis::Script, backen
     }
 }
 
-/// Takes out of `node`'s inbox what it never read for `sessions`; every session gets its list
-/// (empty if Redis fails: then what was there is lost, as the warning says).
+/// Takes out of `node`'s inbox what it never read for `sessions`, unless `node` still beats
+/// and the salvage is not forced: returns whether it was left alone for that reason, and each
+/// session's list. If Redis fails, nothing is taken: an unforced salvage counts as left alone
+/// (the hub goes on waiting for the node, and forces a salvage later); a forced one is given
+/// empty lists (what was there is lost, as the warning says).
 async fn salvage_inbox(
     conn: &mut ConnectionManager,
     script: &redis::Script,
     node: &str,
     sessions: Vec<String>,
-) -> BTreeMap<String, Vec<RemoteMsg>> {
+    force: bool,
+) -> (bool, BTreeMap<String, Vec<RemoteMsg>>) {
     let mut inv = script.key(inbox_key(node));
-    inv.key(directory::read_marker_key(node));
+    inv.key(directory::read_marker_key(node)).key(ALIVE_KEY);
+    inv.arg(node).arg(if force { "1" } else { "0" });
     for s in &sessions {
         inv.arg(s);
     }
     let mut found: BTreeMap<String, Vec<RemoteMsg>> = sessions.into_iter().map(|s| (s, Vec::new())).collect();
     match inv.invoke_async::<Vec<String>>(conn).await {
+        Ok(raw) if raw.first().is_some_and(|status| status == "alive") => return (true, found),
         Ok(raw) => {
-            for pair in raw.chunks_exact(2) {
+            for pair in raw.get(1..).unwrap_or_default().chunks_exact(2) {
                 if let (Some(list), Ok(msg)) = (found.get_mut(&pair[0]), serde_json::from_str(&pair[1])) {
                     list.push(msg);
                 }
             }
         }
+        Err(err) if !force => {
+            debug!(error = %kind(&err), "salvaging an old node's inbox failed; it is tried again later");
+            return (true, found);
+        }
         Err(err) => warn!(error = %kind(&err), "salvaging an old node's inbox failed; what it held is lost"),
     }
-    found
+    (false, found)
 }
 
 /// One batch in a `MULTI`/`EXEC` (with the inboxes' expiry renewed every [`EXPIRE_EVERY`]).

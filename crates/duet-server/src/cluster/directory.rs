@@ -131,14 +131,23 @@ pub fn read_marker_key(node: &str) -> String {
 }
 
 /// Takes out of a node's inbox every message it had not read for the given sessions, in one
-/// pass. KEYS: the inbox, its read marker. ARGV: the sessions. Returns `[session, message
-/// JSON, ...]`, oldest first. (Messages between nodes are serialized with `to` first after
-/// the tag, and session ids are hex, so a plain match finds the addressee.)
+/// pass, unless the node still beats and the salvage is not forced (a live node hands its
+/// sessions over itself). KEYS: the inbox, its read marker, the heartbeats ([`ALIVE_KEY`]).
+/// ARGV: the node's address, `1` to force, the sessions. Returns `['alive']` (nothing taken:
+/// the node's heartbeat runs, or it has none), or `['taken', session, message JSON, ...]`,
+/// oldest first. (Messages between nodes are serialized with `to` first after the tag, and
+/// session ids are hex, so a plain match finds the addressee.)
 pub const SALVAGE_SCRIPT: &str = r#"
+if ARGV[2] ~= '1' then
+  local beat = redis.call('HGET', KEYS[3], ARGV[1])
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not beat or tonumber(beat) >= now then return {'alive'} end
+end
 local wanted = {}
-for _, s in ipairs(ARGV) do wanted[s] = true end
+for i = 3, #ARGV do wanted[ARGV[i]] = true end
 local from = redis.call('GET', KEYS[2]) or '0-0'
-local out = {}
+local out = {'taken'}
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. from, '+')) do
   local fields = entry[2]
   for i = 1, #fields, 2 do

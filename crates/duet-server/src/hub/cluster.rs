@@ -199,10 +199,15 @@ pub enum RemoteMsg {
     /// Never written to a stream: the sending node's own request, carried in order with its
     /// messages to `node`'s inbox. It takes out of the inbox of `node` (which held `session`
     /// and may have died) every message for `session` that node had not read, and gives them to
-    /// the sending node's hub ([`super::Input::Salvaged`]).
+    /// the sending node's hub ([`super::Input::Salvaged`]). Unless `force`, it takes nothing
+    /// while `node`'s heartbeat runs: a live node hands over what it read itself
+    /// ([`RemoteMsg::Handover`]).
     Salvage {
         /// The session, now on the sending node.
         session: String,
+        /// Take the messages even from a node that still beats (it did not answer in time).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     /// What the sending node had sent to `session` that its client never acknowledged, to be
     /// sent again by the receiving node, which holds the session now.
@@ -211,6 +216,33 @@ pub enum RemoteMsg {
         session: String,
         /// The messages, oldest first.
         messages: Vec<ServerMessage>,
+        /// The [`Stamp`] of each message that came from another node (a partner's), by position
+        /// in `messages` (missing at the end: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        stamps: Vec<Option<Stamp>>,
+        /// The newest message from each node the session was given on the sending node, acknowledged
+        /// or not: anything not newer is not delivered again.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        heard: Vec<Stamp>,
+    },
+    /// From the node that holds `session` now to the node it moved from, written behind
+    /// everything the partner's node sent there before it switched to the new node. The
+    /// receiving node answers [`RemoteMsg::HandedOver`] once it has read it: by then it has
+    /// sent on everything older for the session.
+    Handover {
+        /// The session's public id.
+        session: String,
+        /// The node that holds it now (and asks).
+        node: String,
+    },
+    /// The answer to [`RemoteMsg::Handover`]: everything the sending node read for `session`
+    /// before the request (sent again in its [`RemoteMsg::Replay`], or forwarded) is ahead of
+    /// this message.
+    HandedOver {
+        /// The session's public id.
+        session: String,
+        /// The node that answers (the session's previous node).
+        node: String,
     },
     /// From a session to its partner on the receiving node.
     Peer {
@@ -220,7 +252,30 @@ pub enum RemoteMsg {
         from: String,
         /// What happened.
         event: PeerEvent,
+        /// Where and in which order it was sent (every node stamps what it sends).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
+        /// The node that forwarded it because the receiving session had moved from there: it is
+        /// older than anything the partner's node sends the receiving node itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
     },
+}
+
+/// Which node sent a [`RemoteMsg::Peer`] and where it came in that node's sending order: every
+/// node numbers the messages it sends to partners, 1, 2, 3, ... So, for one receiving session,
+/// a message from a node is newer than another from the same node exactly when its number is
+/// higher, whichever way each travelled (straight, forwarded by a node the session moved from,
+/// replayed, or salvaged from an inbox): a session is never given one that is not newer than
+/// one it was given (a copy, or one overtaken on another path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The sending node's address.
+    #[serde(rename = "o")]
+    pub node: String,
+    /// Its number in that node's sending order.
+    #[serde(rename = "n")]
+    pub seq: u64,
 }
 
 /// What one partner tells the other across nodes.
@@ -281,9 +336,6 @@ pub(super) struct RemotePeer {
     pub lost_at: Option<std::time::Instant>,
     /// Signals for the partner while it is lost (at most [`super::failover::MAX_HELD`]).
     pub held: Vec<PeerEvent>,
-    /// While the partner's old node's inbox is salvaged: what the partner sent meanwhile,
-    /// delivered after the salvaged messages (which are older).
-    pub salvaging: Option<Vec<PeerEvent>>,
     /// The partner's device, if known (from its pool entry).
     pub device: Option<super::blocks::Device>,
 }
@@ -291,7 +343,7 @@ pub(super) struct RemotePeer {
 impl RemotePeer {
     pub(super) fn new(session: &str, node: &str, polite_here: bool) -> Self {
         let (session, node) = (session.to_string(), node.to_string());
-        Self { session, node, polite_here, lost_at: None, held: Vec::new(), salvaging: None, device: None }
+        Self { session, node, polite_here, lost_at: None, held: Vec::new(), device: None }
     }
 
     /// The partner of a pool or room entry.
@@ -737,8 +789,12 @@ impl Hub {
         true
     }
 
+    /// Sends `event` from `from` here to `to` on `node`, stamped with its place in this node's
+    /// sending order.
     pub(super) fn emit_remote(&mut self, node: &str, to: &str, from: &str, event: PeerEvent) {
-        let msg = RemoteMsg::Peer { to: to.to_string(), from: from.to_string(), event };
+        self.stamped += 1;
+        let stamp = Stamp { node: self.node().unwrap_or_default().to_string(), seq: self.stamped };
+        let msg = RemoteMsg::Peer { to: to.to_string(), from: from.to_string(), event, stamp: Some(stamp), via: None };
         self.out.push_back(Output::Remote { node: node.to_string(), msg: Box::new(msg) });
     }
 
@@ -747,63 +803,101 @@ impl Hub {
         if !self.clustered() {
             return;
         }
-        let (to, from, event) = match msg {
+        let (to, from, event, stamp, via) = match msg {
             RemoteMsg::Matched(m) => return self.pool_matched(now, *m),
             RemoteMsg::CodePaired { code, waiting, joiner } => return self.code_paired(now, &code, &waiting, &joiner),
             RemoteMsg::Taken { session, node, ack } => return self.taken(&session, &node, ack),
-            RemoteMsg::Replay { session, messages } => return self.replay(&session, messages),
+            RemoteMsg::Replay { session, messages, stamps, heard } => {
+                return self.replay(&session, messages, stamps, heard);
+            }
+            RemoteMsg::Handover { session, node } => return self.handover_asked(session, &node),
+            RemoteMsg::HandedOver { session, node } => return self.handed_over(now, &session, &node),
             RemoteMsg::Salvage { .. } => return,
-            RemoteMsg::Peer { to, from, event } => (to, from, event),
+            RemoteMsg::Peer { to, from, event, stamp, via } => (to, from, event, stamp, via),
         };
         let Some(key) = self.by_public.get(&to).copied() else {
             if let Some(pending) = self.restoring.get_mut(&to) {
                 // Restored here once the directory answers: a partner restored on another node
                 // at the same moment may ask to rejoin before that. It waits for the answer.
                 if pending.early.len() < super::failover::MAX_EARLY {
-                    pending.early.push(RemoteMsg::Peer { to, from, event });
+                    pending.early.push(RemoteMsg::Peer { to, from, event, stamp, via });
                 }
                 return;
             }
             if let Some(node) = self.moved_out.node_of(&to).map(str::to_string) {
-                // The session moved on: what was on its way here follows it.
-                let msg = RemoteMsg::Peer { to, from, event };
+                // The session moved on: what was on its way here follows it (older than what its
+                // partner's node sends there itself).
+                let via = self.node().map(str::to_string);
+                let msg = RemoteMsg::Peer { to, from, event, stamp, via };
                 self.out.push_back(Output::Remote { node, msg: Box::new(msg) });
             } else {
                 debug!(session = %to, "message for a session not on this node; dropped");
             }
             return;
         };
+        // Sent straight here, it waits while the session's previous node hands over what is
+        // older; forwarded by that node, it is older.
+        let event = match via {
+            None => match self.hold_during_handover(now, &to, from.clone(), event, stamp.clone()) {
+                Ok(()) => return,
+                Err(event) => event,
+            },
+            Some(_) => event,
+        };
+        self.peer_message(now, key, from, event, stamp)
+    }
+
+    /// A message from the partner `from` (on another node) to `key`, in its turn. One for the
+    /// client that is not newer than one the client was given from the same node is dropped.
+    /// (A rejoin and its answer, which go straight to the partner's node and may overtake older
+    /// messages on their way through a node the session left, say nothing to the client, and
+    /// taking one twice changes nothing.)
+    pub(super) fn peer_message(&mut self, now: Now, key: u64, from: String, event: PeerEvent, stamp: Option<Stamp>) {
         let event = match event {
-            PeerEvent::Rejoin { node, device } => return self.rejoin(key, &from, &node, device),
-            PeerEvent::Rejoined { node, device } => return self.rejoined(key, &from, &node, device),
+            PeerEvent::Rejoin { node, device } => return self.rejoin(now, key, &from, &node, device),
+            PeerEvent::Rejoined { node, device } => return self.rejoined(now, key, &from, &node, device),
             event => event,
         };
         let State::InRoom(room) = self.state(key) else { return };
-        if self.awaits(room, &from) {
-            // The restored session's partner, whose node has not answered the rejoin yet.
-            return self.deliver_from_awaited_partner(now, key, room, event);
-        }
-        if self.rooms.get(&room).and_then(|r| r.remote.as_ref()).is_none_or(|p| p.session != from) {
-            debug!(session = %to, "message from a former partner; dropped");
+        // The restored session's partner, whose node has not answered the rejoin yet?
+        let awaited = self.awaits(room, &from);
+        if !awaited && self.rooms.get(&room).and_then(|r| r.remote.as_ref()).is_none_or(|p| p.session != from) {
+            debug!(session = %self.public_id(key), "message from a former partner; dropped");
             return;
+        }
+        if let Some(stamp) = &stamp
+            && let Some(s) = self.sessions.get_mut(&key)
+            && !s.heard.note(stamp)
+        {
+            debug!(session = %s.public_id, node = %stamp.node, seq = stamp.seq, "message already given, or older than one given; dropped");
+            return;
+        }
+        if awaited {
+            return self.deliver_from_awaited_partner(now, key, room, event, stamp);
         }
         // A partner whose node seemed dead is heard from again: it never left.
         self.partner_heard(key, room);
-        if let Some(waiting) = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut()?.salvaging.as_mut()) {
-            waiting.push(event);
-            return;
-        }
-        self.peer_event(now, key, room, &from, event);
+        self.peer_event(now, key, room, &from, event, stamp);
     }
 
-    /// Delivers what the remote partner `from` of `key` (in `room`) says.
-    pub(super) fn peer_event(&mut self, now: Now, key: u64, room: u64, from: &str, event: PeerEvent) {
+    /// Delivers what the remote partner `from` of `key` (in `room`) says (`stamp`: as it came).
+    pub(super) fn peer_event(
+        &mut self,
+        now: Now,
+        key: u64,
+        room: u64,
+        from: &str,
+        event: PeerEvent,
+        stamp: Option<Stamp>,
+    ) {
         match event {
             PeerEvent::Signal { payload, generation } => {
-                self.send(key, None, ServerMessage::Signal { payload, generation })
+                self.send_stamped(key, ServerMessage::Signal { payload, generation }, stamp)
             }
-            PeerEvent::Reconnecting { grace_ms } => self.send(key, None, ServerMessage::PeerReconnecting { grace_ms }),
-            PeerEvent::Resumed => self.send(key, None, ServerMessage::PeerResumed),
+            PeerEvent::Reconnecting { grace_ms } => {
+                self.send_stamped(key, ServerMessage::PeerReconnecting { grace_ms }, stamp)
+            }
+            PeerEvent::Resumed => self.send_stamped(key, ServerMessage::PeerResumed, stamp),
             PeerEvent::Left { reason, requeue } => self.remote_left(now, key, room, from, reason, requeue),
             PeerEvent::Rejoin { .. } | PeerEvent::Rejoined { .. } => {}
         }
@@ -949,6 +1043,15 @@ pub(super) mod tests {
         }
     }
 
+    /// `msg` without its stamp (a test compares what it means, not where it came in the
+    /// sender's order).
+    pub fn unstamped(msg: RemoteMsg) -> RemoteMsg {
+        match msg {
+            RemoteMsg::Peer { to, from, event, via, .. } => RemoteMsg::Peer { to, from, event, stamp: None, via },
+            msg => msg,
+        }
+    }
+
     pub fn join() -> ClientMessage {
         ClientMessage::JoinQueue { interests: vec!["Music".into()], language: Some("en-GB".into()) }
     }
@@ -1010,24 +1113,45 @@ pub(super) mod tests {
         // a's signal goes to the partner's node, addressed to the partner.
         n.msg(a, ClientMessage::Signal { payload: SignalPayload::Restart, generation: None });
         let (node, msg) = n.remote.last().unwrap().clone();
+        let msg = unstamped(msg);
         assert_eq!(node, "there");
         assert_eq!(
             msg,
             RemoteMsg::Peer {
                 to: "far".into(),
                 from: a_id.clone(),
-                event: PeerEvent::Signal { payload: SignalPayload::Restart, generation: None }
+                event: PeerEvent::Signal { payload: SignalPayload::Restart, generation: None },
+                stamp: None,
+                via: None
             }
         );
         // Only the current partner is heard: a former or unknown one is dropped.
         let stray = PeerEvent::Signal { payload: SignalPayload::EndOfCandidates, generation: None };
-        n.input(Input::Remote(RemoteMsg::Peer { to: a_id.clone(), from: "someone-else".into(), event: stray.clone() }));
+        n.input(Input::Remote(RemoteMsg::Peer {
+            to: a_id.clone(),
+            from: "someone-else".into(),
+            event: stray.clone(),
+            stamp: None,
+            via: None,
+        }));
         assert_ne!(n.last_to(a).kind(), "signal");
-        n.input(Input::Remote(RemoteMsg::Peer { to: a_id.clone(), from: "far".into(), event: stray }));
+        n.input(Input::Remote(RemoteMsg::Peer {
+            to: a_id.clone(),
+            from: "far".into(),
+            event: stray,
+            stamp: None,
+            via: None,
+        }));
         assert!(matches!(n.last_to(a), ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, .. }));
         // The partner presses next: a is told, re-queued, and avoids it for the cooldown.
         let left = PeerEvent::Left { reason: PeerLeftReason::Next, requeue: true };
-        n.input(Input::Remote(RemoteMsg::Peer { to: a_id.clone(), from: "far".into(), event: left }));
+        n.input(Input::Remote(RemoteMsg::Peer {
+            to: a_id.clone(),
+            from: "far".into(),
+            event: left,
+            stamp: None,
+            via: None,
+        }));
         let tail: Vec<_> = n.kinds_to(a).into_iter().rev().take(3).collect();
         assert_eq!(tail, ["token", "queued", "peer_left"]);
         let again = joined(&n).pop().unwrap();
@@ -1052,8 +1176,11 @@ pub(super) mod tests {
         assert!(n.kinds_to(a).iter().all(|k| *k != "matched"));
         let left = PeerEvent::Left { reason: PeerLeftReason::Left, requeue: true };
         assert_eq!(
-            n.remote.last(),
-            Some(&("there".to_string(), RemoteMsg::Peer { to: "far".into(), from: a_id, event: left }))
+            n.remote.last().cloned().map(|(node, msg)| (node, unstamped(msg))).as_ref(),
+            Some(&(
+                "there".to_string(),
+                RemoteMsg::Peer { to: "far".into(), from: a_id, event: left, stamp: None, via: None }
+            ))
         );
     }
 
@@ -1121,7 +1248,13 @@ pub(super) mod tests {
         }
         // The partner leaves: a stays in the room by code (not re-queued), as in one process.
         let left = PeerEvent::Left { reason: PeerLeftReason::Left, requeue: true };
-        n.input(Input::Remote(RemoteMsg::Peer { to: a_id.clone(), from: "far".into(), event: left }));
+        n.input(Input::Remote(RemoteMsg::Peer {
+            to: a_id.clone(),
+            from: "far".into(),
+            event: left,
+            stamp: None,
+            via: None,
+        }));
         assert!(n.kinds_to(a).contains(&"peer_left"));
         assert!(!n.kinds_to(a).contains(&"queued"));
         // Shutdown drains the store: a, alone in its room, leaves it there.

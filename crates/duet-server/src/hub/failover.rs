@@ -10,10 +10,10 @@
 //! - **Rejoin.** The restored session tells its partner's node where it is now
 //!   ([`PeerEvent::Rejoin`]); that node answers ([`PeerEvent::Rejoined`]) and both clients get
 //!   `peer_resumed`, whichever nodes they are on.
-//! - **Nothing in flight lost.** Messages partners sent to the old node that it never read are
-//!   taken out of its inbox by the new node ([`RemoteMsg::Salvage`]) once the partner's node has
-//!   switched, and delivered before anything newer; what the old node read after the session
-//!   moved, it forwards (if it is alive).
+//! - **Nothing in flight lost, nothing twice, nothing out of order.** Once the partner's node
+//!   has switched, the old node hands over what it read for the session (`handover.rs`): what
+//!   the partner sends the new node meanwhile waits for it. Messages partners sent to an old
+//!   node that died are taken out of its inbox instead ([`RemoteMsg::Salvage`]).
 //! - **A dead node.** When a node's heartbeat runs out ([`super::Input::NodeDown`]), its remote
 //!   partners here hear `peer_reconnecting`; their signals are held until the partner is back,
 //!   and after the grace period they hear `peer_left` with `timeout`.
@@ -25,7 +25,7 @@ use duet_proto::{PeerLeftReason, ServerMessage, parse_server_frame};
 use tracing::{debug, info};
 
 use super::blocks::Device;
-use super::cluster::{Claimed, PeerEvent, PoolOp, RemoteMsg, RemotePeer};
+use super::cluster::{Claimed, PeerEvent, PoolOp, RemoteMsg, RemotePeer, Stamp};
 use super::session::State;
 use super::token::Claims;
 use super::{CLOSE_REPLACED, ConnId, Hub, Now, Output, PendingHello, PendingRestore, Timer};
@@ -187,9 +187,7 @@ impl Hub {
         if self.partner(key).is_some() {
             // The pair is whole here already: what the partner had sent to the old node is
             // behind every message this node wrote there; what it signals now waits for that.
-            if self.salvage(&c.session) {
-                self.salvaging_local.insert(c.session.clone(), Vec::new());
-            }
+            self.begin_handover(now, &c.session);
             return;
         }
         let awaited = self.rooms.get(&room).and_then(|r| r.awaiting.as_ref()).map(|(p, _)| p.clone());
@@ -207,17 +205,32 @@ impl Hub {
         if let Some(ack) = ack {
             self.apply_ack(key, ack);
         }
-        let messages: Vec<ServerMessage> = self
+        // Tokens are the new node's to issue.
+        let (mut messages, mut stamps): (Vec<ServerMessage>, Vec<Option<Stamp>>) = self
             .sessions
             .get(&key)
-            .map(|s| s.unacked().filter_map(|text| parse_server_frame(text).ok()).map(|f| f.msg).collect())
+            .map(|s| {
+                s.unacked_stamped()
+                    .filter_map(|(text, stamp)| Some((parse_server_frame(text).ok()?.msg, stamp.clone())))
+                    .filter(|(m, _)| !matches!(m, ServerMessage::Token { .. }))
+                    .unzip()
+            })
             .unwrap_or_default();
-        // Tokens are the new node's to issue.
-        let messages: Vec<ServerMessage> =
-            messages.into_iter().filter(|m| !matches!(m, ServerMessage::Token { .. })).collect();
-        if !messages.is_empty() {
+        // Still handed over to this node itself: what waited for that goes on with the session.
+        let via = self.cfg.cluster_node.clone();
+        let (held_here, forwarded) = self.handovers.remove(session).map(|h| h.split(session, via)).unwrap_or_default();
+        messages.extend(held_here);
+        while stamps.last().is_some_and(Option::is_none) {
+            stamps.pop();
+        }
+        let heard: Vec<Stamp> =
+            self.sessions.get(&key).map(|s| s.heard.stamps().cloned().collect()).unwrap_or_default();
+        if !messages.is_empty() || !heard.is_empty() {
             debug!(session = %session, messages = messages.len(), "unacknowledged messages follow the session");
-            let msg = RemoteMsg::Replay { session: session.to_string(), messages };
+            let msg = RemoteMsg::Replay { session: session.to_string(), messages, stamps, heard };
+            self.out.push_back(Output::Remote { node: node.to_string(), msg: Box::new(msg) });
+        }
+        for msg in forwarded {
             self.out.push_back(Output::Remote { node: node.to_string(), msg: Box::new(msg) });
         }
         if let Some(conn) = self.sessions.get(&key).and_then(|s| s.conn) {
@@ -262,17 +275,40 @@ impl Hub {
         info!(session = %session, node = %node, "session moved to another node; the copy here is dropped");
     }
 
-    /// Messages the session's old node had sent it that its client never processed.
-    pub(super) fn replay(&mut self, session: &str, messages: Vec<ServerMessage>) {
+    /// Messages the session's old node had sent it that its client never processed (`stamps`:
+    /// those that came from partners on other nodes), and the newest message from each node
+    /// it was given there (`heard`): none is given twice, nor after a newer one from its node.
+    pub(super) fn replay(
+        &mut self,
+        session: &str,
+        messages: Vec<ServerMessage>,
+        stamps: Vec<Option<Stamp>>,
+        heard: Vec<Stamp>,
+    ) {
         let Some(key) = self.by_public.get(session).copied() else { return };
         info!(session = %session, messages = messages.len(), "messages of the old node sent again");
+        let mut stamps = stamps.into_iter();
         for msg in messages {
-            self.send(key, None, msg);
+            let stamp = stamps.next().flatten();
+            let fresh = match (&stamp, self.sessions.get_mut(&key)) {
+                (Some(stamp), Some(s)) => s.heard.note(stamp),
+                _ => true,
+            };
+            if fresh {
+                self.send_stamped(key, msg, stamp);
+            } else {
+                debug!(session = %session, "replayed message already given, or older than one given; dropped");
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&key) {
+            for stamp in &heard {
+                s.heard.note(stamp);
+            }
         }
     }
 
     /// `from`, restored on `node`, asks to go on with its partner `key` here.
-    pub(super) fn rejoin(&mut self, key: u64, from: &str, node: &str, device: Option<String>) {
+    pub(super) fn rejoin(&mut self, now: Now, key: u64, from: &str, node: &str, device: Option<String>) {
         let my_device = self.sessions.get(&key).and_then(|s| s.device).map(|d| d.hex());
         let device = device.as_deref().and_then(Device::from_hex);
         let State::InRoom(room) = self.state(key) else { return self.not_partners_any_more(key, from, node) };
@@ -302,11 +338,7 @@ impl Hub {
         }
         self.send(key, None, ServerMessage::PeerResumed);
         // Restored here too: what the partner had sent to this session's old node.
-        if self.salvage(&to)
-            && let Some(peer) = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut())
-        {
-            peer.salvaging = Some(Vec::new());
-        }
+        self.begin_handover(now, &to);
     }
 
     /// `from` (on `node`) asked to rejoin `key`, which has moved on: it is told the pairing is over.
@@ -323,10 +355,17 @@ impl Hub {
 
     /// A message from the partner a restored room waits for, before its node answered the
     /// rejoin: a signal is delivered, a goodbye ends the wait.
-    pub(super) fn deliver_from_awaited_partner(&mut self, now: Now, key: u64, room: u64, event: PeerEvent) {
+    pub(super) fn deliver_from_awaited_partner(
+        &mut self,
+        now: Now,
+        key: u64,
+        room: u64,
+        event: PeerEvent,
+        stamp: Option<Stamp>,
+    ) {
         match event {
             PeerEvent::Signal { payload, generation } => {
-                self.send(key, None, ServerMessage::Signal { payload, generation })
+                self.send_stamped(key, ServerMessage::Signal { payload, generation }, stamp)
             }
             PeerEvent::Left { .. } => self.partner_not_back(now, room, false),
             _ => {}
@@ -334,7 +373,7 @@ impl Hub {
     }
 
     /// The partner's node took this session's [`PeerEvent::Rejoin`]: the pair is whole again.
-    pub(super) fn rejoined(&mut self, key: u64, from: &str, node: &str, device: Option<String>) {
+    pub(super) fn rejoined(&mut self, now: Now, key: u64, from: &str, node: &str, device: Option<String>) {
         let device = device.as_deref().and_then(Device::from_hex);
         let State::InRoom(room) = self.state(key) else { return };
         let Some(r) = self.rooms.get_mut(&room) else { return };
@@ -352,62 +391,7 @@ impl Hub {
         self.send(key, None, ServerMessage::PeerResumed);
         // The partner's node has switched: all it sent to this session's old node is there.
         let session = self.public_id(key).to_string();
-        if self.salvage(&session)
-            && let Some(peer) = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut())
-        {
-            peer.salvaging = Some(Vec::new());
-        }
-    }
-
-    /// A message from the partner on this node to `key`: it waits while `key`'s old inbox is
-    /// salvaged, so that it comes after what the partner had sent there.
-    pub(super) fn deliver_from_local_partner(&mut self, key: u64, msg: ServerMessage) {
-        match self.sessions.get(&key).and_then(|s| self.salvaging_local.get_mut(&s.public_id)) {
-            Some(waiting) => waiting.push(msg),
-            None => self.send(key, None, msg),
-        }
-    }
-
-    /// Asks for what the session's old node never read for it; false if it did not move here.
-    fn salvage(&mut self, session: &str) -> bool {
-        let Some(node) = self.moved_in.remove(session) else { return false };
-        let msg = RemoteMsg::Salvage { session: session.to_string() };
-        self.out.push_back(Output::Remote { node, msg: Box::new(msg) });
-        true
-    }
-
-    /// What the old node of `session` never read: delivered first, then what the partner sent
-    /// meanwhile.
-    pub(super) fn salvaged(&mut self, now: Now, session: &str, messages: Vec<RemoteMsg>) {
-        let waited_here = self.salvaging_local.remove(session);
-        let Some(key) = self.by_public.get(session).copied() else { return };
-        if !messages.is_empty() {
-            info!(session = %session, messages = messages.len(), "messages left in a dead node's inbox delivered");
-        }
-        let State::InRoom(room) = self.state(key) else { return };
-        let waited = self.rooms.get_mut(&room).and_then(|r| r.remote.as_mut()).and_then(|p| p.salvaging.take());
-        let local_partner = self.partner(key).map(|p| self.public_id(p).to_string());
-        for msg in messages {
-            match msg {
-                // Sent across nodes before the pair came together here: a signal still counts.
-                RemoteMsg::Peer { from, event: PeerEvent::Signal { payload, generation }, .. }
-                    if local_partner.as_deref() == Some(from.as_str()) =>
-                {
-                    self.send(key, None, ServerMessage::Signal { payload, generation })
-                }
-                msg => self.remote(now, msg),
-            }
-        }
-        for msg in waited_here.unwrap_or_default() {
-            self.send(key, None, msg);
-        }
-        let Some(from) = self.remote_partner(key).map(|p| p.session.clone()) else { return };
-        for event in waited.unwrap_or_default() {
-            if self.state(key) != State::InRoom(room) {
-                return;
-            }
-            self.peer_event(now, key, room, &from, event);
-        }
+        self.begin_handover(now, &session);
     }
 
     /// A message came from the partner of `key` in `room`: if its node had seemed dead, it
@@ -444,6 +428,8 @@ impl Hub {
             self.timers.push(Reverse((now.mono + grace, Timer::AwaitRemote(room, session, now.mono))));
             self.send(member, None, ServerMessage::PeerReconnecting { grace_ms: grace.as_millis() as u64 });
         }
+        // Sessions it was handing over: it never will.
+        self.handovers_from_dead_node(node);
     }
 
     /// `node` beats again (its heartbeat had run out): its partners here were waiting for
@@ -489,7 +475,7 @@ mod tests {
     use duet_proto::{ClientFrame, ClientMessage, ErrorCode, SignalPayload};
 
     use super::super::cluster::PoolEntry;
-    use super::super::cluster::tests::{Node, join, joined, remote_entry};
+    use super::super::cluster::tests::{Node, join, joined, remote_entry, unstamped};
     use super::*;
     use crate::hub::token::{Claims, Pairing, TokenKey};
     use crate::hub::{CodeOutcome, CodeReply, ConnId, Input, PoolMatch};
@@ -509,11 +495,19 @@ mod tests {
         (c, id)
     }
 
-    /// What node `n` sent to node `to`, taken out.
+    /// What node `n` sent to node `to`, taken out (without stamps).
     fn sent_to(n: &mut Node, to: &str) -> Vec<RemoteMsg> {
         let (mine, rest) = std::mem::take(&mut n.remote).into_iter().partition(|(node, _)| node == to);
         n.remote = rest;
-        mine.into_iter().map(|(_, m)| m).collect()
+        mine.into_iter().map(|(_, m)| unstamped(m)).collect()
+    }
+
+    /// Node c asks node "there" to hand session x over.
+    fn handover_of_x_to_c() -> [RemoteMsg; 2] {
+        [
+            RemoteMsg::Handover { session: "x".into(), node: "c".into() },
+            RemoteMsg::Salvage { session: "x".into(), force: false },
+        ]
     }
 
     fn signal(p: SignalPayload) -> ClientMessage {
@@ -549,7 +543,9 @@ mod tests {
             [RemoteMsg::Peer {
                 to: y_id.clone(),
                 from: "x".into(),
-                event: PeerEvent::Rejoin { node: "c".into(), device: None }
+                event: PeerEvent::Rejoin { node: "c".into(), device: None },
+                stamp: None,
+                via: None
             }]
         );
 
@@ -562,14 +558,16 @@ mod tests {
             [RemoteMsg::Peer {
                 to: "x".into(),
                 from: y_id.clone(),
-                event: PeerEvent::Rejoined { node: "b".into(), device: None }
+                event: PeerEvent::Rejoined { node: "b".into(), device: None },
+                stamp: None,
+                via: None
             }]
         );
         c.input(Input::Remote(answer[0].clone()));
         assert_eq!(c.last_to(x).kind(), "peer_resumed");
         // The old node's inbox held nothing more for x.
-        assert_eq!(sent_to(&mut c, "there"), [RemoteMsg::Salvage { session: "x".into() }]);
-        c.input(Input::Salvaged { session: "x".into(), messages: vec![] });
+        assert_eq!(sent_to(&mut c, "there"), handover_of_x_to_c());
+        c.input(Input::Salvaged { session: "x".into(), messages: vec![], node_alive: false });
 
         // Signals flow both ways between the new nodes.
         c.msg(x, signal(SignalPayload::Restart));
@@ -613,7 +611,13 @@ mod tests {
         // x comes back on node c within the grace period...
         n.advance(grace / 2);
         let rejoin = PeerEvent::Rejoin { node: "c".into(), device: None };
-        n.input(Input::Remote(RemoteMsg::Peer { to: y_id.clone(), from: "x".into(), event: rejoin }));
+        n.input(Input::Remote(RemoteMsg::Peer {
+            to: y_id.clone(),
+            from: "x".into(),
+            event: rejoin,
+            stamp: None,
+            via: None,
+        }));
         assert_eq!(n.last_to(y).kind(), "peer_resumed");
         // ...and node c dies too, shortly before the first grace period would have run out.
         n.advance(grace / 2 - Duration::from_secs(1));
@@ -633,7 +637,13 @@ mod tests {
         n.input(Input::NodeDown("there".into()));
         n.msg(y, signal(SignalPayload::Restart));
         let rejoin = PeerEvent::Rejoin { node: "c".into(), device: None };
-        n.input(Input::Remote(RemoteMsg::Peer { to: y_id.clone(), from: "x".into(), event: rejoin }));
+        n.input(Input::Remote(RemoteMsg::Peer {
+            to: y_id.clone(),
+            from: "x".into(),
+            event: rejoin,
+            stamp: None,
+            via: None,
+        }));
         assert_eq!(n.last_to(y).kind(), "peer_resumed");
         let to_x = sent_to(&mut n, "c");
         assert!(matches!(&to_x[0], RemoteMsg::Peer { event: PeerEvent::Rejoined { node, .. }, .. } if node == "b"));
@@ -653,7 +663,7 @@ mod tests {
         n.input(Input::NodeDown("there".into()));
         n.msg(y, signal(SignalPayload::Restart));
         let late = PeerEvent::Signal { payload: SignalPayload::EndOfCandidates, generation: None };
-        n.input(Input::Remote(RemoteMsg::Peer { to: y_id, from: "x".into(), event: late }));
+        n.input(Input::Remote(RemoteMsg::Peer { to: y_id, from: "x".into(), event: late, stamp: None, via: None }));
         assert!(n.kinds_to(y).ends_with(&["peer_reconnecting", "peer_resumed", "signal"]), "{:?}", n.kinds_to(y));
         let held = sent_to(&mut n, "there");
         assert!(matches!(
@@ -680,7 +690,7 @@ mod tests {
         assert_eq!(n.closed, [x], "the stale socket of the moved session is closed");
         let replay = sent_to(&mut n, "c");
         match replay.as_slice() {
-            [RemoteMsg::Replay { session, messages }] => {
+            [RemoteMsg::Replay { session, messages, .. }] => {
                 assert_eq!(session, &x_id);
                 assert!(matches!(messages.as_slice(), [ServerMessage::Signal { payload: SignalPayload::Restart, .. }]));
             }
@@ -692,6 +702,8 @@ mod tests {
             to: y_id.clone(),
             from: x_id.clone(),
             event: PeerEvent::Rejoin { node: "c".into(), device: None },
+            stamp: None,
+            via: None,
         }));
         assert_eq!(n.last_to(y).kind(), "peer_resumed");
         n.msg(y, signal(SignalPayload::Restart));
@@ -706,7 +718,12 @@ mod tests {
         let mut n = Node::named("c", None);
         let (x, x_id) = n.client(1);
         let late = ServerMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: Some(2) };
-        n.input(Input::Remote(RemoteMsg::Replay { session: x_id, messages: vec![late.clone()] }));
+        n.input(Input::Remote(RemoteMsg::Replay {
+            session: x_id,
+            messages: vec![late.clone()],
+            stamps: vec![],
+            heard: vec![],
+        }));
         assert_eq!(n.last_to(x), &late);
     }
 
@@ -722,6 +739,8 @@ mod tests {
             to: "x".into(),
             from: "y".into(),
             event: rejoin,
+            stamp: None,
+            via: None,
         }));
         assert_eq!(c.kinds_to(x), [] as [&str; 0], "x still waits for the session directory");
         assert_eq!(sent_to(&mut c, "b"), []);
@@ -741,6 +760,8 @@ mod tests {
                 to: "y".into(),
                 from: "x".into(),
                 event: PeerEvent::Rejoined { node: "c".into(), device: None },
+                stamp: None,
+                via: None
             }]
         );
     }
@@ -914,7 +935,13 @@ mod tests {
     }
 
     fn from_y(y: &str, p: SignalPayload) -> RemoteMsg {
-        RemoteMsg::Peer { to: "x".into(), from: y.into(), event: PeerEvent::Signal { payload: p, generation: None } }
+        RemoteMsg::Peer {
+            to: "x".into(),
+            from: y.into(),
+            event: PeerEvent::Signal { payload: p, generation: None },
+            stamp: None,
+            via: None,
+        }
     }
 
     #[test]
@@ -923,15 +950,21 @@ mod tests {
         let x = restored_on_c(&mut c, "y");
         c.remote.clear();
         let rejoined = PeerEvent::Rejoined { node: "b".into(), device: None };
-        c.input(Input::Remote(RemoteMsg::Peer { to: "x".into(), from: "y".into(), event: rejoined }));
+        c.input(Input::Remote(RemoteMsg::Peer {
+            to: "x".into(),
+            from: "y".into(),
+            event: rejoined,
+            stamp: None,
+            via: None,
+        }));
         assert_eq!(c.last_to(x).kind(), "peer_resumed");
         // Once y's node has switched, whatever it wrote to the old node's inbox is there.
-        assert_eq!(sent_to(&mut c, "there"), [RemoteMsg::Salvage { session: "x".into() }]);
+        assert_eq!(sent_to(&mut c, "there"), handover_of_x_to_c());
         // A newer signal waits for the salvage.
         c.input(Input::Remote(from_y("y", SignalPayload::EndOfCandidates)));
         assert_eq!(c.last_to(x).kind(), "peer_resumed");
         let old = vec![from_y("y", SignalPayload::Restart)];
-        c.input(Input::Salvaged { session: "x".into(), messages: old });
+        c.input(Input::Salvaged { session: "x".into(), messages: old, node_alive: false });
         assert_signals_older_first(&c, x);
         // Then signals flow as usual.
         c.input(Input::Remote(from_y("y", SignalPayload::Restart)));
@@ -961,12 +994,23 @@ mod tests {
         let x = restored_on_c(&mut c, &y_id);
         assert_eq!(c.last_to(y).kind(), "peer_resumed", "the pair is whole on node c");
         assert_eq!(c.pool.iter().filter(|op| matches!(op, PoolOp::Claim { .. })).count(), 2);
-        // The salvage is asked for at the claim, after the old copy is dropped.
+        // The handover is asked for at the claim, after the old copy is dropped.
         let to_old = sent_to(&mut c, "there");
-        assert!(matches!(to_old.as_slice(), [RemoteMsg::Taken { .. }, RemoteMsg::Salvage { .. }]), "{to_old:?}");
-        // y signals again before the salvage is back: that newer signal waits for the older one.
+        assert!(
+            matches!(
+                to_old.as_slice(),
+                [RemoteMsg::Taken { .. }, RemoteMsg::Handover { .. }, RemoteMsg::Salvage { .. }]
+            ),
+            "{to_old:?}"
+        );
+        // y signals again before the old node's inbox is salvaged (it died): that newer signal
+        // waits for the older one.
         c.msg(y, signal(SignalPayload::EndOfCandidates));
-        c.input(Input::Salvaged { session: "x".into(), messages: vec![from_y(&y_id, SignalPayload::Restart)] });
+        c.input(Input::Salvaged {
+            session: "x".into(),
+            messages: vec![from_y(&y_id, SignalPayload::Restart)],
+            node_alive: false,
+        });
         assert_signals_older_first(&c, x);
         // Then signals flow as usual.
         c.msg(y, signal(SignalPayload::Restart));
@@ -982,9 +1026,12 @@ mod tests {
             to: x_id.clone(),
             from: "y".into(),
             event: PeerEvent::Signal { payload: SignalPayload::Restart, generation: None },
+            stamp: None,
+            via: None,
         };
         n.input(Input::Remote(late.clone()));
-        assert_eq!(sent_to(&mut n, "c"), [late]);
+        let RemoteMsg::Peer { to, from, event, .. } = late else { unreachable!() };
+        assert_eq!(sent_to(&mut n, "c"), [RemoteMsg::Peer { to, from, event, stamp: None, via: Some("there".into()) }]);
     }
 
     #[test]
@@ -995,7 +1042,13 @@ mod tests {
         c.msg(x, signal(SignalPayload::Restart));
         assert_ne!(c.last_to(x).kind(), "error", "held, not refused");
         let rejoined = PeerEvent::Rejoined { node: "b".into(), device: None };
-        c.input(Input::Remote(RemoteMsg::Peer { to: "x".into(), from: "y".into(), event: rejoined }));
+        c.input(Input::Remote(RemoteMsg::Peer {
+            to: "x".into(),
+            from: "y".into(),
+            event: rejoined,
+            stamp: None,
+            via: None,
+        }));
         let to_y = sent_to(&mut c, "b");
         assert!(
             matches!(to_y.as_slice(), [RemoteMsg::Peer { to, event: PeerEvent::Signal { payload: SignalPayload::Restart, .. }, .. }] if to == "y"),
@@ -1029,7 +1082,7 @@ mod tests {
         assert!(n.kinds_to(y).contains(&"peer_left"));
         let told = sent_to(&mut n, "there");
         assert!(
-            matches!(told.as_slice(), [RemoteMsg::Peer { to, from, event: PeerEvent::Left { reason: PeerLeftReason::Timeout, .. } }] if to == "x" && *from == y_id),
+            matches!(told.as_slice(), [RemoteMsg::Peer { to, from, event: PeerEvent::Left { reason: PeerLeftReason::Timeout, .. }, .. }] if to == "x" && *from == y_id),
             "{told:?}"
         );
     }
@@ -1063,7 +1116,13 @@ mod tests {
         let mut b = Node::named("b", None);
         let (_, y_id) = b.client(1);
         let rejoin = PeerEvent::Rejoin { node: "c".into(), device: None };
-        b.input(Input::Remote(RemoteMsg::Peer { to: y_id.clone(), from: "x".into(), event: rejoin }));
+        b.input(Input::Remote(RemoteMsg::Peer {
+            to: y_id.clone(),
+            from: "x".into(),
+            event: rejoin,
+            stamp: None,
+            via: None,
+        }));
         let answer = sent_to(&mut b, "c");
         assert!(matches!(answer.as_slice(), [RemoteMsg::Peer { event: PeerEvent::Left { .. }, .. }]), "{answer:?}");
         let mut c = Node::named("c", Some(key()));
@@ -1098,8 +1157,14 @@ mod tests {
         let x = restored_on_c(&mut c, "y");
         c.remote.clear();
         let rejoined = PeerEvent::Rejoined { node: "b".into(), device: None };
-        c.input(Input::Remote(RemoteMsg::Peer { to: "x".into(), from: "y".into(), event: rejoined }));
-        c.input(Input::Salvaged { session: "x".into(), messages: vec![] });
+        c.input(Input::Remote(RemoteMsg::Peer {
+            to: "x".into(),
+            from: "y".into(),
+            event: rejoined,
+            stamp: None,
+            via: None,
+        }));
+        c.input(Input::Salvaged { session: "x".into(), messages: vec![], node_alive: false });
         c.input(Input::Remote(from_y("y", SignalPayload::Restart)));
         assert!(matches!(c.last_to(x), ServerMessage::Signal { .. }));
         assert!(sent_to(&mut c, "d").is_empty(), "delivered here, not sent on to d");

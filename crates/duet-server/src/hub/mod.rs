@@ -9,13 +9,16 @@
 pub mod blocks;
 mod cluster;
 mod failover;
+mod handover;
 mod matching;
 mod session;
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;
 pub mod token;
 
-pub use cluster::{Claimed, CodeOutcome, CodeReply, PeerEvent, PoolEntry, PoolMatch, PoolOp, RemoteMsg};
+pub use cluster::{Claimed, CodeOutcome, CodeReply, PeerEvent, PoolEntry, PoolMatch, PoolOp, RemoteMsg, Stamp};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -161,6 +164,9 @@ pub enum Input {
         session: String,
         /// The messages.
         messages: Vec<RemoteMsg>,
+        /// The old node still beats and the salvage was not forced: nothing was taken (the node
+        /// hands over what it read itself, answering [`RemoteMsg::Handover`]).
+        node_alive: bool,
     },
 }
 
@@ -262,6 +268,9 @@ enum Timer {
     /// The partner (this public id) on another node, whose node was taken for dead at this
     /// time, had this long to come back.
     AwaitRemote(u64, String, Instant),
+    /// The previous node of a session (this public id), asked at this time to hand it over,
+    /// had this long to answer.
+    Handover(String, Instant),
 }
 
 /// A `hello` as received, with its frame's id and ack.
@@ -346,9 +355,11 @@ pub struct Hub {
     shutting_down: bool,
     /// Sessions restored here from another node, by public id: that node.
     moved_in: HashMap<String, String>,
-    /// Restored sessions whose partner is here, by public id, while their old node's inbox is
-    /// salvaged: what the partner signalled meanwhile (newer, so delivered after it).
-    salvaging_local: HashMap<String, Vec<ServerMessage>>,
+    /// Sessions whose previous node hands over what it read for them, by public id (see
+    /// `handover.rs`).
+    handovers: HashMap<String, handover::Handover>,
+    /// How many messages this node sent to partners on other nodes (the last [`Stamp`]).
+    stamped: u64,
     /// Sessions that moved from here to another node (the latest [`failover::MAX_MOVED`]).
     moved_out: failover::MovedOut,
     /// Tokens' sessions waiting for the session directory before they are restored, by public id.
@@ -389,7 +400,8 @@ impl Hub {
             stats: Stats::default(),
             shutting_down: false,
             moved_in: HashMap::new(),
-            salvaging_local: HashMap::new(),
+            handovers: HashMap::new(),
+            stamped: 0,
             moved_out: failover::MovedOut::default(),
             restoring: HashMap::new(),
         }
@@ -441,7 +453,7 @@ impl Hub {
             Input::CodeRestored { code, session, kept } => self.code_restored(now, &code, &session, kept),
             Input::NodeDown(node) => self.node_down(now, &node),
             Input::NodeUp(node) => self.node_up(&node),
-            Input::Salvaged { session, messages } => self.salvaged(now, &session, messages),
+            Input::Salvaged { session, messages, node_alive } => self.salvaged(now, &session, messages, node_alive),
         }
     }
 
@@ -472,6 +484,7 @@ impl Hub {
                 }
                 Timer::AwaitPartner(room) => self.partner_not_back(now, room, true),
                 Timer::AwaitRemote(room, session, lost_at) => self.remote_not_back(now, room, &session, lost_at),
+                Timer::Handover(session, since) => self.handover_overdue(&session, since),
                 Timer::Rematch(key, ticket) => {
                     let still = self
                         .sessions
@@ -596,7 +609,7 @@ impl Hub {
                     if payload == duet_proto::SignalPayload::Restart {
                         self.stats.restarts_relayed_total += 1;
                     }
-                    self.deliver_from_local_partner(partner, ServerMessage::Signal { payload, generation });
+                    self.deliver_from_local_partner(now, partner, ServerMessage::Signal { payload, generation });
                     if id.is_some() {
                         self.reply(key, id, ServerMessage::Ok);
                     }
@@ -1056,6 +1069,7 @@ impl Hub {
         self.release(key);
         if let Some(s) = self.sessions.remove(&key) {
             self.moved_in.remove(&s.public_id);
+            self.handovers.remove(&s.public_id);
             self.by_public.remove(&s.public_id);
             info!(session = %s.public_id, "session ended: grace period over");
         }
@@ -1072,6 +1086,16 @@ impl Hub {
     /// Sends a sequenced message to a session (stored for replay unless it is a `welcome`,
     /// `pong` or `error`); delivered now if the session has a socket.
     fn send(&mut self, key: u64, reply_to: Option<u64>, msg: ServerMessage) {
+        self.send_inner(key, reply_to, msg, None);
+    }
+
+    /// [`Hub::send`] for a message from a partner on another node, stored with its stamp (the
+    /// session's next node, if it moves, knows which messages it carries).
+    pub(super) fn send_stamped(&mut self, key: u64, msg: ServerMessage, stamp: Option<Stamp>) {
+        self.send_inner(key, None, msg, stamp);
+    }
+
+    fn send_inner(&mut self, key: u64, reply_to: Option<u64>, msg: ServerMessage, stamp: Option<Stamp>) {
         let (max_unacked, max_bytes) = (self.cfg.max_unacked, self.cfg.max_unacked_bytes);
         let Some(s) = self.sessions.get_mut(&key) else { return };
         let seq = s.next_seq;
@@ -1080,7 +1104,7 @@ impl Hub {
             !matches!(msg, ServerMessage::Welcome { .. } | ServerMessage::Pong { .. } | ServerMessage::Error { .. });
         let text: Arc<str> = ServerFrame { seq, reply_to, msg }.to_json().into();
         if stored {
-            let dropped = s.store_unacked(seq, text.clone(), max_unacked, max_bytes);
+            let dropped = s.store_unacked(seq, text.clone(), stamp, max_unacked, max_bytes);
             if dropped > 0 {
                 warn!(session = %s.public_id, dropped, max_unacked, max_bytes, "client does not ack; oldest unacked messages dropped");
             }

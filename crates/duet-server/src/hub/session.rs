@@ -7,6 +7,7 @@ use std::time::Instant;
 use duet_proto::{ClientInfo, ServerMessage, normalize_interest, normalize_language};
 
 use super::ConnId;
+use super::cluster::Stamp;
 
 /// How many answered message ids a session remembers for duplicate detection.
 const REMEMBERED_REPLIES: usize = 64;
@@ -73,8 +74,9 @@ pub(super) struct Session {
     /// Incremented on every attach/detach, so stale grace timers are ignored.
     pub detach_epoch: u64,
     pub next_seq: u64,
-    /// Sent but unacknowledged messages, by sequence number, for replay on resume.
-    outbox: VecDeque<(u64, Arc<str>)>,
+    /// Sent but unacknowledged messages, by sequence number, for replay on resume (with the
+    /// stamp of a message from a partner on another node).
+    outbox: VecDeque<(u64, Arc<str>, Option<Stamp>)>,
     /// Bytes of the frames in `outbox`.
     outbox_bytes: usize,
     replies: VecDeque<(u64, ServerMessage)>,
@@ -95,6 +97,45 @@ pub(super) struct Session {
     room_attempts: VecDeque<(Instant, u64)>,
     /// A `join_room` the shared store has not answered yet (clustered nodes only).
     pub pending_code: Option<PendingCode>,
+    /// The newest message from each other node this session was given (clustered nodes only).
+    pub heard: Heard,
+}
+
+/// How many nodes' newest messages a session remembers (see [`Heard`]); the node heard from
+/// longest ago goes first beyond it. A session has one partner at a time, whose messages
+/// come from the partner's node and, around a move, its previous one.
+pub(super) const HEARD_NODES: usize = 8;
+
+/// The newest message ([`Stamp`]) from each node a session was given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Heard {
+    /// Latest first.
+    newest: VecDeque<Stamp>,
+}
+
+impl Heard {
+    /// True, and remembered, if `stamp` is newer than every message given from its node; false
+    /// for a copy of one given, or one older.
+    pub fn note(&mut self, stamp: &Stamp) -> bool {
+        match self.newest.iter().position(|s| s.node == stamp.node) {
+            Some(i) if self.newest[i].seq >= stamp.seq => false,
+            Some(i) => {
+                self.newest.remove(i);
+                self.newest.push_front(stamp.clone());
+                true
+            }
+            None => {
+                self.newest.push_front(stamp.clone());
+                self.newest.truncate(HEARD_NODES);
+                true
+            }
+        }
+    }
+
+    /// The newest message from each node, latest first.
+    pub fn stamps(&self) -> impl Iterator<Item = &Stamp> {
+        self.newest.iter()
+    }
 }
 
 /// A `join_room` waiting for the shared store's answer.
@@ -130,17 +171,25 @@ impl Session {
             recent_remote: Vec::new(),
             room_attempts: VecDeque::new(),
             pending_code: None,
+            heard: Heard::default(),
         }
     }
 
     /// Stores a sent frame for replay, keeping at most `max_frames` frames and `max_bytes`
     /// bytes (the oldest go first); returns how many were dropped.
-    pub fn store_unacked(&mut self, seq: u64, text: Arc<str>, max_frames: usize, max_bytes: usize) -> usize {
+    pub fn store_unacked(
+        &mut self,
+        seq: u64,
+        text: Arc<str>,
+        stamp: Option<Stamp>,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> usize {
         self.outbox_bytes += text.len();
-        self.outbox.push_back((seq, text));
+        self.outbox.push_back((seq, text, stamp));
         let mut dropped = 0;
         while self.outbox.len() > max_frames || (self.outbox_bytes > max_bytes && self.outbox.len() > 1) {
-            if let Some((_, t)) = self.outbox.pop_front() {
+            if let Some((_, t, _)) = self.outbox.pop_front() {
                 self.outbox_bytes -= t.len();
                 dropped += 1;
             }
@@ -150,8 +199,8 @@ impl Session {
 
     /// Drops every stored frame up to `ack`.
     pub fn acked(&mut self, ack: u64) {
-        while self.outbox.front().is_some_and(|(seq, _)| *seq <= ack) {
-            if let Some((_, t)) = self.outbox.pop_front() {
+        while self.outbox.front().is_some_and(|(seq, _, _)| *seq <= ack) {
+            if let Some((_, t, _)) = self.outbox.pop_front() {
                 self.outbox_bytes -= t.len();
             }
         }
@@ -159,7 +208,12 @@ impl Session {
 
     /// The stored frames, oldest first.
     pub fn unacked(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.outbox.iter().map(|(_, t)| t)
+        self.outbox.iter().map(|(_, t, _)| t)
+    }
+
+    /// The stored frames with their stamps, oldest first.
+    pub fn unacked_stamped(&self) -> impl Iterator<Item = (&Arc<str>, &Option<Stamp>)> {
+        self.outbox.iter().map(|(_, t, s)| (t, s))
     }
 
     /// Blocks `other` (the oldest block goes beyond [`MAX_BLOCKED`]).
@@ -236,5 +290,30 @@ impl Session {
             self.recent.remove(0);
         }
         self.recent.push((other, until));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(node: &str, seq: u64) -> Stamp {
+        Stamp { node: node.into(), seq }
+    }
+
+    #[test]
+    fn a_session_is_given_only_messages_newer_than_what_it_was_given_from_their_node() {
+        let mut heard = Heard::default();
+        assert!(heard.note(&stamp("b", 5)));
+        assert!(!heard.note(&stamp("b", 5)), "a copy");
+        assert!(!heard.note(&stamp("b", 3)), "overtaken by a newer one");
+        assert!(heard.note(&stamp("d", 1)), "another node counts on its own");
+        assert!(heard.note(&stamp("b", 6)));
+        // The node heard from longest ago is forgotten first.
+        for n in 0..HEARD_NODES as u64 {
+            assert!(heard.note(&stamp(&format!("n{n}"), 1)));
+        }
+        assert_eq!(heard.stamps().count(), HEARD_NODES);
+        assert!(heard.note(&stamp("b", 1)), "forgotten");
     }
 }
