@@ -772,17 +772,17 @@ async fn a_token_used_on_another_node_closes_the_first_copy_and_the_pairing_foll
     drop(node_b);
 }
 
-/// `y` signals `n` numbered offers (`v=0 #0`, ...), each answered `ok`.
-async fn send_numbered(y: &mut Client, n: usize) {
-    for i in 0..n {
+/// `y` signals the numbered offers `v=0 #i` for each `i` of `n`, each answered `ok`.
+async fn send_numbered(y: &mut Client, n: std::ops::Range<usize>) {
+    for i in n {
         y.send(ClientMessage::Signal { payload: offer(&format!("v=0 #{i}")), generation: Some(2) }).await;
         y.expect("ok").await;
     }
 }
 
-/// `x` gets the `n` numbered offers of [`send_numbered`], in order.
-async fn expect_numbered(x: &mut Client, n: usize) {
-    for i in 0..n {
+/// `x` gets the numbered offers of [`send_numbered`] for `n`, in order.
+async fn expect_numbered(x: &mut Client, n: std::ops::Range<usize>) {
+    for i in n {
         let f = x.expect("signal").await;
         let numbered =
             matches!(&f.msg, ServerMessage::Signal { payload, .. } if *payload == offer(&format!("v=0 #{i}")));
@@ -798,12 +798,12 @@ async fn a_client_back_before_its_dead_node_is_noticed_gets_what_its_partner_sen
     // Node a is killed; y's signals go to its inbox (nobody can know yet) and are answered `ok`.
     drop(node_a);
     drop(x);
-    send_numbered(&mut y, 5).await;
+    send_numbered(&mut y, 0..5).await;
     // x is back on node c at once, long before a's heartbeat runs out, and gets all of them, in order.
     let mut x = Client::hello_on(raw(&node_c.url).await, Some(token)).await;
     x.expect("peer_resumed").await;
     y.expect("peer_resumed").await;
-    expect_numbered(&mut x, 5).await;
+    expect_numbered(&mut x, 0..5).await;
     y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(3) }).await;
     assert!(matches!(x.expect("signal").await.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
     drop((node_b, node_c));
@@ -936,14 +936,14 @@ async fn a_node_restarted_under_the_same_id_hands_on_what_partners_sent_its_prev
     // signals meanwhile: nobody can know, so it all goes to node a's inbox.
     drop(node_a);
     drop(x);
-    send_numbered(&mut y, 3).await;
+    send_numbered(&mut y, 0..3).await;
     let node_a = node_process(&redis, "a");
     wait_process_healthy(&node_a.url).await;
     // x comes back to the new process and gets every signal, in order, then the call goes on.
     let mut x = Client::hello_on(raw(&node_a.url).await, Some(token)).await;
     x.expect("peer_resumed").await;
     y.expect("peer_resumed").await;
-    expect_numbered(&mut x, 3).await;
+    expect_numbered(&mut x, 0..3).await;
     y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(3) }).await;
     assert!(matches!(x.expect("signal").await.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
     x.send(ClientMessage::Signal { payload: SignalPayload::EndOfCandidates, generation: Some(3) }).await;
@@ -990,4 +990,34 @@ async fn a_draining_node_hands_its_sessions_over_with_what_their_clients_had_not
     assert!(waited.elapsed() < Duration::from_secs(2), "{:?}", waited.elapsed());
     y.send(ClientMessage::Signal { payload: SignalPayload::Restart, generation: Some(2) }).await;
     assert!(matches!(x.expect("signal").await.msg, ServerMessage::Signal { payload: SignalPayload::Restart, .. }));
+}
+
+#[tokio::test]
+async fn a_session_moved_while_its_old_node_lives_gets_every_signal_of_its_partner_once_and_in_order() {
+    let redis = RedisServer::start();
+    let ([node_a, node_b, node_c], mut x, mut y) = three_nodes_with_x_on_a_paired_with_y_on_b(&redis).await;
+    wait_process_healthy(&node_c.url).await;
+    // y signals 0-4: x gets them on node a but has processed none of them when it moves.
+    let (token, before) = (x.token.clone(), x.last_seq);
+    send_numbered(&mut y, 0..5).await;
+    expect_numbered(&mut x, 0..5).await;
+    // Node a stalls (SIGSTOP: alive, its heartbeat still good, but slow). y signals 5-9 into
+    // its inbox; x's token is used on node c, acknowledging what came before signal 0; y's
+    // node switches to node c, and y signals 10-14 straight there.
+    process::pause(&node_a);
+    send_numbered(&mut y, 5..10).await;
+    let mut x2 = Client::from_parts(raw(&node_c.url).await, String::new(), String::new());
+    let hello = ClientMessage::Hello { version: PROTOCOL_VERSION, resume_token: Some(token), client: None };
+    x2.send_frame(ClientFrame { id: Some(1), ack: Some(before), msg: hello }).await;
+    y.expect("peer_resumed").await;
+    send_numbered(&mut y, 10..15).await;
+    // Node a goes on 100 ms later, long before its heartbeat runs out and within the 500 ms
+    // node c waits for it: it hands x over (0-9, which x never processed) while node c holds
+    // what y sent it since.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    process::resume(&node_a);
+    // x gets every signal exactly once, in the order y sent them.
+    expect_numbered(&mut x2, 0..15).await;
+    x2.expect_silence(Duration::from_millis(500)).await;
+    drop((node_a, node_b, node_c));
 }

@@ -44,6 +44,18 @@ pub fn sigterm(p: &Proc) {
     assert!(status.success());
 }
 
+/// Stops the process where it is (SIGSTOP): alive, but doing nothing until [`resume`].
+pub fn pause(p: &Proc) {
+    let status = Command::new("kill").args(["-STOP", &p.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Lets a process stopped by [`pause`] go on (SIGCONT).
+pub fn resume(p: &Proc) {
+    let status = Command::new("kill").args(["-CONT", &p.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
 pub fn wait_exit(p: &mut Proc, within: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
