@@ -429,7 +429,7 @@ impl Hub {
             self.send(member, None, ServerMessage::PeerReconnecting { grace_ms: grace.as_millis() as u64 });
         }
         // Sessions it was handing over: it never will.
-        self.handovers_from_dead_node(node);
+        self.handovers_from_dead_node(now, node);
     }
 
     /// `node` beats again (its heartbeat had run out): its partners here were waiting for

@@ -45,6 +45,12 @@ use super::{Hub, Now, Output, Timer};
 /// partners' messages wait this long on their new nodes.
 pub(super) const HANDOVER_WAIT: Duration = Duration::from_millis(500);
 
+/// How long salvages asked for are waited for, once one is forced. A node answers every
+/// salvage its hub asks for, at the latest when it gives up writing what came before it (after
+/// 15 s, `crate::cluster::DELIVERY_PATIENCE`); one not answered by then was refused (the queue
+/// to Redis was full) and never will be.
+pub(super) const SALVAGE_WAIT: Duration = Duration::from_secs(30);
+
 /// Messages held for one session during its handover, at most: beyond that, the wait ends.
 pub(super) const MAX_HANDOVER_HELD: usize = 1024;
 
@@ -53,11 +59,17 @@ pub(super) const MAX_HANDOVER_HELD: usize = 1024;
 pub(super) struct Handover {
     /// The previous node.
     from: String,
-    /// When the handover was asked for (identifies its timer).
-    since: Instant,
-    /// A salvage was asked for that takes what the node did not read, beating or not: the wait
-    /// ends with its answer.
+    /// When the wait ends by [`Hub::handover_overdue`] (identifies its timer).
+    deadline: Instant,
+    /// A salvage was asked for that takes what the node did not read, beating or not.
     forced: bool,
+    /// Salvages asked for and not answered yet. Each runs on a task of its own, so their
+    /// answers come in any order: one that found nothing may come before the one that took
+    /// what the node never read. The wait ends only once none is out.
+    salvages_out: u32,
+    /// The previous node is done with the session: it handed it over, or a salvage took what
+    /// it never read.
+    done: bool,
     /// What the partner sent the session straight here meanwhile, in order.
     held: Vec<Held>,
 }
@@ -101,9 +113,13 @@ impl Hub {
         self.out.push_back(Output::Remote { node: from.clone(), msg: Box::new(ask) });
         let salvage = RemoteMsg::Salvage { session: session.to_string(), force: false };
         self.out.push_back(Output::Remote { node: from.clone(), msg: Box::new(salvage) });
-        self.timers.push(Reverse((now.mono + HANDOVER_WAIT, Timer::Handover(session.to_string(), now.mono))));
-        let held = self.handovers.remove(session).map(|h| h.held).unwrap_or_default();
-        self.handovers.insert(session.to_string(), Handover { from, since: now.mono, forced: false, held });
+        let deadline = now.mono + HANDOVER_WAIT;
+        self.timers.push(Reverse((deadline, Timer::Handover(session.to_string(), deadline))));
+        // A handover asked for again (the session moved here once more) keeps what waits, and
+        // the salvages still out, whose answers come all the same.
+        let (held, out) = self.handovers.remove(session).map(|h| (h.held, h.salvages_out)).unwrap_or_default();
+        let h = Handover { from, deadline, forced: false, salvages_out: out + 1, done: false, held };
+        self.handovers.insert(session.to_string(), h);
     }
 
     /// `node`, which holds `session` now, asks this node (where it was) to hand it over: this
@@ -115,32 +131,46 @@ impl Hub {
         self.out.push_back(Output::Remote { node: node.to_string(), msg: Box::new(msg) });
     }
 
-    /// `node` handed `session` over: what waited for that goes to the session.
+    /// `node` handed `session` over: what waited for that goes to the session (once no salvage
+    /// is out).
     pub(super) fn handed_over(&mut self, now: Now, session: &str, node: &str) {
-        if self.handovers.get(session).is_some_and(|h| h.from == node) {
-            self.end_handover(now, session);
+        if let Some(h) = self.handovers.get_mut(session).filter(|h| h.from == node) {
+            h.done = true;
+            self.end_handover_if_done(now, session);
         }
     }
 
-    /// The previous node of `session` did not hand it over within [`HANDOVER_WAIT`] of `since`.
-    pub(super) fn handover_overdue(&mut self, session: &str, since: Instant) {
-        let Some(h) = self.handovers.get(session).filter(|h| h.since == since && !h.forced) else { return };
-        info!(session = %session, node = %h.from, wait_ms = HANDOVER_WAIT.as_millis() as u64, "previous node did not hand the session over in time; its inbox is salvaged");
-        self.force_salvage(session);
+    /// The wait for the previous node of `session` set to end at `deadline` is over: a node
+    /// that did not hand the session over in time has its inbox salvaged; salvages still out
+    /// [`SALVAGE_WAIT`] after that are waited for no longer, and what waited is delivered.
+    pub(super) fn handover_overdue(&mut self, now: Now, session: &str, deadline: Instant) {
+        let Some(h) = self.handovers.get(session).filter(|h| h.deadline == deadline) else { return };
+        if !h.forced {
+            let wait_ms = HANDOVER_WAIT.as_millis() as u64;
+            info!(session = %session, node = %h.from, wait_ms, "previous node did not hand the session over in time; its inbox is salvaged");
+            return self.force_salvage(now, session);
+        }
+        warn!(session = %session, node = %h.from, salvages_out = h.salvages_out, "salvage of the previous node's inbox never answered; what waited is delivered");
+        self.end_handover(now, session);
     }
 
     /// `node` stopped beating: the sessions it was handing over here are salvaged from it.
-    pub(super) fn handovers_from_dead_node(&mut self, node: &str) {
+    pub(super) fn handovers_from_dead_node(&mut self, now: Now, node: &str) {
         let sessions: Vec<String> =
             self.handovers.iter().filter(|(_, h)| h.from == node && !h.forced).map(|(s, _)| s.clone()).collect();
         for session in sessions {
-            self.force_salvage(&session);
+            self.force_salvage(now, &session);
         }
     }
 
-    fn force_salvage(&mut self, session: &str) {
+    /// Asks for a salvage that takes what the previous node of `session` did not read, beating
+    /// or not, and waits at most [`SALVAGE_WAIT`] for the salvages out.
+    fn force_salvage(&mut self, now: Now, session: &str) {
         let Some(h) = self.handovers.get_mut(session) else { return };
         h.forced = true;
+        h.salvages_out += 1;
+        h.deadline = now.mono + SALVAGE_WAIT;
+        self.timers.push(Reverse((h.deadline, Timer::Handover(session.to_string(), h.deadline))));
         let node = h.from.clone();
         let msg = RemoteMsg::Salvage { session: session.to_string(), force: true };
         self.out.push_back(Output::Remote { node, msg: Box::new(msg) });
@@ -186,11 +216,16 @@ impl Hub {
 
     /// What [`RemoteMsg::Salvage`] took out of the inbox of `session`'s previous node: nothing
     /// if that node beats and the salvage was not forced (`node_alive`: it hands over itself);
-    /// otherwise what it never read, delivered before what waited (which is newer).
+    /// otherwise what it never read, delivered before what waited (which is newer), once no
+    /// other salvage is out.
     pub(super) fn salvaged(&mut self, now: Now, session: &str, messages: Vec<RemoteMsg>, node_alive: bool) {
+        if let Some(h) = self.handovers.get_mut(session) {
+            h.salvages_out = h.salvages_out.saturating_sub(1);
+            h.done |= !node_alive;
+        }
         if node_alive {
             debug!(session = %session, "previous node beats; it hands the session over itself");
-            return;
+            return self.end_handover_if_done(now, session);
         }
         let Some(key) = self.by_public.get(session).copied() else {
             self.handovers.remove(session);
@@ -216,7 +251,15 @@ impl Hub {
                 event => self.peer_message(now, key, from, event, stamp),
             }
         }
-        self.end_handover(now, session);
+        self.end_handover_if_done(now, session);
+    }
+
+    /// Ends the handover of `session` if its previous node is done with it and no salvage is
+    /// out.
+    fn end_handover_if_done(&mut self, now: Now, session: &str) {
+        if self.handovers.get(session).is_some_and(|h| h.done && h.salvages_out == 0) {
+            self.end_handover(now, session);
+        }
     }
 
     /// The previous node of `session` is done with it: what waited goes to the session, in order.

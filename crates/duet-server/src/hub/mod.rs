@@ -268,8 +268,8 @@ enum Timer {
     /// The partner (this public id) on another node, whose node was taken for dead at this
     /// time, had this long to come back.
     AwaitRemote(u64, String, Instant),
-    /// The previous node of a session (this public id), asked at this time to hand it over,
-    /// had this long to answer.
+    /// The wait for the previous node of a session (this public id) to hand it over ends at
+    /// this time.
     Handover(String, Instant),
 }
 
@@ -484,7 +484,7 @@ impl Hub {
                 }
                 Timer::AwaitPartner(room) => self.partner_not_back(now, room, true),
                 Timer::AwaitRemote(room, session, lost_at) => self.remote_not_back(now, room, &session, lost_at),
-                Timer::Handover(session, since) => self.handover_overdue(&session, since),
+                Timer::Handover(session, deadline) => self.handover_overdue(now, &session, deadline),
                 Timer::Rematch(key, ticket) => {
                     let still = self
                         .sessions

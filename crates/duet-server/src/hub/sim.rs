@@ -53,6 +53,11 @@ pub(super) struct Service {
     /// The pool: waiting entries, longest waiting first.
     waiting: Vec<PoolEntry>,
     key: TokenKey,
+    /// Salvages' answers are held in [`Service::answers`] until a test delivers them (the real
+    /// node runs each salvage on a task of its own, so their answers may come in any order).
+    pub hold_salvage_answers: bool,
+    /// Salvages that ran, whose answers the hubs have not had yet: node, answer.
+    pub answers: Vec<(String, Input)>,
 }
 
 impl Service {
@@ -89,6 +94,8 @@ impl Service {
             home: HashMap::new(),
             waiting: Vec::new(),
             key,
+            hold_salvage_answers: false,
+            answers: Vec::new(),
         }
     }
 
@@ -199,18 +206,30 @@ impl Service {
         }
         for (from, session, force) in salvages {
             let old = self.node(&from);
-            if old.beating && !force {
-                self.input(node, Input::Salvaged { session, messages: Vec::new(), node_alive: true });
-                continue;
+            let answer = if old.beating && !force {
+                Input::Salvaged { session, messages: Vec::new(), node_alive: true }
+            } else {
+                let marker = old.marker;
+                let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut old.inbox)
+                    .into_iter()
+                    .partition(|(id, m)| *id > marker && matches!(m, RemoteMsg::Peer { to, .. } if *to == session));
+                old.inbox = kept;
+                let messages = taken.into_iter().map(|(_, m)| m).collect();
+                Input::Salvaged { session, messages, node_alive: false }
+            };
+            if self.hold_salvage_answers {
+                self.answers.push((node.to_string(), answer));
+            } else {
+                self.input(node, answer);
             }
-            let marker = old.marker;
-            let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut old.inbox)
-                .into_iter()
-                .partition(|(id, m)| *id > marker && matches!(m, RemoteMsg::Peer { to, .. } if *to == session));
-            old.inbox = kept;
-            let messages = taken.into_iter().map(|(_, m)| m).collect();
-            self.input(node, Input::Salvaged { session, messages, node_alive: false });
         }
+    }
+
+    /// Gives its hub the `i`-th of the salvage answers held back (see
+    /// [`Service::hold_salvage_answers`]).
+    pub fn answer(&mut self, i: usize) {
+        let (node, answer) = self.answers.remove(i);
+        self.input(&node, answer);
     }
 
     /// `node`'s reader: the marker first, then every newer entry, in order.
@@ -379,7 +398,7 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::handover::{HANDOVER_WAIT, MAX_HANDOVER_HELD};
+    use crate::hub::handover::{HANDOVER_WAIT, MAX_HANDOVER_HELD, SALVAGE_WAIT};
 
     /// x on node a, paired with y on node b (x waited longer); both have their tokens.
     fn x_on_a_paired_with_y_on_b() -> (Service, ConnId, ConnId) {
@@ -580,6 +599,64 @@ mod tests {
         s.advance(Duration::from_secs(10));
         s.settle();
         assert_eq!(s.signals("c", x2), [3], "never older after newer, never twice");
+    }
+
+    #[test]
+    fn what_a_dead_nodes_inbox_held_comes_first_whichever_salvage_answers_first() {
+        // As in `tests/cluster.rs`: node a is killed with y's 2 in its inbox; node b notices
+        // first (y hears peer_reconnecting and its 3 waits there), x comes back on node c.
+        let (mut s, x, y) = x_on_a_paired_with_y_on_b();
+        s.signal("b", y, 1);
+        s.settle();
+        let token = s.token("a", x);
+        s.kill("a");
+        s.signal("b", y, 2);
+        s.send("b");
+        s.node("a").beating = false;
+        s.input("b", Input::NodeDown("a".into()));
+        s.signal("b", y, 3);
+        s.hold_salvage_answers = true;
+        let x2 = s.hello("c", 10, token, None);
+        s.settle();
+        // Node c's handover asked for a salvage of node a's inbox, which took 2; then node c
+        // notices node a's heartbeat is over and forces one more, which finds nothing.
+        s.input("c", Input::NodeDown("a".into()));
+        s.settle();
+        assert_eq!(s.answers.len(), 2);
+        assert_eq!(s.signals("c", x2), [] as [u32; 0], "3 waits for what node a held");
+        // The empty answer reaches the hub first.
+        s.answer(1);
+        assert_eq!(s.signals("c", x2), [] as [u32; 0], "3 still waits: a salvage is out");
+        s.answer(0);
+        s.settle();
+        assert_eq!(s.signals("c", x2), [2, 3], "once each, in the order y sent them");
+    }
+
+    #[test]
+    fn a_salvage_never_answered_holds_what_waits_for_a_salvage_wait_at_most() {
+        let (mut s, y, token) = x_on_a_killed_with_2_and_3_unread();
+        s.hold_salvage_answers = true;
+        let x2 = s.hello("c", 10, token, None);
+        s.settle();
+        s.signal("b", y, 4);
+        s.settle();
+        // The first salvage's answer never comes (say its request was refused). Node a does not
+        // hand x over in time: the forced salvage takes 2 and 3, delivered at once; 4 waits
+        // for the first salvage.
+        s.advance(HANDOVER_WAIT);
+        s.settle();
+        s.answer(1);
+        assert_eq!(s.signals("c", x2), [2, 3]);
+        s.advance(SALVAGE_WAIT - Duration::from_millis(1));
+        s.settle();
+        assert_eq!(s.signals("c", x2), [2, 3]);
+        s.advance(Duration::from_millis(1));
+        s.settle();
+        assert_eq!(s.signals("c", x2), [2, 3, 4], "waited for no longer");
+        s.answer(0);
+        s.signal("b", y, 5);
+        s.settle();
+        assert_eq!(s.signals("c", x2), [2, 3, 4, 5]);
     }
 
     #[test]
